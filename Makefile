@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_VAULT ?= demo-vault
-DEMO_PASSPHRASE ?= correct horse battery staple
+DEMO_PASSPHRASE ?= walking group on tuesday
 
 .PHONY: demo test lint bench clean
 

@@ -1,0 +1,384 @@
+"""The `sprx` command: opens the app, or runs one task (init, demo, check, passwd, export, sync ...)."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sprx_tui.core.vault import VaultError
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+
+class CliError(Exception):
+    """A failure to report as one plain sentence."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def default_vault() -> Path:
+    env = os.environ.get("SPRX_VAULT")
+    if env:
+        return Path(env)
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("sprx", appauthor=False)) / "vault"
+
+
+# -- passphrases ------------------------------------------------------------------------------
+
+
+class Secrets:
+    """Reads passphrases from standard input (one per line) or from the terminal without echo."""
+
+    def __init__(self, from_stdin: bool) -> None:
+        self.from_stdin = from_stdin
+
+    def read(self, prompt: str) -> bytearray:
+        if self.from_stdin:
+            line = sys.stdin.readline()
+            if not line:
+                raise CliError("No passphrase was given on standard input.")
+            value = bytearray(line.rstrip("\r\n").encode())
+        else:
+            if not sys.stdin.isatty():
+                raise CliError("No terminal to ask for the passphrase; use --passphrase-stdin in scripts.")
+            value = bytearray(getpass.getpass(prompt).encode())
+        return value
+
+    def new(self) -> bytearray:
+        first = self.read("New passphrase (12 characters or more; three random words work well): ")
+        if self.from_stdin:
+            return first
+        second = self.read("Type it again: ")
+        if first != second:
+            raise CliError("The two passphrases did not match; nothing was changed.")
+        second[:] = bytes(len(second))
+        return first
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="", disable=not enabled, file=sys.stderr, leave=False)
+
+
+# -- opening a vault ----------------------------------------------------------------------------
+
+
+def unlock_store(args: argparse.Namespace, secrets: Secrets | None = None) -> Any:
+    from sprx_tui.core.store import open_store
+    from sprx_tui.core.vault import Vault
+
+    path = Path(args.vault)
+    if not Vault.exists(path):
+        raise CliError("There is no vault at that path; create one with `sprx init` or `sprx demo`.")
+    vault = Vault(path)
+    secrets = secrets or Secrets(args.passphrase_stdin)
+    passphrase = secrets.read("Passphrase: ")
+    try:
+        vault.unlock(passphrase)
+    finally:
+        passphrase[:] = bytes(len(passphrase))
+    store = open_store(vault)
+    failures = getattr(vault, "failed_attempts_before_unlock", 0)
+    if failures:
+        store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
+    store.service.record_event("UNLOCK", detail="cli")
+    return store
+
+
+def _create_vault(args: argparse.Namespace) -> tuple[Any, str]:
+    from sprx_tui.core.store import open_store
+    from sprx_tui.core.vault import FLOOR, Vault
+
+    secrets = Secrets(args.passphrase_stdin)
+    passphrase = secrets.new()
+    try:
+        if not args.fast_kdf:
+            print(
+                "Measuring this computer to set the passphrase protection (a few seconds)...",
+                file=sys.stderr,
+            )
+        vault, recovery = Vault.create(Path(args.vault), passphrase, kdf=FLOOR if args.fast_kdf else None)
+    finally:
+        passphrase[:] = bytes(len(passphrase))
+    store = open_store(vault)
+    store.service.record_event("CREATE_VAULT")
+    return store, recovery
+
+
+def _show_recovery(recovery: str) -> None:
+    print("Your recovery key (shown once; write it down and keep it somewhere safe, away from the laptop):")
+    print()
+    print("    " + recovery)
+    print()
+    print(
+        "It unlocks this vault if the passphrase is forgotten. Anyone holding it and the laptop can read the records."
+    )
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    store, recovery = _create_vault(args)
+    store.vault.lock()
+    _show_recovery(recovery)
+    print(f"Created an empty encrypted vault at {args.vault}.", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from sprx_tui.core.demo import build_demo
+
+    if args.people < 1 or args.people > 200_000:
+        raise CliError("The number of demo people must be between 1 and 200000.", EXIT_USAGE)
+    store, recovery = _create_vault(args)
+    try:
+        with _progress(args.people, "Synthetic people", args.people >= 500 and not args.quiet) as bar:
+            build_demo(store, people=args.people, seed=args.seed, progress=bar.update)
+    finally:
+        store.vault.lock()
+    if not args.quiet:
+        _show_recovery(recovery)
+    print(
+        f"Created a demo vault with {args.people} synthetic people at {args.vault}.",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from sprx_tui.core.vault import Vault
+
+    store = unlock_store(args)
+    try:
+        problems = store.vault.integrity_check()
+        chain_ok = store.service.verify_audit_chain()
+        counts = store.queries.status_counts()
+    finally:
+        store.vault.lock()
+    assert isinstance(store.vault, Vault)
+    if problems:
+        raise CliError("The vault failed its integrity check: some pages are damaged or were altered.")
+    if not chain_ok:
+        raise CliError("The audit trail's hash chain is broken: audit events were altered.")
+    print(
+        f"The vault is healthy: keys, encryption, integrity and audit trail check out ({sum(counts.values())} people)."
+    )
+    return EXIT_OK
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    from sprx_tui.core.vault import Vault
+
+    path = Path(args.vault)
+    if not Vault.exists(path):
+        raise CliError("There is no vault at that path.")
+    vault = Vault(path)
+    secrets = Secrets(args.passphrase_stdin)
+    if args.recovery:
+        recovery = secrets.read("Recovery key: ").decode()
+        new = secrets.new()
+        try:
+            vault.reset_passphrase_with_recovery(recovery, new)
+        finally:
+            new[:] = bytes(len(new))
+    else:
+        old = secrets.read("Current passphrase: ")
+        new = secrets.new()
+        try:
+            vault.change_passphrase(old, new)
+        finally:
+            old[:] = bytes(len(old))
+            new[:] = bytes(len(new))
+    print("The passphrase was changed. The records themselves were not touched.", file=sys.stderr)
+    return EXIT_OK
+
+
+def _confirm_export(args: argparse.Namespace) -> None:
+    from sprx_tui.core.export import LEAVING_WARNING
+
+    print(LEAVING_WARNING, file=sys.stderr)
+    if args.yes:
+        return
+    if args.passphrase_stdin or not sys.stdin.isatty():
+        raise CliError("Exports must be confirmed; add --yes to confirm when running from a script.")
+    answer = input("Type EXPORT to continue: ")
+    if answer.strip() != "EXPORT":
+        raise CliError("The export was cancelled; nothing was written.")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    _confirm_export(args)
+    store = unlock_store(args)
+    try:
+        if args.format == "csv":
+            from sprx_tui.core.export import export_csv
+
+            out = Path(args.out or "sprx-export")
+            counts = export_csv(store, out)
+            print(
+                f"Wrote {sum(counts.values())} rows in {len(counts)} CSV files to {out}.",
+                file=sys.stderr,
+            )
+        else:
+            from sprx_tui.core import export
+
+            fhir = getattr(export, "export_fhir", None)
+            if fhir is None:
+                raise CliError("FHIR export is not available in this version.")
+            out = Path(args.out or "sprx-export.fhir.json")
+            n = fhir(store, out)
+            print(f"Wrote a FHIR R4 Bundle with {n} resources to {out}.", file=sys.stderr)
+    finally:
+        store.vault.lock()
+    return EXIT_OK
+
+
+def cmd_app(args: argparse.Namespace) -> int:
+    try:
+        from sprx_tui.app import run_app
+    except ImportError:
+        raise CliError("The app needs the 'tui' extra: pip install 'sprx[tui]'.") from None
+    return run_app(Path(args.vault))
+
+
+def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """Commands implemented beside their feature (sync, reports, directory)."""
+
+    def run(args: argparse.Namespace) -> int:
+        import importlib
+
+        try:
+            target = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError):
+            raise CliError("That command is not available in this version of sprx.") from None
+        return int(target(args) or 0)
+
+    return run
+
+
+# -- parser -----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--vault", type=Path, default=None, help="vault folder (default: your user data folder)")
+    common.add_argument(
+        "--passphrase-stdin",
+        action="store_true",
+        help="read the passphrase (one line) from standard input",
+    )
+
+    parser = argparse.ArgumentParser(
+        prog="sprx",
+        description="Encrypted, offline-first case records for social prescribing link workers.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=fn)
+        return p
+
+    p = add("init", cmd_init, "Create a new, empty encrypted vault.")
+    p.add_argument("--fast-kdf", action="store_true", help="use the minimum Argon2id cost (64 MiB, 3 passes)")
+
+    p = add("demo", cmd_demo, "Create a vault filled with a synthetic demo caseload.")
+    p.add_argument("--people", type=int, default=60, help="number of synthetic people (default 60)")
+    p.add_argument("--seed", type=int, default=7, help="random seed; the same seed gives the same people")
+    p.add_argument("--fast-kdf", action="store_true", help="use the minimum Argon2id cost (64 MiB, 3 passes)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or recovery key")
+
+    add("check", cmd_check, "Check the key, the encryption, page integrity and the audit trail.")
+
+    p = add("passwd", cmd_passwd, "Change the passphrase (the records are not re-encrypted).")
+    p.add_argument("--recovery", action="store_true", help="set a new passphrase using the recovery key")
+
+    p = add("export", cmd_export, "Export records; the files leave the encrypted vault.")
+    p.add_argument("--format", choices=["csv", "fhir"], required=True)
+    p.add_argument("--out", type=Path, default=None, help="where to write (a folder for csv, a file for fhir)")
+    p.add_argument("--yes", action="store_true", help="confirm the export without asking")
+
+    p = add(
+        "enrol",
+        _delegate("sprx_tui.core.syncstore", "cli_enrol"),
+        "Enrol this laptop with the practice server.",
+    )
+    p.add_argument("--server", required=True, help="server address, e.g. https://sprx.practice.example:8443")
+    p.add_argument("--code", required=True, help="the one-time enrolment code from the practice admin")
+    p.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=None,
+        help="the server's certificate file, for a self-signed server",
+    )
+
+    add(
+        "sync",
+        _delegate("sprx_tui.core.syncstore", "cli_sync"),
+        "Sync with the practice server now.",
+    )
+    add(
+        "report",
+        _delegate("sprx_tui.core.reports", "cli_report"),
+        "Print caseload and outcome figures.",
+    )
+
+    p = sub.add_parser("directory", help="Manage the local services directory.")
+    dsub = p.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
+    p = dsub.add_parser(
+        "import",
+        parents=[common],
+        help="Import an Open Referral (HSDS) datapackage folder into this vault.",
+    )
+    p.add_argument("path", type=Path)
+    p.set_defaults(func=_delegate("sprx_tui.core.directory", "cli_import"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.vault is None:
+        args.vault = default_vault()
+    from sprx_tui.core.db import init_process_security
+
+    init_process_security(True)
+    func = getattr(args, "func", cmd_app)
+    try:
+        return func(args)
+    except CliError as exc:
+        print(f"sprx: {exc}", file=sys.stderr)
+        return exc.code
+    except VaultError as exc:
+        print(f"sprx: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        print("sprx: stopped; nothing was half-written.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        from sprx_tui.core.service import ServiceError
+
+        if isinstance(exc, ServiceError):
+            print(f"sprx: {exc}", file=sys.stderr)
+        else:
+            print(
+                f"sprx: something unexpected went wrong ({type(exc).__name__}); the failed step changed nothing.",
+                file=sys.stderr,
+            )
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

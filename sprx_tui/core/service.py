@@ -1,0 +1,1168 @@
+"""The only write path: every domain change, its sync outbox entry and its audit event in one transaction."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, select
+
+from sprx_tui.core import outcomes as instruments
+from sprx_tui.core import validate
+from sprx_tui.core.ids import uuid7
+from sprx_tui.core.models import (
+    CONTACT_MODES,
+    GOAL_STATUSES,
+    LIFE_AREAS,
+    ONWARD_KINDS,
+    ONWARD_OUTCOMES,
+    REFERRAL_REASONS,
+    REFERRAL_SOURCES,
+    SAFETY_FLAGS,
+    SNOMED_REFERRAL_ACCEPTED,
+    SNOMED_SP_DECLINED,
+    AuditEvent,
+    CommunityService,
+    Contact,
+    ContactAmendment,
+    DirectorySuggestion,
+    Draft,
+    FollowUp,
+    Goal,
+    HlcState,
+    Need,
+    OnwardReferral,
+    OutcomeResponse,
+    Person,
+    PersonStatus,
+    PlanAction,
+    Referral,
+    ReferralStatus,
+    Synced,
+    SyncOutbox,
+    WhatMatters,
+    utcnow,
+)
+from sprx_tui.core.wire import row_values, to_wire
+from sync import hlc as hlc_clock
+from sync.schema import TABLES
+
+T = TypeVar("T", bound=Synced)
+
+GENESIS_HASH = "0" * 64
+_AUDIT_COLUMNS = [c for c in AuditEvent.model_fields if c != "seq"]
+
+
+class ServiceError(Exception):
+    """A write the service refused; the message is one plain sentence."""
+
+
+class NotFound(ServiceError):
+    pass
+
+
+class InvalidInput(ServiceError):
+    """One or more fields were rejected; `errors` maps each field to a plain sentence."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        self.errors = errors
+        super().__init__(next(iter(errors.values())))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is writing: the worker, their laptop, their practice."""
+
+    user_id: str
+    device_id: str
+    practice_id: str
+
+
+@dataclass
+class _Txn:
+    """One write transaction; outbox and audit rows are gathered and inserted in bulk at commit."""
+
+    session: Session
+    hlc: int = 0
+    hlc_last: int | None = None  # loaded lazily, written back once at commit
+    prev_hash: str | None = None  # head of the audit chain, loaded lazily
+    outbox: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+def search_text_for(person: Person) -> str:
+    """What the caseload filter matches: names, NHS number and postcode without spaces."""
+    parts = [
+        person.given_name,
+        person.family_name,
+        person.preferred_name or "",
+        person.nhs_number or "",
+        (person.postcode or "").replace(" ", ""),
+    ]
+    return " ".join(p.lower() for p in parts if p)
+
+
+def _audit_hash(prev_hash: str, event: AuditEvent) -> str:
+    body = {
+        "id": event.id,
+        "practice_id": event.practice_id,
+        "person_id": event.person_id,
+        "actor": event.actor,
+        "device_id": event.device_id,
+        "action": event.action,
+        "record_type": event.record_type,
+        "record_id": event.record_id,
+        "detail": event.detail,
+        "at": to_wire(event.at),
+    }
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256((prev_hash + canonical).encode()).hexdigest()
+
+
+def _check(errors: dict[str, str], field: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except validate.ValidationError as exc:
+        errors[field] = str(exc)
+    except ValueError as exc:
+        errors[field] = str(exc)
+    return None
+
+
+class CaseService:
+    """Domain writes for one worker on one laptop. Thread-safe only per instance per thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        actor: Actor,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.actor = actor
+        self.clock = clock
+        self._txn_stack: list[_Txn] = []
+        # Tests inject a failure at a named step to prove a write is all-or-nothing.
+        self.fail_at: str | None = None
+
+    # -- transactions ----------------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """Group several operations into one transaction (used by bulk demo data and imports)."""
+        with self._txn() as txn:
+            yield txn.session
+
+    @contextmanager
+    def _txn(self) -> Iterator[_Txn]:
+        if self._txn_stack:
+            yield self._txn_stack[-1]
+            return
+        with Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                txn = _Txn(session)
+                self._txn_stack.append(txn)
+                try:
+                    yield txn
+                    self._finish(txn)
+                finally:
+                    self._txn_stack.pop()
+
+    def _finish(self, txn: _Txn) -> None:
+        """Write the gathered outbox, audit and clock rows inside the same transaction."""
+        session = txn.session
+        session.flush()
+        if txn.outbox:
+            session.execute(insert(SyncOutbox.__table__), txn.outbox)  # type: ignore[attr-defined]
+        if txn.audit:
+            session.execute(insert(AuditEvent.__table__), txn.audit)  # type: ignore[attr-defined]
+        if txn.hlc_last is not None:
+            session.execute(
+                sqlite_insert(HlcState.__table__)  # type: ignore[attr-defined]
+                .values(id=1, last=txn.hlc_last)
+                .on_conflict_do_update(index_elements=["id"], set_={"last": txn.hlc_last})
+            )
+
+    def _maybe_fail(self, step: str) -> None:
+        if self.fail_at == step:
+            raise RuntimeError(f"injected failure at {step}")
+
+    def _tick(self, txn: _Txn) -> int:
+        if txn.hlc_last is None:
+            last = txn.session.execute(select(HlcState.last).where(HlcState.id == 1)).scalar()
+            txn.hlc_last = last or 0
+        physical_ms = int(self.clock().timestamp() * 1000)
+        txn.hlc_last = hlc_clock.tick(txn.hlc_last, physical_ms)
+        txn.hlc = txn.hlc_last
+        return txn.hlc
+
+    def today(self) -> dt.date:
+        return self.clock().date()
+
+    # -- generic synced writes -------------------------------------------------------------
+
+    def _insert(self, txn: _Txn, row: T) -> T:
+        spec = TABLES[row.__tablename__]  # type: ignore[index]
+        stamp = self._tick(txn)
+        if not row.id:
+            row.id = uuid7()
+        row.practice_id = self.actor.practice_id
+        if isinstance(row, Person):
+            row.person_id = row.id
+        row.created_by = self.actor.user_id
+        row.created_on_device = self.actor.device_id
+        row.created_at = self.clock()
+        row.row_hlc = stamp
+        row.field_meta = {f: {"hlc": stamp, "dev": self.actor.device_id, "seq": None} for f in spec.fields}
+        txn.session.add(row)
+        values = row_values(row, spec)
+        self._maybe_fail("row")
+        self._outbox(
+            txn,
+            tbl=spec.name,
+            row_id=row.id,
+            person_id=row.person_id,
+            op="insert",
+            fields={f: {"v": v, "hlc": stamp, "base_seq": None} for f, v in values.items()},
+        )
+        return row
+
+    def _patch(self, txn: _Txn, row: T, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply changed fields only; returns what changed. Nothing changed = no outbox row."""
+        spec = TABLES[row.__tablename__]  # type: ignore[index]
+        changed = {k: v for k, v in changes.items() if getattr(row, k) != v}
+        if not changed:
+            return {}
+        for name in changed:
+            if name not in spec.patchable:
+                raise ServiceError(f"The {name.replace('_', ' ')} cannot be changed once saved.")
+        stamp = self._tick(txn)
+        meta = dict(row.field_meta or {})
+        fields: dict[str, Any] = {}
+        for name, value in changed.items():
+            base = (meta.get(name) or {}).get("seq")
+            setattr(row, name, value)
+            meta[name] = {"hlc": stamp, "dev": self.actor.device_id, "seq": base}
+            fields[name] = {"v": to_wire(value), "hlc": stamp, "base_seq": base}
+        row.field_meta = meta
+        row.row_hlc = stamp
+        txn.session.add(row)
+        self._maybe_fail("row")
+        self._outbox(txn, tbl=spec.name, row_id=row.id, person_id=row.person_id, op="patch", fields=fields)
+        return changed
+
+    def _tombstone(self, txn: _Txn, row: Synced) -> None:
+        spec = TABLES[row.__tablename__]  # type: ignore[index]
+        if not spec.deletable:
+            raise ServiceError("This record cannot be deleted; mark it entered in error instead.")
+        stamp = self._tick(txn)
+        row.deleted = True
+        row.row_hlc = stamp
+        txn.session.add(row)
+        self._outbox(
+            txn,
+            tbl=spec.name,
+            row_id=row.id,
+            person_id=row.person_id,
+            op="delete",
+            fields={"_deleted": {"v": True, "hlc": stamp, "base_seq": row.server_seq}},
+        )
+
+    def _outbox(self, txn: _Txn, **kwargs: Any) -> None:
+        self._maybe_fail("outbox")
+        txn.outbox.append(
+            {
+                "payload_ver": 1,
+                "hlc": txn.hlc,
+                "conflict_id": None,
+                "created_at": self.clock(),
+                "status": "pending",
+                "attempts": 0,
+                "last_error": None,
+                **kwargs,
+            }
+        )
+
+    def _audit(
+        self,
+        txn: _Txn,
+        action: str,
+        *,
+        person_id: str | None,
+        record_type: str = "",
+        record_id: str = "",
+        detail: str = "",
+    ) -> AuditEvent:
+        self._maybe_fail("audit")
+        if txn.prev_hash is None:
+            head = txn.session.execute(
+                select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)  # type: ignore[union-attr]
+            ).scalar()
+            txn.prev_hash = head or GENESIS_HASH
+        event = AuditEvent(
+            id=uuid7(),
+            practice_id=self.actor.practice_id,
+            person_id=person_id,
+            actor=self.actor.user_id,
+            device_id=self.actor.device_id,
+            action=action,
+            record_type=record_type,
+            record_id=record_id,
+            detail=detail,
+            at=self.clock(),
+            prev_hash=txn.prev_hash,
+            hash="",
+        )
+        event.hash = _audit_hash(txn.prev_hash, event)
+        txn.prev_hash = event.hash
+        txn.audit.append({c: getattr(event, c) for c in _AUDIT_COLUMNS})
+        stamp = txn.hlc or self._tick(txn)
+        values = {f: to_wire(getattr(event, f)) for f in TABLES["audit_event"].fields}
+        self._outbox(
+            txn,
+            tbl="audit_event",
+            row_id=event.id,
+            person_id=person_id,
+            op="insert",
+            fields={f: {"v": v, "hlc": stamp, "base_seq": None} for f, v in values.items()},
+        )
+        return event
+
+    def _get(self, txn: _Txn, model: type[T], row_id: str, what: str) -> T:
+        row = txn.session.get(model, row_id)
+        if row is None or row.deleted:
+            raise NotFound(f"That {what} could not be found; it may have been removed.")
+        return row
+
+    # -- people ----------------------------------------------------------------------------
+
+    def _validated_person_fields(self, fields: dict[str, Any]) -> dict[str, Any]:
+        errors: dict[str, str] = {}
+        out = dict(fields)
+        today = self.today()
+        if "given_name" in fields:
+            out["given_name"] = _check(
+                errors,
+                "given_name",
+                lambda: validate.validate_text(fields["given_name"], "given name"),
+            )
+        if "family_name" in fields:
+            out["family_name"] = _check(
+                errors,
+                "family_name",
+                lambda: validate.validate_text(fields["family_name"], "family name"),
+            )
+        if fields.get("nhs_number"):
+            out["nhs_number"] = _check(
+                errors, "nhs_number", lambda: validate.normalise_nhs_number(fields["nhs_number"])
+            )
+        elif "nhs_number" in fields:
+            out["nhs_number"] = None
+        if fields.get("postcode"):
+            out["postcode"] = _check(errors, "postcode", lambda: validate.normalise_postcode(fields["postcode"]))
+        if fields.get("phone"):
+            out["phone"] = _check(errors, "phone", lambda: validate.normalise_phone(fields["phone"]))
+        if fields.get("email"):
+            out["email"] = _check(errors, "email", lambda: validate.validate_email(fields["email"]))
+        dob = fields.get("date_of_birth")
+        if isinstance(dob, str) and dob.strip():
+            dob = _check(errors, "date_of_birth", lambda: validate.parse_date(dob, "date of birth"))
+        if isinstance(dob, dt.date):
+            _check(errors, "date_of_birth", lambda: validate.validate_birth_date(dob, today))
+            out["date_of_birth"] = dob
+        elif "date_of_birth" in fields:
+            out["date_of_birth"] = None
+        for flag in fields.get("safety_flags") or []:
+            if flag not in SAFETY_FLAGS:
+                errors["safety_flags"] = "One of the safety flags is not a known flag."
+        if fields.get("consent_gp_sharing") not in (None, "full", "codes_only", "none"):
+            errors["consent_gp_sharing"] = "Sharing with the GP must be full, codes only, or none."
+        if errors:
+            raise InvalidInput(errors)
+        return out
+
+    def add_person(self, **fields: Any) -> Person:
+        """Add a person to the caseload (validated; NHS number optional for self-referrals)."""
+        fields.setdefault("given_name", "")
+        fields.setdefault("family_name", "")
+        clean = self._validated_person_fields(fields)
+        with self._txn() as txn:
+            person = Person(id="", practice_id="", person_id="", **clean)
+            person.status_changed_on = self.today()
+            person.search_text = search_text_for(person)
+            self._insert(txn, person)
+            self._audit(txn, "CREATE", person_id=person.id, record_type="person", record_id=person.id)
+            return person
+
+    def update_person(self, person_id: str, **changes: Any) -> Person:
+        clean = self._validated_person_fields(changes)
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            changed = self._patch(txn, person, clean)
+            if changed:
+                person.search_text = search_text_for(person)
+                self._audit(
+                    txn,
+                    "UPDATE",
+                    person_id=person.id,
+                    record_type="person",
+                    record_id=person.id,
+                    detail=",".join(sorted(changed)),
+                )
+            return person
+
+    def set_status(self, person_id: str, status: str) -> Person:
+        if status not in {s.value for s in PersonStatus}:
+            raise InvalidInput({"status": "That status is not one the caseload knows."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            if self._patch(txn, person, {"status": status, "status_changed_on": self.today()}):
+                self._audit(
+                    txn,
+                    "UPDATE",
+                    person_id=person_id,
+                    record_type="person",
+                    record_id=person_id,
+                    detail=f"status={status}",
+                )
+            return person
+
+    def discharge(self, person_id: str) -> Person:
+        return self.set_status(person_id, PersonStatus.DISCHARGED.value)
+
+    # -- referrals -------------------------------------------------------------------------
+
+    def receive_referral(
+        self,
+        person_id: str,
+        *,
+        source: str,
+        received_on: dt.date | None = None,
+        reasons: list[str] | None = None,
+        referrer_name: str | None = None,
+        referral_text: str | None = None,
+        urgency: str = "routine",
+    ) -> Referral:
+        errors: dict[str, str] = {}
+        if source not in REFERRAL_SOURCES:
+            errors["source"] = "Choose where the referral came from."
+        bad = [r for r in reasons or [] if r not in REFERRAL_REASONS]
+        if bad:
+            errors["reasons"] = "One of the referral reasons is not on the list."
+        received_on = received_on or self.today()
+        if received_on > self.today():
+            errors["received_on"] = "The date received cannot be in the future."
+        if urgency not in ("routine", "soon", "urgent"):
+            errors["urgency"] = "Urgency must be routine, soon or urgent."
+        if errors:
+            raise InvalidInput(errors)
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            referral = Referral(
+                id="",
+                practice_id="",
+                person_id=person.id,
+                source=source,
+                received_on=received_on,
+                reasons=list(reasons or []),
+                referrer_name=referrer_name,
+                referral_text=referral_text,
+                urgency=urgency,
+            )
+            self._insert(txn, referral)
+            if person.status in (
+                PersonStatus.DISCHARGED,
+                PersonStatus.DECLINED,
+                PersonStatus.DID_NOT_ENGAGE,
+            ):
+                self._patch(
+                    txn,
+                    person,
+                    {"status": PersonStatus.REFERRED.value, "status_changed_on": self.today()},
+                )
+            self._audit(txn, "CREATE", person_id=person.id, record_type="referral", record_id=referral.id)
+            return referral
+
+    def accept_referral(self, referral_id: str, **first_contact: Any) -> Contact:
+        """Accept with the first contact; records SNOMED CT 871731000000106 on the referral."""
+        with self._txn() as txn:
+            referral = self._get(txn, Referral, referral_id, "referral")
+            if referral.status != ReferralStatus.RECEIVED:
+                raise ServiceError("This referral has already been decided.")
+            contact = self.record_contact(referral.person_id, referral_id=referral.id, **first_contact)
+            self._patch(
+                txn,
+                referral,
+                {
+                    "status": ReferralStatus.ACCEPTED.value,
+                    "decided_on": contact.occurred_at.date(),
+                    "snomed_code": SNOMED_REFERRAL_ACCEPTED,
+                },
+            )
+            person = self._get(txn, Person, referral.person_id, "person")
+            self._patch(
+                txn,
+                person,
+                {"status": PersonStatus.ACTIVE.value, "status_changed_on": self.today()},
+            )
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=referral.person_id,
+                record_type="referral",
+                record_id=referral.id,
+                detail=f"accepted snomed={SNOMED_REFERRAL_ACCEPTED}",
+            )
+            return contact
+
+    def decline_referral(self, referral_id: str, reason: str) -> Referral:
+        """Decline with a reason; records SNOMED CT 871711000000103."""
+        reason = (reason or "").strip()
+        if not reason:
+            raise InvalidInput({"decline_reason": "Give a reason for declining the referral."})
+        with self._txn() as txn:
+            referral = self._get(txn, Referral, referral_id, "referral")
+            if referral.status != ReferralStatus.RECEIVED:
+                raise ServiceError("This referral has already been decided.")
+            self._patch(
+                txn,
+                referral,
+                {
+                    "status": ReferralStatus.DECLINED.value,
+                    "decided_on": self.today(),
+                    "decline_reason": reason,
+                    "snomed_code": SNOMED_SP_DECLINED,
+                },
+            )
+            person = self._get(txn, Person, referral.person_id, "person")
+            others = txn.session.exec(
+                select(Referral.id).where(
+                    Referral.person_id == person.id,
+                    Referral.id != referral.id,
+                    Referral.status.in_([ReferralStatus.RECEIVED.value, ReferralStatus.ACCEPTED.value]),  # type: ignore[attr-defined]
+                    Referral.deleted == False,  # noqa: E712
+                )
+            ).first()
+            if others is None and person.status == PersonStatus.REFERRED:
+                self._patch(
+                    txn,
+                    person,
+                    {"status": PersonStatus.DECLINED.value, "status_changed_on": self.today()},
+                )
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=person.id,
+                record_type="referral",
+                record_id=referral.id,
+                detail=f"declined snomed={SNOMED_SP_DECLINED}",
+            )
+            return referral
+
+    # -- contacts --------------------------------------------------------------------------
+
+    def record_contact(
+        self,
+        person_id: str,
+        *,
+        mode: str,
+        notes: str = "",
+        occurred_at: dt.datetime | None = None,
+        duration_minutes: int = 0,
+        follow_up_on: dt.date | None = None,
+        did_not_attend: bool = False,
+        referral_id: str | None = None,
+    ) -> Contact:
+        """Save a contact; it clears every open follow-up due on or before its date."""
+        errors: dict[str, str] = {}
+        now = self.clock()
+        occurred_at = occurred_at or now
+        if occurred_at.tzinfo is None:
+            occurred_at = occurred_at.replace(tzinfo=dt.UTC)
+        if mode not in CONTACT_MODES:
+            errors["mode"] = "Choose how the contact happened: home visit, phone, video, clinic or community."
+        if occurred_at > now + dt.timedelta(minutes=5):
+            errors["occurred_at"] = "The contact date and time cannot be in the future."
+        if not isinstance(duration_minutes, int) or not 0 <= duration_minutes <= 24 * 60:
+            errors["duration_minutes"] = "The duration must be between 0 and 1440 minutes."
+        if follow_up_on is not None and follow_up_on < occurred_at.date():
+            errors["follow_up_on"] = "The follow-up date must be on or after the contact date."
+        if errors:
+            raise InvalidInput(errors)
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            contact = Contact(
+                id="",
+                practice_id="",
+                person_id=person.id,
+                referral_id=referral_id,
+                occurred_at=occurred_at,
+                mode=mode,
+                duration_minutes=duration_minutes,
+                notes=notes,
+                did_not_attend=did_not_attend,
+                follow_up_on=follow_up_on,
+                author=self.actor.user_id,
+            )
+            self._insert(txn, contact)
+            if not did_not_attend:
+                due = txn.session.exec(
+                    select(FollowUp).where(
+                        FollowUp.person_id == person.id,
+                        FollowUp.status == "open",
+                        FollowUp.deleted == False,  # noqa: E712
+                        FollowUp.due_on <= occurred_at.date(),
+                    )
+                ).all()
+                for follow_up in due:
+                    self._patch(
+                        txn,
+                        follow_up,
+                        {
+                            "status": "cleared",
+                            "cleared_by_contact_id": contact.id,
+                            "cleared_on": occurred_at.date(),
+                        },
+                    )
+            if follow_up_on is not None:
+                self._insert(
+                    txn,
+                    FollowUp(
+                        id="",
+                        practice_id="",
+                        person_id=person.id,
+                        due_on=follow_up_on,
+                        reason="Next contact",
+                    ),
+                )
+            if person.last_contact_on is None or occurred_at.date() >= person.last_contact_on:
+                person.last_contact_on = occurred_at.date()
+            self._refresh_next_follow_up(txn, person)
+            self._audit(txn, "CREATE", person_id=person.id, record_type="contact", record_id=contact.id)
+            return contact
+
+    def _refresh_next_follow_up(self, txn: _Txn, person: Person) -> None:
+        nxt = txn.session.exec(
+            select(FollowUp.due_on)
+            .where(
+                FollowUp.person_id == person.id,
+                FollowUp.status == "open",
+                FollowUp.deleted == False,
+            )  # noqa: E712
+            .order_by(FollowUp.due_on)
+            .limit(1)
+        ).first()
+        person.next_follow_up_on = nxt
+        txn.session.add(person)
+
+    def amend_contact(self, contact_id: str, text: str, reason: str = "") -> ContactAmendment:
+        """Contacts are immutable; a correction is an amendment shown beside the original."""
+        if not (text or "").strip():
+            raise InvalidInput({"text": "Write the correction before saving the amendment."})
+        with self._txn() as txn:
+            contact = self._get(txn, Contact, contact_id, "contact")
+            amendment = ContactAmendment(
+                id="",
+                practice_id="",
+                person_id=contact.person_id,
+                contact_id=contact.id,
+                text=text.strip(),
+                reason=reason.strip(),
+                author=self.actor.user_id,
+                amended_at=self.clock(),
+            )
+            self._insert(txn, amendment)
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=contact.person_id,
+                record_type="contact",
+                record_id=contact.id,
+                detail="amended",
+            )
+            return amendment
+
+    def mark_entered_in_error(self, contact_id: str, reason: str) -> Contact:
+        """Never delete a contact: mark it entered in error, with a reason."""
+        if not (reason or "").strip():
+            raise InvalidInput({"error_reason": "Say why this contact was entered in error."})
+        with self._txn() as txn:
+            contact = self._get(txn, Contact, contact_id, "contact")
+            self._patch(txn, contact, {"entered_in_error": True, "error_reason": reason.strip()})
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=contact.person_id,
+                record_type="contact",
+                record_id=contact.id,
+                detail="entered_in_error",
+            )
+            return contact
+
+    # -- follow-ups ------------------------------------------------------------------------
+
+    def set_follow_up(self, person_id: str, due_on: dt.date, reason: str = "") -> FollowUp:
+        if due_on < self.today():
+            raise InvalidInput({"due_on": "A follow-up cannot be due in the past."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            follow_up = self._insert(
+                txn,
+                FollowUp(id="", practice_id="", person_id=person.id, due_on=due_on, reason=reason),
+            )
+            self._refresh_next_follow_up(txn, person)
+            self._audit(txn, "CREATE", person_id=person.id, record_type="follow_up", record_id=follow_up.id)
+            return follow_up
+
+    def clear_follow_up(self, follow_up_id: str) -> FollowUp:
+        with self._txn() as txn:
+            follow_up = self._get(txn, FollowUp, follow_up_id, "follow-up")
+            self._patch(txn, follow_up, {"status": "cancelled", "cleared_on": self.today()})
+            person = self._get(txn, Person, follow_up.person_id, "person")
+            self._refresh_next_follow_up(txn, person)
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=person.id,
+                record_type="follow_up",
+                record_id=follow_up.id,
+                detail="cleared",
+            )
+            return follow_up
+
+    # -- what matters and the care plan ------------------------------------------------------
+
+    def record_what_matters(
+        self, person_id: str, text: str, life_area: str = "other", priority: int = 0
+    ) -> WhatMatters:
+        text = (text or "").strip()
+        if not text:
+            raise InvalidInput({"text": "Write what matters, in the person's own words."})
+        if life_area not in LIFE_AREAS:
+            raise InvalidInput({"life_area": "Choose a life area from the list."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            row = self._insert(
+                txn,
+                WhatMatters(
+                    id="",
+                    practice_id="",
+                    person_id=person.id,
+                    text=text,
+                    life_area=life_area,
+                    priority=priority,
+                ),
+            )
+            self._audit(txn, "CREATE", person_id=person.id, record_type="what_matters", record_id=row.id)
+            return row
+
+    def update_what_matters(self, row_id: str, **changes: Any) -> WhatMatters:
+        return self._update_plan_row(WhatMatters, row_id, "what matters entry", changes)
+
+    def delete_what_matters(self, row_id: str) -> None:
+        self._delete_plan_row(WhatMatters, row_id, "what matters entry")
+
+    def add_goal(self, person_id: str, text: str, target_on: dt.date | None = None) -> Goal:
+        text = (text or "").strip()
+        if not text:
+            raise InvalidInput({"text": "Write the goal before saving it."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            last = txn.session.exec(
+                select(Goal.position)
+                .where(Goal.person_id == person.id, Goal.deleted == False)  # noqa: E712
+                .order_by(Goal.position.desc())  # type: ignore[attr-defined]
+                .limit(1)
+            ).first()
+            position = position_after(last)
+            goal = self._insert(
+                txn,
+                Goal(
+                    id="",
+                    practice_id="",
+                    person_id=person.id,
+                    text=text,
+                    target_on=target_on,
+                    position=position,
+                ),
+            )
+            self._audit(txn, "CREATE", person_id=person.id, record_type="goal", record_id=goal.id)
+            return goal
+
+    def update_goal(self, goal_id: str, **changes: Any) -> Goal:
+        if "status" in changes and changes["status"] not in GOAL_STATUSES:
+            raise InvalidInput({"status": "A goal is not started, in progress, achieved or dropped."})
+        if "text" in changes and not (changes["text"] or "").strip():
+            raise InvalidInput({"text": "A goal needs some words."})
+        return self._update_plan_row(Goal, goal_id, "goal", changes)
+
+    def complete_goal(self, goal_id: str) -> Goal:
+        return self.update_goal(goal_id, status="achieved")
+
+    def delete_goal(self, goal_id: str) -> None:
+        self._delete_plan_row(Goal, goal_id, "goal")
+
+    def move_goal(self, goal_id: str, offset: int) -> Goal:
+        """Move a goal up (-1) or down (+1) by giving it a fractional position between neighbours."""
+        with self._txn() as txn:
+            goal = self._get(txn, Goal, goal_id, "goal")
+            siblings = [
+                g
+                for g in txn.session.exec(
+                    select(Goal)
+                    .where(Goal.person_id == goal.person_id, Goal.deleted == False)  # noqa: E712
+                    .order_by(Goal.position, Goal.id)
+                ).all()
+            ]
+            index = next(i for i, g in enumerate(siblings) if g.id == goal.id)
+            target = index + offset
+            if target < 0 or target >= len(siblings):
+                return goal
+            others = [g for g in siblings if g.id != goal.id]
+            before = others[target - 1].position if target - 1 >= 0 else None
+            after = others[target].position if target < len(others) else None
+            self._patch(txn, goal, {"position": position_between(before, after)})
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=goal.person_id,
+                record_type="goal",
+                record_id=goal.id,
+                detail="position",
+            )
+            return goal
+
+    def add_action(self, goal_id: str, what: str, who: str = "person", due_on: dt.date | None = None) -> PlanAction:
+        what = (what or "").strip()
+        if not what:
+            raise InvalidInput({"what": "Say what will be done."})
+        with self._txn() as txn:
+            goal = self._get(txn, Goal, goal_id, "goal")
+            last = txn.session.exec(
+                select(PlanAction.position)
+                .where(PlanAction.goal_id == goal.id, PlanAction.deleted == False)  # noqa: E712
+                .order_by(PlanAction.position.desc())  # type: ignore[attr-defined]
+                .limit(1)
+            ).first()
+            action = self._insert(
+                txn,
+                PlanAction(
+                    id="",
+                    practice_id="",
+                    person_id=goal.person_id,
+                    goal_id=goal.id,
+                    what=what,
+                    who=(who or "person").strip(),
+                    due_on=due_on,
+                    position=position_after(last),
+                ),
+            )
+            self._audit(
+                txn,
+                "CREATE",
+                person_id=goal.person_id,
+                record_type="plan_action",
+                record_id=action.id,
+            )
+            return action
+
+    def update_action(self, action_id: str, **changes: Any) -> PlanAction:
+        if "what" in changes and not (changes["what"] or "").strip():
+            raise InvalidInput({"what": "Say what will be done."})
+        return self._update_plan_row(PlanAction, action_id, "action", changes)
+
+    def complete_action(self, action_id: str, done: bool = True) -> PlanAction:
+        return self.update_action(action_id, done=done)
+
+    def delete_action(self, action_id: str) -> None:
+        self._delete_plan_row(PlanAction, action_id, "action")
+
+    def _update_plan_row(self, model: type[T], row_id: str, what: str, changes: dict[str, Any]) -> T:
+        with self._txn() as txn:
+            row = self._get(txn, model, row_id, what)
+            changed = self._patch(txn, row, changes)
+            if changed:
+                self._audit(
+                    txn,
+                    "UPDATE",
+                    person_id=row.person_id,
+                    record_type=model.__tablename__,  # type: ignore[arg-type]
+                    record_id=row.id,
+                    detail=",".join(sorted(changed)),
+                )
+            return row
+
+    def _delete_plan_row(self, model: type[Synced], row_id: str, what: str) -> None:
+        with self._txn() as txn:
+            row = self._get(txn, model, row_id, what)
+            self._tombstone(txn, row)
+            if isinstance(row, Goal):
+                for action in txn.session.exec(
+                    select(PlanAction).where(PlanAction.goal_id == row.id, PlanAction.deleted == False)  # noqa: E712
+                ).all():
+                    self._tombstone(txn, action)
+            self._audit(
+                txn,
+                "DELETE",
+                person_id=row.person_id,
+                record_type=model.__tablename__,  # type: ignore[arg-type]
+                record_id=row.id,
+            )
+
+    # -- needs, onward referrals, outcomes ---------------------------------------------------
+
+    def record_need(self, person_id: str, category: str, description: str = "", status: str = "open") -> Need:
+        if category not in REFERRAL_REASONS:
+            raise InvalidInput({"category": "Choose a need from the list."})
+        if status not in ("open", "met", "unmet"):
+            raise InvalidInput({"status": "A need is open, met, or unmet."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            need = self._insert(
+                txn,
+                Need(
+                    id="",
+                    practice_id="",
+                    person_id=person.id,
+                    category=category,
+                    description=description,
+                    status=status,
+                ),
+            )
+            self._audit(txn, "CREATE", person_id=person.id, record_type="need", record_id=need.id)
+            return need
+
+    def update_need(self, need_id: str, **changes: Any) -> Need:
+        if "status" in changes and changes["status"] not in ("open", "met", "unmet"):
+            raise InvalidInput({"status": "A need is open, met, or unmet."})
+        return self._update_plan_row(Need, need_id, "need", changes)
+
+    def refer_to_service(
+        self,
+        person_id: str,
+        service_id: str,
+        kind: str = "referred",
+        need: str | None = None,
+        made_on: dt.date | None = None,
+        notes: str = "",
+    ) -> OnwardReferral:
+        """Refer, signpost or accompany a person to a directory service."""
+        if kind not in ONWARD_KINDS:
+            raise InvalidInput({"kind": "Choose signposted, referred or accompanied."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            service = txn.session.get(CommunityService, service_id)
+            if service is None:
+                raise NotFound("That service is not in the directory.")
+            row = self._insert(
+                txn,
+                OnwardReferral(
+                    id="",
+                    practice_id="",
+                    person_id=person.id,
+                    service_id=service.id,
+                    service_name=service.name,
+                    kind=kind,
+                    made_on=made_on or self.today(),
+                    need=need,
+                    notes=notes,
+                ),
+            )
+            self._audit(txn, "CREATE", person_id=person.id, record_type="onward_referral", record_id=row.id)
+            return row
+
+    def record_onward_outcome(
+        self,
+        onward_id: str,
+        outcome: str,
+        outcome_on: dt.date | None = None,
+        first_response_on: dt.date | None = None,
+    ) -> OnwardReferral:
+        if outcome not in ONWARD_OUTCOMES:
+            raise InvalidInput({"outcome": "Choose attended, waiting list, not attended or declined."})
+        changes: dict[str, Any] = {"outcome": outcome, "outcome_on": outcome_on or self.today()}
+        if first_response_on is not None:
+            changes["first_response_on"] = first_response_on
+        return self._update_plan_row(OnwardReferral, onward_id, "onward referral", changes)
+
+    def record_outcome(
+        self,
+        person_id: str,
+        instrument: str,
+        time_point: str,
+        responses: dict[str, int | None],
+        taken_on: dt.date | None = None,
+    ) -> OutcomeResponse:
+        """Store an outcome measure; incomplete responses are stored as incomplete, never scored."""
+        if time_point not in instruments.TIME_POINTS:
+            raise InvalidInput({"time_point": "Choose baseline, review or discharge."})
+        try:
+            result = instruments.score(instrument, responses)
+        except KeyError:
+            raise InvalidInput({"instrument": "That outcome measure is not one sprx knows."}) from None
+        except validate.ValidationError as exc:
+            raise InvalidInput({exc.field: str(exc)}) from None
+        taken_on = taken_on or self.today()
+        if taken_on > self.today():
+            raise InvalidInput({"taken_on": "The date taken cannot be in the future."})
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            row = self._insert(
+                txn,
+                OutcomeResponse(
+                    id="",
+                    practice_id="",
+                    person_id=person.id,
+                    instrument=instrument,
+                    time_point=time_point,
+                    taken_on=taken_on,
+                    responses=dict(responses),
+                    complete=result.complete,
+                    score=dataclasses.asdict(result),
+                ),
+            )
+            self._audit(
+                txn,
+                "CREATE",
+                person_id=person.id,
+                record_type="outcome_response",
+                record_id=row.id,
+                detail=instrument,
+            )
+            return row
+
+    # -- directory suggestions, audit-only events, drafts ------------------------------------
+
+    def suggest_directory_change(self, service_id: str, kind: str, note: str = "") -> DirectorySuggestion:
+        if kind not in ("closed", "details_changed"):
+            raise InvalidInput({"kind": "Say whether the service has closed or its details changed."})
+        with self._txn() as txn:
+            if txn.session.get(CommunityService, service_id) is None:
+                raise NotFound("That service is not in the directory.")
+            row = DirectorySuggestion(
+                id=uuid7(),
+                practice_id=self.actor.practice_id,
+                service_id=service_id,
+                kind=kind,
+                note=note.strip(),
+                suggested_on=self.today(),
+            )
+            txn.session.add(row)
+            stamp = self._tick(txn)
+            self._outbox(
+                txn,
+                tbl="directory_suggestion",
+                row_id=row.id,
+                person_id=None,
+                op="insert",
+                fields={
+                    f: {"v": to_wire(getattr(row, f)), "hlc": stamp, "base_seq": None}
+                    for f in TABLES["directory_suggestion"].fields
+                },
+            )
+            self._audit(
+                txn,
+                "CREATE",
+                person_id=None,
+                record_type="directory_suggestion",
+                record_id=row.id,
+                detail=kind,
+            )
+            return row
+
+    def record_event(self, action: str, person_id: str | None = None, detail: str = "") -> AuditEvent:
+        """An audit-only event: VIEW of a record, UNLOCK, LOCK, EXPORT, SYNC."""
+        with self._txn() as txn:
+            if person_id is not None:
+                self._get(txn, Person, person_id, "person")
+            return self._audit(
+                txn,
+                action,
+                person_id=person_id,
+                record_type="person" if person_id else "",
+                record_id=person_id or "",
+                detail=detail,
+            )
+
+    def record_view(self, person_id: str) -> AuditEvent:
+        return self.record_event("VIEW", person_id)
+
+    def save_draft(self, key: str, payload: dict[str, Any]) -> None:
+        with self._txn() as txn:
+            draft = txn.session.get(Draft, key) or Draft(key=key)
+            draft.payload = dict(payload)
+            draft.updated_at = self.clock()
+            txn.session.add(draft)
+
+    def load_draft(self, key: str) -> dict[str, Any] | None:
+        with Session(self.engine) as session:
+            draft = session.get(Draft, key)
+            return dict(draft.payload) if draft else None
+
+    def discard_draft(self, key: str) -> None:
+        with self._txn() as txn:
+            draft = txn.session.get(Draft, key)
+            if draft is not None:
+                txn.session.delete(draft)
+
+    def list_drafts(self) -> list[str]:
+        with Session(self.engine) as session:
+            return list(session.exec(select(Draft.key)).all())
+
+    # -- integrity of the audit chain ----------------------------------------------------------
+
+    def verify_audit_chain(self) -> bool:
+        """True when every audit event's hash follows from the one before it."""
+        prev = GENESIS_HASH
+        with Session(self.engine) as session:
+            for event in session.exec(select(AuditEvent).order_by(AuditEvent.seq)):
+                if event.prev_hash != prev or _audit_hash(prev, event) != event.hash:
+                    return False
+                prev = event.hash
+        return True
+
+
+# -- fractional positions (reorder without renumbering: concurrent moves merge by LWW) ---------
+
+_DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def position_between(before: str | None, after: str | None) -> str:
+    """A key that sorts strictly between `before` and `after` (None = open end)."""
+    lo = before or ""
+    hi = after
+    out = []
+    i = 0
+    while True:
+        a = _DIGITS.index(lo[i]) if i < len(lo) else 0
+        b = _DIGITS.index(hi[i]) if hi is not None and i < len(hi) else len(_DIGITS)
+        if b - a > 1:
+            out.append(_DIGITS[(a + b) // 2])
+            return "".join(out)
+        out.append(_DIGITS[a])
+        if b - a == 1:
+            hi = None  # from here on anything above lo's tail works
+        i += 1
+
+
+def position_after(last: str | None) -> str:
+    return position_between(last, None)
+
+
+__all__ = [
+    "Actor",
+    "CaseService",
+    "InvalidInput",
+    "NotFound",
+    "ServiceError",
+    "position_between",
+]

@@ -1,0 +1,70 @@
+"""An unlocked vault made ready for work: schema migrated, identity loaded, service and queries bound."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from sprx_tui.core import migrations
+from sprx_tui.core.ids import uuid7
+from sprx_tui.core.models import SyncState, utcnow
+from sprx_tui.core.queries import CaseQueries
+from sprx_tui.core.service import Actor, CaseService
+from sprx_tui.core.vault import Vault
+
+LOCAL_PRACTICE = "local"
+LOCAL_USER = "link-worker"
+
+
+def get_state(engine: Engine, key: str) -> str | None:
+    with Session(engine) as s:
+        row = s.get(SyncState, key)
+        return row.value if row else None
+
+
+def set_state(engine: Engine, values: dict[str, str]) -> None:
+    with Session(engine) as s, s.begin():
+        for key, value in values.items():
+            row = s.get(SyncState, key) or SyncState(key=key, value=value)
+            row.value = value
+            s.add(row)
+
+
+def load_actor(engine: Engine) -> Actor:
+    """Who this laptop writes as; a device id is made once, before any enrolment."""
+    device = get_state(engine, "device_id")
+    if device is None:
+        device = uuid7()
+        set_state(engine, {"device_id": device})
+    return Actor(
+        user_id=get_state(engine, "user_id") or LOCAL_USER,
+        device_id=device,
+        practice_id=get_state(engine, "practice_id") or LOCAL_PRACTICE,
+    )
+
+
+@dataclass
+class CaseStore:
+    vault: Vault
+    engine: Engine
+    actor: Actor
+    service: CaseService
+    queries: CaseQueries
+
+
+def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> CaseStore:
+    """Migrate the unlocked vault to the current schema and bind the service and queries."""
+    engine = vault.engine
+    migrations.upgrade(engine)
+    actor = load_actor(engine)
+    return CaseStore(
+        vault=vault,
+        engine=engine,
+        actor=actor,
+        service=CaseService(engine, actor, clock=clock),
+        queries=CaseQueries(engine, clock=clock),
+    )
