@@ -116,9 +116,7 @@ def _base(fc: FieldChange | None, m: Mutation) -> int:
     return int(top) if isinstance(top, int) else 0
 
 
-def _mk_conflict(
-    st: RowState, fld: str, kind: str, values: list[ConflictValue], seq: int, shown: int
-) -> Conflict:
+def _mk_conflict(st: RowState, fld: str, kind: str, values: list[ConflictValue], seq: int, shown: int) -> Conflict:
     return Conflict(
         id=conflict_id(st["tbl"], st["id"], fld, seq),
         tbl=st["tbl"],
@@ -167,9 +165,7 @@ class _Ctx:
     def result(self) -> MergeResult:
         if self.changed:
             self.st["seq"] = self.seq
-        return MergeResult(
-            "applied", self.st, changed=self.changed, conflicts=list(self.touched.values())
-        )
+        return MergeResult("applied", self.st, changed=self.changed, conflicts=list(self.touched.values()))
 
 
 def _apply_lww(cx: _Ctx, fld: str, v: Any, hlc: int) -> None:
@@ -210,9 +206,7 @@ def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
     old_meta = st["meta"].get(fld)
     before = existing["values"] if existing is not None else heads
     winner_moved = (
-        old_meta is None
-        or _order(old_meta) != _order(winner)
-        or _key(st["values"].get(fld)) != _key(winner["v"])
+        old_meta is None or _order(old_meta) != _order(winner) or _key(st["values"].get(fld)) != _key(winner["v"])
     )
     if before == heads2 and not winner_moved:
         return
@@ -257,19 +251,14 @@ def _note_keep(cx: _Ctx, keep: ConflictValue, delete: ConflictValue) -> None:
     cx.changed = True
 
 
-def _insert(
-    state: RowState | None, m: Mutation, ts: TableSpec, dev: str, seq: int, practice_id: str
-) -> MergeResult:
+def _insert(state: RowState | None, m: Mutation, ts: TableSpec, dev: str, seq: int, practice_id: str) -> MergeResult:
     fields = m["fields"]
     if state is not None:
         if state["deleted"]:
             return _reject(state, "deleted", "This record was deleted and cannot be re-created.")
         immut = [f for f, r in ts.fields.items() if r is Rule.IMMUTABLE]
         compare = immut if immut else list(fields)
-        same = all(
-            _key(fields[f]["v"] if f in fields else None) == _key(state["values"].get(f))
-            for f in compare
-        )
+        same = all(_key(fields[f]["v"] if f in fields else None) == _key(state["values"].get(f)) for f in compare)
         if same:
             return MergeResult("duplicate", state)
         return _reject(state, "id_collision", "A different record already has this id.")
@@ -362,14 +351,9 @@ def _delete(cx: _Ctx, m: Mutation, ts: TableSpec) -> MergeResult:
     ]
     for c in cx.open.values():
         if c["kind"] == "concurrent_edit":
-            seen += [
-                ConflictValue(v=False, hlc=h["hlc"], dev=h["dev"], seq=h["seq"])
-                for h in c["values"]
-            ]
+            seen += [ConflictValue(v=False, hlc=h["hlc"], dev=h["dev"], seq=h["seq"]) for h in c["values"]]
     dve = cx.open.get((DELETED, "delete_vs_edit"))
-    if dve is not None and any(
-        h["v"] is True and _order(h) >= (hlc, cx.dev) for h in dve["values"]
-    ):
+    if dve is not None and any(h["v"] is True and _order(h) >= (hlc, cx.dev) for h in dve["values"]):
         return MergeResult("duplicate", st)  # this delete (or a newer one) is already recorded
     concurrent = [h for h in seen if h["seq"] > base and h["dev"] != cx.dev]
     if not concurrent:
@@ -388,9 +372,7 @@ def _resolve(cx: _Ctx, m: Mutation) -> MergeResult:
     cid = m.get("conflict_id")
     target = next((c for c in cx.open.values() if c["id"] == cid), None)
     if target is None:
-        return _reject(
-            st, "conflict_closed", "This conflict is already resolved or does not exist."
-        )
+        return _reject(st, "conflict_closed", "This conflict is already resolved or does not exist.")
     fields = m["fields"]
     fc = fields.get(target["field"]) or (next(iter(fields.values())) if fields else None)
     if fc is None:
@@ -456,9 +438,7 @@ def apply_mutation(
         return _reject(state, "push_only", "This record cannot be changed once sent.")
     if op == "patch" and ts.kind is Kind.APPEND:
         for f in fields:
-            if ts.rule(f) is Rule.IMMUTABLE and _key(fields[f]["v"]) != _key(
-                state["values"].get(f)
-            ):
+            if ts.rule(f) is Rule.IMMUTABLE and _key(fields[f]["v"]) != _key(state["values"].get(f)):
                 return _reject(state, "immutable_field", f"The field {f} cannot be changed.")
     cx = _Ctx(copy.deepcopy(state), open_conflicts, device_id, seq)
     if op == "patch":

@@ -64,6 +64,8 @@ class Ack(BaseModel):
     conflict_ids: list[str] = Field(default_factory=list)
     reason: str | None = None
     detail: str | None = None
+    original_status: str | None = None
+    """On a ``duplicate`` replay: the status the mutation first got (applied or rejected)."""
 
 
 class PushResponse(BaseModel):

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine, func, or_
 from sqlmodel import Session, select
@@ -112,9 +115,22 @@ def _like(term: str) -> str:
 class CaseQueries:
     """Everything a screen reads. Each call is one short read transaction."""
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], dt.datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        lock: threading.RLock | None = None,
+    ) -> None:
         self.engine = engine
         self.clock = clock
+        self.lock = lock or threading.RLock()
+
+    @contextmanager
+    def _session(self, **kwargs: Any) -> Iterator[Session]:
+        """A short read; holds the store lock because worker threads share one connection."""
+        with self.lock, Session(self.engine, **kwargs) as s:
+            yield s
 
     def today(self) -> dt.date:
         return self.clock().date()
@@ -150,7 +166,7 @@ class CaseQueries:
         for term in _terms(text):
             conditions.append(Person.search_text.like(_like(term), escape="\\"))  # type: ignore[attr-defined]
         today = self.today()
-        with Session(self.engine) as s:
+        with self._session() as s:
             total = s.exec(select(func.count()).select_from(Person).where(*conditions)).one()
             rows = s.exec(
                 select(Person).where(*conditions).order_by(*SORTS.get(sort, SORTS["name"])).limit(limit).offset(offset)
@@ -162,7 +178,7 @@ class CaseQueries:
         return rows
 
     def status_counts(self) -> dict[str, int]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.exec(
                 select(Person.status, func.count()).where(Person.deleted == False).group_by(Person.status)  # noqa: E712
             ).all()
@@ -171,7 +187,7 @@ class CaseQueries:
     # -- Today ----------------------------------------------------------------------------
 
     def _follow_ups(self, *conditions: object) -> list[FollowUpRow]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.exec(
                 select(FollowUp, Person)
                 .join(Person, Person.id == FollowUp.person_id)
@@ -196,7 +212,7 @@ class CaseQueries:
         return self._follow_ups(FollowUp.due_on < self.today())
 
     def new_referrals(self) -> list[ReferralRow]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.exec(
                 select(Referral, Person)
                 .join(Person, Person.id == Referral.person_id)
@@ -221,7 +237,7 @@ class CaseQueries:
         """Active people not seen for `days` or more (or never seen)."""
         cutoff = self.today() - dt.timedelta(days=days)
         today = self.today()
-        with Session(self.engine) as s:
+        with self._session() as s:
             rows = s.exec(
                 select(Person)
                 .where(
@@ -237,12 +253,12 @@ class CaseQueries:
     # -- one person -------------------------------------------------------------------------
 
     def person(self, person_id: str) -> Person | None:
-        with Session(self.engine, expire_on_commit=False) as s:
+        with self._session(expire_on_commit=False) as s:
             p = s.get(Person, person_id)
             return None if p is None or p.deleted else p
 
     def referrals(self, person_id: str) -> list[Referral]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(
                 s.exec(
                     select(Referral)
@@ -253,7 +269,7 @@ class CaseQueries:
 
     def timeline(self, person_id: str) -> list[TimelineEntry]:
         """Contacts newest first, each with its amendments (entered-in-error ones included, marked)."""
-        with Session(self.engine) as s:
+        with self._session() as s:
             contacts = s.exec(
                 select(Contact).where(Contact.person_id == person_id).order_by(Contact.occurred_at.desc(), Contact.id)  # type: ignore[attr-defined]
             ).all()
@@ -268,7 +284,7 @@ class CaseQueries:
         return [TimelineEntry(c, by_contact.get(c.id, [])) for c in contacts]
 
     def what_matters(self, person_id: str) -> list[WhatMatters]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(
                 s.exec(
                     select(WhatMatters)
@@ -278,7 +294,7 @@ class CaseQueries:
             )
 
     def plan(self, person_id: str) -> list[GoalWithActions]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             goals = s.exec(
                 select(Goal)
                 .where(Goal.person_id == person_id, Goal.deleted == False)  # noqa: E712
@@ -296,14 +312,14 @@ class CaseQueries:
         return list(out.values())
 
     def follow_ups(self, person_id: str, *, open_only: bool = True) -> list[FollowUp]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             q = select(FollowUp).where(FollowUp.person_id == person_id, FollowUp.deleted == False)  # noqa: E712
             if open_only:
                 q = q.where(FollowUp.status == "open")
             return list(s.exec(q.order_by(FollowUp.due_on)).all())
 
     def onward_referrals(self, person_id: str) -> list[OnwardReferral]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(
                 s.exec(
                     select(OnwardReferral)
@@ -313,7 +329,7 @@ class CaseQueries:
             )
 
     def needs(self, person_id: str) -> list[Need]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(
                 s.exec(
                     select(Need).where(Need.person_id == person_id, Need.deleted == False)  # noqa: E712
@@ -321,7 +337,7 @@ class CaseQueries:
             )
 
     def outcomes(self, person_id: str) -> list[OutcomeResponse]:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return list(
                 s.exec(
                     select(OutcomeResponse)
@@ -333,15 +349,15 @@ class CaseQueries:
     # -- sync state for the status bar ------------------------------------------------------
 
     def pending_changes(self) -> int:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return int(s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one())
 
     def open_conflicts(self) -> int:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return int(
                 s.exec(select(func.count()).select_from(SyncConflict).where(SyncConflict.status == "open")).one()
             )
 
     def rejected_changes(self) -> int:
-        with Session(self.engine) as s:
+        with self._session() as s:
             return int(s.exec(select(func.count()).select_from(SyncRejected)).one())

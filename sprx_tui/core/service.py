@@ -6,6 +6,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,10 +147,13 @@ class CaseService:
         actor: Actor,
         *,
         clock: Callable[[], dt.datetime] = utcnow,
+        lock: threading.RLock | None = None,
     ) -> None:
         self.engine = engine
         self.actor = actor
         self.clock = clock
+        # One SQLCipher connection is shared by the UI's worker threads: a transaction holds the lock.
+        self.lock = lock or threading.RLock()
         self._txn_stack: list[_Txn] = []
         # Tests inject a failure at a named step to prove a write is all-or-nothing.
         self.fail_at: str | None = None
@@ -167,7 +171,7 @@ class CaseService:
         if self._txn_stack:
             yield self._txn_stack[-1]
             return
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self.lock, Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
                 txn = _Txn(session)
                 self._txn_stack.append(txn)
@@ -1104,7 +1108,7 @@ class CaseService:
             txn.session.add(draft)
 
     def load_draft(self, key: str) -> dict[str, Any] | None:
-        with Session(self.engine) as session:
+        with self.lock, Session(self.engine) as session:
             draft = session.get(Draft, key)
             return dict(draft.payload) if draft else None
 
@@ -1115,7 +1119,7 @@ class CaseService:
                 txn.session.delete(draft)
 
     def list_drafts(self) -> list[str]:
-        with Session(self.engine) as session:
+        with self.lock, Session(self.engine) as session:
             return list(session.exec(select(Draft.key)).all())
 
     # -- integrity of the audit chain ----------------------------------------------------------
@@ -1123,7 +1127,7 @@ class CaseService:
     def verify_audit_chain(self) -> bool:
         """True when every audit event's hash follows from the one before it."""
         prev = GENESIS_HASH
-        with Session(self.engine) as session:
+        with self.lock, Session(self.engine) as session:
             for event in session.exec(select(AuditEvent).order_by(AuditEvent.seq)):
                 if event.prev_hash != prev or _audit_hash(prev, event) != event.hash:
                     return False

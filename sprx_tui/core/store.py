@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -54,6 +55,7 @@ class CaseStore:
     actor: Actor
     service: CaseService
     queries: CaseQueries
+    lock: threading.RLock
 
 
 def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> CaseStore:
@@ -61,10 +63,12 @@ def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> Ca
     engine = vault.engine
     migrations.upgrade(engine)
     actor = load_actor(engine)
+    lock = threading.RLock()
     return CaseStore(
         vault=vault,
         engine=engine,
         actor=actor,
-        service=CaseService(engine, actor, clock=clock),
-        queries=CaseQueries(engine, clock=clock),
+        service=CaseService(engine, actor, clock=clock, lock=lock),
+        queries=CaseQueries(engine, clock=clock, lock=lock),
+        lock=lock,
     )

@@ -1,0 +1,147 @@
+"""The FastAPI sync server: enrol, push, pull, snapshot and health under /v1."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sync import protocol, schema
+from sync.protocol import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    PROTOCOL_HEADER,
+    SCHEMA_HEADER,
+    EnrolRequest,
+    EnrolResponse,
+    ErrorBody,
+    PullResponse,
+    PushRequest,
+    PushResponse,
+    SnapshotResponse,
+)
+from sync.server.log import log_event, logger
+from sync.server.store import Device, Store, StoreError
+
+ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 422, 426)}
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    body = ErrorBody(error=code, message=message, **extra).model_dump(exclude_none=True)
+    return JSONResponse(status_code=status, content=body)
+
+
+def create_app(
+    store: Store,
+    *,
+    protocol_version: int = protocol.PROTOCOL_VERSION,
+    schema_version: int = schema.SCHEMA_VERSION,
+) -> FastAPI:
+    """Build the app around a store; the version numbers are parameters so tests can skew them."""
+    app = FastAPI(title="sprx sync server", version=str(protocol_version))
+    app.state.store = store
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_req: Request, exc: StoreError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.message, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_req: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input back; that could be personal data. Paths only.
+        where = "; ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()[:5])
+        return _error(422, "invalid_request", f"The request was not valid ({where}).")
+
+    @app.exception_handler(Exception)
+    async def _crash(_req: Request, exc: Exception) -> JSONResponse:
+        logger.error('{"event": "internal_error", "exc_type": "%s"}', type(exc).__name__)
+        return _error(500, "internal", "The server hit an unexpected problem.")
+
+    @app.middleware("http")
+    async def _stamp(request: Request, call_next: Any) -> Any:
+        t0 = time.perf_counter()
+        response = await call_next(request)
+        response.headers["X-Server-Time"] = str(store.now_ms())
+        response.headers["X-Server-HLC"] = str(store.clock.last)
+        # Our own access log: path only, never the query string.
+        log_event(
+            "http",
+            method=request.method,
+            path=request.url.path,
+            status=response.status_code,
+            ms=round((time.perf_counter() - t0) * 1000, 1),
+        )
+        return response
+
+    def check_versions(proto: int, sch: int) -> None:
+        for client, server in ((proto, protocol_version), (sch, schema_version)):
+            err = protocol.version_error(client, server)
+            if err == "client_too_old":
+                raise StoreError("client_too_old", "This laptop needs an update to sync.", 426)
+            if err == "server_too_old":
+                raise StoreError("server_too_old", "The practice server needs an update.", 426)
+
+    def device_of(authorization: Annotated[str | None, Header()] = None) -> Device:
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise StoreError("unauthorised", "A device token is needed.", 401)
+        return store.authenticate(authorization[7:].strip())
+
+    def versions(
+        x_sprx_protocol: Annotated[int, Header(alias=PROTOCOL_HEADER)],
+        x_sprx_schema: Annotated[int, Header(alias=SCHEMA_HEADER)],
+    ) -> None:
+        check_versions(x_sprx_protocol, x_sprx_schema)
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        info = store.server_info()
+        return {"ok": True, "protocol_version": protocol_version, "schema_version": schema_version,
+                "server_epoch": info["epoch"]}  # fmt: skip
+
+    @app.post("/v1/devices/enrol", status_code=201, response_model=EnrolResponse, responses=ERRORS)
+    def enrol(body: EnrolRequest) -> dict[str, Any]:
+        return store.enrol(body.code, body.device_name)
+
+    @app.post("/v1/sync/push", response_model=PushResponse, responses=ERRORS)
+    def push(body: PushRequest, dev: Annotated[Device, Depends(device_of)]) -> dict[str, Any]:
+        if body.device_id != dev.id:
+            raise StoreError("forbidden", "The token belongs to a different device.", 403)
+        check_versions(body.protocol_version, body.schema_version)
+        muts = [m.model_dump() for m in body.mutations]
+        for m in muts:
+            # Drop absent optional parts so the payload hash matches what the laptop meant.
+            m["fields"] = {
+                f: {k: v for k, v in fc.items() if v is not None or k == "v"} for f, fc in m["fields"].items()
+            }
+        return store.push(dev, muts)  # type: ignore[arg-type]
+
+    @app.get(
+        "/v1/sync/pull",
+        response_model=PullResponse,
+        responses=ERRORS,
+        dependencies=[Depends(versions)],
+    )
+    def pull(
+        dev: Annotated[Device, Depends(device_of)],
+        cursor: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        epoch: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        return store.pull(dev, cursor, limit, epoch)
+
+    @app.get(
+        "/v1/sync/snapshot",
+        response_model=SnapshotResponse,
+        responses=ERRORS,
+        dependencies=[Depends(versions)],
+    )
+    def snapshot(
+        dev: Annotated[Device, Depends(device_of)],
+        after: Annotated[str | None, Query(max_length=512)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+    ) -> dict[str, Any]:
+        return store.snapshot(dev, after, limit)
+
+    return app

@@ -1,0 +1,1131 @@
+"""Server store on SQLAlchemy 2 Core: SQLite file (WAL) by default, PostgreSQL by URL."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from sync import hlc as hlc_mod
+from sync import merge, schema
+from sync.merge import SERVER_DEVICE, Conflict, Mutation, RowState
+from sync.schema import TABLES, Kind
+from sync.server.log import log_event
+
+ENROL_CODE_TTL_MS = 15 * 60 * 1000
+ACTIVE_DEVICE_MS = 90 * 24 * 3600 * 1000
+CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud over the phone
+PERSON_NS = uuid.UUID("2b0e6c1e-8f55-4c39-9a59-6f2f4b7d7f11")
+
+md = sa.MetaData()
+Big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+server_meta = sa.Table(
+    "server_meta",
+    md,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("epoch", sa.String(36), nullable=False),
+    sa.Column("tombstone_watermark", Big, nullable=False, default=0),
+    sa.Column("seq", Big, nullable=False, default=0),  # the single commit-ordered counter
+    sa.Column("hlc", Big, nullable=False, default=0),
+)
+practice = sa.Table(
+    "practice",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+)
+team = sa.Table(
+    "team",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("practice_id", sa.String(64), sa.ForeignKey("practice.id"), nullable=False),
+)
+worker = sa.Table(
+    "worker",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("practice_id", sa.String(64), sa.ForeignKey("practice.id"), nullable=False),
+    sa.Column("team_id", sa.String(64), sa.ForeignKey("team.id"), nullable=True),
+    sa.Column("created_at", Big, nullable=False),
+)
+assignment = sa.Table(
+    "assignment",
+    md,
+    sa.Column("person_id", sa.String(64), primary_key=True),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("worker_id", sa.String(64), nullable=True, index=True),
+    sa.Column("team_id", sa.String(64), nullable=True, index=True),
+    sa.Column("seq", Big, nullable=False),
+)
+assignment_log = sa.Table(
+    "assignment_log",
+    md,
+    sa.Column("seq", Big, primary_key=True, autoincrement=False),
+    sa.Column("person_id", sa.String(64), nullable=False),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("old_worker_id", sa.String(64), nullable=True),
+    sa.Column("old_team_id", sa.String(64), nullable=True),
+)
+device = sa.Table(
+    "device",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("worker_id", sa.String(64), sa.ForeignKey("worker.id"), nullable=False),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("token_sha256", sa.String(64), nullable=False, unique=True),
+    sa.Column("enrolled_at", Big, nullable=False),
+    sa.Column("revoked_at", Big, nullable=True),
+    sa.Column("last_acked_mutation_id", Big, nullable=False, default=0),
+    sa.Column("last_pull_seq", Big, nullable=False, default=0),
+    sa.Column("last_seen", Big, nullable=True),
+)
+enrol_code = sa.Table(
+    "enrol_code",
+    md,
+    sa.Column("code_sha256", sa.String(64), primary_key=True),
+    sa.Column("worker_id", sa.String(64), sa.ForeignKey("worker.id"), nullable=False),
+    sa.Column("expires_at", Big, nullable=False),
+    sa.Column("used_at", Big, nullable=True),
+    sa.Column("device_id", sa.String(64), nullable=True),
+)
+record = sa.Table(
+    "record",
+    md,
+    sa.Column("tbl", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("person_id", sa.String(64), nullable=True, index=True),
+    sa.Column("values", sa.Text, nullable=False),
+    sa.Column("meta", sa.Text, nullable=False),
+    sa.Column("deleted", sa.Boolean, nullable=False, default=False),
+    sa.Column("seq", Big, nullable=False),
+    sa.Column("lookup", sa.String(64), nullable=True),  # NHS number of a person, for duplicates
+    sa.Index("ix_record_lookup", "practice_id", "tbl", "lookup"),
+)
+change_log = sa.Table(
+    "change_log",
+    md,
+    sa.Column("seq", Big, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String(10), nullable=False),  # record | conflict
+    sa.Column("tbl", sa.String(64), nullable=False),
+    sa.Column("row_id", sa.String(64), nullable=False),
+    sa.Column("person_id", sa.String(64), nullable=True),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("origin_device", sa.String(64), nullable=False),
+    sa.Column("origin_mutation_id", Big, nullable=True),
+    sa.Column("at", Big, nullable=False),
+    # One entry per row: the feed carries each row's latest state once, so it stays O(rows).
+    sa.UniqueConstraint("kind", "tbl", "row_id", name="uq_change_log_row"),
+)
+applied_mutation = sa.Table(
+    "applied_mutation",
+    md,
+    sa.Column("device_id", sa.String(64), primary_key=True),
+    sa.Column("mutation_id", Big, primary_key=True, autoincrement=False),
+    sa.Column("payload_sha256", sa.String(64), nullable=False),
+    sa.Column("result", sa.Text, nullable=False),
+    sa.Column("applied_at", Big, nullable=False),
+)
+conflict = sa.Table(
+    "conflict",
+    md,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("practice_id", sa.String(64), nullable=False),
+    sa.Column("tbl", sa.String(64), nullable=False),
+    sa.Column("row_id", sa.String(64), nullable=False),
+    sa.Column("person_id", sa.String(64), nullable=True),
+    sa.Column("field", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("values", sa.Text, nullable=False),
+    sa.Column("shown_idx", sa.Integer, nullable=False),
+    sa.Column("status", sa.String(10), nullable=False),
+    sa.Column("resolution", sa.Text, nullable=True),
+    sa.Column("seq", Big, nullable=False),
+    sa.Index("ix_conflict_row", "tbl", "row_id", "status"),
+)
+quarantine = sa.Table(
+    "quarantine",
+    md,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("device_id", sa.String(64), nullable=False),
+    sa.Column("mutation_id", Big, nullable=False),
+    sa.Column("reason", sa.String(64), nullable=False),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("at", Big, nullable=False),
+)
+deleted_id = sa.Table(
+    "deleted_id",
+    md,
+    sa.Column("tbl", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("seq", Big, nullable=False),
+)
+
+
+class StoreError(Exception):
+    """A failure with a machine code and a plain sentence for people."""
+
+    def __init__(self, code: str, message: str, status: int = 400, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    worker_id: str
+    practice_id: str
+    team_id: str | None
+    name: str
+    revoked_at: int | None
+    last_acked_mutation_id: int
+    last_pull_seq: int
+
+
+def sha256_hex(data: str | bytes) -> str:
+    return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
+
+
+def canonical(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
+def normalise_code(code: str) -> str:
+    return "".join(ch for ch in code.upper() if ch.isalnum())
+
+
+def _encode_after(d: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(canonical(d).encode()).decode().rstrip("=")
+
+
+def _decode_after(token: str) -> dict[str, Any]:
+    try:
+        pad = "=" * (-len(token) % 4)
+        d = json.loads(base64.urlsafe_b64decode(token + pad))
+        assert isinstance(d, dict) and {"s", "t", "i", "e"} <= d.keys()
+        return d
+    except Exception as e:
+        raise StoreError("invalid_request", "The snapshot page token is not valid.", 400) from e
+
+
+def _row_state(r: Any) -> RowState:
+    return RowState(
+        tbl=r.tbl,
+        id=r.id,
+        person_id=r.person_id,
+        practice_id=r.practice_id,
+        values=json.loads(r.values),
+        meta=json.loads(r.meta),
+        deleted=bool(r.deleted),
+        seq=int(r.seq),
+    )
+
+
+def _conflict_dict(r: Any) -> Conflict:
+    return Conflict(
+        id=r.id,
+        tbl=r.tbl,
+        row_id=r.row_id,
+        person_id=r.person_id,
+        field=r.field,
+        kind=r.kind,
+        values=json.loads(r.values),
+        shown_idx=int(r.shown_idx),
+        status=r.status,
+        resolution=json.loads(r.resolution) if r.resolution else None,
+        seq=int(r.seq),
+    )
+
+
+def change_of(st: RowState) -> dict[str, Any]:
+    """The wire shape of a row (PullResponse.changes item)."""
+    return {
+        "seq": st["seq"],
+        "tbl": st["tbl"],
+        "id": st["id"],
+        "person_id": st["person_id"],
+        "values": st["values"],
+        "meta": st["meta"],
+        "deleted": st["deleted"],
+    }
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the pragmas and locking this store relies on."""
+    if url.startswith("sqlite"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        kw: dict[str, Any] = {"connect_args": {"check_same_thread": False, "timeout": 30}}
+        if memory:
+            kw["poolclass"] = StaticPool
+        engine = sa.create_engine(url, **kw)
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+            # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite would defer it).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            if not memory:
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # Writers take the write lock up front: a deferred transaction that upgrades later
+            # fails with "database is locked" instead of waiting its turn.
+            write = conn.get_execution_options().get("sprx_write", False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+class Store:
+    """All server state. Every sync write goes through one transaction that locks the counter."""
+
+    def __init__(self, url: str, *, now_ms: Callable[[], int] = hlc_mod.wall_ms) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self.now_ms = now_ms
+        md.create_all(self.engine)
+        with self._write() as conn:
+            row = conn.execute(sa.select(server_meta).where(server_meta.c.id == 1)).first()
+            if row is None:
+                conn.execute(
+                    server_meta.insert().values(id=1, epoch=str(uuid.uuid4()), tombstone_watermark=0, seq=0, hlc=0)
+                )
+                last_hlc = 0
+            else:
+                last_hlc = int(row.hlc)
+        self.clock = hlc_mod.HybridClock(now_ms, last=last_hlc)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---------------------------------------------------------------- transactions
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(sprx_write=True)
+            with conn.begin():
+                if not self.is_sqlite:
+                    # One counter row, locked for the whole transaction: seqs are handed out
+                    # in commit order, so a reader can never see seq N+1 before seq N.
+                    conn.execute(sa.select(server_meta.c.id).where(server_meta.c.id == 1).with_for_update())
+                yield conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            if not self.is_sqlite:
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _meta(self, conn: Connection) -> Any:
+        return conn.execute(sa.select(server_meta).where(server_meta.c.id == 1)).one()
+
+    # ---------------------------------------------------------------- admin
+
+    def add_worker(self, worker_id: str, practice_id: str, team_id: str | None = None) -> None:
+        with self._write() as conn:
+            if conn.execute(sa.select(worker.c.id).where(worker.c.id == worker_id)).first():
+                raise StoreError("exists", f"A worker called {worker_id} already exists.")
+            if not conn.execute(sa.select(practice.c.id).where(practice.c.id == practice_id)).first():
+                conn.execute(practice.insert().values(id=practice_id, name=practice_id))
+            if team_id is not None:
+                t = conn.execute(sa.select(team).where(team.c.id == team_id)).first()
+                if t is None:
+                    conn.execute(team.insert().values(id=team_id, practice_id=practice_id))
+                elif t.practice_id != practice_id:
+                    raise StoreError("invalid", f"Team {team_id} belongs to another practice.")
+            conn.execute(
+                worker.insert().values(id=worker_id, practice_id=practice_id, team_id=team_id, created_at=self.now_ms())
+            )
+        log_event("worker_added", worker_id=worker_id, practice_id=practice_id)
+
+    def get_worker(self, worker_id: str) -> Any:
+        with self._read() as conn:
+            w = conn.execute(sa.select(worker).where(worker.c.id == worker_id)).first()
+        if w is None:
+            raise StoreError("not_found", f"There is no worker called {worker_id}.", 404)
+        return w
+
+    def issue_enrol_code(self, worker_id: str) -> tuple[str, int]:
+        """A one-time enrolment code for a worker and its expiry (ms since the epoch)."""
+        self.get_worker(worker_id)
+        raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(10))
+        expires = self.now_ms() + ENROL_CODE_TTL_MS
+        with self._write() as conn:
+            conn.execute(
+                enrol_code.insert().values(code_sha256=sha256_hex(raw), worker_id=worker_id, expires_at=expires)
+            )
+        log_event("enrol_code_issued", worker_id=worker_id)
+        return f"{raw[:5]}-{raw[5:]}", expires
+
+    def enrol(self, code: str, device_name: str) -> dict[str, Any]:
+        now = self.now_ms()
+        h = sha256_hex(normalise_code(code))
+        token = "sprx_" + secrets.token_urlsafe(32)
+        device_id = str(uuid.uuid4())
+        with self._write() as conn:
+            row = conn.execute(sa.select(enrol_code).where(enrol_code.c.code_sha256 == h)).first()
+            if row is None:
+                raise StoreError("invalid_code", "That enrolment code is not valid.", 401)
+            if row.used_at is not None:
+                raise StoreError("code_used", "That enrolment code has already been used.", 401)
+            if row.expires_at <= now:
+                raise StoreError("code_expired", "That enrolment code has expired.", 401)
+            # Conditional update: two laptops racing with one code cannot both win.
+            n = conn.execute(
+                enrol_code.update()
+                .where(enrol_code.c.code_sha256 == h, enrol_code.c.used_at.is_(None))
+                .values(used_at=now, device_id=device_id)
+            ).rowcount
+            if n != 1:
+                raise StoreError("code_used", "That enrolment code has already been used.", 401)
+            w = conn.execute(sa.select(worker).where(worker.c.id == row.worker_id)).one()
+            conn.execute(
+                device.insert().values(
+                    id=device_id,
+                    worker_id=w.id,
+                    practice_id=w.practice_id,
+                    name=device_name,
+                    token_sha256=sha256_hex(token),
+                    enrolled_at=now,
+                    last_acked_mutation_id=0,
+                    last_pull_seq=0,
+                    last_seen=now,
+                )
+            )
+            meta = self._meta(conn)
+        log_event("device_enrolled", device_id=device_id, worker_id=w.id)
+        return {
+            "device_id": device_id,
+            "token": token,
+            "practice_id": w.practice_id,
+            "user_id": w.id,
+            "server_epoch": meta.epoch,
+            "server_hlc": self.clock.now(),
+        }
+
+    def revoke_device(self, device_id: str) -> None:
+        with self._write() as conn:
+            n = conn.execute(
+                device.update()
+                .where(device.c.id == device_id, device.c.revoked_at.is_(None))
+                .values(revoked_at=self.now_ms())
+            ).rowcount
+            if n == 0:
+                exists = conn.execute(sa.select(device.c.id).where(device.c.id == device_id)).first()
+                if exists is None:
+                    raise StoreError("not_found", f"There is no device {device_id}.", 404)
+        log_event("device_revoked", device_id=device_id)
+
+    def list_devices(self) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            rows = conn.execute(sa.select(device).order_by(device.c.enrolled_at)).all()
+        return [
+            {
+                "id": r.id,
+                "worker_id": r.worker_id,
+                "name": r.name,
+                "enrolled_at": r.enrolled_at,
+                "revoked_at": r.revoked_at,
+                "last_seen": r.last_seen,
+                "last_acked_mutation_id": r.last_acked_mutation_id,
+                "last_pull_seq": r.last_pull_seq,
+            }
+            for r in rows
+        ]
+
+    def authenticate(self, token: str) -> Device:
+        """The device a bearer token belongs to; StoreError unauthorised / device_revoked."""
+        with self._read() as conn:
+            r = conn.execute(
+                sa.select(device, worker.c.team_id)
+                .join(worker, worker.c.id == device.c.worker_id)
+                .where(device.c.token_sha256 == sha256_hex(token))
+            ).first()
+        if r is None:
+            raise StoreError("unauthorised", "The device token is not valid.", 401)
+        if r.revoked_at is not None:
+            raise StoreError("device_revoked", "This device has been revoked.", 403)
+        return Device(
+            id=r.id,
+            worker_id=r.worker_id,
+            practice_id=r.practice_id,
+            team_id=r.team_id,
+            name=r.name,
+            revoked_at=r.revoked_at,
+            last_acked_mutation_id=int(r.last_acked_mutation_id),
+            last_pull_seq=int(r.last_pull_seq),
+        )
+
+    def assign(self, person_id: str, *, worker_id: str | None = None, team_id: str | None = None) -> None:
+        """Assign a person to a worker or a team; the new owner gets a backfill on next pull."""
+        if (worker_id is None) == (team_id is None):
+            raise StoreError("invalid", "Give exactly one of a worker or a team.")
+        with self._write() as conn:
+            if worker_id is not None:
+                w = conn.execute(sa.select(worker).where(worker.c.id == worker_id)).first()
+                if w is None:
+                    raise StoreError("not_found", f"There is no worker called {worker_id}.", 404)
+                practice_id = w.practice_id
+            else:
+                t = conn.execute(sa.select(team).where(team.c.id == team_id)).first()
+                if t is None:
+                    raise StoreError("not_found", f"There is no team called {team_id}.", 404)
+                practice_id = t.practice_id
+            self._assign(conn, person_id, practice_id, worker_id, team_id)
+        log_event("person_assigned", person_id=person_id, worker_id=worker_id, team_id=team_id)
+
+    def _next_seq(self, conn: Connection) -> int:
+        conn.execute(server_meta.update().where(server_meta.c.id == 1).values(seq=server_meta.c.seq + 1))
+        return int(conn.execute(sa.select(server_meta.c.seq).where(server_meta.c.id == 1)).scalar_one())
+
+    def _assign(
+        self,
+        conn: Connection,
+        person_id: str,
+        practice_id: str,
+        worker_id: str | None,
+        team_id: str | None,
+        *,
+        backfill: bool = True,
+    ) -> None:
+        p = conn.execute(
+            sa.select(record.c.practice_id).where(record.c.tbl == "person", record.c.id == person_id)
+        ).first()
+        if p is not None and p.practice_id != practice_id:
+            raise StoreError("invalid", "That person belongs to another practice.")
+        old = conn.execute(sa.select(assignment).where(assignment.c.person_id == person_id)).first()
+        if old is not None and (old.worker_id, old.team_id) == (worker_id, team_id):
+            return
+        s = self._next_seq(conn)
+        if old is not None:
+            conn.execute(
+                assignment_log.insert().values(
+                    seq=s,
+                    person_id=person_id,
+                    practice_id=practice_id,
+                    old_worker_id=old.worker_id,
+                    old_team_id=old.team_id,
+                )
+            )
+            conn.execute(
+                assignment.update()
+                .where(assignment.c.person_id == person_id)
+                .values(worker_id=worker_id, team_id=team_id, seq=s, practice_id=practice_id)
+            )
+        else:
+            conn.execute(
+                assignment.insert().values(
+                    person_id=person_id,
+                    practice_id=practice_id,
+                    worker_id=worker_id,
+                    team_id=team_id,
+                    seq=s,
+                )
+            )
+        if not backfill:
+            return
+        # Backfill: re-log the person's rows and open conflicts with fresh seqs so the new
+        # owner's next pull carries them. O(rows of this person), never O(database).
+        pulled = [t for t, ts in TABLES.items() if ts.kind is not Kind.PUSH_ONLY]
+        rows = conn.execute(
+            sa.select(record.c.tbl, record.c.id)
+            .where(record.c.person_id == person_id, record.c.tbl.in_(pulled))
+            .order_by(record.c.tbl, record.c.id)
+        ).all()
+        now = self.now_ms()
+        for r in rows:
+            s = self._next_seq(conn)
+            conn.execute(record.update().where(record.c.tbl == r.tbl, record.c.id == r.id).values(seq=s))
+            self._log(conn, s, "record", r.tbl, r.id, person_id, practice_id, SERVER_DEVICE, None, now)
+        for c in conn.execute(
+            sa.select(conflict.c.id, conflict.c.tbl).where(
+                conflict.c.person_id == person_id, conflict.c.status == "open"
+            )
+        ).all():
+            s = self._next_seq(conn)
+            conn.execute(conflict.update().where(conflict.c.id == c.id).values(seq=s))
+            self._log(conn, s, "conflict", c.tbl, c.id, person_id, practice_id, SERVER_DEVICE, None, now)
+
+    def _log(
+        self,
+        conn: Connection,
+        seq: int,
+        kind: str,
+        tbl: str,
+        row_id: str,
+        person_id: str | None,
+        practice_id: str,
+        origin: str,
+        mutation_id: int | None,
+        now: int,
+    ) -> None:
+        conn.execute(
+            change_log.delete().where(change_log.c.kind == kind, change_log.c.tbl == tbl, change_log.c.row_id == row_id)
+        )
+        conn.execute(
+            change_log.insert().values(
+                seq=seq,
+                kind=kind,
+                tbl=tbl,
+                row_id=row_id,
+                person_id=person_id,
+                practice_id=practice_id,
+                origin_device=origin,
+                origin_mutation_id=mutation_id,
+                at=now,
+            )
+        )
+
+    # ---------------------------------------------------------------- writes
+
+    def _in_scope(self, conn: Connection, dev: Device, person_id: str) -> bool:
+        who = assignment.c.worker_id == dev.worker_id
+        if dev.team_id is not None:
+            who = sa.or_(who, assignment.c.team_id == dev.team_id)
+        return (
+            conn.execute(
+                sa.select(assignment.c.person_id).where(
+                    assignment.c.person_id == person_id,
+                    assignment.c.practice_id == dev.practice_id,
+                    who,
+                )
+            ).first()
+            is not None
+        )
+
+    def _apply(
+        self,
+        conn: Connection,
+        m: Mutation,
+        *,
+        origin: str,
+        practice_id: str,
+        dev: Device | None,
+        now: int,
+    ) -> dict[str, Any]:
+        """Scope-check, merge and write one mutation; returns its ack (without duplicates)."""
+        mid = m.get("mutation_id")
+
+        def rejected(reason: str, detail: str) -> dict[str, Any]:
+            conn.execute(
+                quarantine.insert().values(
+                    device_id=origin,
+                    mutation_id=mid or 0,
+                    reason=reason,
+                    detail=detail,
+                    payload=canonical(m),
+                    at=now,
+                )
+            )
+            log_event("mutation_rejected", device_id=origin, mutation_id=mid, reason=reason)
+            return {"mutation_id": mid, "status": "rejected", "seq": None, "conflict_ids": [],
+                    "reason": reason, "detail": detail}  # fmt: skip
+
+        tbl, row_id = m["tbl"], m["row_id"]
+        ts = TABLES.get(tbl)
+        hlcs = [m["hlc"]] + [fc["hlc"] for fc in m["fields"].values() if fc.get("hlc")]
+        if dev is not None and any(self.clock.is_too_far_ahead(h) for h in hlcs):
+            return rejected("clock_ahead", "The laptop clock is ahead of the server clock.")
+        r = conn.execute(sa.select(record).where(record.c.tbl == tbl, record.c.id == row_id)).first()
+        state = _row_state(r) if r is not None else None
+        auto_assign = False
+        if dev is not None and ts is not None:
+            if state is not None and state["practice_id"] != practice_id:
+                return rejected("out_of_scope", "This record belongs to another practice.")
+            if tbl == "person":
+                person_id: str | None = row_id
+            elif state is not None:
+                person_id = state["person_id"]
+            else:
+                person_id = m.get("person_id")
+            if ts.person_scoped and person_id:
+                if not self._in_scope(conn, dev, person_id):
+                    unassigned = (
+                        conn.execute(
+                            sa.select(assignment.c.person_id).where(assignment.c.person_id == person_id)
+                        ).first()
+                        is None
+                    )
+                    # A worker's own new person (a self-referral made offline) becomes theirs.
+                    if tbl == "person" and m["op"] == "insert" and state is None and unassigned:
+                        auto_assign = True
+                    else:
+                        return rejected("out_of_scope", "This person is not on your caseload.")
+        if state is None and m["op"] == "insert":
+            gone = conn.execute(
+                sa.select(deleted_id.c.id).where(deleted_id.c.tbl == tbl, deleted_id.c.id == row_id)
+            ).first()
+            if gone is not None:
+                return rejected("deleted", "This record was deleted and cannot be re-created.")
+        open_c = [
+            _conflict_dict(c)
+            for c in conn.execute(
+                sa.select(conflict).where(
+                    conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open"
+                )
+            ).all()
+        ]
+        seq = int(self._meta(conn).seq) + 1
+        res = merge.apply_mutation(state, m, device_id=origin, seq=seq, open_conflicts=open_c, practice_id=practice_id)
+        if res.status == "rejected":
+            return rejected(res.reason or "invalid", res.detail or "")
+        if dev is not None:
+            self.clock.update(max(hlcs))
+        if not res.changed or res.state is None:
+            return {"mutation_id": mid, "status": res.status,
+                    "seq": state["seq"] if state else None, "conflict_ids": [],
+                    "reason": None, "detail": None}  # fmt: skip
+        assert self._next_seq(conn) == seq
+        new = res.state
+        lookup = None
+        if tbl == "person" and new["values"].get("nhs_number"):
+            digits = "".join(ch for ch in str(new["values"]["nhs_number"]) if ch.isdigit())
+            lookup = digits or None
+        row_vals = {
+            "practice_id": new["practice_id"],
+            "person_id": new["person_id"],
+            "values": canonical(new["values"]),
+            "meta": canonical(new["meta"]),
+            "deleted": new["deleted"],
+            "seq": seq,
+            "lookup": lookup,
+        }
+        if state is None:
+            conn.execute(record.insert().values(tbl=tbl, id=row_id, **row_vals))
+        else:
+            conn.execute(record.update().where(record.c.tbl == tbl, record.c.id == row_id).values(**row_vals))
+        if ts is not None and ts.kind is not Kind.PUSH_ONLY:
+            self._log(conn, seq, "record", tbl, row_id, new["person_id"], practice_id, origin, mid, now)
+        if new["deleted"] and not (state and state["deleted"]):
+            conn.execute(deleted_id.insert().values(tbl=tbl, id=row_id, seq=seq))
+        elif state is not None and state["deleted"] and not new["deleted"]:
+            conn.execute(deleted_id.delete().where(deleted_id.c.tbl == tbl, deleted_id.c.id == row_id))
+        conflict_ids = [self._put_conflict(conn, c, practice_id, origin, mid, now) for c in res.conflicts]
+        if auto_assign and dev is not None:
+            self._assign(conn, row_id, practice_id, dev.worker_id, None, backfill=False)
+        if lookup and not new["deleted"]:
+            dup = self._check_duplicate_person(conn, new, lookup, origin, mid, now)
+            conflict_ids += dup
+        return {"mutation_id": mid, "status": "applied", "seq": seq, "conflict_ids": conflict_ids,
+                "reason": None, "detail": None}  # fmt: skip
+
+    def _put_conflict(
+        self,
+        conn: Connection,
+        c: Conflict,
+        practice_id: str,
+        origin: str,
+        mid: int | None,
+        now: int,
+    ) -> str:
+        # Each conflict change takes its own seq so a feed page never splits one seq.
+        s = self._next_seq(conn)
+        vals = {
+            "practice_id": practice_id,
+            "tbl": c["tbl"],
+            "row_id": c["row_id"],
+            "person_id": c["person_id"],
+            "field": c["field"],
+            "kind": c["kind"],
+            "values": canonical(c["values"]),
+            "shown_idx": c["shown_idx"],
+            "status": c["status"],
+            "resolution": canonical(c["resolution"]) if c["resolution"] is not None else None,
+            "seq": s,
+        }
+        if conn.execute(sa.select(conflict.c.id).where(conflict.c.id == c["id"])).first():
+            conn.execute(conflict.update().where(conflict.c.id == c["id"]).values(**vals))
+        else:
+            conn.execute(conflict.insert().values(id=c["id"], **vals))
+        self._log(conn, s, "conflict", c["tbl"], c["id"], c["person_id"], practice_id, origin, mid, now)
+        log_event("conflict", conflict_id=c["id"], kind=c["kind"], status=c["status"])
+        return c["id"]
+
+    def _check_duplicate_person(
+        self, conn: Connection, new: RowState, lookup: str, origin: str, mid: int | None, now: int
+    ) -> list[str]:
+        """Two people with one NHS number in a practice: flag for a person, never merge."""
+        others = conn.execute(
+            sa.select(record.c.id).where(
+                record.c.practice_id == new["practice_id"],
+                record.c.tbl == "person",
+                record.c.lookup == lookup,
+                record.c.id != new["id"],
+                record.c.deleted.is_(False),
+            )
+        ).all()
+        out = []
+        for o in others:
+            a, b = sorted([o.id, new["id"]])
+            cid = str(uuid.uuid5(merge.CONFLICT_NS, f"duplicate_person/{a}/{b}"))
+            if conn.execute(sa.select(conflict.c.id).where(conflict.c.id == cid)).first():
+                continue
+            h = self.clock.now()
+            values = [
+                {"v": o.id, "hlc": h, "dev": SERVER_DEVICE, "seq": new["seq"]},
+                {"v": new["id"], "hlc": h, "dev": origin, "seq": new["seq"]},
+            ]
+            c = Conflict(
+                id=cid, tbl="person", row_id=new["id"], person_id=new["id"], field="nhs_number",
+                kind="duplicate_person", values=values, shown_idx=1, status="open",
+                resolution=None, seq=new["seq"],
+            )  # fmt: skip
+            out.append(self._put_conflict(conn, c, new["practice_id"], origin, mid, now))
+        return out
+
+    def push(self, dev: Device, mutations: list[Mutation]) -> dict[str, Any]:
+        """Apply a batch exactly once; StoreError gap / mutation_id_reuse leave nothing applied."""
+        now = self.now_ms()
+        acks: list[dict[str, Any]] = []
+        with self._write() as conn:
+            d = conn.execute(sa.select(device).where(device.c.id == dev.id)).one()
+            if d.revoked_at is not None:
+                raise StoreError("device_revoked", "This device has been revoked.", 403)
+            last = int(d.last_acked_mutation_id)
+            for m in mutations:
+                mid = int(m["mutation_id"])
+                h = sha256_hex(canonical(m))
+                if mid <= last:
+                    prior = conn.execute(
+                        sa.select(applied_mutation).where(
+                            applied_mutation.c.device_id == dev.id,
+                            applied_mutation.c.mutation_id == mid,
+                        )
+                    ).first()
+                    if prior is not None and prior.payload_sha256 != h:
+                        raise StoreError(
+                            "mutation_id_reuse",
+                            f"Mutation {mid} was already used for a different change.",
+                            409,
+                        )
+                    ack = json.loads(prior.result) if prior is not None else {"mutation_id": mid}
+                    ack["original_status"] = ack.get("status")
+                    ack["status"] = "duplicate"
+                    acks.append(ack)
+                    continue
+                if mid != last + 1:
+                    raise StoreError(
+                        "gap",
+                        f"Mutation {mid} arrived before mutation {last + 1}.",
+                        409,
+                        expected=last + 1,
+                    )
+                ack = self._apply(conn, m, origin=dev.id, practice_id=dev.practice_id, dev=dev, now=now)
+                conn.execute(
+                    applied_mutation.insert().values(
+                        device_id=dev.id,
+                        mutation_id=mid,
+                        payload_sha256=h,
+                        result=canonical(ack),
+                        applied_at=now,
+                    )
+                )
+                acks.append(ack)
+                last = mid
+            conn.execute(
+                device.update().where(device.c.id == dev.id).values(last_acked_mutation_id=last, last_seen=now)
+            )
+            server_hlc = self.clock.now()
+            conn.execute(server_meta.update().where(server_meta.c.id == 1).values(hlc=server_hlc))
+        log_event("push", device_id=dev.id, mutations=len(mutations), last_acked=last)
+        return {
+            "acks": acks,
+            "last_acked_mutation_id": last,
+            "server_hlc": server_hlc,
+            "server_time_ms": now,
+        }
+
+    def server_write(
+        self,
+        tbl: str,
+        row_id: str,
+        values: dict[str, Any],
+        *,
+        practice_id: str,
+        person_id: str | None = None,
+        conn: Connection | None = None,
+    ) -> dict[str, Any]:
+        """An admin write (import) through the same merge and change feed, as device "server"."""
+        if conn is None:
+            with self._write() as c:
+                return self.server_write(tbl, row_id, values, practice_id=practice_id, person_id=person_id, conn=c)
+        r = conn.execute(sa.select(record).where(record.c.tbl == tbl, record.c.id == row_id)).first()
+        h = self.clock.now()
+        if r is None:
+            fields = {f: {"v": v, "hlc": h} for f, v in values.items()}
+            op = "insert"
+        else:
+            st = _row_state(r)
+            fields = {
+                f: {"v": v, "hlc": h, "base_seq": st["meta"].get(f, {}).get("seq")}
+                for f, v in values.items()
+                if canonical(st["values"].get(f)) != canonical(v)
+            }
+            if not fields:
+                return {"status": "duplicate", "seq": st["seq"]}
+            op = "patch"
+        m = Mutation(
+            mutation_id=0, tbl=tbl, row_id=row_id, person_id=person_id, op=op,
+            fields=fields, hlc=h,  # type: ignore[typeddict-item]
+        )  # fmt: skip
+        ack = self._apply(conn, m, origin=SERVER_DEVICE, practice_id=practice_id, dev=None, now=self.now_ms())
+        conn.execute(server_meta.update().where(server_meta.c.id == 1).values(hlc=self.clock.last))
+        return ack
+
+    # ---------------------------------------------------------------- reads
+
+    def _scope_persons(self, dev: Device) -> Any:
+        who = assignment.c.worker_id == dev.worker_id
+        if dev.team_id is not None:
+            who = sa.or_(who, assignment.c.team_id == dev.team_id)
+        return sa.select(assignment.c.person_id).where(assignment.c.practice_id == dev.practice_id, who)
+
+    def _check_cursor(self, meta: Any, cursor: int, epoch: str | None) -> None:
+        if epoch is not None and epoch != meta.epoch:
+            raise StoreError("resync_required", "The server was restored; a full resync is needed.", 410)
+        if cursor < int(meta.tombstone_watermark) or cursor > int(meta.seq):
+            raise StoreError("resync_required", "This laptop is too far behind; a full resync is needed.", 410)
+
+    def pull(self, dev: Device, cursor: int, limit: int, epoch: str | None = None) -> dict[str, Any]:
+        """Changes after ``cursor`` in the device's scope: O(changes), via the seq index."""
+        with self._read() as conn:
+            meta = self._meta(conn)
+            self._check_cursor(meta, cursor, epoch)
+            scope = self._scope_persons(dev)
+            q = (
+                sa.select(
+                    change_log.c.seq,
+                    change_log.c.kind,
+                    change_log.c.tbl,
+                    change_log.c.row_id,
+                )
+                .where(
+                    change_log.c.seq > cursor,
+                    change_log.c.practice_id == dev.practice_id,
+                    sa.or_(change_log.c.person_id.is_(None), change_log.c.person_id.in_(scope)),
+                )
+                .order_by(change_log.c.seq)
+                .limit(limit + 1)
+            )
+            entries = conn.execute(q).all()
+            has_more = len(entries) > limit
+            entries = entries[:limit]
+            changes, conflicts = self._load(conn, entries)
+            removed = conn.execute(
+                sa.select(assignment_log.c.person_id)
+                .where(
+                    assignment_log.c.seq > cursor,
+                    assignment_log.c.practice_id == dev.practice_id,
+                    sa.or_(
+                        assignment_log.c.old_worker_id == dev.worker_id,
+                        assignment_log.c.old_team_id == dev.team_id if dev.team_id is not None else sa.false(),
+                    ),
+                    assignment_log.c.person_id.not_in(scope),
+                )
+                .distinct()
+            ).scalars()
+            removed_ids = sorted(set(removed))
+            # With nothing more to send, jump to the snapshot's counter: every seq up to it is
+            # committed (the counter is locked by writers), so nothing can appear behind it.
+            next_cursor = int(entries[-1].seq) if has_more else int(meta.seq)
+            epoch_now, watermark = meta.epoch, int(meta.tombstone_watermark)
+        self._seen(dev, pull_seq=cursor)
+        return {
+            "changes": changes,
+            "conflicts": conflicts,
+            "removed_person_ids": removed_ids,
+            "next_cursor": max(next_cursor, cursor),
+            "has_more": has_more,
+            "server_epoch": epoch_now,
+            "tombstone_watermark": watermark,
+            "last_acked_mutation_id": dev.last_acked_mutation_id,
+            "server_hlc": self.clock.now(),
+            "server_time_ms": self.now_ms(),
+        }
+
+    def _load(self, conn: Connection, entries: list[Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        by_tbl: dict[str, list[str]] = {}
+        cids: list[str] = []
+        for e in entries:
+            if e.kind == "record":
+                by_tbl.setdefault(e.tbl, []).append(e.row_id)
+            else:
+                cids.append(e.row_id)
+        rows: dict[tuple[str, str], RowState] = {}
+        for t, ids in by_tbl.items():
+            for r in conn.execute(sa.select(record).where(record.c.tbl == t, record.c.id.in_(ids))):
+                rows[(r.tbl, r.id)] = _row_state(r)
+        cs: dict[str, Conflict] = {}
+        if cids:
+            for c in conn.execute(sa.select(conflict).where(conflict.c.id.in_(cids))):
+                cs[c.id] = _conflict_dict(c)
+        changes: list[dict[str, Any]] = []
+        conflicts: list[dict[str, Any]] = []
+        for e in entries:
+            if e.kind == "record" and (e.tbl, e.row_id) in rows:
+                changes.append(change_of(rows[(e.tbl, e.row_id)]))
+            elif e.kind == "conflict" and e.row_id in cs:
+                conflicts.append(dict(cs[e.row_id]))
+        return changes, conflicts
+
+    def _seen(self, dev: Device, *, pull_seq: int | None = None) -> None:
+        vals: dict[str, Any] = {"last_seen": self.now_ms()}
+        if pull_seq is not None:
+            vals["last_pull_seq"] = pull_seq
+        with self.engine.connect() as conn:
+            conn.execution_options(sprx_write=True)
+            with conn.begin():
+                conn.execute(device.update().where(device.c.id == dev.id).values(**vals))
+
+    def snapshot(self, dev: Device, after: str | None, limit: int) -> dict[str, Any]:
+        """Keyset-paged copy of everything live in scope, for first sync and resync."""
+        tables = schema.PULLED_TABLES
+        with self._read() as conn:
+            meta = self._meta(conn)
+            if after is None:
+                pos = {"s": int(meta.seq), "t": 0, "i": "", "e": meta.epoch}
+            else:
+                pos = _decode_after(after)
+                if pos["e"] != meta.epoch or int(pos["s"]) < int(meta.tombstone_watermark):
+                    raise StoreError("resync_required", "The snapshot is out of date; start it again.", 410)
+            scope = self._scope_persons(dev)
+            out: list[dict[str, Any]] = []
+            ti, last_id = int(pos["t"]), str(pos["i"])
+            while ti < len(tables) and len(out) <= limit:
+                t = tables[ti]
+                ts = TABLES[t]
+                where = [
+                    record.c.tbl == t,
+                    record.c.id > last_id,
+                    record.c.practice_id == dev.practice_id,
+                    record.c.deleted.is_(False),
+                ]
+                if ts.person_scoped:
+                    where.append(record.c.person_id.in_(scope))
+                rows = conn.execute(
+                    sa.select(record).where(*where).order_by(record.c.id).limit(limit + 1 - len(out))
+                ).all()
+                out.extend(change_of(_row_state(r)) for r in rows)
+                if len(out) > limit:
+                    break
+                ti, last_id = ti + 1, ""
+            has_more = len(out) > limit
+            out = out[:limit]
+            nxt = None
+            if has_more:
+                last = out[-1]
+                nxt = _encode_after({"s": pos["s"], "t": tables.index(last["tbl"]), "i": last["id"], "e": pos["e"]})
+            conflicts: list[dict[str, Any]] = []
+            if after is None:
+                conflicts = [
+                    dict(_conflict_dict(c))
+                    for c in conn.execute(
+                        sa.select(conflict).where(
+                            conflict.c.practice_id == dev.practice_id,
+                            conflict.c.status == "open",
+                            conflict.c.person_id.in_(scope),
+                        )
+                    )
+                ]
+        self._seen(dev)
+        return {
+            "changes": out,
+            "conflicts": conflicts,
+            "after": nxt,
+            "snapshot_seq": int(pos["s"]),
+            "has_more": has_more,
+            "server_epoch": meta.epoch,
+            "tombstone_watermark": int(meta.tombstone_watermark),
+            "last_acked_mutation_id": dev.last_acked_mutation_id,
+            "server_hlc": self.clock.now(),
+            "server_time_ms": self.now_ms(),
+        }
+
+    # ---------------------------------------------------------------- maintenance
+
+    def gc(self) -> int:
+        """Drop sync metadata every active device has pulled past; returns the new watermark."""
+        now = self.now_ms()
+        with self._write() as conn:
+            meta = self._meta(conn)
+            low = conn.execute(
+                sa.select(sa.func.min(device.c.last_pull_seq)).where(
+                    device.c.revoked_at.is_(None), device.c.last_seen >= now - ACTIVE_DEVICE_MS
+                )
+            ).scalar()
+            # Revoked and long-silent devices do not hold tombstones back; they resync.
+            wm = int(meta.seq) if low is None else int(low)
+            wm = max(wm, int(meta.tombstone_watermark))
+            conn.execute(change_log.delete().where(change_log.c.seq <= wm))
+            conn.execute(record.delete().where(record.c.deleted.is_(True), record.c.seq <= wm))
+            conn.execute(conflict.delete().where(conflict.c.status == "resolved", conflict.c.seq <= wm))
+            conn.execute(assignment_log.delete().where(assignment_log.c.seq <= wm))
+            conn.execute(server_meta.update().where(server_meta.c.id == 1).values(tombstone_watermark=wm))
+        log_event("gc", watermark=wm)
+        return wm
+
+    def new_epoch(self) -> str:
+        """Mark a restore from backup: every laptop must resync (its outbox is kept)."""
+        e = str(uuid.uuid4())
+        with self._write() as conn:
+            conn.execute(server_meta.update().where(server_meta.c.id == 1).values(epoch=e))
+        return e
+
+    def server_info(self) -> dict[str, Any]:
+        with self._read() as conn:
+            meta = self._meta(conn)
+        return {
+            "epoch": meta.epoch,
+            "seq": int(meta.seq),
+            "tombstone_watermark": int(meta.tombstone_watermark),
+        }
+
+    def find_person_by_nhs(self, practice_id: str, nhs: str) -> str | None:
+        with self._read() as conn:
+            r = conn.execute(
+                sa.select(record.c.id)
+                .where(
+                    record.c.practice_id == practice_id,
+                    record.c.tbl == "person",
+                    record.c.lookup == nhs,
+                    record.c.deleted.is_(False),
+                )
+                .order_by(record.c.id)
+            ).first()
+        return r.id if r is not None else None
+
+    def get_record(self, tbl: str, row_id: str) -> RowState | None:
+        with self._read() as conn:
+            r = conn.execute(sa.select(record).where(record.c.tbl == tbl, record.c.id == row_id)).first()
+        return _row_state(r) if r is not None else None
+
+    def count(self, table: str) -> int:
+        t = md.tables[table]
+        with self._read() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(t)).scalar_one())
