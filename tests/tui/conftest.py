@@ -1,0 +1,70 @@
+"""Fixtures for the app tests: one synthetic demo vault per session, copied per test, and a frozen clock."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from sprx_tui.core.demo import build_demo
+from sprx_tui.core.store import CaseStore, open_store
+from sprx_tui.core.vault import FLOOR, Vault
+
+PASSPHRASE = "walking group on tuesday"
+FROZEN_NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)  # a Monday morning
+
+
+def frozen_clock() -> dt.datetime:
+    return FROZEN_NOW
+
+
+@pytest.fixture(autouse=True)
+def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deterministic snapshots: the input cursor never blinks."""
+    from textual.widgets import Input, TextArea
+
+    monkeypatch.setattr(Input, "_toggle_cursor", lambda self: None, raising=False)
+    monkeypatch.setattr(TextArea, "_toggle_cursor_blink_visible", lambda self: None, raising=False)
+
+
+@pytest.fixture(scope="session")
+def demo_vault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 30-person synthetic demo vault built once per test session with the frozen clock."""
+    path = tmp_path_factory.mktemp("template") / "vault"
+    vault, _recovery = Vault.create(path, bytearray(PASSPHRASE.encode()), kdf=FLOOR)
+    store = open_store(vault, clock=frozen_clock)
+    build_demo(store, people=30, seed=7)
+    vault.lock()
+    return path
+
+
+@pytest.fixture
+def demo_vault(demo_vault_template: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo vault (locked) for one test."""
+    dest = tmp_path / "vault"
+    shutil.copytree(demo_vault_template, dest)
+    return dest
+
+
+@pytest.fixture
+def unlocked_store(demo_vault: Path) -> Iterator[CaseStore]:
+    vault = Vault(demo_vault)
+    vault.unlock(bytearray(PASSPHRASE.encode()))
+    store = open_store(vault, clock=frozen_clock)
+    yield store
+    vault.lock()
+
+
+@pytest.fixture
+def open_demo(demo_vault: Path) -> Callable[[], CaseStore]:
+    """Unlock the copied demo vault on demand (for tests that start at the unlock screen)."""
+
+    def _open() -> CaseStore:
+        vault = Vault(demo_vault)
+        vault.unlock(bytearray(PASSPHRASE.encode()))
+        return open_store(vault, clock=frozen_clock)
+
+    return _open
