@@ -1,7 +1,5 @@
 """The FastAPI sync server: enrol, push, pull, snapshot and health under /v1."""
 
-from __future__ import annotations
-
 import time
 from typing import Annotated, Any
 

@@ -174,6 +174,19 @@ deleted_id = sa.Table(
     sa.Column("seq", Big, nullable=False),
 )
 
+# Hot-path statements built once: building SQLAlchemy constructs per mutation costs more
+# than running them.
+_b = sa.bindparam
+_SEL_RECORD = sa.select(record).where(record.c.tbl == _b("b_tbl"), record.c.id == _b("b_id"))
+_SEL_DELETED = sa.select(deleted_id.c.id).where(deleted_id.c.tbl == _b("b_tbl"), deleted_id.c.id == _b("b_id"))
+_INS_RECORD = record.insert()
+_UPD_RECORD = record.update().where(record.c.tbl == _b("b_tbl"), record.c.id == _b("b_id"))
+_INS_LOG = change_log.insert()
+_DEL_LOG = change_log.delete().where(
+    change_log.c.kind == _b("b_kind"), change_log.c.tbl == _b("b_tbl"), change_log.c.row_id == _b("b_row")
+)
+_INS_APPLIED = applied_mutation.insert()
+
 
 class StoreError(Exception):
     """A failure with a machine code and a plain sentence for people."""
@@ -328,11 +341,18 @@ class Store:
         with self.engine.connect() as conn:
             conn.execution_options(sprx_write=True)
             with conn.begin():
+                # One counter row, locked for the whole transaction (SQLite: BEGIN IMMEDIATE):
+                # seqs are handed out in commit order, so a reader never sees N+1 before N.
+                q = sa.select(server_meta.c.seq).where(server_meta.c.id == 1)
                 if not self.is_sqlite:
-                    # One counter row, locked for the whole transaction: seqs are handed out
-                    # in commit order, so a reader can never see seq N+1 before seq N.
-                    conn.execute(sa.select(server_meta.c.id).where(server_meta.c.id == 1).with_for_update())
+                    q = q.with_for_update()
+                start = conn.execute(q).scalar()
+                # The counter is kept in memory for the transaction and written back once.
+                conn.info["sprx_seq"] = int(start or 0)
+                conn.info["sprx_scope"] = {}
                 yield conn
+                if start is not None and conn.info["sprx_seq"] != start:
+                    conn.execute(server_meta.update().where(server_meta.c.id == 1).values(seq=conn.info["sprx_seq"]))
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -501,8 +521,8 @@ class Store:
         log_event("person_assigned", person_id=person_id, worker_id=worker_id, team_id=team_id)
 
     def _next_seq(self, conn: Connection) -> int:
-        conn.execute(server_meta.update().where(server_meta.c.id == 1).values(seq=server_meta.c.seq + 1))
-        return int(conn.execute(sa.select(server_meta.c.seq).where(server_meta.c.id == 1)).scalar_one())
+        conn.info["sprx_seq"] += 1
+        return int(conn.info["sprx_seq"])
 
     def _assign(
         self,
@@ -519,6 +539,7 @@ class Store:
         ).first()
         if p is not None and p.practice_id != practice_id:
             raise StoreError("invalid", "That person belongs to another practice.")
+        conn.info.get("sprx_scope", {}).clear()  # scope changes inside this transaction
         old = conn.execute(sa.select(assignment).where(assignment.c.person_id == person_id)).first()
         if old is not None and (old.worker_id, old.team_id) == (worker_id, team_id):
             return
@@ -584,31 +605,36 @@ class Store:
         origin: str,
         mutation_id: int | None,
         now: int,
+        *,
+        fresh: bool = False,
     ) -> None:
+        if not fresh:  # a brand-new row has no earlier feed entry to replace
+            conn.execute(_DEL_LOG, {"b_kind": kind, "b_tbl": tbl, "b_row": row_id})
         conn.execute(
-            change_log.delete().where(change_log.c.kind == kind, change_log.c.tbl == tbl, change_log.c.row_id == row_id)
-        )
-        conn.execute(
-            change_log.insert().values(
-                seq=seq,
-                kind=kind,
-                tbl=tbl,
-                row_id=row_id,
-                person_id=person_id,
-                practice_id=practice_id,
-                origin_device=origin,
-                origin_mutation_id=mutation_id,
-                at=now,
-            )
+            _INS_LOG,
+            {
+                "seq": seq,
+                "kind": kind,
+                "tbl": tbl,
+                "row_id": row_id,
+                "person_id": person_id,
+                "practice_id": practice_id,
+                "origin_device": origin,
+                "origin_mutation_id": mutation_id,
+                "at": now,
+            },
         )
 
     # ---------------------------------------------------------------- writes
 
     def _in_scope(self, conn: Connection, dev: Device, person_id: str) -> bool:
+        cache = conn.info.setdefault("sprx_scope", {})
+        if (dev.id, person_id) in cache:
+            return bool(cache[(dev.id, person_id)])
         who = assignment.c.worker_id == dev.worker_id
         if dev.team_id is not None:
             who = sa.or_(who, assignment.c.team_id == dev.team_id)
-        return (
+        cache[(dev.id, person_id)] = ok = (
             conn.execute(
                 sa.select(assignment.c.person_id).where(
                     assignment.c.person_id == person_id,
@@ -618,6 +644,7 @@ class Store:
             ).first()
             is not None
         )
+        return ok
 
     def _apply(
         self,
@@ -652,7 +679,7 @@ class Store:
         hlcs = [m["hlc"]] + [fc["hlc"] for fc in m["fields"].values() if fc.get("hlc")]
         if dev is not None and any(self.clock.is_too_far_ahead(h) for h in hlcs):
             return rejected("clock_ahead", "The laptop clock is ahead of the server clock.")
-        r = conn.execute(sa.select(record).where(record.c.tbl == tbl, record.c.id == row_id)).first()
+        r = conn.execute(_SEL_RECORD, {"b_tbl": tbl, "b_id": row_id}).first()
         state = _row_state(r) if r is not None else None
         auto_assign = False
         if dev is not None and ts is not None:
@@ -678,20 +705,22 @@ class Store:
                     else:
                         return rejected("out_of_scope", "This person is not on your caseload.")
         if state is None and m["op"] == "insert":
-            gone = conn.execute(
-                sa.select(deleted_id.c.id).where(deleted_id.c.tbl == tbl, deleted_id.c.id == row_id)
-            ).first()
+            gone = conn.execute(_SEL_DELETED, {"b_tbl": tbl, "b_id": row_id}).first()
             if gone is not None:
                 return rejected("deleted", "This record was deleted and cannot be re-created.")
-        open_c = [
-            _conflict_dict(c)
-            for c in conn.execute(
-                sa.select(conflict).where(
-                    conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open"
-                )
-            ).all()
-        ]
-        seq = int(self._meta(conn).seq) + 1
+        open_c = (
+            [
+                _conflict_dict(c)
+                for c in conn.execute(
+                    sa.select(conflict).where(
+                        conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open"
+                    )
+                ).all()
+            ]
+            if state is not None
+            else []  # a brand-new row has no conflicts: skip the query
+        )
+        seq = int(conn.info["sprx_seq"]) + 1
         res = merge.apply_mutation(state, m, device_id=origin, seq=seq, open_conflicts=open_c, practice_id=practice_id)
         if res.status == "rejected":
             return rejected(res.reason or "invalid", res.detail or "")
@@ -717,11 +746,13 @@ class Store:
             "lookup": lookup,
         }
         if state is None:
-            conn.execute(record.insert().values(tbl=tbl, id=row_id, **row_vals))
+            conn.execute(_INS_RECORD, {"tbl": tbl, "id": row_id, **row_vals})
         else:
-            conn.execute(record.update().where(record.c.tbl == tbl, record.c.id == row_id).values(**row_vals))
+            conn.execute(_UPD_RECORD, {"b_tbl": tbl, "b_id": row_id, **row_vals})
         if ts is not None and ts.kind is not Kind.PUSH_ONLY:
-            self._log(conn, seq, "record", tbl, row_id, new["person_id"], practice_id, origin, mid, now)
+            self._log(
+                conn, seq, "record", tbl, row_id, new["person_id"], practice_id, origin, mid, now, fresh=state is None
+            )
         if new["deleted"] and not (state and state["deleted"]):
             conn.execute(deleted_id.insert().values(tbl=tbl, id=row_id, seq=seq))
         elif state is not None and state["deleted"] and not new["deleted"]:
@@ -838,13 +869,14 @@ class Store:
                     )
                 ack = self._apply(conn, m, origin=dev.id, practice_id=dev.practice_id, dev=dev, now=now)
                 conn.execute(
-                    applied_mutation.insert().values(
-                        device_id=dev.id,
-                        mutation_id=mid,
-                        payload_sha256=h,
-                        result=canonical(ack),
-                        applied_at=now,
-                    )
+                    _INS_APPLIED,
+                    {
+                        "device_id": dev.id,
+                        "mutation_id": mid,
+                        "payload_sha256": h,
+                        "result": canonical(ack),
+                        "applied_at": now,
+                    },
                 )
                 acks.append(ack)
                 last = mid
@@ -898,6 +930,52 @@ class Store:
         conn.execute(server_meta.update().where(server_meta.c.id == 1).values(hlc=self.clock.last))
         return ack
 
+    def import_referral(
+        self,
+        worker_id: str,
+        nhs: str,
+        person_values: dict[str, Any],
+        received_on: str,
+        source: str,
+        referral_values: dict[str, Any],
+    ) -> str:
+        """Create or find the person, add the referral, assign to the worker: one transaction.
+
+        Returns "imported" or "exists". Ids are uuid5 of practice + NHS number (+ received
+        date + source for the referral), so re-importing a file adds nothing.
+        """
+        w = self.get_worker(worker_id)
+        practice_id = w.practice_id
+        ref_id = str(uuid.uuid5(PERSON_NS, f"{practice_id}/{nhs}/{received_on}/{source}"))
+        with self._write() as conn:
+            found = conn.execute(
+                sa.select(record.c.id)
+                .where(
+                    record.c.practice_id == practice_id,
+                    record.c.tbl == "person",
+                    record.c.lookup == nhs,
+                    record.c.deleted.is_(False),
+                )
+                .order_by(record.c.id)
+            ).first()
+            person_id = found.id if found else str(uuid.uuid5(PERSON_NS, f"{practice_id}/{nhs}"))
+            if conn.execute(sa.select(record.c.id).where(record.c.tbl == "referral", record.c.id == ref_id)).first():
+                return "exists"
+            if found is None:
+                # A laptop may have corrected these details already; only a new person gets them.
+                self.server_write("person", person_id, person_values, practice_id=practice_id, conn=conn)
+            self._assign(conn, person_id, practice_id, worker_id, None)
+            self.server_write(
+                "referral",
+                ref_id,
+                referral_values,
+                practice_id=practice_id,
+                person_id=person_id,
+                conn=conn,
+            )
+        log_event("referral_imported", referral_id=ref_id, person_id=person_id)
+        return "imported"
+
     # ---------------------------------------------------------------- reads
 
     def _scope_persons(self, dev: Device) -> Any:
@@ -912,28 +990,27 @@ class Store:
         if cursor < int(meta.tombstone_watermark) or cursor > int(meta.seq):
             raise StoreError("resync_required", "This laptop is too far behind; a full resync is needed.", 410)
 
+    def pull_query(self, dev: Device, cursor: int, limit: int) -> Any:
+        """The feed query: a range scan on the seq primary key, filtered by scope."""
+        scope = self._scope_persons(dev)
+        return (
+            sa.select(change_log.c.seq, change_log.c.kind, change_log.c.tbl, change_log.c.row_id)
+            .where(
+                change_log.c.seq > cursor,
+                change_log.c.practice_id == dev.practice_id,
+                sa.or_(change_log.c.person_id.is_(None), change_log.c.person_id.in_(scope)),
+            )
+            .order_by(change_log.c.seq)
+            .limit(limit)
+        )
+
     def pull(self, dev: Device, cursor: int, limit: int, epoch: str | None = None) -> dict[str, Any]:
         """Changes after ``cursor`` in the device's scope: O(changes), via the seq index."""
         with self._read() as conn:
             meta = self._meta(conn)
             self._check_cursor(meta, cursor, epoch)
             scope = self._scope_persons(dev)
-            q = (
-                sa.select(
-                    change_log.c.seq,
-                    change_log.c.kind,
-                    change_log.c.tbl,
-                    change_log.c.row_id,
-                )
-                .where(
-                    change_log.c.seq > cursor,
-                    change_log.c.practice_id == dev.practice_id,
-                    sa.or_(change_log.c.person_id.is_(None), change_log.c.person_id.in_(scope)),
-                )
-                .order_by(change_log.c.seq)
-                .limit(limit + 1)
-            )
-            entries = conn.execute(q).all()
+            entries = conn.execute(self.pull_query(dev, cursor, limit + 1)).all()
             has_more = len(entries) > limit
             entries = entries[:limit]
             changes, conflicts = self._load(conn, entries)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from sync import hlc as hlc_mod
 from sync import protocol, schema
 from sync.server.app import create_app
 from sync.server.store import Store
@@ -125,7 +127,7 @@ class Laptop:
     worker_id: str
     next_mid: int = 1
     cursor: int = 0
-    hlc_ms: int = 0
+    last_hlc: int = 0
     rows: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -133,8 +135,12 @@ class Laptop:
         return {"Authorization": f"Bearer {self.token}", **version_headers()}
 
     def hlc(self) -> int:
-        self.hlc_ms = max(self.hlc_ms + 1, self.server.clock())
-        return self.hlc_ms << 16
+        self.last_hlc = hlc_mod.tick(self.last_hlc, self.server.clock())
+        return self.last_hlc
+
+    def _heard(self, r: httpx.Response) -> None:
+        if r.status_code == 200 and "server_hlc" in r.json():
+            self.last_hlc = hlc_mod.receive(self.last_hlc, r.json()["server_hlc"], self.server.clock())
 
     def mutation(
         self,
@@ -170,7 +176,9 @@ class Laptop:
             "mutations": mutations,
         }
         body.update(kw)
-        return self.server.client.post("/v1/sync/push", json=body, headers=self.headers)
+        r = self.server.client.post("/v1/sync/push", json=body, headers=self.headers)
+        self._heard(r)
+        return r
 
     def pull_all(self, limit: int = 500) -> dict[str, Any]:
         """Pull until has_more is false; keeps the latest row states in ``rows``."""
@@ -180,6 +188,7 @@ class Laptop:
                 "/v1/sync/pull", params={"cursor": self.cursor, "limit": limit}, headers=self.headers
             )
             r.raise_for_status()
+            self._heard(r)
             page = r.json()
             for c in page["changes"]:
                 self.rows[(c["tbl"], c["id"])] = c
@@ -201,10 +210,12 @@ class TestServer:
         self.clock = clock or FakeClock()
         self.store = Store(db_url, now_ms=self.clock)
         self.app = create_app(self.store, **app_kw)
-        self.client = httpx.Client(
-            transport=httpx.ASGITransport(app=self.app),  # type: ignore[arg-type]
-            base_url="http://testserver",
-        )
+        # Starlette's TestClient is an httpx.Client over an in-process ASGI transport.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # starlette nags about httpx2 at import
+            from fastapi.testclient import TestClient
+
+        self.client: httpx.Client = TestClient(self.app, base_url="http://testserver")
 
     def close(self) -> None:
         self.client.close()

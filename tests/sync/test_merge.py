@@ -207,7 +207,7 @@ def test_edit_that_saw_the_conflict_closes_it() -> None:
 def test_t11_delete_vs_edit_keeps_row_live_then_confirm_tombstones(order: str) -> None:
     rep = Replica(base_goal())
     d, e = delete(H0 + (1 << 16)), patch({"text": "edited"}, H0 + (2 << 16))
-    for m, dev in ([(d, "A"), (e, "B")] if order == "delete_first" else [(e, "B"), (d, "A")]):
+    for m, dev in [(d, "A"), (e, "B")] if order == "delete_first" else [(e, "B"), (d, "A")]:
         assert rep.apply(m, dev).status == "applied"
     assert rep.state is not None and rep.state["deleted"] is False
     assert rep.state["values"]["text"] == "edited"
@@ -264,9 +264,7 @@ def test_t12_contacts_are_append_only() -> None:
         mutation_id=2, tbl="contact", row_id="c1", person_id="p1", op="patch",
         fields={"notes": {"v": "rewritten", "hlc": H0 + 1}}, hlc=H0 + 1,
     )  # fmt: skip
-    assert apply_mutation(rep.state, bad, device_id="A", seq=99, open_conflicts=[]).reason == (
-        "immutable_field"
-    )
+    assert apply_mutation(rep.state, bad, device_id="A", seq=99, open_conflicts=[]).reason == ("immutable_field")
     ok = Mutation(
         mutation_id=3, tbl="contact", row_id="c1", person_id="p1", op="patch",
         fields={"entered_in_error": {"v": True, "hlc": H0 + 2}}, hlc=H0 + 2,

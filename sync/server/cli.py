@@ -1,0 +1,263 @@
+"""The `sprx-server` admin command: serve, workers, enrolment, devices, assignment, imports."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import ipaddress
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+DEFAULT_DB = "sqlite:///sprx-server.db"
+
+
+class Failure(Exception):
+    """A failure to report as one plain sentence."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One plain sentence instead of argparse's usage dump.
+        msg = message[0].upper() + message[1:] if message else "Invalid arguments"
+        self.exit(2, f"{msg.rstrip('.')}. Try '{self.prog} --help'.\n")
+
+
+def _when(ms: int | None) -> str:
+    if ms is None:
+        return "never"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from sync.server.store import Store
+
+    try:
+        return Store(args.db)
+    except SQLAlchemyError:
+        raise Failure("Cannot open the server database; check --db or SPRX_SERVER_DB.") from None
+    except ModuleNotFoundError as e:
+        raise Failure(f"The database driver {e.name} is not installed.") from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise Failure("Give both --tls-cert and --tls-key, or neither.")
+    if not args.tls_cert and not _is_loopback(args.host):
+        raise Failure("Refusing to serve on a network address without TLS; use --tls-cert/--tls-key.")
+    for f in (args.tls_cert, args.tls_key):
+        if f and not Path(f).is_file():
+            raise Failure(f"Cannot read {f}.")
+    import uvicorn
+
+    from sync.server.app import create_app
+    from sync.server.log import configure
+
+    configure()
+    app = create_app(_store(args))
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.tls_cert,
+        ssl_keyfile=args.tls_key,
+        access_log=False,  # our middleware logs paths without query strings
+        log_level="warning",
+        server_header=False,
+    )
+    return 0
+
+
+def cmd_worker_add(args: argparse.Namespace) -> int:
+    _store(args).add_worker(args.name, args.practice, args.team)
+    print(f"Added worker {args.name} to practice {args.practice}.")
+    return 0
+
+
+def cmd_enrol_code(args: argparse.Namespace) -> int:
+    code, expires = _store(args).issue_enrol_code(args.worker)
+    print(f"Enrolment code for {args.worker}: {code}")
+    print(f"Single use; expires {_when(expires)} (15 minutes).")
+    return 0
+
+
+def cmd_device_revoke(args: argparse.Namespace) -> int:
+    _store(args).revoke_device(args.device_id)
+    print(f"Revoked device {args.device_id}; its next sync will fail and erase its local copy.")
+    return 0
+
+
+def cmd_device_list(args: argparse.Namespace) -> int:
+    rows = _store(args).list_devices()
+    if not rows:
+        print("No devices enrolled.")
+        return 0
+    print("device_id\tworker\tname\tenrolled\tlast_sync\tstatus")
+    for d in rows:
+        status = f"revoked {_when(d['revoked_at'])}" if d["revoked_at"] else "active"
+        print(f"{d['id']}\t{d['worker_id']}\t{d['name']}\t{_when(d['enrolled_at'])}\t{_when(d['last_seen'])}\t{status}")
+    return 0
+
+
+def cmd_assign(args: argparse.Namespace) -> int:
+    _store(args).assign(args.person_id, worker_id=args.worker, team_id=args.team)
+    print(f"Assigned {args.person_id} to {args.worker or 'team ' + str(args.team)}.")
+    return 0
+
+
+def cmd_import_referrals(args: argparse.Namespace) -> int:
+    from sync.server.importer import ImportFileError, import_referrals
+
+    try:
+        rep = import_referrals(_store(args), Path(args.csv))
+    except ImportFileError as e:
+        raise Failure(str(e)) from None
+    print(f"Imported {rep.imported} referral(s); {rep.already_present} already present.")
+    for line, reason in rep.errors:
+        print(f"Line {line}: {reason}.", file=sys.stderr)
+    return 1 if rep.errors else 0
+
+
+def cmd_import_directory(args: argparse.Namespace) -> int:
+    from sync.server.directory import DirectoryError, import_directory
+
+    try:
+        n, errors = import_directory(_store(args), Path(args.path), args.practice)
+    except DirectoryError as e:
+        raise Failure(str(e)) from None
+    print(f"Imported or updated {n} service(s).")
+    for line, reason in errors:
+        print(f"Line {line}: {reason}.", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sync.server.report import practice_report
+
+    for line in practice_report(_store(args), args.practice):
+        print(line)
+    return 0
+
+
+def cmd_tls_cert(args: argparse.Namespace) -> int:
+    from sync.server.tls import fingerprint, make_self_signed
+
+    try:
+        cert, key = make_self_signed(Path(args.out), args.host)
+    except OSError:
+        raise Failure(f"Cannot write the certificate into {args.out}.") from None
+    print(f"Certificate: {cert}")
+    print(f"Private key: {key} (mode 0600)")
+    print(f"SHA-256 fingerprint: {fingerprint(cert.read_bytes())}")
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    wm = _store(args).gc()
+    print(f"Tombstone watermark is now {wm}.")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sprx-server", description="The sprx practice sync server and its admin.")
+    db = _Parser(add_help=False)
+    db.add_argument(
+        "--db",
+        default=os.environ.get("SPRX_SERVER_DB", DEFAULT_DB),
+        help="database URL (sqlite:///file.db or postgresql+psycopg://...)",
+    )
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+
+    s = sub.add_parser("serve", parents=[db], help="run the sync server")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8443)
+    s.add_argument("--tls-cert")
+    s.add_argument("--tls-key")
+    s.set_defaults(fn=cmd_serve)
+
+    w = sub.add_parser("worker", help="manage link workers").add_subparsers(
+        dest="wcmd", required=True, parser_class=_Parser
+    )
+    wa = w.add_parser("add", parents=[db], help="add a worker")
+    wa.add_argument("name", help="the worker's login id, e.g. asmith")
+    wa.add_argument("--practice", required=True)
+    wa.add_argument("--team")
+    wa.set_defaults(fn=cmd_worker_add)
+
+    e = sub.add_parser("enrol-code", parents=[db], help="issue a one-time enrolment code")
+    e.add_argument("worker")
+    e.set_defaults(fn=cmd_enrol_code)
+
+    d = sub.add_parser("device", help="manage enrolled laptops").add_subparsers(
+        dest="dcmd", required=True, parser_class=_Parser
+    )
+    dr = d.add_parser("revoke", parents=[db], help="revoke a laptop")
+    dr.add_argument("device_id")
+    dr.set_defaults(fn=cmd_device_revoke)
+    dl = d.add_parser("list", parents=[db], help="list laptops and their last sync")
+    dl.set_defaults(fn=cmd_device_list)
+
+    a = sub.add_parser("assign", parents=[db], help="assign a person to a worker or team")
+    a.add_argument("person_id")
+    g = a.add_mutually_exclusive_group(required=True)
+    g.add_argument("--worker")
+    g.add_argument("--team")
+    a.set_defaults(fn=cmd_assign)
+
+    r = sub.add_parser("import-referrals", parents=[db], help="import referrals from CSV")
+    r.add_argument("csv")
+    r.set_defaults(fn=cmd_import_referrals)
+
+    # Extension points owned by other engineers: directory import and commissioner report.
+    idir = sub.add_parser("import-directory", parents=[db], help="import community services (CSV)")
+    idir.add_argument("path")
+    idir.add_argument("--practice", required=True)
+    idir.set_defaults(fn=cmd_import_directory)
+    rep = sub.add_parser("report", parents=[db], help="practice figures")
+    rep.add_argument("--practice", required=True)
+    rep.set_defaults(fn=cmd_report)
+
+    t = sub.add_parser("tls-cert", help="write a self-signed certificate and key")
+    t.add_argument("--out", required=True)
+    t.add_argument("--host", default="127.0.0.1")
+    t.set_defaults(fn=cmd_tls_cert)
+
+    gc = sub.add_parser("gc", parents=[db], help="drop tombstones every laptop has seen")
+    gc.set_defaults(fn=cmd_gc)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sync.server.store import StoreError
+
+    args = build_parser().parse_args(argv)
+    logging.getLogger("sprx").setLevel(logging.WARNING if args.cmd != "serve" else logging.INFO)
+    try:
+        return int(args.fn(args))
+    except Failure as e:
+        print(str(e), file=sys.stderr)
+    except StoreError as e:
+        print(e.message, file=sys.stderr)
+    except KeyboardInterrupt:
+        print("Interrupted.", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 - the contract is one sentence, never a traceback
+        print(f"Unexpected {type(e).__name__}; nothing more was done.", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""Server sync over HTTP (in-process), on SQLite and PostgreSQL: sync-anchors T1-T3, T9-T17."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from sync import hlc
+from sync.server.store import ACTIVE_DEVICE_MS, ENROL_CODE_TTL_MS
+from sync.server.testing import FakeClock, Laptop, TestServer, version_headers
+
+NHS = "9434765919"
+
+
+def new_person(lap: Laptop, nhs: str | None = None) -> str:
+    pid = str(uuid.uuid4())
+    fields: dict[str, Any] = {"given_name": "Test", "family_name": "Person", "phone": "0100"}
+    if nhs:
+        fields["nhs_number"] = nhs
+    r = lap.push([lap.mutation("person", pid, "insert", fields)])
+    assert r.json()["acks"][0]["status"] == "applied", r.json()
+    return pid
+
+
+def acks(r: Any) -> list[dict[str, Any]]:
+    assert r.status_code == 200, r.text
+    return r.json()["acks"]
+
+
+def counts(server: TestServer) -> tuple[int, ...]:
+    s = server.store
+    return tuple(s.count(t) for t in ("record", "change_log", "applied_mutation", "conflict"))
+
+
+# ---------------------------------------------------------------- enrolment and auth
+
+
+def test_enrol_code_is_single_use_and_expires(server: TestServer) -> None:
+    server.worker("alice")
+    code, expires = server.store.issue_enrol_code("alice")
+    assert expires == server.clock() + ENROL_CODE_TTL_MS
+    r = server.client.post("/v1/devices/enrol", json={"code": code.lower(), "device_name": "L1"})
+    assert r.status_code == 201
+    body = r.json()
+    assert body["user_id"] == "alice" and body["practice_id"] == "P1" and body["token"]
+    # Only a hash of the token is stored.
+    with server.store.engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT token_sha256 FROM device")).scalar_one()
+    assert body["token"] not in stored and len(stored) == 64
+    again = server.client.post("/v1/devices/enrol", json={"code": code, "device_name": "L2"})
+    assert (again.status_code, again.json()["error"]) == (401, "code_used")
+    code2, _ = server.store.issue_enrol_code("alice")
+    assert isinstance(server.clock, FakeClock)
+    server.clock.advance(ENROL_CODE_TTL_MS + 1)
+    late = server.client.post("/v1/devices/enrol", json={"code": code2, "device_name": "L3"})
+    assert (late.status_code, late.json()["error"]) == (401, "code_expired")
+    bad = server.client.post("/v1/devices/enrol", json={"code": "AAAAA-BBBBB", "device_name": "x"})
+    assert (bad.status_code, bad.json()["error"]) == (401, "invalid_code")
+
+
+def test_t16_invalid_token_401_and_replay_with_valid_token_is_duplicate(
+    server: TestServer,
+) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    pid = str(uuid.uuid4())
+    body = {"device_id": a.device_id, "protocol_version": 1, "schema_version": 1,
+            "mutations": [a.mutation("person", pid, "insert", {"given_name": "X"})]}  # fmt: skip
+    bad = server.client.post("/v1/sync/push", json=body, headers={"Authorization": "Bearer nope"})
+    assert (bad.status_code, bad.json()["error"]) == (401, "unauthorised")
+    none = server.client.post("/v1/sync/push", json=body)
+    assert none.status_code == 401
+    first = server.client.post("/v1/sync/push", json=body, headers=a.headers)
+    before = counts(server)
+    replay = server.client.post("/v1/sync/push", json=body, headers=a.headers)
+    assert replay.json()["acks"][0]["status"] == "duplicate"
+    assert replay.json()["acks"][0]["seq"] == first.json()["acks"][0]["seq"]
+    assert counts(server) == before
+
+
+def test_revoked_device_gets_device_revoked(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    server.store.revoke_device(a.device_id)
+    r = a.push([])
+    assert (r.status_code, r.json()["error"]) == (403, "device_revoked")
+    p = server.client.get("/v1/sync/pull", headers=a.headers)
+    assert (p.status_code, p.json()["error"]) == (403, "device_revoked")
+
+
+def test_body_device_must_match_token(server: TestServer) -> None:
+    server.worker("alice")
+    a, b = server.laptop("alice"), server.laptop("alice", "second")
+    r = a.push([], device_id=b.device_id)
+    assert (r.status_code, r.json()["error"]) == (403, "forbidden")
+
+
+def test_malformed_bodies_are_422_not_500(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    cases: list[Any] = [
+        {"device_id": a.device_id},
+        {"device_id": a.device_id, "protocol_version": 1, "schema_version": 1, "mutations": [{}]},
+        {"device_id": a.device_id, "protocol_version": 1, "schema_version": 1,
+         "mutations": [{"mutation_id": 1, "tbl": "goal", "row_id": "r", "op": "explode",
+                        "fields": {}, "hlc": 1}]},
+        {"device_id": a.device_id, "protocol_version": 1, "schema_version": 1,
+         "mutations": [a.mutation("goal", "r", "insert", {"text": "x"})] * 501},
+        [1, 2, 3],
+    ]  # fmt: skip
+    for body in cases:
+        r = server.client.post("/v1/sync/push", json=body, headers=a.headers)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "invalid_request"
+    r = server.client.post(
+        "/v1/sync/push", content=b"{not json", headers={**a.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422
+    r = server.client.get("/v1/sync/pull", params={"cursor": "abc"}, headers=a.headers)
+    assert r.status_code == 422
+    r = server.client.post("/v1/devices/enrol", json={"code": 5})
+    assert r.status_code == 422
+
+
+# ---------------------------------------------------------------- exactly once
+
+
+def test_t1_t2_replayed_batch_applies_once(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    pid = new_person(a)
+    batch = [a.mutation("contact", str(uuid.uuid4()), "insert", {"notes": f"n{i}"}, person_id=pid)
+             for i in range(5)]  # fmt: skip
+    first = a.push(batch)  # T2: pretend this response was lost after the commit
+    after_first = counts(server)
+    for _ in range(4):
+        again = acks(a.push(batch))
+        assert [x["status"] for x in again] == ["duplicate"] * 5
+        assert [x["seq"] for x in again] == [x["seq"] for x in first.json()["acks"]]
+    assert counts(server) == after_first
+    with server.store.engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM record WHERE tbl='contact'")).scalar_one()
+    assert n == 5
+
+
+def test_t1_identical_concurrent_requests_apply_once(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    pid = new_person(a)
+    batch = [a.mutation("contact", str(uuid.uuid4()), "insert", {"notes": "x"}, person_id=pid)
+             for _ in range(10)]  # fmt: skip
+    results: list[int] = []
+
+    def go() -> None:
+        results.append(a.push(batch).status_code)
+
+    ts = [threading.Thread(target=go) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert results == [200] * 4
+    with server.store.engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM record WHERE tbl='contact'")).scalar_one()
+        led = conn.execute(sa.text("SELECT count(*) FROM applied_mutation")).scalar_one()
+    assert n == 10 and led == 11
+
+
+def test_t3_gap_and_reuse(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    pid = new_person(a)  # mutation 1
+    before = counts(server)
+    a.next_mid = 3
+    gap = a.push([a.mutation("goal", "g", "insert", {"text": "t"}, person_id=pid)])
+    assert gap.status_code == 409
+    assert gap.json()["error"] == "gap" and gap.json()["expected"] == 2
+    assert counts(server) == before
+    # A batch that starts well but has a gap in the middle applies nothing either.
+    a.next_mid = 2
+    ok = a.mutation("goal", "g1", "insert", {"text": "t"}, person_id=pid)
+    a.next_mid = 4
+    r = a.push([ok, a.mutation("goal", "g2", "insert", {"text": "t"}, person_id=pid)])
+    assert r.status_code == 409 and counts(server) == before
+    a.next_mid = 1
+    reuse = a.push([a.mutation("person", str(uuid.uuid4()), "insert", {"given_name": "Z"})])
+    assert (reuse.status_code, reuse.json()["error"]) == (409, "mutation_id_reuse")
+    assert counts(server) == before
+
+
+def test_concurrent_pushes_from_many_devices_apply_exactly_once(server: TestServer) -> None:
+    laps = []
+    for i in range(6):
+        server.worker(f"w{i}")
+        laps.append(server.laptop(f"w{i}"))
+    pids = [new_person(lap) for lap in laps]
+    errors: list[str] = []
+
+    def work(lap: Laptop, pid: str) -> None:
+        for _ in range(5):
+            batch = [lap.mutation("contact", str(uuid.uuid4()), "insert", {"notes": "n"},
+                                  person_id=pid) for _ in range(4)]  # fmt: skip
+            for _ in range(2):  # every batch is sent twice, as after a lost response
+                r = lap.push(batch)
+                if r.status_code != 200:
+                    errors.append(r.text)
+
+    ts = [threading.Thread(target=work, args=(lap, pid)) for lap, pid in zip(laps, pids, strict=True)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert not errors
+    with server.store.engine.connect() as conn:
+        n = conn.execute(sa.text("SELECT count(*) FROM record WHERE tbl='contact'")).scalar_one()
+        seqs = conn.execute(sa.text("SELECT seq FROM change_log ORDER BY seq")).scalars().all()
+    assert n == 6 * 5 * 4
+    assert len(seqs) == len(set(seqs))
+    # Each laptop's pull sees only its own person.
+    for lap, pid in zip(laps, pids, strict=True):
+        got = lap.pull_all()
+        assert {c["person_id"] for c in got["changes"]} == {pid}
+        assert len(got["changes"]) == 1 + 20
+
+
+# ---------------------------------------------------------------- merge through the server
+
+
+def test_t9_conflict_visible_identically_and_resolution_closes_it(server: TestServer) -> None:
+    server.worker("alice", team_id="T")
+    server.worker("bob", team_id="T")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pid = new_person(a)
+    server.store.assign(pid, team_id="T")
+    acks(a.push([a.mutation("goal", "g1", "insert", {"text": "start"}, person_id=pid)]))
+    a.pull_all(), b.pull_all()
+    base = a.rows[("goal", "g1")]["meta"]["text"]["seq"]
+    acks(a.push([a.mutation("goal", "g1", "patch", {"text": "A words"}, person_id=pid, base=base)]))
+    rb = acks(b.push([b.mutation("goal", "g1", "patch", {"text": "B words"}, person_id=pid, base=base)]))
+    assert len(rb[0]["conflict_ids"]) == 1
+    pa, pb = a.pull_all(), b.pull_all()
+    ca = [c for c in pa["conflicts"] if c["status"] == "open"]
+    cb = [c for c in pb["conflicts"] if c["status"] == "open"]
+    assert len(ca) == 1 and ca == cb
+    assert {v["v"] for v in ca[0]["values"]} == {"A words", "B words"}
+    assert a.rows[("goal", "g1")]["values"] == b.rows[("goal", "g1")]["values"]
+    shown = ca[0]["values"][ca[0]["shown_idx"]]["v"]
+    assert a.rows[("goal", "g1")]["values"]["text"] == shown
+    res = b.mutation("goal", "g1", "resolve", {"text": "B words, agreed"}, person_id=pid,
+                     conflict_id=ca[0]["id"])  # fmt: skip
+    assert acks(b.push([res]))[0]["status"] == "applied"
+    pa = a.pull_all()
+    assert [c["status"] for c in pa["conflicts"]] == ["resolved"]
+    assert a.rows[("goal", "g1")]["values"]["text"] == "B words, agreed"
+    assert a.rows[("goal", "g1")]["meta"]["text"]["hlc"] > max(v["hlc"] for v in ca[0]["values"])
+
+
+def test_t10_no_false_conflicts(server: TestServer) -> None:
+    server.worker("alice", team_id="T")
+    server.worker("bob", team_id="T")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pid = new_person(a)
+    server.store.assign(pid, team_id="T")
+    acks(a.push([a.mutation("goal", "g1", "insert", {"text": "t", "target_on": "2025-01-01"},
+                            person_id=pid)]))  # fmt: skip
+    a.pull_all(), b.pull_all()
+    base = a.rows[("goal", "g1")]["meta"]["text"]["seq"]
+    acks(a.push([a.mutation("goal", "g1", "patch", {"text": "t2"}, person_id=pid, base=base),
+                 a.mutation("goal", "g1", "patch", {"text": "t3"}, person_id=pid, base=base)]))  # fmt: skip
+    acks(b.push([b.mutation("goal", "g1", "patch", {"target_on": "2026-01-01"}, person_id=pid,
+                            base=base)]))  # fmt: skip
+    a.pull_all(), b.pull_all()
+    assert a.rows[("goal", "g1")]["values"] == {"text": "t3", "target_on": "2026-01-01"}
+    assert server.store.count("conflict") == 0
+
+
+def test_t11_delete_vs_edit_over_http(server: TestServer) -> None:
+    server.worker("alice", team_id="T")
+    server.worker("bob", team_id="T")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pid = new_person(a)
+    server.store.assign(pid, team_id="T")
+    acks(a.push([a.mutation("plan_action", "x1", "insert", {"what": "call"}, person_id=pid)]))
+    a.pull_all(), b.pull_all()
+    seq = a.rows[("plan_action", "x1")]["seq"]
+    acks(a.push([a.mutation("plan_action", "x1", "delete", {"_deleted": True}, person_id=pid,
+                            base=seq)]))  # fmt: skip
+    acks(b.push([b.mutation("plan_action", "x1", "patch", {"what": "call Tuesday"},
+                            person_id=pid, base=seq)]))  # fmt: skip
+    pa = a.pull_all()
+    row = a.rows[("plan_action", "x1")]
+    assert row["deleted"] is False and row["values"]["what"] == "call Tuesday"
+    (c,) = [c for c in pa["conflicts"] if c["status"] == "open"]
+    assert c["kind"] == "delete_vs_edit"
+    acks(a.push([a.mutation("plan_action", "x1", "resolve", {"_deleted": True}, person_id=pid,
+                            conflict_id=c["id"])]))  # fmt: skip
+    b.pull_all()
+    assert b.rows[("plan_action", "x1")]["deleted"] is True
+
+
+def test_t12_contacts_append_only_over_http(server: TestServer) -> None:
+    server.worker("alice", team_id="T")
+    server.worker("bob", team_id="T")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pid = new_person(a)
+    server.store.assign(pid, team_id="T")
+    acks(a.push([a.mutation("contact", "c1", "insert", {"notes": "visit A"}, person_id=pid)]))
+    acks(b.push([b.mutation("contact", "c2", "insert", {"notes": "visit B"}, person_id=pid)]))
+    acks(b.push([b.mutation("contact_amendment", "am1", "insert",
+                            {"contact_id": "c1", "text": "correction"}, person_id=pid)]))  # fmt: skip
+    col = acks(b.push([b.mutation("contact", "c1", "insert", {"notes": "other"}, person_id=pid)]))
+    assert (col[0]["status"], col[0]["reason"]) == ("rejected", "id_collision")
+    a.pull_all()
+    assert a.rows[("contact", "c1")]["values"]["notes"] == "visit A"
+    assert ("contact", "c2") in a.rows and ("contact_amendment", "am1") in a.rows
+    assert server.store.count("conflict") == 0
+    assert server.store.count("quarantine") == 1
+
+
+def test_duplicate_nhs_number_is_flagged_not_merged(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    p1 = new_person(a, NHS)
+    p2 = new_person(a, "943 476 5919")
+    pulled = a.pull_all()
+    (c,) = pulled["conflicts"]
+    assert c["kind"] == "duplicate_person" and {v["v"] for v in c["values"]} == {p1, p2}
+    assert ("person", p1) in a.rows and ("person", p2) in a.rows
+
+
+def test_t13_clock_ahead_rejected_then_accepted(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    year = 365 * 24 * 3600 * 1000
+    future = hlc.pack(server.clock() + year, 0)
+    r = acks(a.push([a.mutation("person", "p-f", "insert", {"given_name": "F"}, hlc=future)]))
+    assert (r[0]["status"], r[0]["reason"]) == ("rejected", "clock_ahead")
+    ok = acks(a.push([a.mutation("person", "p-f", "insert", {"given_name": "F"})]))
+    assert ok[0]["status"] == "applied"
+    # A laptop a year behind still merges; its HLC is just older.
+    past = hlc.pack(server.clock() - year, 0)
+    assert acks(a.push([a.mutation("person", "p-f", "patch", {"phone": "1"}, hlc=past)]))[0]["status"] == "applied"
+    assert hlc.physical_ms(server.store.clock.last) <= server.clock() + hlc.MAX_SKEW_MS
+
+
+# ---------------------------------------------------------------- scope, GC, versions
+
+
+def test_t15_scope_quarantine_and_reassignment(server: TestServer) -> None:
+    server.worker("alice")
+    server.worker("bob")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pa, pb = new_person(a), new_person(b)
+    acks(a.push([a.mutation("goal", "ga", "insert", {"text": "a"}, person_id=pa)]))
+    out = acks(a.push([a.mutation("goal", "gx", "insert", {"text": "x"}, person_id=pb)]))
+    assert (out[0]["status"], out[0]["reason"]) == ("rejected", "out_of_scope")
+    assert server.store.count("quarantine") == 1
+    got = a.pull_all()
+    assert {c["person_id"] for c in got["changes"]} == {pa}
+    # Oracle: the store holds rows for both people; alice saw only hers.
+    with server.store.engine.connect() as conn:
+        persons = set(conn.execute(sa.text("SELECT DISTINCT person_id FROM record")).scalars())
+    assert persons == {pa, pb}
+    b.pull_all()
+    server.store.assign(pa, worker_id="bob")
+    moved = a.pull_all()
+    assert moved["removed_person_ids"] == [pa]
+    assert not [k for k, v in a.rows.items() if v["person_id"] == pa]
+    back = b.pull_all()
+    assert {(c["tbl"], c["id"]) for c in back["changes"]} == {("person", pa), ("goal", "ga")}
+    late = acks(a.push([a.mutation("goal", "ga", "patch", {"text": "late"}, person_id=pa)]))
+    assert late[0]["reason"] == "out_of_scope"
+
+
+def test_t14_gc_resync_and_no_resurrection(server: TestServer) -> None:
+    assert isinstance(server.clock, FakeClock)
+    server.worker("alice", team_id="T")
+    server.worker("bob", team_id="T")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    gone = server.laptop("bob", "stolen")
+    pid = new_person(a)
+    server.store.assign(pid, team_id="T")
+    acks(a.push([a.mutation("goal", "g1", "insert", {"text": "t"}, person_id=pid)]))
+    a.pull_all(), b.pull_all()
+    a.pull_all(), b.pull_all()  # second pulls record both cursors on the server
+    # The stolen laptop never pulled; once revoked it must not pin the watermark at 0.
+    server.store.revoke_device(gone.device_id)
+    assert server.store.gc() == min(a.cursor, b.cursor) > 0
+    seq = b.rows[("goal", "g1")]["seq"]
+    acks(b.push([b.mutation("goal", "g1", "delete", {"_deleted": True}, person_id=pid, base=seq)]))
+    b.pull_all()
+    b.pull_all()  # the second pull records b's cursor past the delete
+    # alice goes quiet for more than 90 days: she no longer holds tombstones back either.
+    server.clock.advance(ACTIVE_DEVICE_MS + 1)
+    b.pull_all()
+    wm = server.store.gc()
+    assert wm >= b.cursor > 0
+    assert server.store.get_record("goal", "g1") is None
+    r = server.client.get("/v1/sync/pull", params={"cursor": a.cursor}, headers=a.headers)
+    assert (r.status_code, r.json()["error"]) == (410, "resync_required")
+    snap = server.client.get("/v1/sync/snapshot", headers=a.headers).json()
+    assert ("goal", "g1") not in {(c["tbl"], c["id"]) for c in snap["changes"]}
+    assert snap["snapshot_seq"] >= wm
+    again = acks(a.push([a.mutation("goal", "g1", "insert", {"text": "t"}, person_id=pid)]))
+    assert (again[0]["status"], again[0]["reason"]) == ("rejected", "deleted")
+    stale = acks(a.push([a.mutation("goal", "g1", "patch", {"text": "u"}, person_id=pid, base=1)]))
+    assert stale[0]["status"] == "rejected"
+    r = server.client.get("/v1/sync/pull", params={"cursor": snap["snapshot_seq"]}, headers=a.headers)
+    assert r.status_code == 200
+    e = server.client.get("/v1/sync/pull", params={"cursor": snap["snapshot_seq"], "epoch": "other"}, headers=a.headers)
+    assert e.status_code == 410
+
+
+def test_snapshot_pages_by_keyset(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    pid = new_person(a)
+    acks(a.push([a.mutation("goal", f"g{i:02}", "insert", {"text": "t"}, person_id=pid)
+                 for i in range(7)]))  # fmt: skip
+    seen: list[tuple[str, str]] = []
+    after = None
+    while True:
+        params = {"limit": 3, **({"after": after} if after else {})}
+        page = server.client.get("/v1/sync/snapshot", params=params, headers=a.headers).json()
+        seen += [(c["tbl"], c["id"]) for c in page["changes"]]
+        after = page["after"]
+        if not page["has_more"]:
+            break
+    assert len(seen) == 8 and len(set(seen)) == 8
+
+
+def test_t17_schema_and_protocol_versions(db_url: str) -> None:
+    s = TestServer(db_url, schema_version=3, protocol_version=3)
+    try:
+        s.worker("alice")
+        a = s.laptop("alice")
+        for sch, status, err in [(3, 200, None), (2, 200, None), (1, 426, "client_too_old"),
+                                 (4, 426, "server_too_old")]:  # fmt: skip
+            r = a.push([], schema_version=sch, protocol_version=3)
+            assert r.status_code == status, r.text
+            if err:
+                assert r.json()["error"] == err
+            g = s.client.get(
+                "/v1/sync/pull",
+                headers={"Authorization": f"Bearer {a.token}", **version_headers(3, sch)},  # fmt: skip
+            )
+            assert g.status_code == status
+        r = a.push([], schema_version=3, protocol_version=1)
+        assert r.json()["error"] == "client_too_old"
+        missing = s.client.get("/v1/sync/pull", headers={"Authorization": f"Bearer {a.token}"})
+        assert missing.status_code == 422
+    finally:
+        s.close()
+
+
+def test_pull_cost_follows_changes_not_database(server: TestServer) -> None:
+    server.worker("alice")
+    server.worker("bob")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pb = new_person(b)
+    for _ in range(6):  # 3,000 rows belonging to someone else
+        acks(b.push([b.mutation("contact", str(uuid.uuid4()), "insert", {"notes": "n"},
+                                person_id=pb) for _ in range(500)]))  # fmt: skip
+    a.pull_all()
+    pa = new_person(a)
+    acks(a.push([a.mutation("goal", f"g{i}", "insert", {"text": "t"}, person_id=pa)
+                 for i in range(9)]))  # fmt: skip
+    got = a.pull_all()
+    assert len(got["changes"]) == 10
+    store = server.store
+    dev = store.authenticate(a.token)
+    q = store.pull_query(dev, a.cursor - 10, 501)
+    with store.engine.connect() as conn:
+        if store.is_sqlite:
+            sql = str(q.compile(store.engine, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(r[-1] for r in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql))
+            assert "SEARCH change_log USING INTEGER PRIMARY KEY" in plan, plan
+        else:
+            conn.exec_driver_sql("ANALYZE")
+            sql = str(q.compile(store.engine, compile_kwargs={"literal_binds": True}))
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + sql).scalar_one()
+            touched = _pg_rows(plan[0]["Plan"], "change_log")
+            assert touched < 100, touched
+
+
+def _pg_rows(node: dict[str, Any], rel: str) -> int:
+    n = 0
+    if node.get("Relation Name") == rel:
+        n += int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0))
+    for child in node.get("Plans", []):
+        n += _pg_rows(child, rel)
+    return n
+
+
+def test_server_writes_use_the_same_feed(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    a.pull_all()
+    server.store.server_write("community_service", "svc1", {"name": "Walking group", "active": True}, practice_id="P1")
+    got = a.pull_all()
+    assert [(c["tbl"], c["id"]) for c in got["changes"]] == [("community_service", "svc1")]
+    assert got["changes"][0]["meta"]["name"]["dev"] == "server"
+    r = acks(a.push([a.mutation("community_service", "svc1", "patch", {"name": "x"})]))
+    assert (r[0]["status"], r[0]["reason"]) == ("rejected", "read_only")
+    sug = acks(a.push([a.mutation("directory_suggestion", "s1", "insert",
+                                  {"service_id": "svc1", "note": "closed"})]))  # fmt: skip
+    assert sug[0]["status"] == "applied"
+    assert a.pull_all()["changes"] == []  # push-only rows never come back
+
+
+def test_logs_carry_ids_not_personal_data(server: TestServer, caplog: Any) -> None:
+    import logging
+
+    server.worker("alice")
+    a = server.laptop("alice")
+    with caplog.at_level(logging.INFO, logger="sprx.server"):
+        pid = str(uuid.uuid4())
+        acks(a.push([a.mutation("person", pid, "insert", {"given_name": "Zebedee", "nhs_number": NHS})]))
+        acks(a.push([a.mutation("goal", "gx", "insert", {"text": "x"}, person_id="someone-else")]))
+        a.pull_all()
+    text = caplog.text
+    assert "push" in text and a.device_id in text
+    assert "Zebedee" not in text and NHS not in text and "cursor=" not in text
