@@ -89,6 +89,16 @@ STATUS_WEIGHTS = [
     ("declined", 6),
     ("did_not_engage", 7),
 ]
+# The first people cover every status and both kinds of follow-up (due today, overdue), so even a
+# small demo shows every state a screen can be in; the rest are drawn at random by STATUS_WEIGHTS.
+COVERAGE: list[tuple[str, str | None]] = [
+    ("active", "today"),
+    ("active", "overdue"),
+    ("referred", None),
+    ("declined", None),
+    ("discharged", None),
+    ("did_not_engage", None),
+]
 
 NOTE_OPENERS = [
     "Visited at home; tea offered.",
@@ -222,7 +232,7 @@ def build_demo(
     today = svc.today()
     now = svc.clock()
     directory = demo_directory(rng, today, services)
-    with Session(store.engine, expire_on_commit=False) as s, s.begin():
+    with store.lock, Session(store.engine, expire_on_commit=False) as s, s.begin():
         s.add_all(directory)
     active_services = [d for d in directory if d.active]
     batch = 50
@@ -243,6 +253,9 @@ def _demo_person(
     services: list[CommunityService],
 ) -> None:
     status = rng.choices([s for s, _ in STATUS_WEIGHTS], [w for _, w in STATUS_WEIGHTS])[0]
+    due: str | None = None
+    if n < len(COVERAGE):
+        status, due = COVERAGE[n]
     flags = rng.sample(["do_not_visit_alone", "animals", "access", "smoking"], k=rng.choice([0] * 6 + [1, 1, 2]))
     born = today - dt.timedelta(days=rng.randint(19 * 365, 92 * 365))
     person = svc.add_person(
@@ -301,6 +314,10 @@ def _demo_person(
             if rng.random() < 0.2:
                 follow_up = when.date() + dt.timedelta(days=rng.randint(1, 5))  # may now be overdue
                 follow_up = min(follow_up, today - dt.timedelta(days=1)) if follow_up < today else follow_up
+            if due == "today":
+                follow_up = today
+            elif due == "overdue":  # the last contact was yesterday or earlier, so this is 1-3 days late
+                follow_up = max(when.date(), today - dt.timedelta(days=3))
         elif not last:
             follow_up = moments[i + 1].date()
         kwargs = dict(

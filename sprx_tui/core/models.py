@@ -136,6 +136,8 @@ class Synced(SQLModel):
 
 class Person(Synced, table=True):
     __tablename__ = "person"
+    # Covering index for the report's caseload-by-status count (migration 0003).
+    __table_args__ = (Index("ix_person_report", "deleted", "status"),)
     nhs_number: str | None = Field(default=None, index=True, max_length=10)
     given_name: str
     family_name: str
@@ -169,6 +171,8 @@ class Person(Synced, table=True):
 
 class Referral(Synced, table=True):
     __tablename__ = "referral"
+    # Covering index for the report's referral counts by source, decision and reason (migration 0003).
+    __table_args__ = (Index("ix_referral_report", "deleted", "source", "status", "reasons"),)
     source: str
     referrer_name: str | None = None
     received_on: dt.date
@@ -183,7 +187,11 @@ class Referral(Synced, table=True):
 
 class Contact(Synced, table=True):
     __tablename__ = "contact"
-    __table_args__ = (Index("ix_contact_person_when", "person_id", "occurred_at"),)
+    __table_args__ = (
+        Index("ix_contact_person_when", "person_id", "occurred_at"),
+        # Covering index: the report counts contacts per person and mode without reading the rows (0003).
+        Index("ix_contact_report", "deleted", "entered_in_error", "person_id", "mode", "did_not_attend"),
+    )
     referral_id: str | None = None
     occurred_at: dt.datetime
     mode: str
@@ -263,6 +271,14 @@ class Need(Synced, table=True):
 
 class OutcomeResponse(Synced, table=True):
     __tablename__ = "outcome_response"
+    # The report pairs baseline and discharge measures and reads their scores from this index alone (0003).
+    __table_args__ = (
+        Index(
+            "ix_outcome_report",
+            *("time_point", "instrument", "person_id", "complete", "entered_in_error", "deleted"),
+            *("taken_on", "id", "score"),
+        ),
+    )
     instrument: str
     time_point: str  # baseline / review / discharge
     taken_on: dt.date
@@ -276,6 +292,13 @@ class CommunityService(SQLModel, table=True):
     """A directory entry: server-authoritative, cached on the laptop."""
 
     __tablename__ = "community_service"
+    # Directory search filters and pages from this index alone, never reading whole rows (0003).
+    __table_args__ = (
+        Index(
+            "ix_community_service_search",
+            *("active", "name", "id", "search_text", "categories", "needs", "area", "postcode"),
+        ),
+    )
     id: str = Field(primary_key=True)
     practice_id: str = ""
     organisation: str = ""

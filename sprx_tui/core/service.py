@@ -30,6 +30,7 @@ from sprx_tui.core.models import (
     SAFETY_FLAGS,
     SNOMED_REFERRAL_ACCEPTED,
     SNOMED_SP_DECLINED,
+    SYNCED_MODELS,
     AuditEvent,
     CommunityService,
     Contact,
@@ -47,12 +48,13 @@ from sprx_tui.core.models import (
     PlanAction,
     Referral,
     ReferralStatus,
+    SyncConflict,
     Synced,
     SyncOutbox,
     WhatMatters,
     utcnow,
 )
-from sprx_tui.core.wire import row_values, to_wire
+from sprx_tui.core.wire import from_wire, row_values, to_wire
 from sync import hlc as hlc_clock
 from sync.schema import TABLES
 
@@ -154,11 +156,21 @@ class CaseService:
         self.clock = clock
         # One SQLCipher connection is shared by the UI's worker threads: a transaction holds the lock.
         self.lock = lock or threading.RLock()
-        self._txn_stack: list[_Txn] = []
+        # Per thread: a nested call joins its own thread's transaction; another thread waits for the lock.
+        self._local = threading.local()
         # Tests inject a failure at a named step to prove a write is all-or-nothing.
         self.fail_at: str | None = None
+        # Server clock minus laptop clock, set by sync: HLCs use the corrected time (sync-anchors D8).
+        self.hlc_offset_ms = 0
 
     # -- transactions ----------------------------------------------------------------------
+
+    @property
+    def _txn_stack(self) -> list[_Txn]:
+        stack = getattr(self._local, "stack", None)
+        if stack is None:
+            stack = self._local.stack = []
+        return stack
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -204,7 +216,7 @@ class CaseService:
         if txn.hlc_last is None:
             last = txn.session.execute(select(HlcState.last).where(HlcState.id == 1)).scalar()
             txn.hlc_last = last or 0
-        physical_ms = int(self.clock().timestamp() * 1000)
+        physical_ms = int(self.clock().timestamp() * 1000) + self.hlc_offset_ms
         txn.hlc_last = hlc_clock.tick(txn.hlc_last, physical_ms)
         txn.hlc = txn.hlc_last
         return txn.hlc
@@ -322,7 +334,8 @@ class CaseService:
             record_type=record_type,
             record_id=record_id,
             detail=detail,
-            at=self.clock(),
+            # Stored in UTC, so hash the UTC form: a clock in another zone would break the chain on re-read.
+            at=self.clock().astimezone(dt.UTC),
             prev_hash=txn.prev_hash,
             hash="",
         )
@@ -353,6 +366,12 @@ class CaseService:
         errors: dict[str, str] = {}
         out = dict(fields)
         today = self.today()
+        # A misspelt field would otherwise be dropped silently (add) or crash (update).
+        for name in fields:
+            if name not in TABLES["person"].fields:
+                errors[name] = "That is not part of a person's record."
+        if "status" in fields and fields["status"] not in {s.value for s in PersonStatus}:
+            errors["status"] = "That status is not one the caseload knows."
         if "given_name" in fields:
             out["given_name"] = _check(
                 errors,
@@ -411,7 +430,11 @@ class CaseService:
         clean = self._validated_person_fields(changes)
         with self._txn() as txn:
             person = self._get(txn, Person, person_id, "person")
+            if "status" in clean and clean["status"] != person.status:
+                clean.setdefault("status_changed_on", self.today())
             changed = self._patch(txn, person, clean)
+            if "status" in changed:
+                self._close_follow_ups_if_case_closed(txn, person)
             if changed:
                 person.search_text = search_text_for(person)
                 self._audit(
@@ -429,7 +452,10 @@ class CaseService:
             raise InvalidInput({"status": "That status is not one the caseload knows."})
         with self._txn() as txn:
             person = self._get(txn, Person, person_id, "person")
+            if person.status == status:
+                return person  # no change, so the date the status changed stays as it was
             if self._patch(txn, person, {"status": status, "status_changed_on": self.today()}):
+                self._close_follow_ups_if_case_closed(txn, person)
                 self._audit(
                     txn,
                     "UPDATE",
@@ -442,6 +468,23 @@ class CaseService:
 
     def discharge(self, person_id: str) -> Person:
         return self.set_status(person_id, PersonStatus.DISCHARGED.value)
+
+    _CLOSED_STATUSES = (PersonStatus.DISCHARGED.value, PersonStatus.DECLINED.value, PersonStatus.DID_NOT_ENGAGE.value)
+
+    def _close_follow_ups_if_case_closed(self, txn: _Txn, person: Person) -> None:
+        """A closed case has nothing left to follow up: cancel open follow-ups so Today stops listing them."""
+        if person.status not in self._CLOSED_STATUSES:
+            return
+        open_ones = txn.session.exec(
+            select(FollowUp).where(
+                FollowUp.person_id == person.id,
+                FollowUp.status == "open",
+                FollowUp.deleted == False,  # noqa: E712
+            )
+        ).all()
+        for follow_up in open_ones:
+            self._patch(txn, follow_up, {"status": "cancelled", "cleared_on": self.today()})
+        self._refresh_next_follow_up(txn, person)
 
     # -- referrals -------------------------------------------------------------------------
 
@@ -562,6 +605,7 @@ class CaseService:
                     person,
                     {"status": PersonStatus.DECLINED.value, "status_changed_on": self.today()},
                 )
+                self._close_follow_ups_if_case_closed(txn, person)
             self._audit(
                 txn,
                 "UPDATE",
@@ -730,6 +774,8 @@ class CaseService:
     def clear_follow_up(self, follow_up_id: str) -> FollowUp:
         with self._txn() as txn:
             follow_up = self._get(txn, FollowUp, follow_up_id, "follow-up")
+            if follow_up.status != "open":
+                return follow_up  # already cleared by a contact or cancelled: keep how that happened
             self._patch(txn, follow_up, {"status": "cancelled", "cleared_on": self.today()})
             person = self._get(txn, Person, follow_up.person_id, "person")
             self._refresh_next_follow_up(txn, person)
@@ -1099,6 +1145,69 @@ class CaseService:
 
     def record_view(self, person_id: str) -> AuditEvent:
         return self.record_event("VIEW", person_id)
+
+    # -- sync conflicts --------------------------------------------------------------------------
+
+    def resolve_conflict(self, conflict_id: str, chosen_value: Any) -> SyncConflict:
+        """Close a sync conflict with the value a person chose (or wrote); it syncs as a `resolve` mutation.
+
+        For a narrative field the value is the text to keep; for a delete-versus-edit conflict it is
+        True to confirm the delete or False to keep the record. The new stamp dominates every value
+        in the conflict, so the choice wins everywhere once it has synced.
+        """
+        with self._txn() as txn:
+            conflict = txn.session.get(SyncConflict, conflict_id)
+            if conflict is None or conflict.status != "open":
+                raise NotFound("That conflict has already been resolved or could not be found.")
+            values = list(conflict.values_json or [])
+            model = SYNCED_MODELS.get(conflict.tbl)
+            row = txn.session.get(model, conflict.row_id) if model is not None else None
+            if conflict.kind == "concurrent_edit":
+                if row is None or not isinstance(chosen_value, str) or not chosen_value.strip():
+                    raise InvalidInput({conflict.field: "Choose one of the versions, or write the text to keep."})
+            elif conflict.kind == "delete_vs_edit" and not isinstance(chosen_value, bool):
+                raise InvalidInput({"deleted": "Choose whether to keep the record or confirm the delete."})
+            stamp = self._tick(txn)
+            top = max((int(v.get("hlc") or 0) for v in values), default=0)
+            if stamp <= top:
+                # Kulkarni's receive rule: strictly after every value being replaced.
+                txn.hlc_last = txn.hlc = stamp = hlc_clock.receive(stamp, top, 0)
+            base = max((int(v.get("seq") or 0) for v in values), default=0)
+            wire_value = to_wire(chosen_value)
+            if row is not None and model is not None and conflict.kind == "concurrent_edit":
+                setattr(row, conflict.field, from_wire(model, conflict.field, wire_value))
+                meta = dict(row.field_meta or {})
+                meta[conflict.field] = {"hlc": stamp, "dev": self.actor.device_id, "seq": base}
+                row.field_meta = meta
+                row.row_hlc = stamp
+                if isinstance(row, Person):
+                    row.search_text = search_text_for(row)
+                txn.session.add(row)
+            elif row is not None and conflict.kind == "delete_vs_edit" and chosen_value is True:
+                row.deleted = True
+                row.row_hlc = stamp
+                txn.session.add(row)
+            conflict.status = "resolved"
+            conflict.resolution = {"v": wire_value, "hlc": stamp, "dev": self.actor.device_id, "by": "resolve"}
+            txn.session.add(conflict)
+            self._outbox(
+                txn,
+                tbl=conflict.tbl,
+                row_id=conflict.row_id,
+                person_id=conflict.person_id or (row.person_id if row is not None else None),
+                op="resolve",
+                conflict_id=conflict.id,
+                fields={conflict.field: {"v": wire_value, "hlc": stamp, "base_seq": base}},
+            )
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=conflict.person_id,
+                record_type=conflict.tbl,
+                record_id=conflict.row_id,
+                detail=f"conflict_resolved kind={conflict.kind}",
+            )
+            return conflict
 
     def save_draft(self, key: str, payload: dict[str, Any]) -> None:
         with self._txn() as txn:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -20,15 +22,35 @@ from sprx_tui.core.vault import Vault
 LOCAL_PRACTICE = "local"
 LOCAL_USER = "link-worker"
 
+# One lock per engine: its single SQLCipher connection is shared by every thread and every store opened
+# on it, and a session closing without the lock would roll back another thread's open transaction.
+_ENGINE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_ENGINE_LOCKS_GUARD = threading.Lock()
+
+
+def engine_lock(engine: Engine) -> threading.RLock:
+    """The lock every reader and writer of this engine holds for the length of a session."""
+    with _ENGINE_LOCKS_GUARD:
+        lock = _ENGINE_LOCKS.get(engine)
+        if lock is None:
+            lock = _ENGINE_LOCKS[engine] = threading.RLock()
+        return lock
+
+
+@contextlib.contextmanager
+def _locked_session(engine: Engine) -> Iterator[Session]:
+    with engine_lock(engine), Session(engine) as s:
+        yield s
+
 
 def get_state(engine: Engine, key: str) -> str | None:
-    with Session(engine) as s:
+    with _locked_session(engine) as s:
         row = s.get(SyncState, key)
         return row.value if row else None
 
 
 def set_state(engine: Engine, values: dict[str, str]) -> None:
-    with Session(engine) as s, s.begin():
+    with _locked_session(engine) as s, s.begin():
         for key, value in values.items():
             row = s.get(SyncState, key) or SyncState(key=key, value=value)
             row.value = value
@@ -61,9 +83,10 @@ class CaseStore:
 def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> CaseStore:
     """Migrate the unlocked vault to the current schema and bind the service and queries."""
     engine = vault.engine
-    migrations.upgrade(engine)
+    with engine_lock(engine):
+        migrations.upgrade(engine)
     actor = load_actor(engine)
-    lock = threading.RLock()
+    lock = engine_lock(engine)
     return CaseStore(
         vault=vault,
         engine=engine,

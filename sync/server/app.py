@@ -6,6 +6,7 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync import protocol, schema
 from sync.protocol import (
@@ -25,6 +26,12 @@ from sync.server.log import log_event, logger
 from sync.server.store import Device, Store, StoreError
 
 ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 422, 426)}
+
+_HTTP_ERRORS = {
+    400: ("invalid_request", "The request body could not be read."),
+    404: ("not_found", "There is nothing at that address."),
+    405: ("method_not_allowed", "That method is not allowed at this address."),
+}
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
@@ -51,6 +58,14 @@ def create_app(
         # FastAPI's default echoes the input back; that could be personal data. Paths only.
         where = "; ".join(".".join(str(p) for p in e.get("loc", ())) for e in exc.errors()[:5])
         return _error(422, "invalid_request", f"The request was not valid ({where}).")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Framework-raised errors (unreadable body, unknown path, wrong method) get our error shape too.
+        code, message = _HTTP_ERRORS.get(exc.status_code, ("invalid_request", "The request could not be handled."))
+        response = _error(exc.status_code, code, message)
+        response.headers.update(exc.headers or {})
+        return response
 
     @app.exception_handler(Exception)
     async def _crash(_req: Request, exc: Exception) -> JSONResponse:

@@ -231,7 +231,15 @@ def _decode_after(token: str) -> dict[str, Any]:
     try:
         pad = "=" * (-len(token) % 4)
         d = json.loads(base64.urlsafe_b64decode(token + pad))
-        assert isinstance(d, dict) and {"s", "t", "i", "e"} <= d.keys()
+        # A client can send any token: check the types here, not with assert (stripped under -O).
+        if not (
+            isinstance(d, dict)
+            and {"s", "t", "i", "e"} <= d.keys()
+            and all(type(d[k]) is int and d[k] >= 0 for k in ("s", "t"))
+            and isinstance(d["i"], str)
+            and isinstance(d["e"], str)
+        ):
+            raise ValueError("bad snapshot token")
         return d
     except Exception as e:
         raise StoreError("invalid_request", "The snapshot page token is not valid.", 400) from e

@@ -1,0 +1,230 @@
+"""Caseload and outcome figures from the vault (`sprx report`), aggregated in SQL; counts only, no personal data.
+
+The Report shape and its text rendering are shared with the server's practice-wide report
+(sync/server/report.py), so a practice manager and a link worker read the same figures the same way.
+Improvement is judged with `outcomes.improved` on scores recomputed from the stored answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+from collections import Counter
+from operator import itemgetter
+from typing import Any
+
+import sqlalchemy as sa
+
+from sprx_tui.core import outcomes
+from sprx_tui.core.models import (
+    CONTACT_MODES,
+    NEED_CATEGORIES,
+    ONWARD_KINDS,
+    ONWARD_OUTCOMES,
+    REFERRAL_REASONS,
+    REFERRAL_SOURCES,
+)
+from sprx_tui.core.store import CaseStore
+from sync.server.report import (
+    CONTACT_BUCKETS,
+    OUTCOME_FIGURES,
+    REFERRAL_STATUS_ORDER,
+    STATUS_ORDER,
+    ContactFigures,
+    FigureChange,
+    HealthUseChange,
+    OutcomeChange,
+    Pair,
+    Report,
+    UptakeFigures,
+    contact_figures,
+    health_use_changes,
+    ordered,
+    outcome_change,
+    pair_outcomes,
+    report_to_dict,
+    uptake_figures,
+)
+from sync.server.report import render_text as _render
+
+__all__ = [
+    "CONTACT_BUCKETS",
+    "LABELS",
+    "ContactFigures",
+    "FigureChange",
+    "HealthUseChange",
+    "OutcomeChange",
+    "Report",
+    "UptakeFigures",
+    "build_report",
+    "cli_report",
+    "render_text",
+    "report_to_dict",
+]
+
+LABELS: dict[str, str] = {
+    "referred": "Referred",
+    "active": "Active",
+    "discharged": "Discharged",
+    "declined": "Declined",
+    "did_not_engage": "Did not engage",
+    "received": "Awaiting decision",
+    "accepted": "Accepted",
+    "closed": "Closed",
+    **REFERRAL_SOURCES,
+    **REFERRAL_REASONS,
+    **NEED_CATEGORIES,
+    **CONTACT_MODES,
+    **ONWARD_KINDS,
+    **{k: v for k, v in ONWARD_OUTCOMES.items() if k != "declined"},
+}
+"""Codes to the words people see; a code without a label is shown with its underscores as spaces."""
+
+_LIVE = "deleted = 0"
+
+
+def _rows(conn: sa.Connection, sql: str) -> list[tuple[Any, ...]]:
+    """All rows as plain tuples straight from the driver: 5x faster than row-by-row Row objects at 80k rows."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql)
+        return list(cursor.fetchall())
+    finally:
+        cursor.close()
+
+
+def _counts(conn: sa.Connection, sql: str) -> dict[str, int]:
+    return {str(k): int(n) for k, n in _rows(conn, sql) if k is not None}
+
+
+_ITEM_IDS = {code: set(inst.item_ids) for code, inst in outcomes.INSTRUMENTS.items()}
+_SCORE_FIELDS = {f.name for f in dataclasses.fields(outcomes.OutcomeScore)}
+
+
+def _scored(
+    conn: sa.Connection, instrument: str, row_id: str, stored: str | None
+) -> tuple[outcomes.OutcomeScore, dict[str, Any]]:
+    """The score saved with the measure (the service scores on save); rescored from its answers if unusable."""
+    try:
+        data = json.loads(stored) if isinstance(stored, str) else stored
+        if not isinstance(data, dict) or set(data) != _SCORE_FIELDS or data.get("instrument") != instrument:
+            raise ValueError("not a stored score")
+        result = outcomes.OutcomeScore(**data)
+    except (ValueError, TypeError):
+        found = conn.execute(sa.text("SELECT responses FROM outcome_response WHERE id = :id"), {"id": row_id}).scalar()
+        answers = json.loads(found) if isinstance(found, str) else (found or {})
+        result = outcomes.score(instrument, {k: v for k, v in answers.items() if k in _ITEM_IDS[instrument]})
+    return result, dict(result.figures())
+
+
+def build_report(store: CaseStore, today: dt.date | None = None) -> Report:
+    """Every figure of `sprx report` for this vault.
+
+    Counting reads the covering indexes of migration 0003, never whole rows. The large tables are
+    grouped here rather than with SQL GROUP BY or DISTINCT: once the connection's cached statements
+    hold its lookaside memory, every temp-table allocation goes through SQLCipher's memory-wiping
+    allocator, which made a GROUP BY over 80,000 contacts take 1.5 s instead of 0.1 s.
+    """
+    today = today or store.queries.today()
+    with store.lock, store.engine.connect() as conn:
+        status = _counts(conn, f"SELECT status, count(*) FROM person WHERE {_LIVE} GROUP BY status")
+        sources: Counter[str] = Counter()
+        decisions: Counter[str] = Counter()
+        reasons: Counter[str] = Counter()
+        for source, decision, reason_list in _rows(conn, f"SELECT source, status, reasons FROM referral WHERE {_LIVE}"):
+            sources[str(source)] += 1
+            decisions[str(decision)] += 1
+            for reason in json.loads(reason_list) if reason_list else ():
+                reasons[str(reason)] += 1
+        contacts = _rows(conn, f"SELECT person_id, mode FROM contact WHERE {_LIVE} AND entered_in_error = 0")
+        per_person = Counter(map(itemgetter(0), contacts))
+        modes = Counter(map(itemgetter(1), contacts))
+        del contacts
+        dna = _rows(
+            conn, f"SELECT count(*) FROM contact WHERE {_LIVE} AND entered_in_error = 0 AND did_not_attend = 1"
+        )[0][0]
+        # Only people with a complete discharge measure can be paired, so baselines of everyone
+        # else are never read. EXISTS probes the index; a DISTINCT subquery would build a temp table.
+        outcome_rows = [
+            (person_id, instrument, point, str(taken_on)[:10], row_id, (row_id, score))
+            for person_id, instrument, point, taken_on, row_id, score in _rows(
+                conn,
+                "SELECT o.person_id, o.instrument, o.time_point, o.taken_on, o.id, o.score "
+                "FROM outcome_response o WHERE o.time_point IN ('baseline', 'discharge') "
+                "AND o.deleted = 0 AND o.entered_in_error = 0 AND o.complete = 1 "
+                "AND EXISTS (SELECT 1 FROM outcome_response d WHERE d.time_point = 'discharge' "
+                "AND d.instrument = o.instrument AND d.person_id = o.person_id "
+                "AND d.complete = 1 AND d.entered_in_error = 0 AND d.deleted = 0)",
+            )
+            if instrument in OUTCOME_FIGURES
+        ]
+        unmet: Counter[str] = Counter()
+        unmet_people: set[str] = set()
+        for category, person_id in _rows(
+            conn, f"SELECT category, person_id FROM need WHERE {_LIVE} AND status = 'unmet'"
+        ):
+            unmet[str(category)] += 1
+            unmet_people.add(person_id)
+        kinds: Counter[str] = Counter()
+        onward_outcomes: Counter[str] = Counter()
+        services: set[str] = set()
+        days: list[float] = []
+        for kind, outcome, service_id, response_days in _rows(
+            conn,
+            f"SELECT kind, outcome, service_id, julianday(first_response_on) - julianday(made_on) "
+            f"FROM onward_referral WHERE {_LIVE}",
+        ):
+            kinds[str(kind)] += 1
+            onward_outcomes[str(outcome)] += 1
+            services.add(service_id)
+            if response_days is not None:
+                days.append(float(response_days))
+
+        outcome_list: list[OutcomeChange] = []
+        health: list[HealthUseChange] = []
+        paired = pair_outcomes(outcome_rows)
+        for instrument in OUTCOME_FIGURES:
+            pairs: list[Pair] = []
+            for (b_id, b_stored), (d_id, d_stored) in paired.get(instrument, {}).values():
+                b_score, b = _scored(conn, instrument, b_id, b_stored)
+                d_score, a = _scored(conn, instrument, d_id, d_stored)
+                pairs.append((b, a, outcomes.improved(instrument, b_score, d_score)))
+            outcome_list.append(outcome_change(instrument, pairs))
+            if instrument == "HEALTH_USE":
+                health = health_use_changes(pairs)
+    return Report(
+        generated_on=today,
+        scope="this laptop's caseload",
+        people=sum(status.values()),
+        caseload_by_status=ordered(status, STATUS_ORDER),
+        referrals=sum(sources.values()),
+        referrals_by_source=ordered(sources),
+        referrals_by_reason=ordered(reasons),
+        referrals_by_status=ordered(decisions, REFERRAL_STATUS_ORDER),
+        contacts=contact_figures(per_person.values(), dna, modes),
+        outcomes=outcome_list,
+        health_use=health,
+        unmet_needs=ordered(unmet),
+        unmet_needs_people=len(unmet_people),
+        uptake=uptake_figures(kinds, onward_outcomes, days, len(services)),
+    )
+
+
+def render_text(report: Report) -> str:
+    """The report as plain-text tables with '#' bar charts, using the words people see for each code."""
+    return _render(report, LABELS)
+
+
+def cli_report(args: argparse.Namespace) -> int:
+    """`sprx report`: print the figures for this vault."""
+    from sprx_tui.cli import unlock_store
+
+    store = unlock_store(args)
+    try:
+        report = build_report(store)
+    finally:
+        store.vault.lock()
+    print(render_text(report), end="")
+    return 0

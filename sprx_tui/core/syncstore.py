@@ -1,0 +1,1118 @@
+"""Sync for the encrypted vault: the `LocalStore` behind `sync.client`, enrolment, and `sprx enrol` / `sprx sync`.
+
+Public API for the app (all of it is safe to call from a Textual thread worker; every database step
+takes ``store.lock`` for one short transaction and no lock is held while waiting on the network):
+
+- ``enrol(store, server_url, code, ca_cert=None) -> Enrolment``
+- ``sync_now(store, progress=None) -> SyncResult`` (one sync at a time per vault; a second caller gets
+  status "busy" at once)
+- ``sync_status(store) -> SyncStatus`` (cheap; for the status bar)
+- ``resolve_conflict(store, conflict_id, chosen_value)``, ``open_conflicts(store)``, ``rejected_changes(store)``
+- ``cli_enrol(args)`` and ``cli_sync(args)`` for the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import platform
+import sys
+import threading
+import time
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from pydantic_core import PydanticUndefined
+from sqlalchemy import delete, func, insert, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from sprx_tui.core.models import (
+    SYNCED_MODELS,
+    CommunityService,
+    HlcState,
+    Person,
+    SyncConflict,
+    Synced,
+    SyncOutbox,
+    SyncRejected,
+    SyncState,
+    utcnow,
+)
+from sprx_tui.core.service import Actor, search_text_for
+from sprx_tui.core.store import CaseStore
+from sprx_tui.core.wire import from_wire
+from sync import client as sc
+from sync import hlc as hlc_mod
+from sync.client import (
+    AckSummary,
+    Enrolment,
+    PullPosition,
+    SyncError,
+)
+from sync.merge import DELETED
+from sync.schema import TABLES
+
+# sync_state keys (all inside the encrypted vault)
+K_URL = "server_url"
+K_TOKEN = "device_token"  # noqa: S105 - a key name, not a secret
+K_DEVICE = "device_id"
+K_USER = "user_id"
+K_PRACTICE = "practice_id"
+K_PIN = "server_cert_sha256"
+K_CERT = "server_cert_pem"
+K_EPOCH = "server_epoch"
+K_CURSOR = "pull_cursor"
+K_PHASE = "sync_phase"
+K_AFTER = "snapshot_after"
+K_STARTED = "snapshot_started"
+K_BASE = "mutation_base"
+K_OFFSET = "server_clock_offset_ms"
+K_PURGE = "purge_pending"
+K_ENROLLED = "enrolled_at"
+K_LAST_AT = "last_sync_at"
+K_LAST_STATUS = "last_sync_status"
+K_LAST_MESSAGE = "last_sync_message"
+K_LAST_OK = "last_successful_sync_at"
+
+EXIT_SYNCED = 0
+EXIT_FAILED = 1
+EXIT_OFFLINE = 3
+EXIT_CONFLICTS = 4
+EXIT_REVOKED = 5
+EXIT_UPGRADE = 6
+
+EXIT_CODES_HELP = """exit codes:
+  0  synced
+  1  other failure (the message says what; changes are kept)
+  3  the practice server could not be reached; changes are kept and will sync later
+  4  synced, but conflicts need a person to choose which version to keep
+  5  this laptop's access was withdrawn by the practice; its local copy has been erased
+  6  this version of sprx (or the server) needs an update before syncing; changes are kept"""
+
+_CHUNK = 500
+_EPOCH_DT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# ---------------------------------------------------------------- small state helpers
+
+
+def _state(s: Session, keys: Iterable[str]) -> dict[str, str]:
+    rows = s.exec(select(SyncState).where(col(SyncState.key).in_(list(keys)))).all()
+    return {r.key: r.value for r in rows}
+
+
+def _put(s: Session, values: dict[str, str | None]) -> None:
+    table = SyncState.__table__  # type: ignore[attr-defined]
+    for key, value in values.items():
+        if value is None:
+            s.execute(delete(table).where(table.c.key == key))
+        else:
+            s.execute(
+                sqlite_insert(table)
+                .values(key=key, value=value)
+                .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+            )
+
+
+def _sql(s: Session, statement: str, params: tuple[Any, ...] = ()) -> Any:
+    """Driver-level SQL for the per-table bulk statements: no SQLAlchemy compile on a fresh engine.
+
+    Table names come from SYNCED_MODELS only, never from input.
+    """
+    return s.connection().exec_driver_sql(statement, params)
+
+
+def _marks(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def _chunks(items: list[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
+    for i in range(0, len(items), n):
+        yield items[i : i + n]
+
+
+def _base_type(annotation: Any) -> Any:
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return args[0] if args else annotation
+    return annotation
+
+
+def _defaults(model: type[Synced] | type[CommunityService]) -> Callable[[], dict[str, Any]]:
+    """Column defaults for a bulk insert, so a row the server sent without some field still fits."""
+    fixed: dict[str, Any] = {}
+    factories: dict[str, Callable[[], Any]] = {}
+    for name, info in model.model_fields.items():
+        if info.default_factory is not None:
+            factories[name] = info.default_factory  # type: ignore[assignment]
+        elif info.default is not PydanticUndefined:
+            fixed[name] = info.default
+        else:
+            kind = _base_type(info.annotation)
+            fixed[name] = {
+                dt.datetime: _EPOCH_DT,
+                dt.date: _EPOCH_DT.date(),
+                "dt.datetime": _EPOCH_DT,
+                "dt.date": _EPOCH_DT.date(),
+                int: 0,
+                "int": 0,
+                bool: False,
+                "bool": False,
+            }.get(kind, "")
+
+    def make() -> dict[str, Any]:
+        out = dict(fixed)
+        for name, f in factories.items():
+            out[name] = f()
+        return out
+
+    return make
+
+
+_DEFAULTS = {name: _defaults(m) for name, m in SYNCED_MODELS.items()}
+
+
+def _local_value(model: type[Any], field: str, value: Any) -> Any:
+    v = from_wire(model, field, value)
+    if isinstance(v, dt.datetime) and v.tzinfo is not None:
+        # SQLite keeps wall time only: store UTC so it reads back as the same instant.
+        v = v.astimezone(dt.UTC)
+    return v
+
+
+def _max_hlc(meta: dict[str, Any]) -> int:
+    return max((int(m.get("hlc") or 0) for m in meta.values() if isinstance(m, dict)), default=0)
+
+
+# ---------------------------------------------------------------- the LocalStore
+
+
+class VaultSyncStore:
+    """`sync.client.LocalStore` over the SQLCipher vault. Each method is one transaction under ``store.lock``."""
+
+    def __init__(self, store: CaseStore) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.lock = store.lock
+        # Tests raise inside a page transaction to prove the page and its cursor roll back together.
+        self.fail_in_page: Callable[[int], None] | None = None
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with self.lock, Session(self.engine, expire_on_commit=False) as s, s.begin():
+            yield s
+
+    @property
+    def device_id(self) -> str:
+        return self.store.actor.device_id
+
+    def now_ms(self) -> int:
+        return int(self.store.service.clock().timestamp() * 1000)
+
+    def _base(self, s: Session) -> int:
+        return int(_state(s, [K_BASE]).get(K_BASE) or 0)
+
+    # -- push side --
+
+    def pending_count(self) -> int:
+        with self.lock, Session(self.engine) as s:
+            return int(s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one())
+
+    def pending_mutations(self, limit: int) -> list[dict[str, Any]]:
+        with self.lock, Session(self.engine) as s:
+            base = self._base(s)
+            rows = s.exec(
+                select(SyncOutbox)
+                .where(SyncOutbox.status == "pending")
+                .order_by(col(SyncOutbox.mutation_id))
+                .limit(limit)
+            ).all()
+            return [_wire_mutation(r, base) for r in rows]
+
+    def record_acks(self, acks: list[dict[str, Any]], last_sent: int) -> AckSummary:
+        summary = AckSummary()
+        with self._tx() as s:
+            base = self._base(s)
+            ahead: list[SyncOutbox] = []
+            refresh = False
+            wanted: dict[int, dict[str, Any]] = {}
+            for ack in acks:
+                try:
+                    wanted[int(ack["mutation_id"]) + base] = ack
+                except (KeyError, TypeError, ValueError):
+                    continue
+            rows: dict[int, SyncOutbox] = {}
+            for ids in _chunks(sorted(wanted)):
+                for r in s.exec(select(SyncOutbox).where(col(SyncOutbox.mutation_id).in_(ids))).all():
+                    rows[int(r.mutation_id or 0)] = r
+            for lid, ack in wanted.items():
+                row = rows.get(lid)
+                if row is None or row.status != "pending":
+                    continue
+                status = ack.get("status")
+                if status == "duplicate":
+                    status = ack.get("original_status") or "applied"
+                row.attempts += 1
+                if status == "applied":
+                    row.status = "acked"
+                    row.last_error = None
+                    summary.acked += 1
+                    summary.bookkeeping += row.tbl == "audit_event"
+                elif status == "rejected":
+                    reason = str(ack.get("reason") or "invalid")
+                    if reason == "clock_ahead" and row.last_error != "clock_ahead:requeued":
+                        ahead.append(row)
+                        continue
+                    row.status = "rejected"
+                    row.last_error = reason
+                    if s.get(SyncRejected, lid) is None:
+                        s.add(
+                            SyncRejected(
+                                mutation_id=lid,
+                                tbl=row.tbl,
+                                row_id=row.row_id,
+                                person_id=row.person_id,
+                                reason_code=reason,
+                                detail=str(ack.get("detail") or ""),
+                                payload={"op": row.op, "fields": row.fields, "conflict_id": row.conflict_id},
+                            )
+                        )
+                    summary.rejected += 1
+                    if reason not in ("out_of_scope",):
+                        refresh = True
+                else:
+                    continue
+                s.add(row)
+            if refresh:
+                # The refused value is still in the local row and the server will not send that row
+                # again unless it changes: take a fresh snapshot (pending work is kept and re-applied).
+                _put(s, {K_PHASE: "snapshot", K_STARTED: None, K_AFTER: None})
+            if ahead:
+                summary.requeued = self._requeue(s, ahead, last_sent + base)
+        return summary
+
+    def _requeue(self, s: Session, ahead: list[SyncOutbox], last_sent_local: int) -> int:
+        """Queue clock_ahead rejections again with corrected stamps, keeping the original write order.
+
+        The rejected ids are spent on the server, so the changes get new ids. Rows after the batch
+        were never sent: they are renumbered after the re-queued ones, so the server still sees this
+        laptop's changes in the order they were made, and every stamp is ticked again in that order.
+        """
+        for r in ahead:
+            r.status = "rejected"
+            r.last_error = "clock_ahead:requeued"
+            s.add(r)
+        s.flush()
+        later = list(
+            s.exec(
+                select(SyncOutbox)
+                .where(col(SyncOutbox.mutation_id) > last_sent_local)
+                .order_by(col(SyncOutbox.mutation_id))
+            ).all()
+        )
+        if any(r.status != "pending" for r in later):
+            later = []  # cannot happen in practice; append after them instead
+        items = [
+            {
+                c: getattr(r, c)
+                for c in (
+                    "payload_ver",
+                    "tbl",
+                    "row_id",
+                    "person_id",
+                    "op",
+                    "fields",
+                    "hlc",
+                    "conflict_id",
+                    "created_at",
+                )
+            }  # fmt: skip
+            for r in ahead + later
+        ]
+        start = later[0].mutation_id if later else None
+        table = SyncOutbox.__table__  # type: ignore[attr-defined]
+        if start is not None:
+            s.execute(delete(table).where(table.c.mutation_id >= start))
+        last = int(s.exec(select(HlcState.last).where(HlcState.id == 1)).first() or 0)
+        physical = self.now_ms() + self.store.service.hlc_offset_ms
+        rows = []
+        for i, item in enumerate(items):
+            last = hlc_mod.tick(last, physical)
+            old_fields = item["fields"] or {}
+            fields = {f: {**fc, "hlc": last} for f, fc in old_fields.items()}
+            self._restamp(s, item["tbl"], item["row_id"], old_fields, last)
+            row = {**item, "fields": fields, "hlc": last, "status": "pending", "attempts": 0, "last_error": None}
+            if start is not None:
+                row["mutation_id"] = start + i
+            rows.append(row)
+        s.execute(insert(table), rows)
+        _save_hlc(s, last)
+        return len(ahead)
+
+    def _restamp(self, s: Session, tbl: str, row_id: str, old_fields: dict[str, Any], new_hlc: int) -> None:
+        model = SYNCED_MODELS.get(tbl)
+        if model is None:
+            return
+        row = s.get(model, row_id)
+        if row is None:
+            return
+        meta = dict(row.field_meta or {})
+        changed = False
+        for f, fc in old_fields.items():
+            m = meta.get(f)
+            if isinstance(m, dict) and m.get("hlc") == fc.get("hlc"):
+                meta[f] = {**m, "hlc": new_hlc}
+                changed = True
+        if changed:
+            row.field_meta = meta
+            row.row_hlc = _max_hlc(meta)
+            s.add(row)
+
+    def resend_from(self, mutation_id: int) -> int:
+        with self._tx() as s:
+            lid = mutation_id + self._base(s)
+            table = SyncOutbox.__table__  # type: ignore[attr-defined]
+            n = s.execute(
+                update(table).where(table.c.mutation_id >= lid, table.c.status != "pending").values(status="pending")
+            ).rowcount
+            rej = SyncRejected.__table__  # type: ignore[attr-defined]
+            s.execute(delete(rej).where(rej.c.mutation_id >= lid))
+            return int(n or 0)
+
+    def observe_server(self, offset_ms: int, server_hlc: int | None, server_time_ms: int | None) -> None:
+        service = self.store.service
+        old_offset = service.hlc_offset_ms
+        service.hlc_offset_ms = offset_ms
+        with self._tx() as s:
+            last = int(s.exec(select(HlcState.last).where(HlcState.id == 1)).first() or 0)
+            new = last
+            if server_time_ms is not None and hlc_mod.physical_ms(last) > server_time_ms + hlc_mod.MAX_SKEW_MS:
+                # Our clock ran ahead and the server refused those stamps, so none of them was
+                # accepted anywhere: start again from the server's clock (sync-anchors D8).
+                new = 0
+            if server_hlc is not None and (server_hlc > new or new == 0):
+                new = hlc_mod.receive(new, server_hlc, self.now_ms() + offset_ms)
+            if new != last:
+                _save_hlc(s, new)
+            if abs(offset_ms - old_offset) > 1000 or not _state(s, [K_OFFSET]):
+                _put(s, {K_OFFSET: str(offset_ms)})
+
+    # -- pull side --
+
+    def pull_position(self) -> PullPosition:
+        with self.lock, Session(self.engine) as s:
+            st = _state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED])
+        return PullPosition(
+            phase=st.get(K_PHASE) or "snapshot",
+            cursor=int(st.get(K_CURSOR) or 0),
+            after=st.get(K_AFTER) or None,
+            epoch=st.get(K_EPOCH) or None,
+            started=st.get(K_STARTED) == "1",
+        )
+
+    def begin_snapshot(self) -> None:
+        """Mark every local row (server_seq = -1); the snapshot refreshes what the server still has.
+
+        Rows still marked when the last page arrives are gone from the server or out of scope and
+        are removed, unless local work on them is still waiting to be sent.
+        """
+        with self._tx() as s:
+            for name in [*SYNCED_MODELS, "community_service"]:
+                _sql(s, f"UPDATE {name} SET server_seq = -1")
+            _sql(s, "UPDATE sync_conflict SET server_seq = -1 WHERE status = 'open'")
+            _put(s, {K_PHASE: "snapshot", K_AFTER: None, K_STARTED: "1"})
+
+    def apply_snapshot_page(self, page: dict[str, Any]) -> int:
+        with self._tx() as s:
+            n = self._apply(s, page.get("changes") or [], page.get("conflicts") or [], [])
+            values: dict[str, str | None] = {K_EPOCH: str(page.get("server_epoch") or "") or None}
+            if page.get("has_more"):
+                values[K_AFTER] = str(page.get("after") or "") or None
+            else:
+                self._finish_snapshot(s)
+                values.update({K_PHASE: "pull", K_CURSOR: str(int(page["snapshot_seq"])), K_AFTER: None,
+                               K_STARTED: None})  # fmt: skip
+            _put(s, values)
+        return n
+
+    def apply_pull_page(self, page: dict[str, Any]) -> int:
+        with self._tx() as s:
+            n = self._apply(
+                s, page.get("changes") or [], page.get("conflicts") or [], page.get("removed_person_ids") or []
+            )
+            _put(s, {K_CURSOR: str(int(page["next_cursor"])), K_EPOCH: str(page.get("server_epoch") or "") or None})
+        return n
+
+    # -- applying server state --
+
+    def _pending_by_row(self, s: Session, keys: set[tuple[str, str]]) -> dict[tuple[str, str], list[SyncOutbox]]:
+        if not keys:
+            return {}
+        out: dict[tuple[str, str], list[SyncOutbox]] = {}
+        # Pending work is small (what this laptop wrote since the last push): load it whole.
+        for r in s.exec(
+            select(SyncOutbox).where(SyncOutbox.status == "pending").order_by(col(SyncOutbox.mutation_id))
+        ).all():
+            if (r.tbl, r.row_id) in keys:
+                out.setdefault((r.tbl, r.row_id), []).append(r)
+        return out
+
+    def _apply(
+        self,
+        s: Session,
+        changes: list[dict[str, Any]],
+        conflicts: list[dict[str, Any]],
+        removed: list[str],
+    ) -> int:
+        practice = self.store.actor.practice_id
+        keys = {(c["tbl"], c["id"]) for c in changes} | {(c["tbl"], c["row_id"]) for c in conflicts}
+        pending = self._pending_by_row(s, keys)
+        touched: set[str] = set()
+        renamed: set[str] = set()
+        applied = 0
+        by_tbl: dict[str, list[dict[str, Any]]] = {}
+        for c in changes:
+            by_tbl.setdefault(c["tbl"], []).append(c)
+        for tbl, items in by_tbl.items():
+            if tbl == "community_service":
+                applied += self._apply_directory(s, items, practice)
+                continue
+            model = SYNCED_MODELS.get(tbl)
+            spec = TABLES.get(tbl)
+            if model is None or spec is None:
+                continue  # a table this version does not know yet
+            table = model.__table__  # type: ignore[attr-defined]
+            existing: dict[str, Synced] = {}
+            for ids in _chunks([c["id"] for c in items]):
+                for r in s.exec(select(model).where(col(model.id).in_(ids))).all():
+                    existing[r.id] = r
+            fresh: list[dict[str, Any]] = []
+            for c in items:
+                seq = int(c["seq"])
+                row = existing.get(c["id"])
+                if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
+                    continue  # already applied (a replayed page)
+                values = {
+                    f: _local_value(model, f, v)
+                    for f, v in (c.get("values") or {}).items()
+                    if f in spec.fields and f in model.model_fields
+                }
+                meta = dict(c.get("meta") or {})
+                person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
+                touched.add(person_id)
+                applied += 1
+                if self.fail_in_page is not None:
+                    self.fail_in_page(applied)
+                if row is None and (tbl, c["id"]) in pending:
+                    # Local work for a row this laptop no longer holds: rebuild it, then re-apply the work.
+                    d = _DEFAULTS[tbl]()
+                    d.update(id=c["id"], practice_id=practice, person_id=person_id)
+                    row = model(**d)
+                if row is None:
+                    d = _DEFAULTS[tbl]()
+                    d.update(values)
+                    d.update(
+                        id=c["id"], practice_id=practice, person_id=person_id, field_meta=meta,
+                        row_hlc=_max_hlc(meta), server_seq=seq, deleted=bool(c.get("deleted")),
+                    )  # fmt: skip
+                    if tbl == "person":
+                        d["search_text"] = search_text_for(types.SimpleNamespace(**d))  # type: ignore[arg-type]
+                    fresh.append(d)
+                    continue
+                for f, v in values.items():
+                    setattr(row, f, v)
+                row.field_meta = meta
+                row.deleted = bool(c.get("deleted"))
+                row.server_seq = seq
+                row.person_id = person_id
+                self._reapply(row, model, pending.get((tbl, row.id), []))
+                row.row_hlc = _max_hlc(row.field_meta)
+                if isinstance(row, Person):
+                    renamed.add(row.id)
+                    row.search_text = search_text_for(row)
+                s.add(row)
+            if fresh:
+                s.execute(insert(table), fresh)
+        s.flush()
+        self._apply_conflicts(s, conflicts, pending)
+        self._purge(s, removed, touched)
+        self._refresh_people(s, touched)
+        return applied
+
+    def _reapply(self, row: Synced, model: type[Synced], pending: list[SyncOutbox]) -> None:
+        """Pending local work wins locally until the server has acknowledged it (sync-anchors D2)."""
+        if not pending:
+            return
+        spec = TABLES[model.__tablename__]  # type: ignore[index]
+        meta = dict(row.field_meta or {})
+        for ob in pending:
+            fields = ob.fields or {}
+            if ob.op in ("insert", "patch"):
+                for f, fc in fields.items():
+                    if f in spec.fields and f in model.model_fields:
+                        setattr(row, f, _local_value(model, f, fc.get("v")))
+                        meta[f] = self._pending_meta(ob, fc)
+            elif ob.op == "delete":
+                row.deleted = True
+            elif ob.op == "resolve":
+                for f, fc in fields.items():
+                    if f == DELETED:
+                        if fc.get("v") is True:
+                            row.deleted = True
+                    elif f in spec.fields and f in model.model_fields:
+                        setattr(row, f, _local_value(model, f, fc.get("v")))
+                        meta[f] = self._pending_meta(ob, fc)
+        row.field_meta = meta
+
+    def _pending_meta(self, ob: SyncOutbox, fc: dict[str, Any]) -> dict[str, Any]:
+        return {"hlc": int(fc.get("hlc") or ob.hlc), "dev": self.device_id, "seq": fc.get("base_seq")}
+
+    def _apply_directory(self, s: Session, items: list[dict[str, Any]], practice: str) -> int:
+        from sprx_tui.core.directory import search_text_for as service_search_text
+
+        n = 0
+        for c in items:
+            row = s.get(CommunityService, c["id"])
+            seq = int(c["seq"])
+            if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
+                continue
+            n += 1
+            if c.get("deleted"):
+                if row is not None:
+                    s.delete(row)
+                continue
+            if row is None:
+                row = CommunityService(id=c["id"], name="")
+            for f, v in (c.get("values") or {}).items():
+                if f in CommunityService.model_fields and f in TABLES["community_service"].fields:
+                    setattr(row, f, _local_value(CommunityService, f, v))
+            if row.categories is None:
+                row.categories = []
+            if row.needs is None:
+                row.needs = []
+            row.practice_id = practice
+            row.server_seq = seq
+            row.search_text = service_search_text(row)
+            s.add(row)
+        return n
+
+    def _apply_conflicts(
+        self, s: Session, conflicts: list[dict[str, Any]], pending: dict[tuple[str, str], list[SyncOutbox]]
+    ) -> None:
+        resolving = {ob.conflict_id for obs in pending.values() for ob in obs if ob.op == "resolve"}
+        for c in conflicts:
+            row = s.get(SyncConflict, c["id"]) or SyncConflict(
+                id=c["id"], tbl=c["tbl"], row_id=c["row_id"], field=c["field"]
+            )
+            row.tbl = c["tbl"]
+            row.row_id = c["row_id"]
+            row.person_id = c.get("person_id")
+            row.field = c["field"]
+            row.kind = c.get("kind") or "concurrent_edit"
+            row.values_json = list(c.get("values") or [])
+            row.shown_idx = int(c.get("shown_idx") or 0)
+            row.status = c.get("status") or "open"
+            row.resolution = c.get("resolution")
+            row.server_seq = int(c.get("seq") or 0)
+            if row.status == "open" and row.id in resolving:
+                row.status = "resolved"  # this laptop's choice is on its way
+            s.add(row)
+
+    def _purge(self, s: Session, removed: list[str], arrived: set[str]) -> None:
+        """Remove people taken off this worker's caseload, once nothing of theirs waits to be sent."""
+        st = _state(s, [K_PURGE])
+        waiting = set(json.loads(st.get(K_PURGE) or "[]"))
+        if not removed and not waiting:
+            return
+        # Rows arriving for a person mean they are back in scope: no purge for them.
+        todo = (waiting - arrived) | set(removed)
+        busy = set(
+            s.exec(
+                select(SyncOutbox.person_id)
+                .where(SyncOutbox.status == "pending", col(SyncOutbox.person_id).in_(list(todo)))
+                .distinct()
+            ).all()
+        )
+        now = sorted(todo - busy)
+        for ids in _chunks(now):
+            for name in [*SYNCED_MODELS, "sync_conflict"]:
+                _sql(s, f"DELETE FROM {name} WHERE person_id IN ({_marks(len(ids))})", tuple(ids))
+        later = sorted(todo & busy)
+        _put(s, {K_PURGE: json.dumps(later) if later else None})
+
+    def _finish_snapshot(self, s: Session) -> None:
+        busy = {
+            (t, r)
+            for t, r in s.exec(select(SyncOutbox.tbl, SyncOutbox.row_id).where(SyncOutbox.status == "pending")).all()
+        }
+        touched: set[str] = set()
+        for name in SYNCED_MODELS:
+            stale = _sql(s, f"SELECT id, person_id FROM {name} WHERE server_seq = -1").all()
+            if not stale:
+                continue
+            gone = [r[0] for r in stale if (name, r[0]) not in busy]
+            touched.update(r[1] for r in stale)
+            for ids in _chunks(gone):
+                _sql(s, f"DELETE FROM {name} WHERE id IN ({_marks(len(ids))})", tuple(ids))
+            # Rows kept for pending work are unacknowledged again.
+            _sql(s, f"UPDATE {name} SET server_seq = NULL WHERE server_seq = -1")
+        _sql(s, "DELETE FROM community_service WHERE server_seq = -1")
+        _sql(
+            s,
+            "UPDATE sync_conflict SET status = 'resolved', resolution = ?, server_seq = NULL WHERE server_seq = -1",
+            (json.dumps({"by": "server"}),),
+        )
+        self._refresh_people(s, touched)
+
+    def _refresh_people(self, s: Session, person_ids: set[str]) -> None:
+        """Keep the caseload's denormalised dates right for rows that came from the server."""
+        ids = sorted(p for p in person_ids if p)
+        for chunk in _chunks(ids):
+            _sql(
+                s,
+                "UPDATE person SET "
+                "last_contact_on = (SELECT substr(max(c.occurred_at), 1, 10) FROM contact c "
+                "  WHERE c.person_id = person.id AND c.deleted = 0), "
+                "next_follow_up_on = (SELECT min(f.due_on) FROM follow_up f "
+                "  WHERE f.person_id = person.id AND f.status = 'open' AND f.deleted = 0) "
+                f"WHERE person.id IN ({_marks(len(chunk))})",
+                tuple(chunk),
+            )
+
+
+def _wire_mutation(r: SyncOutbox, base: int) -> dict[str, Any]:
+    return {
+        "mutation_id": int(r.mutation_id or 0) - base,
+        "tbl": r.tbl,
+        "row_id": r.row_id,
+        "person_id": r.person_id,
+        "op": r.op,
+        "fields": r.fields or {},
+        "hlc": int(r.hlc),
+        "conflict_id": r.conflict_id,
+    }
+
+
+def _save_hlc(s: Session, last: int) -> None:
+    s.execute(
+        sqlite_insert(HlcState.__table__)  # type: ignore[attr-defined]
+        .values(id=1, last=last)
+        .on_conflict_do_update(index_elements=["id"], set_={"last": last})
+    )
+
+
+# ---------------------------------------------------------------- enrolment
+
+
+def _config(store: CaseStore) -> dict[str, str]:
+    with store.lock, Session(store.engine) as s:
+        return _state(s, [K_URL, K_TOKEN, K_DEVICE, K_USER, K_PRACTICE, K_PIN, K_CERT, K_EPOCH, K_OFFSET])
+
+
+def is_enrolled(store: CaseStore) -> bool:
+    return bool(_config(store).get(K_TOKEN))
+
+
+def enrol(
+    store: CaseStore,
+    server_url: str,
+    code: str,
+    ca_cert: Path | str | None = None,
+    *,
+    device_name: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+) -> Enrolment:
+    """Enrol this vault with a practice server; raises SyncError (plain sentence) on failure.
+
+    HTTPS by default (plain http only to this computer). The server's certificate is checked
+    against ``ca_cert`` (or the system store) and its SHA-256 is pinned in the vault; the token,
+    device id and pin never leave the encrypted database. Writes made before enrolment are kept
+    and sent first.
+    """
+    if is_enrolled(store):
+        raise SyncError("This laptop is already enrolled with a practice server.")
+    url = server_url.rstrip("/") if transport is not None else sc.check_server_url(server_url)
+    ca_pem = None
+    if ca_cert is not None:
+        try:
+            ca_pem = Path(ca_cert).read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError):
+            raise SyncError("The certificate file could not be read.") from None
+        if "BEGIN CERTIFICATE" not in ca_pem:
+            raise SyncError("The certificate file is not a PEM certificate.")
+    name = (device_name or f"sprx on {platform.node() or 'a laptop'}")[:100]
+    try:
+        e = sc.enrol_device(url, code, name, ca_pem=ca_pem, transport=transport)
+    except ValueError:
+        raise SyncError("The certificate file is not a usable certificate.") from None
+    if url.startswith("https://") and transport is None and not e.pin:
+        raise sc.CertificateMismatch("The practice server's certificate could not be read, so nothing was stored.")
+    with store.lock, Session(store.engine) as s, s.begin():
+        first_pending = s.exec(select(func.min(SyncOutbox.mutation_id)).where(SyncOutbox.status == "pending")).one()
+        top = s.exec(select(func.max(SyncOutbox.mutation_id))).one()
+        # The server numbers this device's changes 1, 2, 3 ...: everything not yet sent (including
+        # work done before enrolment) is numbered from 1.
+        base = (int(first_pending) - 1) if first_pending is not None else int(top or 0)
+        _put(
+            s,
+            {
+                K_URL: url, K_TOKEN: e.token, K_DEVICE: e.device_id, K_USER: e.user_id,
+                K_PRACTICE: e.practice_id, K_PIN: e.pin or None, K_CERT: e.cert_pem or None,
+                K_EPOCH: e.server_epoch, K_PHASE: "snapshot", K_CURSOR: "0", K_AFTER: None, K_STARTED: None,
+                K_BASE: str(base), K_ENROLLED: utcnow().isoformat(),
+            },
+        )  # fmt: skip
+        # Rows written before enrolment belong to the practice now.
+        for name in SYNCED_MODELS:
+            _sql(s, f"UPDATE {name} SET practice_id = ?", (e.practice_id,))
+        last = int(s.exec(select(HlcState.last).where(HlcState.id == 1)).first() or 0)
+        if e.server_hlc:
+            _save_hlc(s, hlc_mod.receive(last, e.server_hlc, int(store.service.clock().timestamp() * 1000)))
+    actor = Actor(user_id=e.user_id, device_id=e.device_id, practice_id=e.practice_id)
+    store.actor = actor
+    store.service.actor = actor
+    store.service.record_event("ENROL", detail="enrolled")
+    return e
+
+
+# ---------------------------------------------------------------- sync_now
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one sync did. ``message`` is one plain sentence for the status line."""
+
+    status: str
+    """synced | conflicts | offline | revoked | upgrade | failed | busy | not_enrolled"""
+    exit_code: int
+    message: str
+    pushed: int = 0
+    acked: int = 0
+    rejected: int = 0
+    """Changes the server refused in this sync (kept in sync_rejected)."""
+    pulled: int = 0
+    conflicts: int = 0
+    """Open conflicts after this sync."""
+    pending: int = 0
+    """Changes still waiting to be sent."""
+    rejected_total: int = 0
+    finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
+    report: sc.SyncReport | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("synced", "conflicts")
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    enrolled: bool
+    server_url: str | None
+    user_id: str | None
+    practice_id: str | None
+    last_sync_at: dt.datetime | None
+    last_successful_sync_at: dt.datetime | None
+    last_status: str | None
+    last_message: str | None
+    pending: int
+    conflicts: int
+    rejected: int
+
+
+_SYNC_LOCKS: dict[str, threading.Lock] = {}
+_SYNC_LOCKS_GUARD = threading.Lock()
+
+
+def _sync_lock(store: CaseStore) -> threading.Lock:
+    key = str(Path(store.vault.path).resolve())
+    with _SYNC_LOCKS_GUARD:
+        return _SYNC_LOCKS.setdefault(key, threading.Lock())
+
+
+def _counts(store: CaseStore) -> tuple[int, int, int]:
+    with store.lock, Session(store.engine) as s:
+        pending = s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one()
+        conflicts = s.exec(select(func.count()).select_from(SyncConflict).where(SyncConflict.status == "open")).one()
+        rejected = s.exec(select(func.count()).select_from(SyncRejected)).one()
+    return int(pending), int(conflicts), int(rejected)
+
+
+def sync_status(store: CaseStore) -> SyncStatus:
+    """Enrolment, last sync and the pending / conflict / rejected counts (one short read)."""
+    with store.lock, Session(store.engine) as s:
+        st = _state(s, [K_URL, K_TOKEN, K_USER, K_PRACTICE, K_LAST_AT, K_LAST_OK, K_LAST_STATUS, K_LAST_MESSAGE])
+    pending, conflicts, rejected = _counts(store)
+
+    def when(key: str) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(st[key]) if st.get(key) else None
+
+    return SyncStatus(
+        enrolled=bool(st.get(K_TOKEN)),
+        server_url=st.get(K_URL),
+        user_id=st.get(K_USER),
+        practice_id=st.get(K_PRACTICE),
+        last_sync_at=when(K_LAST_AT),
+        last_successful_sync_at=when(K_LAST_OK),
+        last_status=st.get(K_LAST_STATUS),
+        last_message=st.get(K_LAST_MESSAGE),
+        pending=pending,
+        conflicts=conflicts,
+        rejected=rejected,
+    )
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def sync_now(
+    store: CaseStore,
+    progress: sc.Progress | None = None,
+    *,
+    transport: httpx.BaseTransport | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    local: VaultSyncStore | None = None,
+    page: int = sc.PAGE,
+) -> SyncResult:
+    """Push pending changes, then pull the caseload; never raises for network or server trouble.
+
+    ``progress(phase, done, total)`` is called from the calling thread ("push" has a total; "pull"
+    and "snapshot" pass None). After status "revoked" the vault is erased and the store is dead.
+    """
+    lock = _sync_lock(store)
+    if not lock.acquire(blocking=False):
+        return SyncResult("busy", EXIT_FAILED, "A sync is already running.")
+    try:
+        return _sync_locked(store, progress, transport, sleep, local, page)
+    finally:
+        lock.release()
+
+
+def _sync_locked(
+    store: CaseStore,
+    progress: sc.Progress | None,
+    transport: httpx.BaseTransport | None,
+    sleep: Callable[[float], None],
+    local: VaultSyncStore | None,
+    page: int,
+) -> SyncResult:
+    cfg = _config(store)
+    if not cfg.get(K_TOKEN):
+        return SyncResult("not_enrolled", EXIT_FAILED, sc.NotEnrolled.message)
+    local = local or VaultSyncStore(store)
+    if cfg.get(K_OFFSET):
+        store.service.hlc_offset_ms = int(cfg[K_OFFSET])
+    t = sc.Transport(
+        cfg[K_URL],
+        token=cfg[K_TOKEN],
+        pin=cfg.get(K_PIN),
+        cert_pem=cfg.get(K_CERT),
+        transport=transport,
+        now_ms=local.now_ms,
+    )
+    engine = sc.SyncEngine(local, t, cfg[K_DEVICE], progress=progress, sleep=sleep, page=page)
+    status, code, message = "synced", EXIT_SYNCED, ""
+    try:
+        engine.run()
+        r = engine.report
+        if r.acked or r.rejected or r.pulled or r.snapshot_rows:
+            store.service.record_event(
+                "SYNC",
+                detail=f"sent={r.acked + r.rejected} rejected={r.rejected} received={r.pulled + r.snapshot_rows}",
+            )
+            engine.push()
+    except sc.DeviceRevoked as exc:
+        t.close()
+        _erase(store)
+        return SyncResult("revoked", EXIT_REVOKED, str(exc), report=engine.report)
+    except sc.UpgradeNeeded as exc:
+        status, code, message = "upgrade", EXIT_UPGRADE, str(exc)
+    except sc.Offline as exc:
+        status, code, message = "offline", EXIT_OFFLINE, str(exc)
+    except SyncError as exc:
+        status, code, message = "failed", EXIT_FAILED, str(exc)
+    except Exception as exc:  # noqa: BLE001 - a worker thread must get a sentence, not a traceback
+        # Every page and every acknowledgement is its own transaction, so a failure leaves nothing half-applied.
+        status, code = "failed", EXIT_FAILED
+        message = f"Sync stopped because of an unexpected problem ({type(exc).__name__}); nothing was half-applied."
+    finally:
+        t.close()
+    r = engine.report
+    pending, conflicts, rejected_total = _counts(store)
+    if status == "synced":
+        sent = r.acked - r.bookkeeping
+        parts = [f"Synced: sent {_plural(sent, 'change')}, received {_plural(r.pulled + r.snapshot_rows, 'update')}"]
+        if r.rejected:
+            parts.append(f"{_plural(r.rejected, 'change was', 'changes were')} refused and kept for review")
+        message = "; ".join(parts) + "."
+        if conflicts:
+            status, code = "conflicts", EXIT_CONFLICTS
+            message = (
+                f"Synced, but {_plural(conflicts, 'conflict needs', 'conflicts need')} a person to choose "
+                "which version to keep."
+            )
+    now = store.service.clock()
+    values: dict[str, str | None] = {K_LAST_AT: now.isoformat(), K_LAST_STATUS: status, K_LAST_MESSAGE: message}
+    if status in ("synced", "conflicts"):
+        values[K_LAST_OK] = now.isoformat()
+    with store.lock, Session(store.engine) as s, s.begin():
+        _put(s, values)
+    return SyncResult(
+        status,
+        code,
+        message,
+        pushed=r.pushed,
+        acked=r.acked,
+        rejected=r.rejected,
+        pulled=r.pulled + r.snapshot_rows,
+        conflicts=conflicts,
+        pending=pending,
+        rejected_total=rejected_total,
+        finished_at=now,
+        report=r,
+    )
+
+
+def _erase(store: CaseStore) -> None:
+    """Device revoked: lock and crypto-erase the local copy (practice policy, DESIGN.md section 7)."""
+    with store.lock:
+        try:
+            store.vault.crypto_erase()
+        except Exception:  # noqa: BLE001 - erase as much as possible; the key is already gone or going
+            store.vault.lock()
+
+
+# ---------------------------------------------------------------- conflicts and rejections
+
+
+def resolve_conflict(store: CaseStore, conflict_id: str, chosen_value: Any) -> SyncConflict:
+    """Keep ``chosen_value`` (a version's text, a merged text, or True/False for delete-versus-edit).
+
+    Writes the value locally and queues a ``resolve`` change that dominates every value in the
+    conflict; the next sync closes the conflict on every laptop.
+    """
+    return store.service.resolve_conflict(conflict_id, chosen_value)
+
+
+def open_conflicts(store: CaseStore) -> list[SyncConflict]:
+    """Open conflicts, oldest first, with every concurrent value in ``values_json``."""
+    with store.lock, Session(store.engine, expire_on_commit=False) as s:
+        return list(
+            s.exec(
+                select(SyncConflict).where(SyncConflict.status == "open").order_by(col(SyncConflict.server_seq))
+            ).all()
+        )
+
+
+def rejected_changes(store: CaseStore) -> list[SyncRejected]:
+    """Changes the server refused (kept, never dropped), newest first."""
+    with store.lock, Session(store.engine, expire_on_commit=False) as s:
+        return list(s.exec(select(SyncRejected).order_by(col(SyncRejected.mutation_id).desc())).all())
+
+
+# ---------------------------------------------------------------- command line
+
+
+def cli_enrol(args: argparse.Namespace) -> int:
+    """`sprx enrol --server URL --code CODE [--ca-cert FILE]`: enrol this vault with the practice server."""
+    from sprx_tui.cli import CliError, unlock_store
+
+    try:
+        url = sc.check_server_url(args.server)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
+    ca = getattr(args, "ca_cert", None)
+    if ca is not None and not Path(ca).is_file():
+        raise CliError("The certificate file could not be found.")
+    store = unlock_store(args)
+    try:
+        e = enrol(store, url, args.code, ca_cert=ca)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.vault.lock()
+    print(f"This laptop is enrolled with {url} as {e.user_id}; run `sprx sync` to fetch the caseload.")
+    if e.pin:
+        print(f"Server certificate pinned (SHA-256 {e.pin}).")
+    return 0
+
+
+class _Bars:
+    """One tqdm bar at a time on stderr (phases run one after another); off when stderr is not a terminal."""
+
+    LABELS = {"push": "Sending changes", "pull": "Receiving updates", "snapshot": "Receiving caseload"}
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.phase: str | None = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if phase != self.phase or self.bar is None:
+            self.close()
+            self.phase = phase
+            # disable=None: tqdm switches itself off when stderr is not a terminal (scripts, CI logs).
+            self.bar = tqdm(total=total, desc=self.LABELS.get(phase, phase), unit=" rows", file=sys.stderr,
+                            leave=False, disable=None)  # fmt: skip
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+
+
+def cli_sync(args: argparse.Namespace) -> int:
+    """`sprx sync`: push this laptop's changes and pull the caseload, with a progress bar on stderr.
+
+    Exit codes: 0 synced; 1 other failure; 3 the practice server could not be reached (changes are
+    kept); 4 synced but conflicts need a person; 5 this laptop's access was withdrawn and its local
+    copy erased; 6 an update is needed before syncing (changes are kept).
+    """
+    from sprx_tui.cli import unlock_store
+
+    store = unlock_store(args)
+    bars = _Bars()
+    try:
+        result = sync_now(store, progress=bars)
+    finally:
+        bars.close()
+        if store.vault.is_unlocked:
+            store.vault.lock()
+    if result.exit_code in (EXIT_SYNCED, EXIT_CONFLICTS):
+        print(result.message)
+        if result.pending:
+            print(f"{_plural(result.pending, 'change is', 'changes are')} still waiting to be sent.")
+    else:
+        print(f"sprx: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
+__all__ = [
+    "EXIT_CODES_HELP",
+    "SyncResult",
+    "SyncStatus",
+    "VaultSyncStore",
+    "cli_enrol",
+    "cli_sync",
+    "enrol",
+    "is_enrolled",
+    "open_conflicts",
+    "rejected_changes",
+    "resolve_conflict",
+    "sync_now",
+    "sync_status",
+]

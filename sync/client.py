@@ -1,0 +1,666 @@
+"""The laptop side of sync: a pinned HTTPS transport and the push/pull loop over a `LocalStore`."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from sync import hlc as hlc_mod
+from sync import protocol, schema
+
+PUSH_BATCH = protocol.MAX_MUTATIONS_PER_PUSH
+PAGE = protocol.MAX_PAGE
+RETRIES = 3
+"""Attempts per request when the network drops (the same mutation ids are resent each time)."""
+
+Progress = Callable[[str, int, int | None], None]
+"""progress(phase, done, total or None): phase is "push", "pull" or "snapshot"."""
+
+
+# ---------------------------------------------------------------- errors (each one plain sentence)
+
+
+class SyncError(Exception):
+    """A sync failure; ``str(exc)`` is one plain sentence for the person at the laptop."""
+
+    message = "Sync failed."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.message)
+
+
+class Offline(SyncError):
+    message = "The practice server could not be reached; your changes are kept and will sync later."
+
+
+class ServerBusy(Offline):
+    message = "The practice server had a problem; your changes are kept and will sync later."
+
+
+class LostResponse(Offline):
+    """The request may have reached the server but no answer came back: resend the same ids."""
+
+
+class CertificateMismatch(SyncError):
+    message = (
+        "The practice server's certificate is not the one recorded at enrolment, so nothing was sent; "
+        "ask your practice IT lead before syncing again."
+    )
+
+
+class CertificateUntrusted(CertificateMismatch):
+    message = (
+        "The practice server's certificate could not be verified, so the code was not sent; "
+        "if the practice made its own certificate, give its file with --ca-cert."
+    )
+
+
+class InsecureServer(SyncError):
+    message = "The server address must start with https:// (plain http is only allowed to this computer)."
+
+
+class DeviceRevoked(SyncError):
+    message = "This laptop's access was withdrawn by the practice, so its local copy has been erased."
+
+
+class UpgradeNeeded(SyncError):
+    message = "This version of sprx is too old to sync; keep working and install the update, nothing is lost."
+
+
+class ServerTooOld(UpgradeNeeded):
+    message = "The practice server needs an update before this laptop can sync; your changes are kept."
+
+
+class NotEnrolled(SyncError):
+    message = "This laptop is not enrolled with a practice server; run `sprx enrol` first."
+
+
+class Unauthorised(SyncError):
+    message = "The practice server no longer accepts this laptop's enrolment; ask your practice admin for a new code."
+
+
+class EnrolRefused(SyncError):
+    message = "The practice server refused the enrolment code."
+
+
+class ResyncRequired(SyncError):
+    message = "The practice server asked for a full resync."
+
+
+class Gap(SyncError):
+    """The server expects an earlier mutation id first."""
+
+    def __init__(self, expected: int) -> None:
+        super().__init__("The practice server expected earlier changes first.")
+        self.expected = expected
+
+
+class ProtocolFailure(SyncError):
+    message = "The practice server sent an answer this laptop could not use; your changes are kept."
+
+
+# ---------------------------------------------------------------- addresses and certificates
+
+
+def is_loopback_host(host: str) -> bool:
+    """127.0.0.0/8, ::1 or localhost: the only places plain http may go."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_server_url(url: str) -> str:
+    """The normalised base URL; InsecureServer for http to anything but this computer."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise InsecureServer("The server address must look like https://server.example:8443.")
+    if parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise InsecureServer()
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+def cert_fingerprint(der: bytes) -> str:
+    """SHA-256 of a DER certificate as colon-separated upper-case hex (as `sprx-server tls-cert` prints)."""
+    return hashlib.sha256(der).digest().hex(":").upper()
+
+
+def _peer_der(stream: Any) -> bytes | None:
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    # Positional: the low-level _ssl object takes no keyword arguments.
+    return ssl_object.getpeercert(True) if ssl_object is not None else None
+
+
+def pinned_context(cert_pem: str) -> ssl.SSLContext:
+    """A TLS context that trusts only the pinned certificate (as its own anchor)."""
+    ctx = ssl.create_default_context(cadata=cert_pem)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # The pinned leaf is the trust anchor even when a CA issued it.
+    ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+def enrolment_context(ca_pem: str | None) -> ssl.SSLContext:
+    """Verify against the given CA certificate, or the system store."""
+    ctx = ssl.create_default_context(cadata=ca_pem) if ca_pem else ssl.create_default_context()
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if ca_pem:
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    return ctx
+
+
+# ---------------------------------------------------------------- transport
+
+
+@dataclass
+class Observed:
+    """What the last response said about the server's clock."""
+
+    offset_ms: int = 0
+    server_time_ms: int | None = None
+    server_hlc: int | None = None
+
+
+class Transport:
+    """One HTTP client for one server: version headers, bearer token, certificate pin, error mapping.
+
+    With ``pin`` set, every new TLS connection's certificate must hash to it; the check runs right
+    after the handshake, before a request line or body is written (httpcore's start_tls trace).
+    ``transport`` injects an httpx transport (in-process tests); then TLS is not used.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        pin: str | None = None,
+        cert_pem: str | None = None,
+        ca_pem: str | None = None,
+        transport: httpx.BaseTransport | None = None,
+        now_ms: Callable[[], int] = hlc_mod.wall_ms,
+        timeout: float = 30.0,
+    ) -> None:
+        self.base_url = base_url
+        self.pin = pin or None
+        self.now_ms = now_ms
+        self.observed = Observed()
+        self.peer_der: bytes | None = None
+        verify: ssl.SSLContext | bool = True
+        if base_url.startswith("https://"):
+            verify = pinned_context(cert_pem) if cert_pem else enrolment_context(ca_pem)
+        headers = {
+            protocol.PROTOCOL_HEADER: str(protocol.PROTOCOL_VERSION),
+            protocol.SCHEMA_HEADER: str(schema.SCHEMA_VERSION),
+            "User-Agent": f"sprx-laptop/{protocol.PROTOCOL_VERSION}",
+        }
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.client = httpx.Client(
+            base_url=base_url,
+            headers=headers,
+            verify=verify,
+            transport=transport,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            event_hooks={"request": [self._add_trace]},
+        )
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- the pin check, between the TLS handshake and the first byte of the request --
+
+    def _add_trace(self, request: httpx.Request) -> None:
+        request.extensions["trace"] = self._trace
+
+    def _trace(self, event: str, info: dict[str, Any]) -> None:
+        if event != "connection.start_tls.complete":
+            return
+        der = _peer_der(info.get("return_value"))
+        self.peer_der = der
+        if self.pin is not None and (der is None or cert_fingerprint(der) != self.pin):
+            stream = info.get("return_value")
+            if stream is not None:
+                stream.close()
+            raise CertificateMismatch()
+
+    # -- requests --
+
+    def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        """Send one request; returns the JSON body or raises a SyncError subclass."""
+        t0 = self.now_ms()
+        try:
+            r = self.client.request(method, path, **kw)
+        except CertificateMismatch:
+            raise
+        except httpx.ConnectError as exc:
+            if _is_cert_failure(exc):
+                raise CertificateMismatch() from None
+            raise Offline() from None
+        except (httpx.ConnectTimeout, httpx.PoolTimeout):
+            raise Offline() from None
+        except (httpx.TransportError, OSError):
+            # Sent, maybe applied, no answer: the caller resends the same mutation ids.
+            raise LostResponse() from None
+        t1 = self.now_ms()
+        self._observe(r, t0, t1)
+        return self._body(r)
+
+    def _observe(self, r: httpx.Response, t0: int, t1: int) -> None:
+        st = r.headers.get("X-Server-Time")
+        sh = r.headers.get("X-Server-HLC")
+        try:
+            if st is not None:
+                # NTP-style: the server read its clock about halfway through the round trip.
+                self.observed.server_time_ms = int(st)
+                self.observed.offset_ms = int(st) - (t0 + t1) // 2
+            if sh is not None:
+                self.observed.server_hlc = int(sh)
+        except ValueError:
+            pass
+
+    def _body(self, r: httpx.Response) -> dict[str, Any]:
+        try:
+            body = r.json()
+        except ValueError:
+            body = {}
+        if not isinstance(body, dict):
+            body = {}
+        if r.status_code in (200, 201):
+            if not body:
+                raise ProtocolFailure()
+            return body
+        code = str(body.get("error", ""))
+        if r.status_code == 401:
+            if code in ("invalid_code", "code_used", "code_expired"):
+                raise EnrolRefused(str(body.get("message") or EnrolRefused.message))
+            raise Unauthorised()
+        if r.status_code == 403 and code == "device_revoked":
+            raise DeviceRevoked()
+        if r.status_code == 409 and code == "gap" and isinstance(body.get("expected"), int):
+            raise Gap(int(body["expected"]))
+        if r.status_code == 410:
+            raise ResyncRequired()
+        if r.status_code == 426:
+            raise ServerTooOld() if code == "server_too_old" else UpgradeNeeded()
+        if r.status_code in (429, 502, 503, 504) or r.status_code >= 500:
+            raise ServerBusy()
+        if r.status_code == 404:
+            raise ProtocolFailure("The practice server does not offer that sync service.")
+        if r.status_code == 409 and code == "mutation_id_reuse":
+            raise ProtocolFailure(
+                "The practice server already holds different changes under this laptop's numbers; "
+                "ask your practice IT lead (your changes are kept)."
+            )
+        raise ProtocolFailure()
+
+
+def _is_cert_failure(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError | CertificateMismatch):
+            return True
+        if "CERTIFICATE_VERIFY_FAILED" in str(e):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+# ---------------------------------------------------------------- enrolment
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    device_id: str
+    token: str
+    practice_id: str
+    user_id: str
+    server_epoch: str
+    server_hlc: int
+    pin: str
+    """SHA-256 fingerprint of the server's certificate ("" over plain loopback http)."""
+    cert_pem: str
+
+
+def enrol_device(
+    server_url: str,
+    code: str,
+    device_name: str,
+    *,
+    ca_pem: str | None = None,
+    transport: httpx.BaseTransport | None = None,
+    timeout: float = 30.0,
+) -> Enrolment:
+    """Exchange a one-time code for a device id and token, pinning the certificate seen in the handshake."""
+    url = server_url if transport is not None else check_server_url(server_url)
+    with Transport(url, ca_pem=ca_pem, transport=transport, timeout=timeout) as t:
+        try:
+            body = t.request("POST", "/v1/devices/enrol", json={"code": code.strip(), "device_name": device_name})
+        except CertificateMismatch:
+            raise CertificateUntrusted() from None
+        der = t.peer_der
+    try:
+        pin = cert_fingerprint(der) if der else ""
+        cert_pem = ssl.DER_cert_to_PEM_cert(der) if der else ""
+        return Enrolment(
+            device_id=str(body["device_id"]),
+            token=str(body["token"]),
+            practice_id=str(body["practice_id"]),
+            user_id=str(body["user_id"]),
+            server_epoch=str(body["server_epoch"]),
+            server_hlc=int(body.get("server_hlc") or 0),
+            pin=pin,
+            cert_pem=cert_pem,
+        )
+    except (KeyError, TypeError, ValueError):
+        raise ProtocolFailure() from None
+
+
+# ---------------------------------------------------------------- the local side, as the loop sees it
+
+
+@dataclass
+class PullPosition:
+    phase: str
+    """"snapshot" (first sync or resync in progress) or "pull" (following the change feed)."""
+    cursor: int = 0
+    after: str | None = None
+    epoch: str | None = None
+    started: bool = False
+    """For a snapshot: whether the local rows are already marked for replacement."""
+
+
+@dataclass
+class AckSummary:
+    acked: int = 0
+    rejected: int = 0
+    requeued: int = 0
+    """Rejected as clock_ahead and queued again under a new id with a corrected stamp."""
+    bookkeeping: int = 0
+    """Of the acked, how many were bookkeeping (audit events) rather than record changes."""
+
+
+class LocalStore(Protocol):
+    """What the sync loop needs from the laptop's database. Each method is its own transaction.
+
+    Mutation ids here are the server's per-device numbers (1, 2, 3, ...).
+    """
+
+    def now_ms(self) -> int:
+        """The laptop's physical clock in milliseconds (before any offset)."""
+        ...
+
+    def pending_count(self) -> int: ...
+
+    def pending_mutations(self, limit: int) -> list[dict[str, Any]]:
+        """The oldest pending outbox rows as wire mutations, in id order."""
+        ...
+
+    def record_acks(self, acks: list[dict[str, Any]], last_sent: int) -> AckSummary:
+        """Mark acked / rejected (kept in sync_rejected) / re-queued (clock_ahead), in one transaction."""
+        ...
+
+    def resend_from(self, mutation_id: int) -> int:
+        """Make every outbox row from this id on pending again (the server lost them)."""
+        ...
+
+    def observe_server(self, offset_ms: int, server_hlc: int | None, server_time_ms: int | None) -> None:
+        """Store the clock offset and merge the server's HLC into the local clock."""
+        ...
+
+    def pull_position(self) -> PullPosition: ...
+
+    def begin_snapshot(self) -> None:
+        """Mark local rows for replacement and start a snapshot from its first page."""
+        ...
+
+    def apply_snapshot_page(self, page: dict[str, Any]) -> int:
+        """Apply one snapshot page and its position in one transaction; the last page switches to pull."""
+        ...
+
+    def apply_pull_page(self, page: dict[str, Any]) -> int:
+        """Apply one pull page and its cursor in one transaction."""
+        ...
+
+
+# ---------------------------------------------------------------- backoff
+
+
+class Backoff:
+    """Exponential backoff with full jitter (1 s doubling to a 5 minute cap), driven by a timer.
+
+    The app's background loop asks ``next_attempt_at(now)`` and syncs when that time has come;
+    ``failure(now)`` after a failed attempt, ``success()`` after a good one, ``reset()`` on a
+    connectivity change (retry at once).
+    """
+
+    def __init__(self, base: float = 1.0, cap: float = 300.0, *, rng: Callable[[], float] = random.random) -> None:
+        self.base = base
+        self.cap = cap
+        self.rng = rng
+        self.failures = 0
+        self._next: float | None = None
+
+    def delay(self) -> float:
+        """The jittered wait after the current number of failures (0 when none)."""
+        if self.failures == 0:
+            return 0.0
+        ceiling = min(self.cap, self.base * 2 ** (self.failures - 1))
+        return self.rng() * ceiling
+
+    def failure(self, now: float) -> float:
+        """Record a failed attempt at ``now``; returns when the next one is due."""
+        self.failures += 1
+        self._next = now + self.delay()
+        return self._next
+
+    def success(self) -> None:
+        self.failures = 0
+        self._next = None
+
+    reset = success
+
+    def next_attempt_at(self, now: float) -> float:
+        """When the next attempt is due (``now`` if it is due already)."""
+        if self._next is None or self._next <= now:
+            return now
+        return self._next
+
+    def due(self, now: float) -> bool:
+        return self.next_attempt_at(now) <= now
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class SyncReport:
+    pushed: int = 0
+    acked: int = 0
+    rejected: int = 0
+    requeued: int = 0
+    bookkeeping: int = 0
+    pulled: int = 0
+    pages: int = 0
+    snapshot_rows: int = 0
+    resyncs: int = 0
+    retries: int = 0
+    requests: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class SyncEngine:
+    """Push every pending mutation, then pull until the feed is drained (sync-anchors D4)."""
+
+    def __init__(
+        self,
+        local: LocalStore,
+        transport: Transport,
+        device_id: str,
+        *,
+        progress: Progress | None = None,
+        retries: int = RETRIES,
+        sleep: Callable[[float], None] = time.sleep,
+        batch: int = PUSH_BATCH,
+        page: int = PAGE,
+    ) -> None:
+        self.local = local
+        self.t = transport
+        self.device_id = device_id
+        self.progress = progress or (lambda _p, _d, _t: None)
+        self.retries = retries
+        self.sleep = sleep
+        self.batch = batch
+        self.page = page
+        self.report = SyncReport()
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        """One request with a few quick retries on a dropped connection (same body each time)."""
+        backoff = Backoff(base=0.2, cap=2.0)
+        attempt = 0
+        while True:
+            self.report.requests += 1
+            try:
+                body = self.t.request(method, path, **kw)
+            except Offline:
+                attempt += 1
+                if attempt > self.retries:
+                    raise
+                self.report.retries += 1
+                backoff.failures = attempt
+                self.sleep(backoff.delay())
+                continue
+            o = self.t.observed
+            self.local.observe_server(o.offset_ms, o.server_hlc, o.server_time_ms)
+            return body
+
+    def run(self) -> SyncReport:
+        self.push()
+        self.pull()
+        return self.report
+
+    # -- push --
+
+    def push(self) -> None:
+        total = self.local.pending_count()
+        done = 0
+        gaps = 0
+        stalls = 0
+        self.progress("push", 0, total)
+        while True:
+            muts = self.local.pending_mutations(self.batch)
+            if not muts:
+                return
+            body = {
+                "device_id": self.device_id,
+                "protocol_version": protocol.PROTOCOL_VERSION,
+                "schema_version": schema.SCHEMA_VERSION,
+                "mutations": muts,
+            }
+            try:
+                resp = self._call("POST", "/v1/sync/push", json=body)
+            except Gap as g:
+                gaps += 1
+                if gaps > 3:
+                    raise ProtocolFailure() from None
+                self.local.resend_from(g.expected)
+                total = max(total, self.local.pending_count())
+                continue
+            acks = resp.get("acks")
+            if not isinstance(acks, list):
+                raise ProtocolFailure()
+            summary = self.local.record_acks(acks, last_sent=int(muts[-1]["mutation_id"]))
+            self.report.pushed += len(muts)
+            self.report.acked += summary.acked
+            self.report.rejected += summary.rejected
+            self.report.requeued += summary.requeued
+            self.report.bookkeeping += summary.bookkeeping
+            moved = summary.acked + summary.rejected
+            done += moved
+            if summary.requeued:
+                total += summary.requeued
+            # Nothing moved (no acks, or the same rows re-queued again and again): stop, keep them.
+            stalls = stalls + 1 if moved == 0 or summary.requeued >= len(muts) else 0
+            if stalls > 3:
+                raise ProtocolFailure()
+            self.progress("push", done, max(total, done))
+
+    # -- pull --
+
+    def pull(self) -> None:
+        resyncs = 0
+        pos = self.local.pull_position()
+        if pos.phase != "pull":
+            self._snapshot()
+        pulled = 0
+        while True:
+            pos = self.local.pull_position()
+            params: dict[str, Any] = {"cursor": pos.cursor, "limit": self.page}
+            if pos.epoch:
+                params["epoch"] = pos.epoch
+            try:
+                page = self._call("GET", "/v1/sync/pull", params=params)
+            except ResyncRequired:
+                resyncs += 1
+                if resyncs > 2:
+                    raise ProtocolFailure() from None
+                self.report.resyncs += 1
+                # The outbox was pushed first; the snapshot never discards it.
+                self.local.begin_snapshot()
+                self._snapshot()
+                continue
+            n = self.local.apply_pull_page(page)
+            pulled += n
+            self.report.pulled += n
+            self.report.pages += 1
+            self.progress("pull", pulled, None)
+            if not page.get("has_more"):
+                return
+
+    def _snapshot(self) -> None:
+        pos = self.local.pull_position()
+        if not pos.started:
+            self.local.begin_snapshot()
+            pos = self.local.pull_position()
+        restarts = 0
+        rows = 0
+        while True:
+            params: dict[str, Any] = {"limit": self.page}
+            if pos.after:
+                params["after"] = pos.after
+            try:
+                page = self._call("GET", "/v1/sync/snapshot", params=params)
+            except ResyncRequired:
+                restarts += 1
+                if restarts > 2:
+                    raise ProtocolFailure() from None
+                self.local.begin_snapshot()
+                pos = self.local.pull_position()
+                continue
+            n = self.local.apply_snapshot_page(page)
+            rows += n
+            self.report.snapshot_rows += n
+            self.report.pages += 1
+            self.progress("snapshot", rows, None)
+            pos = self.local.pull_position()
+            if not page.get("has_more"):
+                return

@@ -1,0 +1,686 @@
+"""Open Referral HSDS 1.1 datapackage reader: CSV files in, plain directory entries and problem lines out.
+
+Pure (no database, no sprx_tui): the laptop's `sprx directory import` and the server's
+`sprx-server import-directory` both use it, so a service gets the same id and fields either way.
+
+What is read (every file except services.csv is optional):
+
+- datapackage.json: resource name -> CSV path. When it is missing or broken, the conventional
+  file names below are used and the problem is reported.
+- organizations.csv: organisation name, email and url (used when the service has none).
+- services.csv: id, name, description (HTML stripped), status, email, url, fees (cost),
+  application_process + wait_time (referral route), interpretation_services (accessibility),
+  taxonomy_ids, and a verification date if the publisher adds one (see VERIFIED_COLUMNS).
+- services_at_location.csv + locations.csv + physical_addresses.csv: address, postcode, area.
+- phones.csv: the first phone of the service, else of its service-at-location, location, organisation.
+- regular_schedules.csv: opening times; eligibility.csv; service_areas.csv (area);
+  accessibility_for_disabilities.csv; taxonomy.csv + services_taxonomy.csv (categories).
+- metadata.csv: the latest last_action_date of each service record (its "last verified" date).
+
+Needs are found with NEED_KEYWORDS, a documented keyword table applied to the service's
+taxonomy terms, name and description: it is a starting point that a person should review.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import html
+import io
+import json
+import re
+import unicodedata
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "HSDS_NAMESPACE",
+    "NEED_KEYWORDS",
+    "STATUS_ACTIVE",
+    "HsdsError",
+    "Problem",
+    "ServiceRecord",
+    "classify",
+    "html_to_text",
+    "parse_datapackage",
+    "service_id",
+]
+
+HSDS_NAMESPACE = uuid.UUID("6f1c9a52-3b0e-5d84-9a41-2c7d8e0b5f13")
+"""uuid5 namespace of directory ids: id = uuid5(HSDS_NAMESPACE, practice_id + "/" + HSDS service id)."""
+
+# HSDS 1.1 service.status values. "Temporarily closed" is not active: a link worker should not
+# send someone to a door that is shut, even for a while.
+STATUS_ACTIVE: dict[str, bool] = {
+    "active": True,
+    "inactive": False,
+    "defunct": False,
+    "temporarily closed": False,
+}
+
+# Resource name in datapackage.json -> conventional file name (used when the package omits it).
+DEFAULT_FILES: dict[str, str] = {
+    "organization": "organizations.csv",
+    "service": "services.csv",
+    "service_at_location": "services_at_location.csv",
+    "location": "locations.csv",
+    "phone": "phones.csv",
+    "physical_address": "physical_addresses.csv",
+    "regular_schedule": "regular_schedules.csv",
+    "eligibility": "eligibility.csv",
+    "service_area": "service_areas.csv",
+    "accessibility_for_disabilities": "accessibility_for_disabilities.csv",
+    "taxonomy": "taxonomy.csv",
+    "service_taxonomy": "services_taxonomy.csv",
+    "metadata": "metadata.csv",
+}
+
+# Columns without which a file cannot be used at all.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "organization": ("id", "name"),
+    "service": ("id", "name"),
+    "service_at_location": ("service_id", "location_id"),
+    "location": ("id",),
+    "phone": ("number",),
+    "physical_address": ("location_id",),
+    "regular_schedule": ("weekday",),
+    "eligibility": ("service_id", "eligibility"),
+    "service_area": ("service_id", "service_area"),
+    "accessibility_for_disabilities": ("location_id", "accessibility"),
+    "taxonomy": ("id", "name"),
+    "service_taxonomy": ("service_id", "taxonomy_id"),
+    "metadata": ("resource_id", "last_action_date"),
+}
+
+# A service's own verification date, when the publisher adds one (Open Referral UK uses assured_date).
+VERIFIED_COLUMNS = ("last_verified", "last_verified_on", "assured_date", "last_modified")
+
+# Caps keep a hostile or broken file from filling the screen or the vault.
+MAX_TEXT = 4000
+MAX_SHORT = 300
+MAX_ROWS = 200_000
+MAX_FILE_BYTES = 200_000_000
+
+WEEKDAYS = {
+    "1": "Mon", "2": "Tue", "3": "Wed", "4": "Thu", "5": "Fri", "6": "Sat", "7": "Sun",
+    "monday": "Mon", "tuesday": "Tue", "wednesday": "Wed", "thursday": "Thu", "friday": "Fri",
+    "saturday": "Sat", "sunday": "Sun",
+}  # fmt: skip
+
+# NEED_KEYWORDS: (pattern, category, needs). A service gets every category and need whose
+# pattern matches its taxonomy terms, name or description (case-insensitive, at a word start).
+# Needs are keys of sprx's REFERRAL_REASONS vocabulary (sprx_tui/core/models.py); a test keeps
+# them in step. Food support counts as "money" because food poverty is nearly always a money need.
+NEED_KEYWORDS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    (r"walk(s|ing)?\b|ramble|stroll", "walking", ("physical_activity",)),
+    (r"befriend", "befriending", ("loneliness",)),
+    (r"lonel|isolat|social (group|club|contact|shopping)|companionship|lunch club|coffee morning",
+     "social_connection", ("loneliness",)),
+    (r"exercis|sports?\b|swim|tennis|rugby|football|baseball|yoga|dance|dancing|gym\b|fitness|physical activit"
+     r"|recreation", "exercise", ("physical_activity",)),
+    (r"garden|allotment", "gardening", ("loneliness", "low_mood", "physical_activity")),
+    (r"arts?\b|craft|music|choir|sing(ing)?\b|paint|creative|theatre", "arts", ("low_mood", "loneliness")),
+    (r"debts?\b|money|financ|budget|benefits? (advice|claims?|checks?)|welfare|universal credit|pension credit"
+     r"|fuel poverty",
+     "money_advice", ("money",)),
+    (r"food|meals?\b|kitchen|grocer|lunch|pantry|hot dinner", "food", ("money",)),
+    (r"homeless|housing|tenan|rough sleep|accommodation|evict", "housing", ("housing",)),
+    (r"bereave|grief|griev|loss of a loved", "bereavement", ("bereavement",)),
+    (r"employ|jobs?\b|careers?\b|cv\b|work club|back to work", "employment", ("employment",)),
+    (r"volunteering|become a volunteer|volunteer (centre|center|bureau|opportunit)|time bank", "volunteering",
+     ("employment", "loneliness")),
+    (r"education|training|courses?\b|skills?\b|learn|mentor", "learning", ("employment",)),
+    (r"carers?\b|caring for", "carers", ("carer_strain",)),
+    (r"family and friends of", "family_support", ("carer_strain",)),
+    (r"mental health|anxi|depress|wellbeing|well-being|talking therap|counsel|therap|low mood|stress",
+     "mental_health", ("low_mood",)),
+    (r"long[- ]term condition|diabet|copd|arthritis|stroke|heart|pain\b|cancer|disabilit|dementia",
+     "long_term_condition", ("long_term_condition",)),
+    (r"weight|healthy eating|nutrition|slimming|cook", "healthy_eating", ("weight",)),
+    (r"alcohol|drinking|drugs?\b|substance|addict|al-anon", "substance_use", ("substance_use",)),
+    (r"digital|computer|internet|online skills|tablet|smartphone", "digital", ("digital",)),
+    (r"elderly|older people|over[- ]?(50|60|65)s?\b|later life", "older_people", ("loneliness",)),
+)  # fmt: skip
+
+_NEED_RES = tuple((re.compile(r"\b(?:" + p + ")", re.IGNORECASE), c, n) for p, c, n in NEED_KEYWORDS)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]")
+_SPACE = re.compile(r"\s+")
+
+
+class HsdsError(Exception):
+    """The datapackage cannot be read at all (no folder, no services file); one plain sentence."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: file name, line number (1 = header, 0 = whole file), reason."""
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.reason}"
+
+
+@dataclass
+class ServiceRecord:
+    """One directory entry, shaped like sprx's CommunityService row (minus sync bookkeeping)."""
+
+    id: str
+    source_id: str
+    name: str
+    organisation: str = ""
+    description: str = ""
+    categories: list[str] = field(default_factory=list)
+    needs: list[str] = field(default_factory=list)
+    area: str = ""
+    address: str = ""
+    postcode: str = ""
+    phone: str = ""
+    email: str = ""
+    url: str = ""
+    eligibility: str = ""
+    cost: str = ""
+    referral_route: str = ""
+    opening_times: str = ""
+    accessibility: str = ""
+    last_verified: dt.date | None = None
+    active: bool = True
+
+    FIELDS = (
+        "organisation", "name", "description", "categories", "needs", "area", "address", "postcode",
+        "phone", "email", "url", "eligibility", "cost", "referral_route", "opening_times",
+        "accessibility", "last_verified", "active", "source_id",
+    )  # fmt: skip
+    """The synced fields, in sync/schema.py's order for community_service."""
+
+    def values(self) -> dict[str, Any]:
+        """The synced fields as JSON values (dates as ISO strings), for the server's records."""
+        out: dict[str, Any] = {}
+        for name in self.FIELDS:
+            v = getattr(self, name)
+            out[name] = v.isoformat() if isinstance(v, dt.date) else (list(v) if isinstance(v, list) else v)
+        return out
+
+
+def service_id(practice_id: str, source_id: str) -> str:
+    """The directory id of an HSDS service: the same on every import, on laptop and server alike."""
+    return str(uuid.uuid5(HSDS_NAMESPACE, f"{practice_id}/{source_id}"))
+
+
+# -- text cleaning -------------------------------------------------------------------------------
+
+_BLOCK_TAGS = {"p", "div", "br", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "table", "section"}
+_DROP_TAGS = {"script", "style", "head", "title", "template"}
+
+
+class _TextExtractor(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.drop = 0
+        self.items_in_list: list[int] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _DROP_TAGS:
+            self.drop += 1
+        elif tag in ("ul", "ol"):
+            self.items_in_list.append(0)
+            self.parts.append(" ")
+        elif tag == "li":
+            # List items become "a; b; c" on one line: descriptions are shown in one table cell.
+            if self.items_in_list and self.items_in_list[-1] > 0:
+                self.parts.append("; ")
+            else:
+                self.parts.append(" ")
+            if self.items_in_list:
+                self.items_in_list[-1] += 1
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in _DROP_TAGS:
+            self.drop = max(0, self.drop - 1)
+        elif tag in ("ul", "ol"):
+            if self.items_in_list:
+                self.items_in_list.pop()
+            self.parts.append(" ")
+        elif tag in _BLOCK_TAGS:
+            self.parts.append(" ")
+
+    def handle_data(self, data: str) -> None:
+        if not self.drop:
+            self.parts.append(data)
+
+
+def clean_text(value: str | None, limit: int = MAX_TEXT) -> str:
+    """One line of printable text: control and bidi characters removed, whitespace collapsed, capped."""
+    if not value:
+        return ""
+    text = unicodedata.normalize("NFC", value)
+    text = _CONTROL.sub(" ", text)  # terminal escape sequences must never reach the screen
+    text = _SPACE.sub(" ", text).strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def html_to_text(value: str | None, limit: int = MAX_TEXT) -> str:
+    """Plain text from an HSDS description that may hold HTML: tags dropped, entities decoded.
+
+    Uses the standard library's tolerant html.parser: nothing is executed or fetched, script and
+    style content is dropped, and quotes in the text are kept as they are.
+    """
+    if not value:
+        return ""
+    if "<" not in value and "&" not in value:
+        return clean_text(value, limit)
+    parser = _TextExtractor()
+    try:
+        parser.feed(value)
+        parser.close()
+        text = "".join(parser.parts)
+    except Exception:  # noqa: BLE001 - html.parser is tolerant; never let odd markup stop an import
+        text = html.unescape(re.sub(r"<[^>]*>", " ", value))
+    text = re.sub(r"\s+([;,.])", r"\1", _SPACE.sub(" ", text))
+    return clean_text(text, limit)
+
+
+def classify(*texts: str) -> tuple[list[str], list[str]]:
+    """(categories, needs) found in the texts with NEED_KEYWORDS, each in table order, no repeats."""
+    blob = " ".join(t for t in texts if t)
+    categories: list[str] = []
+    needs: list[str] = []
+    for pattern, category, found_needs in _NEED_RES:
+        if pattern.search(blob):
+            if category not in categories:
+                categories.append(category)
+            for n in found_needs:
+                if n not in needs:
+                    needs.append(n)
+    return categories, needs
+
+
+def _slug(term: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", term.lower()).strip("_")[:60]
+
+
+def _date(raw: str) -> dt.date | None:
+    raw = (raw or "").strip()
+    if not raw:
+        return None
+    try:
+        return dt.date.fromisoformat(raw[:10])
+    except ValueError:
+        return None
+
+
+# -- reading the package -------------------------------------------------------------------------
+
+
+@dataclass
+class _Table:
+    file: str
+    rows: list[tuple[int, dict[str, str]]]
+    columns: list[str]
+
+
+class _Reader:
+    def __init__(self, folder: Path, problems: list[Problem]) -> None:
+        self.folder = folder
+        self.problems = problems
+        self.paths: dict[str, str] = dict(DEFAULT_FILES)
+
+    def problem(self, file: str, line: int, reason: str) -> None:
+        self.problems.append(Problem(file, line, reason))
+
+    def load_descriptor(self) -> None:
+        desc = self.folder / "datapackage.json"
+        if not desc.is_file():
+            self.problem("datapackage.json", 0, "the file is missing, so the usual HSDS file names were used")
+            return
+        try:
+            data = json.loads(desc.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError as exc:
+            self.problem(
+                "datapackage.json", exc.lineno, "the file is not valid JSON, so the usual HSDS file names were used"
+            )
+            return
+        except (OSError, UnicodeDecodeError):
+            self.problem("datapackage.json", 0, "the file cannot be read, so the usual HSDS file names were used")
+            return
+        resources = data.get("resources") if isinstance(data, dict) else None
+        if not isinstance(resources, list):
+            self.problem("datapackage.json", 0, "there is no list of resources, so the usual HSDS file names were used")
+            return
+        for res in resources:
+            if not isinstance(res, dict):
+                continue
+            name, path = res.get("name"), res.get("path")
+            if not isinstance(name, str) or not isinstance(path, str):
+                continue
+            if not self._safe(path):
+                self.problem(
+                    "datapackage.json", 0, f"the path of resource '{clean_text(name, 60)}' is outside the folder"
+                )
+                continue
+            self.paths[name] = path
+
+    def _safe(self, path: str) -> bool:
+        # A package must only point at files inside its own folder (no "../", no absolute paths, no URLs).
+        if "://" in path or path.startswith(("/", "\\")) or ":" in path:
+            return False
+        try:
+            (self.folder / path).resolve().relative_to(self.folder.resolve())
+        except ValueError:
+            return False
+        return True
+
+    def table(self, resource: str) -> _Table | None:
+        path = self.paths.get(resource)
+        if path is None:
+            return None
+        file = path
+        full = self.folder / path
+        if not full.is_file():
+            if resource == "service":
+                self.problem(file, 0, "the services file is missing")
+            elif path != DEFAULT_FILES.get(resource):
+                self.problem(file, 0, "the file named in datapackage.json is missing")
+            return None
+        try:
+            if full.stat().st_size > MAX_FILE_BYTES:
+                self.problem(file, 0, f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB, so it was not used")
+                return None
+            raw = full.read_bytes()
+        except OSError:
+            self.problem(file, 0, "the file cannot be read")
+            return None
+        try:
+            content = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            # Excel on Windows saves CSV as Windows-1252; read it rather than refuse the file.
+            content = raw.decode("cp1252", errors="replace")
+            self.problem(file, 0, "the file is not UTF-8, so it was read as Windows-1252 text")
+        rows: list[tuple[int, dict[str, str]]] = []
+        columns: list[str] = []
+        # strict: an unclosed quote is reported instead of silently swallowing every row after it.
+        reader = csv.reader(io.StringIO(content, newline=""), strict=True)
+        start = 1
+        try:
+            try:
+                header = next(reader)
+            except StopIteration:
+                self.problem(file, 0, "the file is empty")
+                return None
+            columns = [h.strip().lower() for h in header]
+            missing = [c for c in REQUIRED_COLUMNS.get(resource, ()) if c not in columns]
+            if missing:
+                self.problem(file, 1, f"the column '{missing[0]}' is missing, so this file was not used")
+                return None
+            start = reader.line_num + 1
+            for rec in reader:
+                line = start
+                start = reader.line_num + 1
+                if not any(cell.strip() for cell in rec):
+                    continue
+                if len(rec) != len(columns):
+                    self.problem(file, line, f"the row has {len(rec)} values but the header has {len(columns)}")
+                    continue
+                rows.append((line, dict(zip(columns, rec, strict=True))))
+                if len(rows) >= MAX_ROWS:
+                    self.problem(file, line, f"only the first {MAX_ROWS} rows were read")
+                    break
+        except csv.Error as exc:
+            self.problem(file, start, f"the CSV cannot be read from this line on ({_csv_reason(exc)})")
+        return _Table(file, rows, columns)
+
+
+def _csv_reason(exc: csv.Error) -> str:
+    text = str(exc).lower()
+    if "field larger" in text:
+        return "a value is too long"
+    if "nul" in text:
+        return "it holds a NUL byte"
+    return "broken quoting"
+
+
+def _index(table: _Table | None, key: str) -> dict[str, list[dict[str, str]]]:
+    out: dict[str, list[dict[str, str]]] = {}
+    if table is None:
+        return out
+    for _line, row in table.rows:
+        k = (row.get(key) or "").strip()
+        if k:
+            out.setdefault(k, []).append(row)
+    return out
+
+
+def _rows(table: _Table | None) -> Iterator[tuple[int, dict[str, str]]]:
+    return iter(table.rows) if table is not None else iter(())
+
+
+def _join_unique(parts: list[str], sep: str = "; ") -> str:
+    seen: list[str] = []
+    for p in parts:
+        if p and p not in seen:
+            seen.append(p)
+    return sep.join(seen)
+
+
+def _phone(rows: list[dict[str, str]]) -> str:
+    # Voice lines first: a textphone or fax number is no use for a quick call.
+    ranked = sorted(rows, key=lambda r: 0 if (r.get("type") or "voice").strip().lower() in ("voice", "") else 1)
+    for r in ranked:
+        number = clean_text(r.get("number"), 40)
+        if number:
+            ext = clean_text(r.get("extension"), 10)
+            return f"{number} ext {ext}" if ext else number
+    return ""
+
+
+def _schedule(rows: list[dict[str, str]]) -> str:
+    out = []
+    for r in rows:
+        day = WEEKDAYS.get((r.get("weekday") or "").strip().lower(), clean_text(r.get("weekday"), 12))
+        opens, closes = clean_text(r.get("opens_at"), 8)[:5], clean_text(r.get("closes_at"), 8)[:5]
+        if day and opens and closes:
+            out.append(f"{day} {opens}-{closes}")
+        elif day:
+            out.append(day)
+    return _join_unique(out, ", ")
+
+
+def _postcode(raw: str) -> str:
+    pc = re.sub(r"\s+", "", (raw or "").upper())
+    if re.fullmatch(r"[A-Z]{1,2}[0-9][A-Z0-9]?[0-9][A-Z]{2}", pc):
+        return pc[:-3] + " " + pc[-3:]
+    return clean_text(raw, 12)
+
+
+def parse_datapackage(path: Path | str, practice_id: str = "local") -> tuple[list[ServiceRecord], list[Problem]]:
+    """Read an HSDS 1.1 datapackage (a folder, or its datapackage.json) into directory entries.
+
+    Returns every service that could be read, and a Problem (file, line, reason) for each row or
+    file that could not; one bad row never stops the rest. Raises HsdsError only when nothing can
+    be read at all (no such folder). Ids are `service_id(practice_id, HSDS service id)`.
+    """
+    folder = Path(path)
+    if folder.is_file() and folder.name == "datapackage.json":
+        folder = folder.parent
+    if not folder.is_dir():
+        raise HsdsError("There is no datapackage folder at that path.")
+    problems: list[Problem] = []
+    reader = _Reader(folder, problems)
+    reader.load_descriptor()
+
+    services = reader.table("service")
+    if services is None:
+        return [], sorted(problems, key=lambda p: (p.file, p.line))
+    organisations = {
+        (r.get("id") or "").strip(): r for _l, r in _rows(reader.table("organization")) if (r.get("id") or "").strip()
+    }
+    locations = {(r.get("id") or "").strip(): r for _l, r in _rows(reader.table("location"))}
+    sal_table = reader.table("service_at_location")
+    sal_by_service = _index(sal_table, "service_id")
+    phones_table = reader.table("phone")
+    phones_by = {key: _index(phones_table, key) for key in ("service_id", "service_at_location_id", "location_id",
+                                                             "organization_id")}  # fmt: skip
+    addresses = _index(reader.table("physical_address"), "location_id")
+    schedules_table = reader.table("regular_schedule")
+    schedules_by_service = _index(schedules_table, "service_id")
+    schedules_by_location = _index(schedules_table, "location_id")
+    eligibility = _index(reader.table("eligibility"), "service_id")
+    areas = _index(reader.table("service_area"), "service_id")
+    access = _index(reader.table("accessibility_for_disabilities"), "location_id")
+    taxonomy = {(r.get("id") or "").strip(): r for _l, r in _rows(reader.table("taxonomy"))}
+    service_terms = _index(reader.table("service_taxonomy"), "service_id")
+    verified = _metadata_dates(reader.table("metadata"), problems)
+
+    out: list[ServiceRecord] = []
+    seen: set[str] = set()
+    file = services.file
+    for line, row in services.rows:
+        src = clean_text(row.get("id"), 100)
+        name = html_to_text(row.get("name"), MAX_SHORT)
+        if not src:
+            problems.append(Problem(file, line, "the service has no id"))
+            continue
+        if not name:
+            problems.append(Problem(file, line, "the service has no name"))
+            continue
+        if src in seen:
+            problems.append(Problem(file, line, "the service id appears more than once; only the first was used"))
+            continue
+        status = (row.get("status") or "").strip().lower()
+        if status and status not in STATUS_ACTIVE:
+            # Unknown status: imported but marked inactive, so nobody is sent to a closed door.
+            problems.append(
+                Problem(file, line, "the status is not one HSDS defines, so the service is marked inactive")
+            )
+        active = STATUS_ACTIVE.get(status, not status)
+        seen.add(src)
+
+        org = organisations.get((row.get("organization_id") or "").strip())
+        if (row.get("organization_id") or "").strip() and org is None and organisations:
+            problems.append(Problem(file, line, "the organisation it names is not in the organisations file"))
+        sals = sal_by_service.get(src, [])
+        locs = [locations[s["location_id"].strip()] for s in sals if s.get("location_id", "").strip() in locations]
+        loc_ids = [(loc.get("id") or "").strip() for loc in locs]
+
+        address_parts: list[str] = []
+        postcode = ""
+        cities: list[str] = []
+        for loc in locs:
+            address_parts.append(clean_text(loc.get("name"), MAX_SHORT))
+            for a in addresses.get((loc.get("id") or "").strip(), []):
+                address_parts += [clean_text(a.get(k), MAX_SHORT) for k in ("address_1", "address_2", "city")]
+                cities.append(clean_text(a.get("city"), 100))
+                postcode = postcode or _postcode(a.get("postal_code") or "")
+        area = _join_unique([clean_text(a.get("service_area"), 100) for a in areas.get(src, [])], ", ")
+        area = area or _join_unique(cities, ", ")
+
+        phone = _phone(phones_by["service_id"].get(src, []))
+        for s in sals:
+            phone = phone or _phone(phones_by["service_at_location_id"].get((s.get("id") or "").strip(), []))
+        for lid in loc_ids:
+            phone = phone or _phone(phones_by["location_id"].get(lid, []))
+        phone = phone or _phone(phones_by["organization_id"].get((row.get("organization_id") or "").strip(), []))
+
+        schedule_rows = list(schedules_by_service.get(src, []))
+        for lid in loc_ids:
+            schedule_rows += schedules_by_location.get(lid, [])
+        accessibility_parts = []
+        for lid in loc_ids:
+            for a in access.get(lid, []):
+                detail = clean_text(a.get("details"), MAX_SHORT)
+                what = clean_text(a.get("accessibility"), MAX_SHORT)
+                accessibility_parts.append(f"{what} ({detail})" if detail else what)
+        interpretation = clean_text(row.get("interpretation_services"), MAX_SHORT)
+        if interpretation:
+            accessibility_parts.append(f"Interpretation: {interpretation}")
+
+        route = html_to_text(row.get("application_process"), MAX_SHORT)
+        wait = clean_text(row.get("wait_time"), 100)
+        if wait:
+            route = f"{route}. Waiting time: {wait}" if route else f"Waiting time: {wait}"
+
+        terms: list[str] = []
+        for st in service_terms.get(src, []):
+            t = taxonomy.get((st.get("taxonomy_id") or "").strip())
+            if t is not None:
+                terms.append(clean_text(t.get("name"), 100))
+        for tid in re.split(r"[,;|]", row.get("taxonomy_ids") or ""):
+            t = taxonomy.get(tid.strip())
+            if t is not None:
+                terms.append(clean_text(t.get("name"), 100))
+        description = html_to_text(row.get("description"))
+        categories, needs = classify(" ".join(terms), name, description)
+        categories = [c for c in dict.fromkeys([_slug(t) for t in terms if t] + categories) if c]
+
+        own_dates = [d for d in (_date(row.get(c) or "") for c in VERIFIED_COLUMNS) if d is not None]
+        # Metadata of the service itself; publishers that log changes per organisation or location
+        # only (as the Open Referral sample does) get the latest of those instead.
+        logged = verified.get(src)
+        if logged is None:
+            nearby = [verified[k] for k in [*loc_ids, (row.get("organization_id") or "").strip()] if k in verified]
+            logged = max(nearby) if nearby else None
+        dates = own_dates + ([logged] if logged else [])
+
+        out.append(
+            ServiceRecord(
+                id=service_id(practice_id, src),
+                source_id=src,
+                name=name,
+                organisation=clean_text((org or {}).get("name"), MAX_SHORT),
+                description=description,
+                categories=categories,
+                needs=needs,
+                area=area,
+                address=_join_unique(address_parts, ", "),
+                postcode=postcode,
+                phone=phone,
+                email=clean_text(row.get("email") or (org or {}).get("email"), MAX_SHORT),
+                url=clean_text(row.get("url") or (org or {}).get("url"), MAX_SHORT),
+                eligibility=_join_unique(
+                    [html_to_text(e.get("eligibility"), MAX_SHORT) for e in eligibility.get(src, [])]
+                ),
+                cost=html_to_text(row.get("fees"), MAX_SHORT),
+                referral_route=route,
+                opening_times=_schedule(schedule_rows),
+                accessibility=_join_unique(accessibility_parts),
+                # The later of the service's own date and its latest metadata change: either means
+                # someone looked at the entry then.
+                last_verified=max(dates) if dates else None,
+                active=active,
+            )
+        )
+    problems.sort(key=lambda p: (p.file, p.line))  # file by file, top to bottom, whatever order they were found
+    return out, problems
+
+
+def _metadata_dates(table: _Table | None, problems: list[Problem]) -> dict[str, dt.date]:
+    """resource_id -> latest last_action_date; unreadable dates are reported and skipped."""
+    out: dict[str, dt.date] = {}
+    if table is None:
+        return out
+    for line, row in table.rows:
+        rid = (row.get("resource_id") or "").strip()
+        d = _date(row.get("last_action_date") or "")
+        if not rid:
+            continue
+        if d is None:
+            problems.append(Problem(table.file, line, "the last_action_date is not a date"))
+            continue
+        if rid not in out or d > out[rid]:
+            out[rid] = d
+    return out
