@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import os
 import sys
@@ -73,8 +74,8 @@ def _progress(total: int, desc: str, enabled: bool) -> Any:
 # -- opening a vault ----------------------------------------------------------------------------
 
 
-def unlock_store(args: argparse.Namespace, secrets: Secrets | None = None) -> Any:
-    from sprx_tui.core.store import open_store
+def _unlock_vault(args: argparse.Namespace, secrets: Secrets | None = None) -> Any:
+    """Unlock the vault only (no migrations, no writes), so `check` can look before anything is written."""
     from sprx_tui.core.vault import Vault
 
     path = Path(args.vault)
@@ -87,12 +88,32 @@ def unlock_store(args: argparse.Namespace, secrets: Secrets | None = None) -> An
         vault.unlock(passphrase)
     finally:
         passphrase[:] = bytes(len(passphrase))
-    store = open_store(vault)
-    failures = getattr(vault, "failed_attempts_before_unlock", 0)
-    if failures:
-        store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
-    store.service.record_event("UNLOCK", detail="cli")
+    return vault
+
+
+def _open_unlocked(vault: Any) -> Any:
+    from sprx_tui.core.store import open_store
+
+    try:
+        store = open_store(vault)
+        failures = getattr(vault, "failed_attempts_before_unlock", 0)
+        if failures:
+            store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
+        store.service.record_event("UNLOCK", detail="cli")
+    except BaseException:
+        _lock_quietly(vault)
+        raise
     return store
+
+
+def _lock_quietly(vault: Any) -> None:
+    """Lock after a failure; a damaged database may refuse the checkpoint, which must not hide the cause."""
+    with contextlib.suppress(Exception):
+        vault.lock()
+
+
+def unlock_store(args: argparse.Namespace, secrets: Secrets | None = None) -> Any:
+    return _open_unlocked(_unlock_vault(args, secrets))
 
 
 def _create_vault(args: argparse.Namespace) -> tuple[Any, str]:
@@ -137,10 +158,10 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from sprx_tui.core.demo import build_demo
-
     if args.people < 1 or args.people > 200_000:
         raise CliError("The number of demo people must be between 1 and 200000.", EXIT_USAGE)
+    from sprx_tui.core.demo import build_demo
+
     store, recovery = _create_vault(args)
     try:
         with _progress(args.people, "Synthetic people", args.people >= 500 and not args.quiet) as bar:
@@ -159,16 +180,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from sprx_tui.core.vault import Vault
 
-    store = unlock_store(args)
+    vault = _unlock_vault(args)
+    assert isinstance(vault, Vault)
+    # Check the pages first: once SQLCipher meets a damaged page the connection refuses every later read.
     try:
-        problems = store.vault.integrity_check()
+        problems = vault.integrity_check()
+    except BaseException:
+        _lock_quietly(vault)
+        raise
+    if problems:
+        _lock_quietly(vault)
+        raise CliError("The vault failed its integrity check: some pages are damaged or were altered.")
+    store = _open_unlocked(vault)
+    try:
         chain_ok = store.service.verify_audit_chain()
         counts = store.queries.status_counts()
     finally:
         store.vault.lock()
-    assert isinstance(store.vault, Vault)
-    if problems:
-        raise CliError("The vault failed its integrity check: some pages are damaged or were altered.")
     if not chain_ok:
         raise CliError("The audit trail's hash chain is broken: audit events were altered.")
     print(
@@ -205,19 +233,28 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def _confirm_export(args: argparse.Namespace) -> None:
-    from sprx_tui.core.export import LEAVING_WARNING
-
-    print(LEAVING_WARNING, file=sys.stderr)
+    # With --yes the warning is printed after a successful export, so a failure stays one line on stderr.
     if args.yes:
         return
     if args.passphrase_stdin or not sys.stdin.isatty():
         raise CliError("Exports must be confirmed; add --yes to confirm when running from a script.")
+    from sprx_tui.core.export import LEAVING_WARNING
+
+    print(LEAVING_WARNING, file=sys.stderr)
     answer = input("Type EXPORT to continue: ")
     if answer.strip() != "EXPORT":
         raise CliError("The export was cancelled; nothing was written.")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    out_arg = Path(args.out or ("sprx-export" if args.format == "csv" else "sprx-export.fhir.json"))
+    # Refuse a bad destination before asking for the passphrase (and before an UNLOCK is audited).
+    if args.format == "csv" and out_arg.is_dir() and any(out_arg.iterdir()):
+        raise CliError("The export folder already has files in it; choose an empty or new folder.")
+    if args.format == "csv" and out_arg.exists() and not out_arg.is_dir():
+        raise CliError("The export path is a file, not a folder; choose an empty or new folder.")
+    if args.format == "fhir" and out_arg.exists():
+        raise CliError("A file with that name already exists; exports never overwrite, so choose a new name.")
     _confirm_export(args)
     store = unlock_store(args)
     try:
@@ -241,6 +278,10 @@ def cmd_export(args: argparse.Namespace) -> int:
             print(f"Wrote a FHIR R4 Bundle with {n} resources to {out}.", file=sys.stderr)
     finally:
         store.vault.lock()
+    if args.yes:
+        from sprx_tui.core.export import LEAVING_WARNING
+
+        print(LEAVING_WARNING, file=sys.stderr)
     return EXIT_OK
 
 
@@ -368,10 +409,19 @@ def main(argv: list[str] | None = None) -> int:
         print("sprx: stopped; nothing was half-written.", file=sys.stderr)
         return 130
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
+        from sqlalchemy.exc import DatabaseError
+
         from sprx_tui.core.service import ServiceError
 
         if isinstance(exc, ServiceError):
             print(f"sprx: {exc}", file=sys.stderr)
+        elif isinstance(exc, DatabaseError):
+            # SQLCipher reports a damaged or altered page as "malformed" on the first read that touches it.
+            print(
+                "sprx: The vault's database could not be read (it may be damaged); "
+                "run `sprx check` and ask your practice IT lead for help.",
+                file=sys.stderr,
+            )
         else:
             print(
                 f"sprx: something unexpected went wrong ({type(exc).__name__}); the failed step changed nothing.",

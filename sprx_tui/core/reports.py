@@ -11,8 +11,10 @@ import argparse
 import dataclasses
 import datetime as dt
 import json
+import os
 from collections import Counter
 from operator import itemgetter
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -62,6 +64,7 @@ __all__ = [
     "cli_report",
     "render_text",
     "report_to_dict",
+    "write_report",
 ]
 
 LABELS: dict[str, str] = {
@@ -215,6 +218,33 @@ def build_report(store: CaseStore, today: dt.date | None = None) -> Report:
 def render_text(report: Report) -> str:
     """The report as plain-text tables with '#' bar charts, using the words people see for each code."""
     return _render(report, LABELS)
+
+
+def write_report(store: CaseStore, report: Report, path: Path | str) -> Path:
+    """Save the report as text to a new owner-only file and audit it as an EXPORT (counts only, no names).
+
+    Never overwrites: an existing file is refused with a plain sentence (ServiceError).
+    """
+    from sprx_tui.core.service import ServiceError
+
+    target = Path(path).expanduser()
+    if not target.parent.is_dir():
+        raise ServiceError("That folder does not exist; choose another place to save the report.")
+    try:
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ServiceError("A file with that name already exists; choose another name.") from None
+    except OSError:
+        raise ServiceError("The report could not be saved there; check the path and permissions.") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(render_text(report))
+        store.service.record_event("EXPORT", detail=f"report text people={report.people}")
+    except BaseException:
+        # An export that could not be written in full, or not audited, must not be left behind.
+        target.unlink(missing_ok=True)
+        raise
+    return target
 
 
 def cli_report(args: argparse.Namespace) -> int:

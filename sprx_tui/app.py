@@ -1,0 +1,551 @@
+"""The Textual App: unlock gate, the five work areas on F2–F6, global keys, auto-lock, drafts kept across a lock.
+
+Screen switching uses Textual *modes*, added when the vault unlocks and removed when it locks. Each area
+(today, caseload, directory, reports, sync) keeps its own screen stack, so F3 → a person → F2 → F3 comes back
+to the person you had open. While locked only the "gate" mode exists, holding a blank backdrop and the
+unlock (or first-run) screen; locking switches there and removes every area mode, so no screen that
+showed personal data survives a lock. Person records, contacts and dialogs are pushed onto the current area's
+stack (`open_person`), and Esc pops them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import importlib
+import inspect
+import signal
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from textual import events, on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingType
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from sprx_tui.commands import PersonProvider, ShellCommandsProvider
+from sprx_tui.config import Config
+from sprx_tui.core.models import utcnow
+from sprx_tui.core.store import CaseStore, get_state
+from sprx_tui.core.vault import Locked, Vault, VaultError
+from sprx_tui.messages import DraftsFound, SyncStatusChanged, VaultLocked, VaultUnlocked
+from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
+from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, setting_for, theme_name
+from sprx_tui.widgets.status_bar import AREAS, SyncSummary
+
+# mode -> (module, class) for the five areas; the last three are written by other parts of the project.
+AREA_SCREENS: dict[str, tuple[str, str]] = {
+    "today": ("sprx_tui.screens.today", "TodayScreen"),
+    "caseload": ("sprx_tui.screens.caseload", "CaseloadScreen"),
+    "directory": ("sprx_tui.screens.directory", "DirectoryScreen"),
+    "reports": ("sprx_tui.screens.reports", "ReportsScreen"),
+    "sync": ("sprx_tui.screens.sync", "SyncScreen"),
+}
+AREA_LABELS = {mode: label for mode, _key, label in AREAS}
+IDLE_CHECK_SECONDS = 5.0
+SUMMARY_REFRESH_SECONDS = 30.0
+GENERIC_ERROR = "Something went wrong, so that was not done. Your records are safe; please try again."
+
+
+def plain_sentence(exc: BaseException) -> str:
+    """One sentence that is safe to show: our own errors say what happened; anything else gets a generic line."""
+    from sprx_tui.core.service import InvalidInput, ServiceError
+
+    if isinstance(exc, InvalidInput) and getattr(exc, "errors", None):
+        return next(iter(exc.errors.values()))
+    if isinstance(exc, VaultError | ServiceError):
+        return str(exc) or GENERIC_ERROR
+    # Other exceptions may carry SQL parameters or file paths (personal data), so their text is never shown.
+    return GENERIC_ERROR
+
+
+def _import_optional(module: str, name: str) -> Any | None:
+    """`module.name`, or None when that module is not part of this build; real bugs inside it still raise."""
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            return None
+        raise
+    return getattr(mod, name, None)
+
+
+class SprxApp(App[int]):
+    """The link worker's app. Pass `store=` to start unlocked (tests, snapshots)."""
+
+    TITLE = "sprx"
+    SUB_TITLE = ""
+    CSS_PATH = "app.tcss"
+    ENABLE_COMMAND_PALETTE = True
+    COMMANDS = App.COMMANDS | {PersonProvider, ShellCommandsProvider}
+    # Copying personal data to the clipboard is a governance decision, not a default.
+    ALLOW_SELECT = False
+    BINDING_GROUP_TITLE = "Everywhere"
+    # The locked app lives in the "gate" mode: an empty backdrop with the unlock screen on top.
+    MODES: ClassVar[dict[str, str | Callable[[], Screen]]] = {"gate": Backdrop}
+    DEFAULT_MODE: ClassVar[str] = "gate"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("f1", "help", "Help", id="app.help", tooltip="Keys for this screen"),
+        Binding(
+            "ctrl+p",
+            "command_palette",
+            "Commands",
+            id="app.palette",
+            priority=True,
+            show=False,
+            tooltip="Search people and commands",
+        ),
+        Binding(
+            "ctrl+l", "lock", "Lock", id="app.lock", priority=True, tooltip="Lock now; nothing personal stays on screen"
+        ),
+        Binding("escape", "back", "Back", id="app.back", show=False, tooltip="Close this screen"),
+        Binding("ctrl+q", "quit", "Quit", id="app.quit", priority=True, show=False, tooltip="Lock and quit"),
+        Binding("ctrl+c", "help_quit", show=False, system=True),
+        Binding("f2", "area('today')", "Today", id="app.today", priority=True, show=False, tooltip="Today's work"),
+        Binding("f3", "area('caseload')", "Caseload", id="app.caseload", priority=True, show=False),
+        Binding("f4", "area('directory')", "Directory", id="app.directory", priority=True, show=False),
+        Binding("f5", "area('reports')", "Reports", id="app.reports", priority=True, show=False),
+        Binding("f6", "area('sync')", "Sync", id="app.sync", priority=True, show=False),
+        Binding("f9", "settings", "Settings", id="app.settings", show=False, tooltip="Auto-lock, theme, passphrase"),
+    ]
+
+    sync_summary: reactive[SyncSummary] = reactive(SyncSummary, init=False, always_update=True)
+
+    def __init__(
+        self,
+        vault_path: Path,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        config: Config | None = None,
+        store: CaseStore | None = None,
+    ) -> None:
+        super().__init__()
+        self.vault_path = Path(vault_path)
+        self.clock = clock
+        self.config = config if config is not None else Config.load()
+        self.store: CaseStore | None = None
+        self._given_store = store
+        # The vault's back-off clock follows the app clock, so a test's fake clock drives both.
+        self.vault: Vault = store.vault if store is not None else Vault(self.vault_path, clock=self._epoch)
+        # Serialises lock and unlock work, so a slow lock (saving drafts) finishes before the next unlock starts.
+        self.vault_guard = threading.Lock()
+        self._area_modes: set[str] = set()
+        self._last_input = clock()
+        self._sync: Any | None = None
+        self._draft_offers: list[tuple[str, dict[str, Any], str]] = []
+        self.register_theme(SPRX_DEFAULT)
+        self.register_theme(SPRX_HIGH_CONTRAST)
+        self.theme = theme_name(self.config.theme)
+
+    def _epoch(self) -> float:
+        return self.clock().timestamp()
+
+    # -- start-up ----------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        self.title = "sprx"
+        self.sub_title = ""
+        if self.config.keymap:
+            self.set_keymap(self.config.keymap)
+        if self.config.load_problem:
+            self.notify(self.config.load_problem, severity="warning")
+        self.set_interval(IDLE_CHECK_SECONDS, self.check_auto_lock)
+        self.set_interval(SUMMARY_REFRESH_SECONDS, self.refresh_sync_summary)
+        if not self.is_headless:
+            self._install_signal_handlers()
+        if self._given_store is not None:
+            store, self._given_store = self._given_store, None
+            self.enter_unlocked(store, offer_drafts=False)
+        else:
+            self.push_screen(self._gate_screen())
+
+    def _gate_screen(self) -> Screen:
+        from sprx_tui.screens.unlock import FirstRunScreen, UnlockScreen
+
+        return UnlockScreen() if Vault.exists(self.vault_path) else FirstRunScreen()
+
+    def _install_signal_handlers(self) -> None:
+        """SIGTERM/SIGHUP (shutdown, terminal closed): lock, keeping drafts, then exit."""
+        try:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                loop.add_signal_handler(sig, self._terminate, sig)
+        except (NotImplementedError, AttributeError, RuntimeError, ValueError):
+            pass  # Windows or a non-main thread: auto-lock and Ctrl+L still apply
+
+    def _terminate(self, sig: int) -> None:
+        self.lock_sync("signal")
+        self.exit(return_code=128 + int(sig))
+
+    # -- unlock ------------------------------------------------------------------------------------
+
+    @on(VaultUnlocked)
+    def _vault_unlocked(self, message: VaultUnlocked) -> None:
+        self.enter_unlocked(message.store)
+
+    def enter_unlocked(self, store: CaseStore, *, offer_drafts: bool = True) -> None:
+        """Show Today for a freshly opened store; start sync and offer back drafts kept at the last lock."""
+        self.store = store
+        self.vault = store.vault
+        self._last_input = self.clock()
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.action_area("today")
+        self.refresh_sync_summary()
+        self._start_sync()
+        if offer_drafts:
+            self._find_drafts(store)
+
+    def _start_sync(self) -> None:
+        try:
+            controller_class = _import_optional("sprx_tui.syncui", "SyncController")
+            if controller_class is None:
+                return
+            self._sync = controller_class(self)
+            self._sync.start()
+        except Exception as exc:  # sync trouble must never stop the worker using their records
+            self._sync = None
+            self.show_error(exc)
+
+    def _stop_sync(self) -> None:
+        controller, self._sync = self._sync, None
+        if controller is not None:
+            with contextlib.suppress(Exception):
+                controller.stop()
+
+    # -- areas and screens -------------------------------------------------------------------------
+
+    def action_area(self, mode: str) -> None:
+        """Switch to one of the five areas (F2–F6), creating its screen the first time."""
+        if self.store is None:
+            return
+        if mode not in self._area_modes:
+            module, name = AREA_SCREENS[mode]
+            try:
+                screen_class = _import_optional(module, name)
+            except Exception as exc:
+                self.show_error(exc)
+                return
+            if screen_class is None:
+                self.notify(f"The {AREA_LABELS[mode].lower()} screen is not available in this version.")
+                return
+            self.add_mode(mode, screen_class)
+            self._area_modes.add(mode)
+        self.switch_mode(mode)
+        self.sub_title = AREA_LABELS[mode]
+
+    def open_person(self, person_id: str, tab: str | None = None) -> None:
+        """Push the person's record onto the current area."""
+        if self.store is None:
+            return
+        try:
+            screen_class = _import_optional("sprx_tui.screens.person", "PersonScreen")
+        except Exception as exc:
+            self.show_error(exc)
+            return
+        if screen_class is None:
+            self.notify("The person record is not available in this version.")
+            return
+        kwargs: dict[str, Any] = {}
+        if tab is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                if "tab" in inspect.signature(screen_class).parameters:
+                    kwargs["tab"] = tab
+        self.push_screen(screen_class(person_id, **kwargs))
+
+    def action_back(self) -> None:
+        if self.store is not None and len(self.screen_stack) > 1:
+            self.pop_screen()
+
+    def action_help(self) -> None:
+        from sprx_tui.screens.help import HelpScreen
+
+        if isinstance(self.screen, HelpScreen):
+            self.screen.dismiss()
+            return
+        self.push_screen(HelpScreen.for_screen(self.screen))
+
+    def action_settings(self) -> None:
+        from sprx_tui.screens.settings import SettingsScreen
+
+        if self.store is None or isinstance(self.screen, SettingsScreen):
+            return
+        self.push_screen(SettingsScreen())
+
+    def action_lock(self) -> None:
+        self.lock_now("manual")
+
+    def action_toggle_theme(self) -> None:
+        self.config.theme = "default" if self.config.theme == "high_contrast" else "high_contrast"
+        self.theme = theme_name(self.config.theme)
+        self.save_config()
+
+    def apply_config(self) -> None:
+        """Make the current config take effect (after the settings screen saved it)."""
+        self.theme = theme_name(self.config.theme)
+        self.set_keymap(self.config.keymap)
+        if self._sync is not None and hasattr(self._sync, "config_changed"):
+            with contextlib.suppress(Exception):
+                self._sync.config_changed()
+
+    def save_config(self) -> bool:
+        try:
+            self.config.save()
+        except OSError:
+            self.notify("Your settings could not be saved; they apply until you quit.", severity="warning")
+            return False
+        return True
+
+    def watch_theme(self, theme: str) -> None:
+        # Keep the config in step if the theme changed elsewhere (e.g. TEXTUAL_THEME); saved on next save.
+        self.config.theme = setting_for(theme)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in {"area", "lock", "settings", "toggle_theme"}:
+            return self.store is not None
+        if action == "back":
+            return self.store is not None and len(self.screen_stack) > 1
+        return True
+
+    # -- palette -----------------------------------------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Textual's commands minus Screenshot (it writes patient data to disk) and the all-themes picker."""
+        for command in super().get_system_commands(screen):
+            if command.title in {"Screenshot", "Theme"}:
+                continue
+            if self.store is None and command.title != "Quit":
+                continue
+            yield command
+
+    # -- idle and locking --------------------------------------------------------------------------
+
+    async def on_event(self, event: events.Event) -> None:
+        if isinstance(event, events.Key | events.MouseEvent) and not event.is_forwarded:
+            self._last_input = self.clock()
+        await super().on_event(event)
+
+    def check_auto_lock(self) -> bool:
+        """Lock if nothing was typed or clicked for the configured minutes; True if it locked."""
+        if self.store is None:
+            return False
+        idle = (self.clock() - self._last_input).total_seconds()
+        if idle >= self.config.auto_lock_minutes * 60:
+            self.lock_now("idle")
+            return True
+        return False
+
+    def _collect_drafts(self) -> list[tuple[str, dict[str, Any]]]:
+        """Ask every open screen, in every area, for unsaved text to keep."""
+        stacks: Iterable[list[Screen]] = getattr(self, "_screen_stacks", {}).values() or [self.screen_stack]
+        drafts: list[tuple[str, dict[str, Any]]] = []
+        for stack in stacks:
+            for screen in stack:
+                draft = getattr(screen, "draft", None)
+                if not callable(draft):
+                    continue
+                try:
+                    result = draft()
+                except Exception:  # noqa: S112 - a broken screen must not stop the lock
+                    continue
+                if result:
+                    key, payload = result
+                    drafts.append((str(key), dict(payload)))
+        return drafts
+
+    def lock_now(self, reason: str = "manual") -> None:
+        """Lock at once: the screen clears now; drafts, audit and key wiping finish in a thread."""
+        store = self.store
+        drafts = self._collect_drafts() if store is not None else []
+        self._stop_sync()
+        self.store = None
+        self._show_locked()
+        if store is not None:
+            self._lock_worker(store, drafts, reason)
+        if reason == "idle":
+            self.notify(f"Locked after {self.config.auto_lock_minutes} minutes without use.")
+
+    def lock_sync(self, reason: str) -> None:
+        """Lock and wait for it (quit, SIGTERM): nothing may be left unlocked when the process ends."""
+        store = self.store
+        drafts = self._collect_drafts() if store is not None else []
+        self._stop_sync()
+        self.store = None
+        if store is not None:
+            self._lock_store(store, drafts, reason)
+        with contextlib.suppress(Exception):
+            self.vault.lock()
+
+    def _show_locked(self) -> None:
+        self._draft_offers = []
+        self.clear_notifications()
+        self.sync_summary = SyncSummary()
+        self.title = "sprx"
+        self.sub_title = ""
+        if self.current_mode != "gate":
+            self.switch_mode("gate")
+        for mode in list(self._area_modes):
+            with contextlib.suppress(Exception):
+                self.remove_mode(mode)
+        self._area_modes.clear()
+        while len(self.screen_stack) > 1:
+            self.pop_screen()
+        self.push_screen(self._gate_screen())
+
+    @work(thread=True, group="vault", exit_on_error=False, name="lock")
+    def _lock_worker(self, store: CaseStore, drafts: list[tuple[str, dict[str, Any]]], reason: str) -> None:
+        saved = self._lock_store(store, drafts, reason)
+        self.post_message(VaultLocked(saved))
+
+    def _lock_store(self, store: CaseStore, drafts: list[tuple[str, dict[str, Any]]], reason: str) -> int:
+        saved = 0
+        with self.vault_guard:
+            try:
+                for key, payload in drafts:
+                    try:
+                        store.service.save_draft(key, payload)
+                        saved += 1
+                    except Exception:  # noqa: S112 - keep locking: a lost draft beats an open vault
+                        continue
+                with contextlib.suppress(Exception):
+                    store.service.record_event("LOCK", detail=reason)
+            finally:
+                # Wait for any query in flight, then close the database and wipe the key.
+                with store.lock:
+                    store.vault.lock()
+        return saved
+
+    @on(VaultLocked)
+    def _vault_locked(self, message: VaultLocked) -> None:
+        if message.drafts_saved:
+            self.notify("Your unsaved work was kept safely; it will be offered back when you unlock.")
+
+    async def action_quit(self) -> None:
+        self.lock_sync("quit")
+        self.exit(return_code=0)
+
+    # -- drafts ------------------------------------------------------------------------------------
+
+    @work(thread=True, group="drafts", exit_on_error=False)
+    def _find_drafts(self, store: CaseStore) -> None:
+        keys = store.service.list_drafts()
+        offers: list[tuple[str, dict[str, Any], str]] = []
+        for key in keys:
+            payload = store.service.load_draft(key)
+            if payload is None:
+                continue
+            person_id = str(payload.get("person_id") or "")
+            person = store.queries.person(person_id) if person_id else None
+            whom = f" for {person.display_name}" if person is not None else ""
+            what = "contact note" if payload.get("kind", "contact") == "contact" else "piece of work"
+            offers.append((key, payload, f"You have an unsaved {what}{whom}; restore it?"))
+        if offers:
+            self.post_message(DraftsFound(offers))
+
+    @on(DraftsFound)
+    def _drafts_found(self, message: DraftsFound) -> None:
+        if self.store is None:
+            return
+        self._draft_offers = list(message.drafts)
+        self._offer_next_draft()
+
+    def _offer_next_draft(self) -> None:
+        if not self._draft_offers or self.store is None:
+            return
+        key, payload, sentence = self._draft_offers.pop(0)
+
+        def answered(restore: bool | None) -> None:
+            if self.store is None:
+                return
+            if restore is True:
+                self._restore_draft(key, payload)
+            elif restore is False:
+                self._discard_draft(self.store, key)
+            # None (Esc): keep it and offer it again at the next unlock.
+            self._offer_next_draft()
+
+        self.push_screen(DraftOfferScreen(sentence), answered)
+
+    def _restore_draft(self, key: str, payload: dict[str, Any]) -> None:
+        try:
+            restore = _import_optional("sprx_tui.screens.contact", "restore_draft")
+            if restore is None:
+                self.notify("Restoring drafts is not available in this version; your draft is kept.")
+                return
+            restore(self, key, payload)
+        except Exception as exc:
+            self.show_error(exc)
+
+    @work(thread=True, group="drafts", exit_on_error=False)
+    def _discard_draft(self, store: CaseStore, key: str) -> None:
+        store.service.discard_draft(key)
+
+    # -- sync status -------------------------------------------------------------------------------
+
+    def refresh_sync_summary(self) -> None:
+        """Re-read pending and conflict counts (cheap); the sync controller's own reports take precedence."""
+        if self.store is not None:
+            self._load_sync_summary(self.store)
+
+    @work(thread=True, group="summary", exclusive=True, exit_on_error=False)
+    def _load_sync_summary(self, store: CaseStore) -> None:
+        with store.lock:
+            pending = store.queries.pending_changes()
+            conflicts = store.queries.open_conflicts()
+            # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
+            last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
+            enrolled = bool(get_state(store.engine, "device_token"))
+        state = self.sync_summary.state
+        if not state or state == "not_enrolled" or not enrolled:
+            state = "offline" if enrolled else "not_enrolled"
+        self.post_message(SyncStatusChanged(state, pending, conflicts, last_ok))
+
+    @on(SyncStatusChanged)
+    def _sync_status_changed(self, message: SyncStatusChanged) -> None:
+        if self.store is None:
+            return
+        self.sync_summary = SyncSummary(
+            message.state, message.pending, message.conflicts, message.last_success, message.detail
+        )
+
+    # -- errors ------------------------------------------------------------------------------------
+
+    def show_error(self, exc: BaseException) -> None:
+        """A plain notification, never a traceback and never personal data."""
+        self.notify(plain_sentence(exc), severity="error", timeout=8)
+
+    def worker_failed(self, event: Worker.StateChanged) -> None:
+        """The one place worker errors become messages (screens forward their StateChanged here)."""
+        if event.state != WorkerState.ERROR:
+            return
+        error = event.worker.error
+        if error is None:
+            return
+        # Workers caught by a lock fail on the closed database; that is expected, not news.
+        if isinstance(error, Locked) or (self.store is None and event.worker.group != "vault"):
+            return
+        self.show_error(error)
+
+    @on(Worker.StateChanged)
+    def _app_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        self.worker_failed(event)
+
+
+def run_app(vault_path: Path) -> int:
+    """Run the app on the vault folder (created on first run); returns the exit code for `sprx`."""
+    app = SprxApp(vault_path)
+    try:
+        result = app.run()
+    finally:
+        # Whatever happened, the vault is never left unlocked by a finished process.
+        with contextlib.suppress(Exception):
+            app.vault.lock()
+    if app.return_code not in (None, 0):
+        return int(app.return_code)
+    return int(result or 0)

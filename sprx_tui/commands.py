@@ -1,0 +1,77 @@
+"""Command palette providers: jump to a person (SQL search, at most 20 hits) and the commands that fit this screen."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from textual.command import DiscoveryHit, Hit, Hits, Provider
+
+from sprx_tui.widgets.status_bar import AREAS
+
+PERSON_HITS = 20
+
+
+class PersonProvider(Provider):
+    """'Open <name>' for people matching a name, NHS number (spaces allowed) or postcode, searched in SQL."""
+
+    async def search(self, query: str) -> Hits:
+        app: Any = self.app
+        store = getattr(app, "store", None)
+        if store is None or len(query.strip()) < 2:
+            return
+        try:
+            # SQLCipher work stays off the event loop; the store lock keeps it from interleaving with workers.
+            rows = await asyncio.to_thread(store.queries.search, query, PERSON_HITS)
+        except Exception:
+            return  # locked mid-search, or the store closed: the palette simply shows nothing
+        matcher = self.matcher(query)
+        for row in rows:
+            label = f"Open {row.name}" + (f"  {row.nhs_number}" if row.nhs_number else "")
+            score = matcher.match(label)
+            # SQL already matched (e.g. a postcode the label does not show); keep such hits, ranked lower.
+            display = matcher.highlight(label) if score > 0 else label
+            yield Hit(max(score, 0.1), display, partial(app.open_person, row.id), text=label, help=row.postcode or None)
+
+
+class ShellCommandsProvider(Provider):
+    """Lock, switch area, settings, theme, help, and 'new contact' when a person's record is open."""
+
+    def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
+        app: Any = self.app
+        if getattr(app, "store", None) is None:
+            return []
+        commands: list[tuple[str, Callable[[], Any], str]] = []
+        screen = self.screen
+        if hasattr(screen, "action_new_contact"):
+            commands.append(
+                ("New contact for this person", partial(screen.run_action, "new_contact"), "Record a visit or call (n)")
+            )
+        for mode, key, label in AREAS:
+            commands.append((f"Go to {label}", partial(app.action_area, mode), f"Switch to {label} ({key})"))
+        commands.extend(
+            [
+                ("Lock now", app.action_lock, "Lock the vault; nothing personal stays on screen (Ctrl+L)"),
+                ("Settings", app.action_settings, "Auto-lock, theme, automatic sync, passphrase (F9)"),
+                (
+                    "Toggle high contrast theme",
+                    app.action_toggle_theme,
+                    "Switch between the calm and high-contrast themes",
+                ),
+                ("Help: keys for this screen", app.action_help, "F1"),
+            ]
+        )
+        return commands
+
+    async def discover(self) -> Hits:
+        for title, command, help_text in self._commands():
+            yield DiscoveryHit(title, command, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for title, command, help_text in self._commands():
+            score = matcher.match(title)
+            if score > 0:
+                yield Hit(score, matcher.highlight(title), command, text=title, help=help_text)

@@ -1,0 +1,274 @@
+"""Caseload: one SQL page at a time of the worker's people, filtered as you type, by status, sorted; Enter opens."""
+
+from __future__ import annotations
+
+import datetime as dt
+import locale
+import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker, get_current_worker
+
+from sprx_tui.core.store import CaseStore
+from sprx_tui.messages import CaseloadLoaded
+from sprx_tui.widgets.status_bar import NavBar, StatusBar
+
+if TYPE_CHECKING:
+    from sprx_tui.app import SprxApp
+
+PAGE = 100  # rows fetched per query; the table grows a page at a time as the cursor nears the end
+LOAD_MORE_MARGIN = 10
+
+# (key, status value, label); "" means every status.
+STATUSES: tuple[tuple[str, str, str], ...] = (
+    ("0", "", "All"),
+    ("1", "referred", "Referred"),
+    ("2", "active", "Active"),
+    ("3", "discharged", "Discharged"),
+    ("4", "declined", "Declined"),
+    ("5", "did_not_engage", "Not engaged"),
+)
+STATUS_LABELS = {value: label for _key, value, label in STATUSES if value}
+SORTS: tuple[tuple[str, str], ...] = (
+    ("name", "name"),
+    ("next_follow_up", "next follow-up"),
+    ("last_contact", "last contact"),
+    ("status", "status"),
+)
+
+# Safety flags as short marks; the ASCII form is for terminals without emoji or UTF-8.
+FLAG_MARKS: dict[str, tuple[str, str]] = {
+    "do_not_visit_alone": ("⚠ alone", "! alone"),
+    "aggression": ("⚠ aggr", "! aggr"),
+    "animals": ("🐕", "dog"),
+    "access": ("🔑", "key"),
+    "smoking": ("🚬", "smoke"),
+    "infection": ("☣", "infect"),
+}
+
+
+def utf8_terminal() -> bool:
+    encoding = (getattr(sys.stdout, "encoding", None) or locale.getpreferredencoding(False) or "").lower()
+    return "utf" in encoding
+
+
+def flag_marks(flags: Iterable[str], ascii_only: bool = False) -> str:
+    """'⚠ alone 🐕' for the caseload; unknown flags show as their own word so nothing is hidden."""
+    use_ascii = ascii_only or not utf8_terminal()
+    marks = []
+    for flag in flags:
+        pair = FLAG_MARKS.get(flag)
+        marks.append((pair[1] if use_ascii else pair[0]) if pair else flag.replace("_", " "))
+    return " ".join(marks)
+
+
+def short_date(day: dt.date | None, today: dt.date) -> str:
+    """'30 Nov' this year, '30 Nov 2025' otherwise (never an ambiguous 11/12)."""
+    if day is None:
+        return ""
+    return day.strftime("%d %b") if day.year == today.year else day.strftime("%d %b %Y")
+
+
+class FilterInput(Input):
+    """The caseload filter: Esc clears it (or, when empty, goes back to the table); Down and Enter go to the table."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "leave(True)", "Clear filter", id="caseload.filter_clear"),
+        Binding("down", "leave(False)", "To the list", show=False, id="caseload.filter_down"),
+    ]
+
+    def action_leave(self, clear: bool) -> None:
+        if clear and self.value:
+            self.value = ""
+            return
+        self.screen.set_focus(self.screen.query_one(CaseloadTable))
+
+
+class CaseloadTable(DataTable):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Open", id="caseload.open"),
+    ]
+
+
+class CaseloadScreen(Screen):
+    """The whole caseload, a page at a time: / filters by name, NHS number or postcode; 0–5 status; s sort."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("slash", "filter", "Filter", id="caseload.filter"),
+        Binding("s", "sort", "Sort", id="caseload.sort"),
+        *(
+            Binding(
+                key, f"status('{value}')", f"Show {label.lower()}", id=f"caseload.status_{value or 'all'}", show=False
+            )
+            for key, value, label in STATUSES
+        ),
+        Binding("r", "refresh", "Refresh", id="caseload.refresh", show=False),
+    ]
+    HELP = "/ filters by name, NHS number or postcode. 0–5 choose a status, s changes the order, Enter opens."
+    AUTO_FOCUS = "#caseload"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.status = ""
+        self.sort = "name"
+        self.text = ""
+        self.total = 0
+        self._generation = 0
+        self._loading_more = False
+
+    @property
+    def sprx(self) -> SprxApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("caseload")
+        yield FilterInput(id="filter", placeholder="/ Filter by name, NHS number or postcode", classes="pane")
+        yield Static(id="status-strip")
+        table = CaseloadTable(id="caseload", cursor_type="row", zebra_stripes=True, classes="pane")
+        for label, key in (
+            ("Name", "name"),
+            ("Flags", "flags"),
+            ("NHS number", "nhs"),
+            ("Age", "age"),
+            ("Status", "status"),
+            ("Last contact", "last"),
+            ("Next follow-up", "next"),
+        ):
+            table.add_column(label, key=key)
+        yield table
+        yield StatusBar()
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._show_strip()
+
+    def on_screen_resume(self) -> None:
+        self.reload()
+
+    # -- loading -----------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        store = self.sprx.store
+        if store is None:
+            return
+        self._generation += 1
+        self._loading_more = False
+        self._load(store, self.text, self.status, self.sort, 0, self._generation)
+
+    def action_refresh(self) -> None:
+        self.reload()
+
+    def _load_more(self) -> None:
+        table = self.query_one(CaseloadTable)
+        store = self.sprx.store
+        if store is None or self._loading_more or table.row_count >= self.total:
+            return
+        self._loading_more = True
+        self._load(store, self.text, self.status, self.sort, table.row_count, self._generation)
+
+    @work(thread=True, exclusive=True, group="caseload", exit_on_error=False, name="caseload")
+    def _load(self, store: CaseStore, text: str, status: str, sort: str, offset: int, generation: int) -> None:
+        rows, total = store.queries.caseload(text=text, status=status or None, sort=sort, limit=PAGE, offset=offset)
+        if not get_current_worker().is_cancelled:
+            self.post_message(CaseloadLoaded(rows, total, offset, generation))
+
+    def on_caseload_loaded(self, message: CaseloadLoaded) -> None:
+        if message.generation != self._generation:
+            return  # an older filter's answer arrived late
+        table = self.query_one(CaseloadTable)
+        today = self.sprx.clock().date()
+        ascii_only = self.sprx.config.ascii_marks
+        self.total = message.total
+        with self.app.batch_update():
+            keep_key = None
+            if message.offset == 0:
+                if table.row_count:
+                    keep_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+                table.clear()
+            for row in message.rows:
+                if row.id in table.rows:
+                    continue
+                table.add_row(
+                    row.name,
+                    flag_marks(row.flags, ascii_only),
+                    row.nhs_number,
+                    "" if row.age is None else str(row.age),
+                    STATUS_LABELS.get(row.status, row.status),
+                    short_date(row.last_contact_on, today),
+                    short_date(row.next_follow_up_on, today),
+                    key=row.id,
+                )
+            if keep_key is not None and keep_key in table.rows:
+                table.move_cursor(row=table.get_row_index(keep_key))
+        self._loading_more = False
+        self._show_titles()
+
+    def _show_titles(self) -> None:
+        table = self.query_one(CaseloadTable)
+        what = STATUS_LABELS.get(self.status, "Caseload") if self.status else "Caseload"
+        order = dict(SORTS).get(self.sort, self.sort)
+        table.border_title = f"{what} ({self.total}) · by {order}"
+        position = table.cursor_row + 1 if table.row_count else 0
+        table.border_subtitle = f"{position} / {self.total}"
+
+    @on(DataTable.RowHighlighted, "#caseload")
+    def _moved(self, event: DataTable.RowHighlighted) -> None:
+        self._show_titles()
+        table = event.data_table
+        if event.cursor_row >= table.row_count - LOAD_MORE_MARGIN:
+            self._load_more()
+
+    @on(DataTable.RowSelected, "#caseload")
+    def _open(self, event: DataTable.RowSelected) -> None:
+        if event.row_key.value:
+            self.sprx.open_person(str(event.row_key.value))
+
+    # -- filter, status, sort ----------------------------------------------------------------------
+
+    def action_filter(self) -> None:
+        # Synchronous, unlike Widget.focus(): keys typed straight after "/" must land in the filter.
+        self.set_focus(self.query_one(FilterInput))
+
+    @on(Input.Changed, "#filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self.text = event.value
+        self.reload()
+
+    @on(Input.Submitted, "#filter")
+    def _filter_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.query_one(CaseloadTable).focus()
+
+    def action_status(self, value: str) -> None:
+        self.status = value
+        self._show_strip()
+        self.reload()
+
+    def action_sort(self) -> None:
+        names = [name for name, _label in SORTS]
+        self.sort = names[(names.index(self.sort) + 1) % len(names)] if self.sort in names else names[0]
+        self.reload()
+
+    def _show_strip(self) -> None:
+        pieces: list[Content | str] = []
+        for key, value, label in STATUSES:
+            if pieces:
+                pieces.append("  ")
+            if value == self.status:
+                pieces.append(Content.styled(f" {key} {label} ", "reverse bold"))
+            else:
+                pieces.append(Content.assemble(Content.styled(key, "bold"), f" {label}"))
+        pieces.append(Content.styled("   s sort", "dim"))
+        self.query_one("#status-strip", Static).update(Content.assemble(*pieces))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name == "caseload" and event.state.name == "ERROR":
+            self._loading_more = False
+        self.sprx.worker_failed(event)

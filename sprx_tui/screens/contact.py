@@ -1,0 +1,410 @@
+"""Contact entry: a home-visit note in under a minute of keys, kept as a draft across a lock; amend and in-error."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.events import Key
+from textual.message import Message
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Checkbox, Footer, Input, Static, TextArea
+from textual.worker import Worker, WorkerState
+
+from sprx_tui.core.models import CONTACT_MODES, REFERRAL_SOURCES, Person, Referral
+from sprx_tui.core.service import InvalidInput
+from sprx_tui.core.validate import ValidationError
+from sprx_tui.screens.forms import (
+    ConfirmModal,
+    FormField,
+    TextFieldsModal,
+    fmt_date,
+    local,
+    parse_day,
+    parse_when,
+    show_errors,
+    worker_error,
+)
+from sprx_tui.widgets.person_header import PersonHeader
+
+# One key per mode, shown next to its name; community uses "m" (meeting) because "c" is clinic.
+MODE_KEYS: dict[str, str] = {"home_visit": "h", "phone": "p", "video": "v", "clinic": "c", "community": "m"}
+MODE_SHORT: dict[str, str] = {
+    "home_visit": "Home visit",
+    "phone": "Phone",
+    "video": "Video",
+    "clinic": "Clinic",
+    "community": "Community",
+}
+DEFAULT_MODE = "home_visit"
+
+# Where the service's field names land in this form.
+FIELD_ALIASES = {"occurred_at": "when", "duration_minutes": "duration", "follow_up_on": "follow_up"}
+
+
+def draft_key(person_id: str) -> str:
+    return f"contact:{person_id}"
+
+
+class ModePicker(Widget, can_focus=True):
+    """How the contact happened: one key per mode (h p v c m), or left and right."""
+
+    DEFAULT_CSS = """
+    ModePicker {
+        height: 3;
+        width: 1fr;
+        border: tall $border-blurred;
+        background: $surface;
+        padding: 0 1;
+    }
+    ModePicker:focus { border: tall $border; background-tint: $foreground 5%; }
+    """
+    BINDINGS = [
+        Binding("left", "step(-1)", "Previous mode", show=False, id="contact.mode_previous"),
+        Binding("right", "step(1)", "Next mode", show=False, id="contact.mode_next"),
+    ]
+    HELP = "Press **h** home visit, **p** phone, **v** video, **c** clinic or **m** community meeting."
+
+    value: reactive[str] = reactive(DEFAULT_MODE)
+
+    def render(self) -> Content:
+        pieces: list[Content | str] = []
+        for i, mode in enumerate(CONTACT_MODES):
+            if i:
+                pieces.append(" ")
+            text = f" {MODE_KEYS.get(mode, '?')} {MODE_SHORT.get(mode, mode)} "
+            pieces.append(Content.styled(text, "bold reverse $text-primary" if mode == self.value else ""))
+        return Content.assemble(*pieces)
+
+    def action_step(self, offset: int) -> None:
+        modes = list(CONTACT_MODES)
+        self.value = modes[(modes.index(self.value) + offset) % len(modes)]
+
+    def on_key(self, event: Key) -> None:
+        for mode, key in MODE_KEYS.items():
+            if event.character == key:
+                self.value = mode
+                event.stop()
+                event.prevent_default()
+                return
+
+
+@dataclass
+class ContactSaved(Message):
+    contact_id: str
+
+
+@dataclass
+class ContactRejected(Message):
+    errors: dict[str, str]
+
+
+@dataclass
+class ContactContextLoaded(Message):
+    person: Person | None
+    referral: Referral | None
+
+
+class ContactScreen(Screen[str | None]):
+    """New contact for a person; with `referral_id` it is the first contact that accepts that referral."""
+
+    DEFAULT_CSS = """
+    ContactScreen { layout: vertical; }
+    ContactScreen #form-title { height: auto; padding: 0 1; text-style: bold; color: $text-primary; }
+    ContactScreen #contact-form { height: 1fr; padding: 0 1; }
+    ContactScreen .form-row { height: auto; }
+    ContactScreen #field-when { width: 28; }
+    ContactScreen #field-duration { width: 22; }
+    ContactScreen #field-follow_up { width: 1fr; max-width: 48; }
+    ContactScreen #field-did_not_attend { width: 1fr; }
+    ContactScreen #field-notes { height: 1fr; }
+    ContactScreen #notes { height: 1fr; min-height: 3; }
+    ContactScreen #field-did_not_attend > Checkbox { margin-top: 0; }
+    ContactScreen .contact-hint { color: $text-muted; padding: 1 1 0 1; width: 1fr; }
+    """
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", priority=True, id="contact.save"),
+        Binding("escape", "cancel", "Cancel", id="contact.cancel"),
+    ]
+    AUTO_FOCUS = "#when"
+
+    def __init__(
+        self,
+        person_id: str,
+        *,
+        referral_id: str | None = None,
+        prefill: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.person_id = person_id
+        self.referral_id = referral_id
+        self.prefill = dict(prefill or {})  # typed values to start from (a restored draft)
+        self._saving = False
+        self._defaults: dict[str, Any] = {}
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        # Values go in at construction so the first box is selected on focus and typing replaces "now".
+        self._defaults = {
+            "when": local(self.app.clock()).strftime("%d/%m/%Y %H:%M"),
+            "mode": DEFAULT_MODE,
+            "duration": "",
+            "notes": "",
+            "follow_up": "",
+            "did_not_attend": False,
+        }
+        start = {**self._defaults, **{k: v for k, v in self.prefill.items() if k in self._defaults}}
+        picker = ModePicker(id="mode")
+        picker.value = start["mode"] if start["mode"] in CONTACT_MODES else DEFAULT_MODE
+        yield PersonHeader(id="person-header")
+        yield Static(self._title(None), id="form-title")
+        with Vertical(id="contact-form"):
+            with Horizontal(classes="form-row"):
+                yield FormField(
+                    "Date and time",
+                    Input(str(start["when"] or ""), placeholder="dd/mm/yyyy HH:MM", id="when", max_length=20),
+                    field="when",
+                )
+                yield FormField(
+                    "Minutes",
+                    Input(
+                        str(start["duration"] or ""),
+                        placeholder="e.g. 45",
+                        id="duration",
+                        restrict=r"\d*",
+                        max_length=4,
+                    ),
+                    field="duration",
+                )
+                yield Static("Ctrl+S saves · Esc cancels", classes="contact-hint")
+            yield FormField("How it happened (press the letter, or ← →)", picker, field="mode")
+            yield FormField(
+                "Notes",
+                TextArea(str(start["notes"] or ""), id="notes", soft_wrap=True, tab_behavior="focus"),
+                field="notes",
+            )
+            with Horizontal(classes="form-row"):
+                yield FormField(
+                    "Follow-up: date, +7 or +2w (optional)",
+                    Input(str(start["follow_up"] or ""), placeholder="optional", id="follow_up", max_length=20),
+                    field="follow_up",
+                )
+                yield FormField(
+                    "Attendance",
+                    Checkbox("Did not attend", bool(start["did_not_attend"]), id="did_not_attend"),
+                    field="did_not_attend",
+                )
+        yield Footer()
+
+    def _title(self, referral: Referral | None) -> str:
+        if self.referral_id is None:
+            return "New contact"
+        if referral is None:
+            return "Accept referral: first contact"
+        received = fmt_date(referral.received_on)
+        if referral.source == "self":
+            return f"Accept the self-referral (received {received}): first contact"
+        source = REFERRAL_SOURCES.get(referral.source, referral.source)
+        return f"Accept referral from {source} (received {received}): first contact"
+
+    def on_mount(self) -> None:
+        self._load_context()
+
+    # -- reading the form -------------------------------------------------------------------------
+
+    def values(self) -> dict[str, Any]:
+        """Everything typed, exactly as typed."""
+        return {
+            "when": self.query_one("#when", Input).value,
+            "mode": self.query_one(ModePicker).value,
+            "duration": self.query_one("#duration", Input).value,
+            "notes": self.query_one("#notes", TextArea).text,
+            "follow_up": self.query_one("#follow_up", Input).value,
+            "did_not_attend": self.query_one("#did_not_attend", Checkbox).value,
+        }
+
+    def has_typed(self) -> bool:
+        if not self.is_mounted or not self._defaults:
+            return bool(self.prefill)
+        return self.values() != self._defaults
+
+    def draft(self) -> tuple[str, dict[str, Any]] | None:
+        """What to keep, encrypted, if the vault locks now; None when nothing was typed."""
+        if not self.has_typed():
+            return None
+        values = self.values() if self.is_mounted and self._defaults else dict(self.prefill)
+        payload: dict[str, Any] = {"kind": "contact", "person_id": self.person_id, **values}
+        if self.referral_id:
+            payload["referral_id"] = self.referral_id
+        return draft_key(self.person_id), payload
+
+    def cleaned(self) -> tuple[dict[str, Any], dict[str, str]]:
+        """The service's keyword arguments, and a sentence for each field that is wrong."""
+        typed = self.values()
+        now = self.app.clock()
+        errors: dict[str, str] = {}
+        out: dict[str, Any] = {"mode": typed["mode"], "notes": typed["notes"].strip()}
+        out["did_not_attend"] = bool(typed["did_not_attend"])
+        occurred: dt.datetime | None = None
+        try:
+            occurred = parse_when(typed["when"], now, "when")
+            if occurred > now + dt.timedelta(minutes=5):
+                errors["when"] = "The contact date and time cannot be in the future."
+            out["occurred_at"] = occurred
+        except ValidationError as exc:
+            errors["when"] = exc.message
+        duration = typed["duration"].strip()
+        minutes = int(duration) if duration.isdigit() else 0
+        if minutes > 24 * 60:
+            errors["duration"] = "The duration must be between 0 and 1440 minutes."
+        out["duration_minutes"] = minutes
+        try:
+            follow_up = parse_day(typed["follow_up"], local(now).date(), "follow_up", "follow_up_date")
+            if follow_up is not None and occurred is not None and follow_up < local(occurred).date():
+                errors["follow_up"] = "The follow-up date must be on or after the contact date."
+            out["follow_up_on"] = follow_up
+        except ValidationError as exc:
+            errors["follow_up"] = exc.message
+        return out, errors
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    def action_save(self) -> None:
+        if self._saving:
+            return
+        fields, errors = self.cleaned()
+        show_errors(self, errors, FIELD_ALIASES)
+        if errors:
+            self.notify("Please check the highlighted fields; nothing was saved yet.", severity="warning")
+            self._focus_first_error(errors)
+            return
+        self._saving = True
+        self._save(fields)
+
+    def _focus_first_error(self, errors: dict[str, str]) -> None:
+        for name in ("when", "duration", "mode", "notes", "follow_up"):
+            if name in errors:
+                self.query_one(f"#{name}").focus()
+                return
+
+    def action_cancel(self) -> None:
+        if not self.has_typed():
+            self.dismiss(None)
+            return
+
+        def answered(discard: bool | None) -> None:
+            if discard:
+                self.dismiss(None)
+
+        self.app.push_screen(
+            ConfirmModal(
+                "Discard this contact? What you typed will be lost.", yes="Discard", no="Keep typing", danger=True
+            ),
+            answered,
+        )
+
+    # -- workers and their messages ------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="contact-context", exit_on_error=False)
+    def _load_context(self) -> None:
+        store = self.app.store
+        person = store.queries.person(self.person_id)
+        referral = None
+        if self.referral_id:
+            referral = next((r for r in store.queries.referrals(self.person_id) if r.id == self.referral_id), None)
+        self.post_message(ContactContextLoaded(person, referral))
+
+    @on(ContactContextLoaded)
+    def _context_loaded(self, message: ContactContextLoaded) -> None:
+        if message.person is not None:
+            self.query_one(PersonHeader).show_person(message.person, local(self.app.clock()).date())
+        self.query_one("#form-title", Static).update(self._title(message.referral))
+
+    @work(thread=True, group="contact-save", exit_on_error=False)
+    def _save(self, fields: dict[str, Any]) -> None:
+        service = self.app.store.service
+        try:
+            if self.referral_id:
+                contact = service.accept_referral(self.referral_id, **fields)
+            else:
+                contact = service.record_contact(self.person_id, **fields)
+        except InvalidInput as exc:
+            self.post_message(ContactRejected(dict(exc.errors)))
+            return
+        # The typed note is now in the record, so a kept draft of it is obsolete.
+        service.discard_draft(draft_key(self.person_id))
+        self.post_message(ContactSaved(contact.id))
+
+    @on(ContactRejected)
+    def _rejected(self, message: ContactRejected) -> None:
+        self._saving = False
+        leftover = show_errors(self, message.errors, FIELD_ALIASES)
+        for sentence in leftover:
+            self.notify(sentence, severity="error")
+        self._focus_first_error({FIELD_ALIASES.get(k, k): v for k, v in message.errors.items()})
+
+    @on(ContactSaved)
+    def _saved(self, message: ContactSaved) -> None:
+        self._saving = False
+        self.app.notify("Contact saved")
+        self.dismiss(message.contact_id)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            if event.worker.group == "contact-save":
+                self._saving = False
+            worker_error(self, event)
+
+
+# -- amend and entered in error ----------------------------------------------------------------
+
+
+def amend_contact_modal() -> TextFieldsModal:
+    """Ask for the correction and why; the original note is never changed."""
+    return TextFieldsModal(
+        "Amend contact",
+        [("text", "Correction (added under the original note)", ""), ("reason", "Why (optional)", "")],
+        required={"text": "Write the correction before saving the amendment."},
+        save_label="Add amendment",
+        intro="The original note stays as it was; the amendment is shown beneath it.",
+    )
+
+
+def entered_in_error_modal() -> TextFieldsModal:
+    """Ask why the contact was entered in error; it stays in the record, marked."""
+    return TextFieldsModal(
+        "Mark contact as entered in error",
+        [("reason", "Reason", "")],
+        required={"reason": "Say why this contact was entered in error."},
+        save_label="Mark in error",
+        intro="The contact is kept, struck through, with your reason; nothing is deleted.",
+    )
+
+
+# -- drafts kept across a lock -------------------------------------------------------------------
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Open the person and their contact form filled with the kept draft; saving discards the draft."""
+    from sprx_tui.screens.person import PersonScreen
+
+    person_id = str(payload.get("person_id") or key.partition(":")[2])
+    open_person = getattr(app, "open_person", None)
+    if callable(open_person):
+        open_person(person_id)
+    else:
+        app.push_screen(PersonScreen(person_id))
+    screen = app.screen
+    if not isinstance(screen, PersonScreen) or screen.person_id != person_id:
+        screen = PersonScreen(person_id)
+        app.push_screen(screen)
+    screen.restore_contact_draft(payload)

@@ -1,0 +1,713 @@
+"""A person's record: the safety header always in view; tabs for overview, referrals, contacts, plan, onward."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.coordinate import Coordinate
+from textual.lazy import Lazy
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
+
+from sprx_tui.core import outcomes as instruments
+from sprx_tui.core.models import (
+    ONWARD_KINDS,
+    ONWARD_OUTCOMES,
+    REFERRAL_REASONS,
+    REFERRAL_SOURCES,
+    OnwardReferral,
+    OutcomeResponse,
+    Person,
+    Referral,
+    WhatMatters,
+)
+from sprx_tui.core.queries import GoalWithActions, TimelineEntry
+from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
+from sprx_tui.screens.forms import fmt_date, local, worker_error
+from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_referral_modal
+from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
+from sprx_tui.widgets.person_header import PersonHeader
+from sprx_tui.widgets.timeline import ContactTimeline
+
+# (pane id, tab title with its letter underlined, letter)
+TABS: list[tuple[str, str, str]] = [
+    ("overview", "O[u]v[/u]erview", "v"),
+    ("referrals", "[u]R[/u]eferrals", "r"),
+    ("contacts", "[u]C[/u]ontacts", "c"),
+    ("plan", "[u]W[/u]hat matters + plan", "w"),
+    ("onward", "[u]O[/u]nward", "o"),
+    ("outcomes", "O[u]u[/u]tcomes", "u"),
+]
+TAB_IDS = [t[0] for t in TABS]
+
+CONTACT_PREFERENCES = {"phone": "Phone", "text": "Text message", "email": "Email", "letter": "Letter", "visit": "Visit"}
+GP_SHARING = {"full": "Full record", "codes_only": "Codes only", "none": "Nothing shared"}
+URGENCY = {"routine": "Routine", "soon": "Soon", "urgent": "Urgent"}
+REFERRAL_STATUS = {"received": "To triage", "accepted": "Accepted", "declined": "Declined", "closed": "Closed"}
+
+# Actions that only make sense on one tab; hidden from the footer elsewhere.
+TAB_ACTIONS = {
+    "accept_referral": "referrals",
+    "decline_referral": "referrals",
+    "amend_contact": "contacts",
+    "entered_in_error": "contacts",
+    "onward_outcome": "onward",
+}
+
+
+# -- messages (past tense: what the worker found or did) ----------------------------------------
+
+
+@dataclass
+class PersonLoaded(Message):
+    person: Person | None
+
+
+@dataclass
+class ReferralsLoaded(Message):
+    referrals: list[Referral]
+
+
+@dataclass
+class TimelineLoaded(Message):
+    entries: list[TimelineEntry]
+    keep: str | None = None
+
+
+@dataclass
+class PlanLoaded(Message):
+    what_matters: list[WhatMatters]
+    goals: list[GoalWithActions]
+
+
+@dataclass
+class OnwardReferralsLoaded(Message):
+    onward: list[OnwardReferral]
+
+
+@dataclass
+class OutcomesLoaded(Message):
+    outcomes: list[OutcomeResponse]
+
+
+@dataclass
+class RecordChanged(Message):
+    """A write finished: reload these parts of the record and say what happened."""
+
+    parts: tuple[str, ...]
+    notice: str
+    keep: str | None = None
+
+
+# -- rendering helpers ----------------------------------------------------------------------------
+
+
+def overview_content(person: Person, today: dt.date) -> Content:
+    """Contact details, communication needs and consent, one labelled line each."""
+
+    def yes_no(value: bool) -> str:
+        return "Yes" if value else "No"
+
+    rows: list[tuple[str, str]] = [
+        ("Address", ", ".join(p for p in (person.address, person.postcode) if p) or "Not recorded"),
+        ("Phone", person.phone or "Not recorded"),
+        ("Email", person.email or "Not recorded"),
+        (
+            "Preferred contact",
+            CONTACT_PREFERENCES.get(person.preferred_contact or "", person.preferred_contact or "") or "Not recorded",
+        ),
+        ("Communication needs", person.communication_needs or "None recorded"),
+        ("Interpreter", person.interpreter_language or "Not needed"),
+        ("GP practice", person.gp_practice or "Not recorded"),
+        ("Date of birth", fmt_date(person.date_of_birth, "Not recorded")),
+        ("Consent: social prescribing", yes_no(person.consent_social_prescribing)),
+        ("Consent: sharing with the GP", GP_SHARING.get(person.consent_gp_sharing, person.consent_gp_sharing)),
+        ("Last contact", fmt_date(person.last_contact_on, "None yet")),
+        ("Next follow-up", _follow_up_text(person.next_follow_up_on, today)),
+    ]
+    width = max(len(label) for label, _ in rows) + 2
+    lines = [
+        Content.assemble(Content.styled(label.ljust(width), "$text-muted"), Content(value)) for label, value in rows
+    ]
+    return Content("\n").join(lines)
+
+
+def _follow_up_text(due: dt.date | None, today: dt.date) -> str:
+    if due is None:
+        return "None due"
+    if due < today:
+        return f"{fmt_date(due)} (overdue)"
+    if due == today:
+        return f"{fmt_date(due)} (today)"
+    return fmt_date(due)
+
+
+def referral_detail(referral: Referral) -> Content:
+    parts: list[Content | str] = [
+        Content.styled(REFERRAL_SOURCES.get(referral.source, referral.source), "bold"),
+        f" · {referral.referrer_name}" if referral.referrer_name else "",
+        "\n",
+        Content(referral.referral_text or "No referral text."),
+    ]
+    if referral.status == "received":
+        parts.append(Content.styled("\nPress a to accept with the first contact, d to decline.", "$text-muted"))
+    if referral.decline_reason:
+        parts.append(Content.styled(f"\nDeclined: {referral.decline_reason}", "$text-warning"))
+    if referral.snomed_code:
+        parts.append(Content.styled(f"\nSNOMED CT {referral.snomed_code} sent to the GP record", "$text-muted"))
+    return Content.assemble(*parts)
+
+
+def outcome_figures(row: OutcomeResponse) -> str:
+    """The stored score as figures: totals when complete, item by item for ONS4 and health use."""
+    score: dict[str, Any] = row.score or {}
+    if row.instrument == "UCLA3":
+        total = score.get("total")
+        band = (score.get("bands") or {}).get("total")
+        return f"Total {total}" + (f" ({band})" if band else "") if total is not None else "Not scored"
+    if row.instrument == "SWEMWBS":
+        if score.get("total") is None:
+            return "Not scored"
+        return f"Raw {score['total']} · metric {score.get('metric')}"
+    try:
+        instrument = instruments.INSTRUMENTS[row.instrument]
+        labels = {item.id: item.label for item in instrument.items}
+    except KeyError:
+        labels = {}
+    items = score.get("items") or row.responses or {}
+    return " · ".join(f"{labels.get(k, k)} {'–' if v is None else v}" for k, v in items.items())
+
+
+def selected_row_key(table: DataTable[Any]) -> str | None:
+    if table.row_count == 0:
+        return None
+    try:
+        return table.coordinate_to_cell_key(Coordinate(table.cursor_row, 0)).row_key.value
+    except Exception:  # noqa: BLE001 - no valid cursor row
+        return None
+
+
+# -- the screen -------------------------------------------------------------------------------------
+
+
+class PersonScreen(Screen[None]):
+    """One person's record. Only the header and the first tab load at once; other tabs load when shown."""
+
+    DEFAULT_CSS = """
+    PersonScreen { layout: vertical; }
+    PersonScreen > TabbedContent { height: 1fr; }
+    PersonScreen TabPane { padding: 0 1; height: 1fr; }
+    PersonScreen #overview-scroll { height: 1fr; }
+    PersonScreen DataTable { height: auto; max-height: 1fr; border: round $panel; }
+    PersonScreen DataTable:focus { border: round $primary; }
+    PersonScreen #referral-detail { height: auto; padding: 0 1; }
+    PersonScreen #plan-pane-body { height: 1fr; }
+    PersonScreen #plan-pane-body > WhatMattersList { max-height: 40%; }
+    PersonScreen #plan-pane-body > GoalList { height: auto; max-height: 1fr; }
+    PersonScreen .tab-hint { color: $text-muted; height: 1; padding: 0 1; }
+    """
+
+    BINDINGS = [
+        Binding("n", "new_contact", "New contact", id="person.new_contact", tooltip="Record a contact"),
+        Binding("p", "edit_plan", "Plan", id="person.edit_plan", tooltip="Open the plan editor"),
+        Binding("a", "accept_referral", "Accept", id="person.accept_referral", tooltip="Accept with the first contact"),
+        Binding("d", "decline_referral", "Decline", id="person.decline_referral", tooltip="Decline with a reason"),
+        Binding("m", "amend_contact", "Amend", id="person.amend_contact", tooltip="Add an amendment to the contact"),
+        Binding("e", "entered_in_error", "In error", id="person.entered_in_error", tooltip="Mark entered in error"),
+        Binding("t", "onward_outcome", "Outcome", id="person.onward_outcome", tooltip="Record what happened"),
+        *[
+            Binding(
+                str(i),
+                f"show_tab('{pane}')",
+                f"{Content.from_markup(title).plain} tab",
+                show=False,
+                id=f"person.tab_{pane}",
+            )
+            for i, (pane, title, _letter) in enumerate(TABS, start=1)
+        ],
+        *[
+            Binding(
+                letter,
+                f"show_tab('{pane}')",
+                f"{Content.from_markup(title).plain} tab",
+                show=False,
+                id=f"person.tab_{pane}_letter",
+            )
+            for pane, title, letter in TABS
+        ],
+    ]
+
+    def __init__(self, person_id: str, tab: str | None = None) -> None:
+        super().__init__()
+        self.person_id = person_id
+        self.initial_tab = tab if tab in TAB_IDS else "overview"
+        self.person: Person | None = None
+        self.referrals: list[Referral] = []
+        self.timeline: list[TimelineEntry] = []
+        self.onward: list[OnwardReferral] = []
+        self._loaded: set[str] = set()  # tabs whose data has been asked for at least once
+        self._ready: dict[str, asyncio.Event] = {}  # tabs whose widgets are built (set once mounted)
+        self._viewed = False
+        self._stale = False  # the plan editor may have changed the record
+        self._footer_tab = ""  # the tab whose keys the footer shows
+        self.pending_contact_draft: dict[str, Any] | None = None
+
+    # -- layout ----------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield PersonHeader(id="person-header")
+        # The header (who, and how to visit safely) paints first; the tabs are mounted a frame later.
+        with Lazy(TabbedContent(initial=self.initial_tab, id="tabs")):
+            for pane, title, _letter in TABS:
+                with TabPane(title, id=pane):
+                    # Only the first tab's widgets exist at first; the others are built when first shown.
+                    if pane == self.initial_tab:
+                        yield from self._pane_widgets(pane)
+        yield Footer()
+
+    @staticmethod
+    def _pane_widgets(tab: str) -> list[Widget]:
+        if tab == "overview":
+            return [VerticalScroll(Static("", id="overview-body"), id="overview-scroll")]
+        if tab == "referrals":
+            return [
+                DataTable(id="referrals-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+                Static("", id="referral-detail"),
+            ]
+        if tab == "contacts":
+            return [ContactTimeline(id="timeline")]
+        if tab == "plan":
+            body = Vertical(
+                WhatMattersList(id="what-matters"),
+                GoalList(id="goals"),
+                Static("Press p to edit the plan.", classes="tab-hint"),
+                id="plan-pane-body",
+            )
+            return [body]
+        if tab == "onward":
+            return [
+                DataTable(id="onward-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+                Static("Press t (or Enter) to record what happened.", classes="tab-hint"),
+            ]
+        return [
+            DataTable(id="outcomes-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+            Static("Questionnaires are completed from their own screen.", classes="tab-hint"),
+        ]
+
+    def _set_up_pane(self, tab: str) -> None:
+        """Columns and content that need the widgets mounted."""
+        if tab == "overview" and self.person is not None:
+            self.query_one("#overview-body", Static).update(overview_content(self.person, self.today))
+        elif tab == "referrals":
+            table = self.query_one("#referrals-table", DataTable)
+            table.add_columns("Received", "From", "Reasons", "Urgency")
+            table.add_column("Status", width=10)
+        elif tab == "onward":
+            self.query_one("#onward-table", DataTable).add_columns("Service", "Kind", "Made", "Need", "Outcome", "On")
+        elif tab == "outcomes":
+            table = self.query_one("#outcomes-table", DataTable)
+            table.add_columns("Measure", "Time point", "Taken")
+            table.add_column("Complete", width=10)
+            table.add_column("Scores")
+
+    async def _ensure_pane(self, tab: str) -> None:
+        """Build a tab's widgets the first time it is shown (twice-called safely), then load its data."""
+        ready = self._ready.get(tab)
+        if ready is not None:
+            await ready.wait()
+            return
+        if tab not in TAB_IDS:
+            return
+        ready = self._ready[tab] = asyncio.Event()
+        if tab != self.initial_tab:  # the first tab's widgets came with the tabs themselves
+            await self.query_one(f"TabPane#{tab}", TabPane).mount_all(self._pane_widgets(tab))
+        self._set_up_pane(tab)
+        ready.set()
+        self._load_tab(tab)
+
+    def on_mount(self) -> None:
+        self._load_person()
+        if self.pending_contact_draft is not None:
+            payload, self.pending_contact_draft = self.pending_contact_draft, None
+            self.call_after_refresh(self.restore_contact_draft, payload)
+
+    def on_screen_resume(self) -> None:
+        if self._stale:
+            self._stale = False
+            self.reload("header", *self._loaded)
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Any:
+        return self.app.store
+
+    @property
+    def today(self) -> dt.date:
+        return local(self.app.clock()).date()
+
+    @work(thread=True, exclusive=True, group="person-header", exit_on_error=False)
+    def _load_person(self) -> None:
+        self.post_message(PersonLoaded(self.store.queries.person(self.person_id)))
+
+    @work(thread=True, group="person-view", exit_on_error=False)
+    def _record_view(self) -> None:
+        # Who looked at whose record is audited once per opening, never per tab.
+        self.store.service.record_view(self.person_id)
+
+    def _tab_loader(self, tab: str) -> tuple[Widget, Callable[[], Message]] | None:
+        q = self.store.queries
+        pid = self.person_id
+        loaders: dict[str, tuple[str, Callable[[], Message]]] = {
+            "referrals": ("#referrals-table", lambda: ReferralsLoaded(q.referrals(pid))),
+            "contacts": ("#timeline", lambda: TimelineLoaded(q.timeline(pid))),
+            "plan": ("#plan-pane-body", lambda: PlanLoaded(q.what_matters(pid), q.plan(pid))),
+            "onward": ("#onward-table", lambda: OnwardReferralsLoaded(q.onward_referrals(pid))),
+            "outcomes": ("#outcomes-table", lambda: OutcomesLoaded(q.outcomes(pid))),
+        }
+        if tab not in loaders:
+            return None
+        selector, fetch = loaders[tab]
+        return self.query_one(selector), fetch
+
+    def _load_tab(self, tab: str, keep: str | None = None) -> None:
+        """Fetch one tab's data in a thread; the overview comes with the person, so it needs nothing."""
+        loader = self._tab_loader(tab)
+        self._loaded.add(tab)
+        if loader is None:
+            return
+        widget, fetch = loader
+
+        def run() -> None:
+            message = fetch()
+            if keep is not None and isinstance(message, TimelineLoaded):
+                message.keep = keep
+            self.post_message(message)
+
+        widget.loading = True
+        self.run_worker(run, thread=True, exclusive=True, group=f"person-tab-{tab}", exit_on_error=False)
+
+    def reload(self, *parts: str, keep: str | None = None) -> None:
+        """Reload the header and any of the tabs already shown; tabs never shown stay unloaded."""
+        for part in dict.fromkeys(parts):
+            if part == "header":
+                self._load_person()
+            elif part in self._loaded:
+                self._load_tab(part, keep=keep)
+
+    @on(TabbedContent.TabActivated)
+    async def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        tab = event.pane.id or ""
+        if tab in TAB_ACTIONS.values() or self._footer_tab in TAB_ACTIONS.values():
+            # Only when the tab's own keys (accept, amend, ...) appear or go: each refresh rebuilds the footer.
+            self.refresh_bindings()
+        self._footer_tab = tab
+        await self._ensure_pane(tab)
+
+    # -- showing what the workers found ------------------------------------------------------------
+
+    @on(PersonLoaded)
+    def _person_loaded(self, message: PersonLoaded) -> None:
+        if message.person is None:
+            self.notify("That person's record could not be found; it may have been removed.", severity="error")
+            return
+        self.person = message.person
+        self.query_one(PersonHeader).show_person(message.person, self.today)
+        if not self._viewed:
+            # After the header is on screen: the audit write (a commit) must not delay the first paint.
+            self._viewed = True
+            self._record_view()
+        overview = self.query_one_optional("#overview-body", Static)
+        if overview is not None:
+            overview.update(overview_content(message.person, self.today))
+
+    @on(ReferralsLoaded)
+    def _referrals_loaded(self, message: ReferralsLoaded) -> None:
+        self.referrals = message.referrals
+        table = self.query_one("#referrals-table", DataTable)
+        keep = selected_row_key(table)
+        table.clear()
+        for r in message.referrals:
+            reasons = ", ".join(REFERRAL_REASONS.get(x, x) for x in r.reasons or [])
+            status = REFERRAL_STATUS.get(r.status, r.status)
+            status_cell = Content.styled(status, "bold $text-warning") if r.status == "received" else Content(status)
+            table.add_row(
+                fmt_date(r.received_on),
+                REFERRAL_SOURCES.get(r.source, r.source),
+                reasons,
+                URGENCY.get(r.urgency, r.urgency),
+                status_cell,
+                key=r.id,
+            )
+        table.loading = False
+        table.border_title = "Referrals"
+        self._restore_cursor(table, keep)
+        self._show_referral_detail()
+
+    @on(DataTable.RowHighlighted, "#referrals-table")
+    def _show_referral_detail(self) -> None:
+        key = selected_row_key(self.query_one("#referrals-table", DataTable))
+        referral = next((r for r in self.referrals if r.id == key), None)
+        detail = self.query_one("#referral-detail", Static)
+        detail.update(referral_detail(referral) if referral else "No referrals recorded.")
+
+    @on(TimelineLoaded)
+    def _timeline_loaded(self, message: TimelineLoaded) -> None:
+        self.timeline = message.entries
+        timeline = self.query_one(ContactTimeline)
+        timeline.show_entries(message.entries, keep=message.keep)
+        timeline.loading = False
+
+    @on(PlanLoaded)
+    def _plan_loaded(self, message: PlanLoaded) -> None:
+        self.query_one(WhatMattersList).show_rows(message.what_matters)
+        self.query_one(GoalList).show_plan(message.goals)
+        self.query_one("#plan-pane-body").loading = False
+
+    @on(OnwardReferralsLoaded)
+    def _onward_loaded(self, message: OnwardReferralsLoaded) -> None:
+        self.onward = message.onward
+        table = self.query_one("#onward-table", DataTable)
+        keep = selected_row_key(table)
+        table.clear()
+        for o in message.onward:
+            table.add_row(
+                o.service_name,
+                ONWARD_KINDS.get(o.kind, o.kind),
+                fmt_date(o.made_on),
+                REFERRAL_REASONS.get(o.need or "", o.need or ""),
+                ONWARD_OUTCOMES.get(o.outcome, o.outcome),
+                fmt_date(o.outcome_on),
+                key=o.id,
+            )
+        table.loading = False
+        table.border_title = "Onward referrals"
+        table.border_subtitle = f"{len(message.onward)} made"
+        self._restore_cursor(table, keep)
+
+    @on(OutcomesLoaded)
+    def _outcomes_loaded(self, message: OutcomesLoaded) -> None:
+        table = self.query_one("#outcomes-table", DataTable)
+        table.clear()
+        for row in message.outcomes:
+            title = instruments.INSTRUMENTS[row.instrument].code if row.instrument in instruments.INSTRUMENTS else ""
+            complete = "Complete" if row.complete else Content.styled("Incomplete", "$text-warning")
+            table.add_row(
+                title or row.instrument,
+                row.time_point.capitalize(),
+                fmt_date(row.taken_on),
+                complete,
+                outcome_figures(row) if not row.entered_in_error else "Entered in error",
+                key=row.id,
+            )
+        table.loading = False
+        table.border_title = "Outcome measures"
+
+    @staticmethod
+    def _restore_cursor(table: DataTable[Any], keep: str | None) -> None:
+        if keep is None:
+            return
+        if keep in table.rows:
+            table.move_cursor(row=table.get_row_index(keep))
+
+    # -- actions ---------------------------------------------------------------------------------
+
+    @property
+    def active_tab(self) -> str:
+        tabs = self.query_one_optional(TabbedContent)
+        return tabs.active if tabs is not None else ""
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        tab = TAB_ACTIONS.get(action)
+        if tab is not None and self.active_tab != tab:
+            return False
+        return True
+
+    async def action_show_tab(self, tab: str) -> None:
+        """Switch tab and put the keyboard on its list."""
+        tabs = self.query_one_optional(TabbedContent)
+        if tabs is None:  # the tabs mount a frame after the header
+            return
+        tabs.active = tab
+        await self._ensure_pane(tab)
+        focus = {
+            "referrals": "#referrals-table",
+            "contacts": "#timeline",
+            "plan": "#goals",
+            "onward": "#onward-table",
+            "outcomes": "#outcomes-table",
+        }.get(tab)
+        target = self.query_one(focus) if focus else tabs.query_one("ContentTabs")
+        # After the refresh: a pane built just now is not focusable until it has been laid out.
+        self.call_after_refresh(target.focus)
+
+    def action_new_contact(self) -> None:
+        """Record a contact with this person (also offered in the command palette)."""
+        self.open_contact_form()
+
+    def open_contact_form(self, *, referral_id: str | None = None, prefill: dict[str, Any] | None = None) -> None:
+        if referral_id:
+            screen = accept_referral_form(self.person_id, referral_id)
+        else:
+            screen = ContactScreen(self.person_id)
+        if prefill is not None:
+            screen.prefill = dict(prefill)
+        self.app.push_screen(screen, self._contact_closed)
+
+    def restore_contact_draft(self, payload: dict[str, Any]) -> None:
+        """Reopen a contact form kept as a draft when the vault locked."""
+        if not self.is_mounted:
+            self.pending_contact_draft = dict(payload)
+            return
+        referral_id = payload.get("referral_id")
+        self.open_contact_form(referral_id=str(referral_id) if referral_id else None, prefill=payload)
+
+    async def _contact_closed(self, contact_id: str | None) -> None:
+        if contact_id is None:
+            return
+        # The new contact is shown at the top of the timeline, which is built and loaded if it was not.
+        self.reload("header", "referrals", "contacts", keep=contact_id)
+        await self.action_show_tab("contacts")
+
+    def action_edit_plan(self) -> None:
+        from sprx_tui.screens.plan import PlanScreen
+
+        self._stale = True
+        self.app.push_screen(PlanScreen(self.person_id))
+
+    def _selected_referral(self) -> Referral | None:
+        table = self.query_one_optional("#referrals-table", DataTable)
+        key = selected_row_key(table) if table is not None else None
+        return next((r for r in self.referrals if r.id == key), None)
+
+    def _undecided_referral(self) -> Referral | None:
+        referral = self._selected_referral()
+        if referral is None:
+            self.notify("Choose a referral first.", severity="warning")
+            return None
+        if referral.status != "received":
+            self.notify("This referral has already been decided.", severity="warning")
+            return None
+        return referral
+
+    def action_accept_referral(self) -> None:
+        referral = self._undecided_referral()
+        if referral is not None:
+            self.open_contact_form(referral_id=referral.id)
+
+    def action_decline_referral(self) -> None:
+        referral = self._undecided_referral()
+        if referral is None:
+            return
+
+        def answered(values: dict[str, str] | None) -> None:
+            if values:
+                self._write(
+                    lambda: self.store.service.decline_referral(referral.id, values["reason"]),
+                    ("header", "referrals"),
+                    "Referral declined",
+                )
+
+        self.app.push_screen(decline_referral_modal(referral), answered)
+
+    def _selected_contact(self) -> TimelineEntry | None:
+        timeline = self.query_one_optional(ContactTimeline)
+        contact_id = timeline.selected_contact_id if timeline is not None else None
+        entry = next((e for e in self.timeline if e.contact.id == contact_id), None)
+        if entry is None:
+            self.notify("Choose a contact first.", severity="warning")
+        return entry
+
+    def action_amend_contact(self) -> None:
+        entry = self._selected_contact()
+        if entry is None:
+            return
+        contact_id = entry.contact.id
+
+        def answered(values: dict[str, str] | None) -> None:
+            if values:
+                self._write(
+                    lambda: self.store.service.amend_contact(contact_id, values["text"], values.get("reason", "")),
+                    ("contacts",),
+                    "Amendment added",
+                    keep=contact_id,
+                )
+
+        self.app.push_screen(amend_contact_modal(), answered)
+
+    def action_entered_in_error(self) -> None:
+        entry = self._selected_contact()
+        if entry is None:
+            return
+        if entry.contact.entered_in_error:
+            self.notify("This contact is already marked as entered in error.", severity="warning")
+            return
+        contact_id = entry.contact.id
+
+        def answered(values: dict[str, str] | None) -> None:
+            if values:
+                self._write(
+                    lambda: self.store.service.mark_entered_in_error(contact_id, values["reason"]),
+                    ("contacts", "header"),
+                    "Contact marked as entered in error",
+                    keep=contact_id,
+                )
+
+        self.app.push_screen(entered_in_error_modal(), answered)
+
+    @on(DataTable.RowSelected, "#onward-table")
+    def _onward_row_chosen(self) -> None:
+        self.action_onward_outcome()
+
+    def action_onward_outcome(self) -> None:
+        table = self.query_one_optional("#onward-table", DataTable)
+        key = selected_row_key(table) if table is not None else None
+        onward = next((o for o in self.onward if o.id == key), None)
+        if onward is None:
+            self.notify("Choose an onward referral first.", severity="warning")
+            return
+
+        def answered(outcome: str | None) -> None:
+            if outcome:
+                self._write(
+                    lambda: self.store.service.record_onward_outcome(onward.id, outcome),
+                    ("onward",),
+                    "Outcome recorded",
+                )
+
+        self.app.push_screen(OnwardOutcomeModal(onward.service_name, onward.outcome), answered)
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    def _write(self, change: Callable[[], object], parts: Sequence[str], notice: str, keep: str | None = None) -> None:
+        """Run one service call in a thread, then reload the parts it touched."""
+
+        def run() -> None:
+            change()
+            self.post_message(RecordChanged(tuple(parts), notice, keep))
+
+        # Not exclusive: a queued write must never be cancelled by the next one.
+        self.run_worker(run, thread=True, group="person-write", exit_on_error=False)
+
+    @on(RecordChanged)
+    def _record_changed(self, message: RecordChanged) -> None:
+        self.notify(message.notice)
+        self.reload(*message.parts, keep=message.keep)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            for widget in self.query("DataTable, ContactTimeline, #plan-pane-body, PersonHeader"):
+                widget.loading = False
+            worker_error(self, event)

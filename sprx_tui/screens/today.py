@@ -1,0 +1,159 @@
+"""Today: follow-ups due today, overdue ones, new referrals, people unseen for 28+ days; sync in the status bar."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Grid
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer
+from textual.worker import Worker
+
+from sprx_tui.core.models import REFERRAL_SOURCES
+from sprx_tui.core.store import CaseStore
+from sprx_tui.messages import TodayLoaded
+from sprx_tui.screens.caseload import flag_marks, short_date
+from sprx_tui.widgets.status_bar import NavBar, StatusBar
+
+if TYPE_CHECKING:
+    from sprx_tui.app import SprxApp
+
+NO_CONTACT_DAYS = 28
+
+# (table id, title, columns)
+PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("due", "Due today", ("Name", "Flags", "For")),
+    ("overdue", "Overdue follow-ups", ("Name", "Due", "For")),
+    ("referrals", "New referrals", ("Name", "From", "Received", "Urgency")),
+    ("quiet", f"No contact for {NO_CONTACT_DAYS}+ days", ("Name", "Last contact", "Days")),
+)
+EMPTY = {
+    "due": "Nothing due today.",
+    "overdue": "No overdue follow-ups.",
+    "referrals": "No referrals waiting.",
+    "quiet": "Everyone has been seen recently.",
+}
+
+
+class TodayTable(DataTable):
+    """A compact list on Today; Enter opens the person on the highlighted row."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Open", id="today.open"),
+    ]
+
+
+class TodayScreen(Screen):
+    """What needs doing today, each item one Enter away from the person's record."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("r", "refresh", "Refresh", id="today.refresh", show=False),
+    ]
+    HELP = "Tab moves between the lists; Enter opens the highlighted person."
+    AUTO_FOCUS = "#due"
+
+    def __init__(self) -> None:
+        super().__init__()
+        # row key -> person id, for every table (keys are unique per row, people may repeat).
+        self._people: dict[str, str] = {}
+
+    @property
+    def sprx(self) -> SprxApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield NavBar("today")
+        with Grid(id="today-grid"):
+            for table_id, title, columns in PANELS:
+                table = TodayTable(id=table_id, cursor_type="row", zebra_stripes=True, classes="pane")
+                table.border_title = title
+                for column in columns:
+                    table.add_column(column, key=column.lower())
+                yield table
+        yield StatusBar()
+        yield Footer()
+
+    def on_screen_resume(self) -> None:
+        self.action_refresh()
+
+    def action_refresh(self) -> None:
+        store = self.sprx.store
+        if store is None:
+            return
+        for table in self.query(DataTable):
+            table.loading = table.row_count == 0
+        self._load(store)
+
+    @work(thread=True, exclusive=True, group="today", exit_on_error=False, name="today")
+    def _load(self, store: CaseStore) -> None:
+        q = store.queries
+        with store.lock:
+            loaded = TodayLoaded(q.due_today(), q.overdue(), q.new_referrals(), q.no_recent_contact(NO_CONTACT_DAYS))
+        self.post_message(loaded)
+
+    def on_today_loaded(self, message: TodayLoaded) -> None:
+        today = self.sprx.clock().date()
+        ascii_only = self.sprx.config.ascii_marks
+        self._people.clear()
+        rows: dict[str, list[tuple[str, str, tuple[Any, ...]]]] = {
+            "due": [
+                (f"d:{f.follow_up_id}", f.person_id, (f.name, flag_marks(f.flags, ascii_only), f.reason))
+                for f in message.due_today
+            ],
+            "overdue": [
+                (f"o:{f.follow_up_id}", f.person_id, (f.name, short_date(f.due_on, today), f.reason))
+                for f in message.overdue
+            ],
+            "referrals": [
+                (
+                    f"r:{r.referral_id}",
+                    r.person_id,
+                    (r.name, REFERRAL_SOURCES.get(r.source, r.source), short_date(r.received_on, today), r.urgency),
+                )
+                for r in message.new_referrals
+            ],
+            "quiet": [
+                (f"q:{p.id}", p.id, (p.name, short_date(p.last_contact_on, today) or "never", _days(p, today)))
+                for p in message.no_recent_contact
+            ],
+        }
+        with self.app.batch_update():
+            for table_id, title, _columns in PANELS:
+                table = self.query_one(f"#{table_id}", DataTable)
+                keep = table.cursor_row
+                table.clear()
+                items = rows[table_id]
+                for key, person_id, cells in items:
+                    self._people[key] = person_id
+                    table.add_row(*cells, key=key)
+                if not items:
+                    table.add_row(EMPTY[table_id], key=f"none:{table_id}")
+                table.border_title = f"{title} ({len(items)})"
+                table.loading = False
+                if items:
+                    table.move_cursor(row=min(keep, len(items) - 1))
+        # A loading widget has no keys; now it has finished, the footer must look again.
+        self.refresh_bindings()
+        self.sprx.refresh_sync_summary()
+
+    @on(DataTable.RowSelected)
+    def _open(self, event: DataTable.RowSelected) -> None:
+        person_id = self._people.get(str(event.row_key.value))
+        if person_id:
+            self.sprx.open_person(person_id)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.name == "today" and event.state.name == "ERROR":
+            for table in self.query(DataTable):
+                table.loading = False
+        self.sprx.worker_failed(event)
+
+
+def _days(row: Any, today: dt.date) -> str:
+    if row.last_contact_on is None:
+        return ""
+    return str((today - row.last_contact_on).days)

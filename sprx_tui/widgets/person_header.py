@@ -1,0 +1,108 @@
+"""The person's header: name, age, NHS number and home-visit safety flags, always in view on their record."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.content import Content
+from textual.widgets import Static
+
+from sprx_tui.core.models import SAFETY_FLAGS, Person
+from sprx_tui.core.queries import age_on
+from sprx_tui.core.validate import ValidationError, format_nhs_number
+
+# Flags that change whether or how to visit at all are shown as errors; the rest as warnings.
+DANGER_FLAGS = frozenset({"do_not_visit_alone", "aggression"})
+
+STATUS_LABELS = {
+    "referred": "Referred",
+    "active": "Active",
+    "discharged": "Discharged",
+    "declined": "Declined",
+    "did_not_engage": "Did not engage",
+}
+
+
+def nhs_display(number: str | None) -> str:
+    if not number:
+        return "No NHS number"
+    try:
+        return f"NHS {format_nhs_number(number)}"
+    except ValidationError:
+        return f"NHS {number}"
+
+
+def identity_line(person: Person, today: dt.date) -> Content:
+    """ "Ada Abbot · 82 years · NHS 999 123 4567 · Active" with the name in bold."""
+    age = age_on(person.date_of_birth, today)
+    parts: list[Content] = [Content.styled(person.display_name, "bold")]
+    if person.preferred_name and person.preferred_name != person.given_name:
+        parts.append(Content.styled(f" ({person.given_name})", "$text-muted"))
+    details = [f"{age} years" if age is not None else "Age not known", nhs_display(person.nhs_number)]
+    details.append(STATUS_LABELS.get(person.status, person.status))
+    parts.append(Content("  ·  " + "  ·  ".join(details)))
+    return Content.assemble(*parts)
+
+
+def flags_line(person: Person) -> Content:
+    """Every safety flag, danger ones first, e.g. "⚠ Do not visit alone · Animals in the home"."""
+    flags = sorted(person.safety_flags or [], key=lambda f: (f not in DANGER_FLAGS, f))
+    if not flags:
+        return Content.styled("No home-visit safety flags recorded", "$text-muted")
+    pieces: list[Content | str] = [Content.styled("⚠ ", "bold $text-error")]
+    for i, flag in enumerate(flags):
+        if i:
+            pieces.append(" · ")
+        style = "bold $text-error" if flag in DANGER_FLAGS else "bold $text-warning"
+        pieces.append(Content.styled(SAFETY_FLAGS.get(flag, flag.replace("_", " ")), style))
+    return Content.assemble(*pieces)
+
+
+class PersonHeader(Vertical):
+    """Who this is and how to visit safely; shown on the record, the contact form and the plan editor."""
+
+    DEFAULT_CSS = """
+    PersonHeader {
+        height: auto;
+        padding: 0 1;
+        background: $boost;
+        border-bottom: solid $primary;
+        & > #identity { height: 1; }
+        & > #flags { height: auto; }
+        & > #safety-notes { height: auto; color: $text-warning; display: none; }
+        &.-has-notes > #safety-notes { display: block; }
+        &.-flagged > #flags { text-style: bold; }
+    }
+    """
+
+    def __init__(self, *, id: str | None = None, classes: str | None = None) -> None:
+        super().__init__(id=id, classes=classes)
+        self.person: Person | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("Loading…", id="identity")
+        yield Static("", id="flags")
+        yield Static("", id="safety-notes")
+
+    def show_person(self, person: Person, today: dt.date) -> None:
+        self.person = person
+        self.query_one("#identity", Static).update(identity_line(person, today))
+        self.query_one("#flags", Static).update(flags_line(person))
+        notes = (person.safety_notes or "").strip()
+        self.query_one("#safety-notes", Static).update(Content(f"Safety notes: {notes}") if notes else "")
+        self.set_class(bool(notes), "-has-notes")
+        self.set_class(bool(person.safety_flags), "-flagged")
+
+    @property
+    def identity_text(self) -> str:
+        return str(self.query_one("#identity", Static).content)
+
+    @property
+    def flags_text(self) -> str:
+        return str(self.query_one("#flags", Static).content)
+
+    @property
+    def notes_text(self) -> str:
+        return str(self.query_one("#safety-notes", Static).content)
