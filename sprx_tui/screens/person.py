@@ -21,7 +21,6 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
-from sprx_tui.core import outcomes as instruments
 from sprx_tui.core.models import (
     ONWARD_KINDS,
     ONWARD_OUTCOMES,
@@ -36,8 +35,10 @@ from sprx_tui.core.models import (
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
 from sprx_tui.screens.forms import fmt_date, local, worker_error
+from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
 from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_referral_modal
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
+from sprx_tui.widgets.outcome_chart import OutcomesPanel
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
 
@@ -64,6 +65,7 @@ TAB_ACTIONS = {
     "amend_contact": "contacts",
     "entered_in_error": "contacts",
     "onward_outcome": "onward",
+    "take_measure": "outcomes",
 }
 
 
@@ -170,26 +172,6 @@ def referral_detail(referral: Referral) -> Content:
     return Content.assemble(*parts)
 
 
-def outcome_figures(row: OutcomeResponse) -> str:
-    """The stored score as figures: totals when complete, item by item for ONS4 and health use."""
-    score: dict[str, Any] = row.score or {}
-    if row.instrument == "UCLA3":
-        total = score.get("total")
-        band = (score.get("bands") or {}).get("total")
-        return f"Total {total}" + (f" ({band})" if band else "") if total is not None else "Not scored"
-    if row.instrument == "SWEMWBS":
-        if score.get("total") is None:
-            return "Not scored"
-        return f"Raw {score['total']} · metric {score.get('metric')}"
-    try:
-        instrument = instruments.INSTRUMENTS[row.instrument]
-        labels = {item.id: item.label for item in instrument.items}
-    except KeyError:
-        labels = {}
-    items = score.get("items") or row.responses or {}
-    return " · ".join(f"{labels.get(k, k)} {'–' if v is None else v}" for k, v in items.items())
-
-
 def selected_row_key(table: DataTable[Any]) -> str | None:
     if table.row_count == 0:
         return None
@@ -227,6 +209,8 @@ class PersonScreen(Screen[None]):
         Binding("m", "amend_contact", "Amend", id="person.amend_contact", tooltip="Add an amendment to the contact"),
         Binding("e", "entered_in_error", "In error", id="person.entered_in_error", tooltip="Mark entered in error"),
         Binding("t", "onward_outcome", "Outcome", id="person.onward_outcome", tooltip="Record what happened"),
+        Binding("m", "take_measure", "Measure", id="person.take_measure", tooltip="Take an outcome questionnaire"),
+        Binding("f", "find_service", "Find a service", id="person.find_service", show=False),
         *[
             Binding(
                 str(i),
@@ -248,6 +232,8 @@ class PersonScreen(Screen[None]):
             for pane, title, letter in TABS
         ],
     ]
+
+    COMMANDS = {MeasureCommands}
 
     def __init__(self, person_id: str, tab: str | None = None) -> None:
         super().__init__()
@@ -302,8 +288,8 @@ class PersonScreen(Screen[None]):
                 Static("Press t (or Enter) to record what happened.", classes="tab-hint"),
             ]
         return [
-            DataTable(id="outcomes-table", cursor_type="row", zebra_stripes=True, classes="pane"),
-            Static("Questionnaires are completed from their own screen.", classes="tab-hint"),
+            OutcomesPanel(id="outcomes-panel", classes="pane"),
+            Static("Press m to take a measure with the person (baseline, review or discharge).", classes="tab-hint"),
         ]
 
     def _set_up_pane(self, tab: str) -> None:
@@ -316,11 +302,6 @@ class PersonScreen(Screen[None]):
             table.add_column("Status", width=10)
         elif tab == "onward":
             self.query_one("#onward-table", DataTable).add_columns("Service", "Kind", "Made", "Need", "Outcome", "On")
-        elif tab == "outcomes":
-            table = self.query_one("#outcomes-table", DataTable)
-            table.add_columns("Measure", "Time point", "Taken")
-            table.add_column("Complete", width=10)
-            table.add_column("Scores")
 
     async def _ensure_pane(self, tab: str) -> None:
         """Build a tab's widgets the first time it is shown (twice-called safely), then load its data."""
@@ -375,7 +356,7 @@ class PersonScreen(Screen[None]):
             "contacts": ("#timeline", lambda: TimelineLoaded(q.timeline(pid))),
             "plan": ("#plan-pane-body", lambda: PlanLoaded(q.what_matters(pid), q.plan(pid))),
             "onward": ("#onward-table", lambda: OnwardReferralsLoaded(q.onward_referrals(pid))),
-            "outcomes": ("#outcomes-table", lambda: OutcomesLoaded(q.outcomes(pid))),
+            "outcomes": ("#outcomes-panel", lambda: OutcomesLoaded(q.outcomes(pid))),
         }
         if tab not in loaders:
             return None
@@ -498,22 +479,10 @@ class PersonScreen(Screen[None]):
         self._restore_cursor(table, keep)
 
     @on(OutcomesLoaded)
-    def _outcomes_loaded(self, message: OutcomesLoaded) -> None:
-        table = self.query_one("#outcomes-table", DataTable)
-        table.clear()
-        for row in message.outcomes:
-            title = instruments.INSTRUMENTS[row.instrument].code if row.instrument in instruments.INSTRUMENTS else ""
-            complete = "Complete" if row.complete else Content.styled("Incomplete", "$text-warning")
-            table.add_row(
-                title or row.instrument,
-                row.time_point.capitalize(),
-                fmt_date(row.taken_on),
-                complete,
-                outcome_figures(row) if not row.entered_in_error else "Entered in error",
-                key=row.id,
-            )
-        table.loading = False
-        table.border_title = "Outcome measures"
+    async def _outcomes_loaded(self, message: OutcomesLoaded) -> None:
+        panel = self.query_one(OutcomesPanel)
+        await panel.show_outcomes(message.outcomes)
+        panel.loading = False
 
     @staticmethod
     def _restore_cursor(table: DataTable[Any], keep: str | None) -> None:
@@ -547,7 +516,7 @@ class PersonScreen(Screen[None]):
             "contacts": "#timeline",
             "plan": "#goals",
             "onward": "#onward-table",
-            "outcomes": "#outcomes-table",
+            "outcomes": "#outcomes-panel",
         }.get(tab)
         target = self.query_one(focus) if focus else tabs.query_one("ContentTabs")
         # After the refresh: a pane built just now is not focusable until it has been laid out.
@@ -581,11 +550,40 @@ class PersonScreen(Screen[None]):
         self.reload("header", "referrals", "contacts", keep=contact_id)
         await self.action_show_tab("contacts")
 
+    def action_take_measure(self) -> None:
+        """Choose a questionnaire and time point, then take it with the person."""
+        self.open_measure()
+
+    def open_measure(self, code: str | None = None, time_point: str | None = None) -> None:
+        """The questionnaire itself when both are given (from the palette), else the chooser first."""
+        if code is not None and time_point is not None:
+            self.app.push_screen(QuestionnaireScreen(self.person_id, code, time_point), self._measure_closed)
+            return
+
+        def chosen(choice: tuple[str, str] | None) -> None:
+            if choice is not None:
+                self.open_measure(*choice)
+
+        self.app.push_screen(MeasureChooser(self.person_id, code), chosen)
+
+    async def _measure_closed(self, row_id: str | None) -> None:
+        if row_id is None:
+            return
+        self.reload("outcomes")  # when the tab has been shown; otherwise showing it loads it
+        await self.action_show_tab("outcomes")
+
     def action_edit_plan(self) -> None:
         from sprx_tui.screens.plan import PlanScreen
 
         self._stale = True
         self.app.push_screen(PlanScreen(self.person_id))
+
+    def action_find_service(self) -> None:
+        """The directory, keeping this person as the one to refer or signpost (r or s there)."""
+        from sprx_tui.screens.directory import open_directory_for
+
+        self._stale = True
+        open_directory_for(self.app, self.person_id)
 
     def _selected_referral(self) -> Referral | None:
         table = self.query_one_optional("#referrals-table", DataTable)
@@ -708,6 +706,6 @@ class PersonScreen(Screen[None]):
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
-            for widget in self.query("DataTable, ContactTimeline, #plan-pane-body, PersonHeader"):
+            for widget in self.query("DataTable, ContactTimeline, #plan-pane-body, PersonHeader, OutcomesPanel"):
                 widget.loading = False
             worker_error(self, event)
