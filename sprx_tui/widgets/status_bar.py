@@ -60,7 +60,7 @@ def describe_sync(summary: SyncSummary, today: dt.date | None = None) -> list[tu
     if state == "not_enrolled":
         word = "not enrolled"
     elif state == "syncing":
-        word = "syncing…"
+        word = "syncing…" + (f" {summary.detail}" if summary.detail else "")
     elif state == "synced":
         word = f"synced at {when}" if when else "synced"
     elif state == "failed":
