@@ -226,8 +226,6 @@ def search_services(
     the area text or the postcode's outward code ("LS6"). Active entries first, then by name.
     """
     conditions: list[Any] = []
-    if not include_inactive:
-        conditions.append(CommunityService.active == True)  # noqa: E712
     for term in text.lower().split():
         conditions.append(col(CommunityService.search_text).like(_like(term), escape="\\"))
     if category:
@@ -245,18 +243,38 @@ def search_services(
         )
     # Count, then page the ids, then load 50 rows: sorting whole rows (JSON lists and all) for a
     # one-letter search cost ~90 ms at 5,000 services; sorting ids and names costs ~5 ms.
-    count_query = select(func.count()).select_from(CommunityService).where(*conditions)
-    page_query = (
-        select(CommunityService.id)
-        .where(*conditions)
-        .order_by(col(CommunityService.active).desc(), CommunityService.name, CommunityService.id)
-        .limit(limit)
-        .offset(offset)
-    )
+    # Active and inactive entries are counted and paged separately, each with `active = x`, so both walk
+    # the search index in (name, id) order: one ORDER BY active DESC, name needs a sort (p95 81 ms at 5,000).
+    groups = (True, False) if include_inactive else (True,)
+
+    def group_conditions(active: bool) -> list[Any]:
+        return [CommunityService.active == active, *conditions]
+
+    def page_query(active: bool, start: int, n: int) -> Any:
+        return (
+            select(CommunityService.id)
+            .where(*group_conditions(active))
+            .order_by(CommunityService.name, CommunityService.id)
+            .limit(n)
+            .offset(start)
+        )
+
     today = store.queries.today()
     with store.lock, Session(store.engine) as s:
-        total = int(s.exec(count_query).one())
-        ids = list(s.exec(page_query).all()) if total > offset else []
+        counts = [
+            int(s.exec(select(func.count()).select_from(CommunityService).where(*group_conditions(g))).one())
+            for g in groups
+        ]
+        total = sum(counts)
+        ids: list[str] = []
+        start = offset
+        for g, n in zip(groups, counts, strict=True):
+            want = limit - len(ids)
+            if want <= 0:
+                break
+            if start < n:
+                ids += list(s.exec(page_query(g, start, want)).all())
+            start = max(0, start - n)
         found = (
             {
                 r.id: r

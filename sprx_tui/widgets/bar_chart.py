@@ -80,9 +80,9 @@ class BarChart(Widget):
         """The chart at `width` cells, a Content per bar (also what tests read)."""
         if not self.bars:
             return [Content.styled(self.empty, "$text-muted")]
-        label_w = min(max(len(b.label) for b in self.bars), MAX_LABEL, max(8, width // 3))
+        label_w = min(max(len(b.label) for b in self.bars), MAX_LABEL, max(8, width // 2))
         figure_w = max(len(b.figure) for b in self.bars)
-        bar_w = max(4, width - label_w - figure_w - 3)
+        bar_w = max(4, width - label_w - figure_w - 2)
         scale = self.scale if self.scale is not None else max((b.value for b in self.bars), default=0.0)
         out = []
         for b in self.bars:
