@@ -434,6 +434,8 @@ class SprxApp(App[int]):
 
     @work(thread=True, group="drafts", exit_on_error=False)
     def _find_drafts(self, store: CaseStore) -> None:
+        from sprx_tui import drafts
+
         keys = store.service.list_drafts()
         offers: list[tuple[str, dict[str, Any], str]] = []
         for key in keys:
@@ -442,9 +444,8 @@ class SprxApp(App[int]):
                 continue
             person_id = str(payload.get("person_id") or "")
             person = store.queries.person(person_id) if person_id else None
-            whom = f" for {person.display_name}" if person is not None else ""
-            what = "contact note" if payload.get("kind", "contact") == "contact" else "piece of work"
-            offers.append((key, payload, f"You have an unsaved {what}{whom}; restore it?"))
+            name = person.display_name if person is not None else None
+            offers.append((key, payload, drafts.offer_sentence(drafts.describe(key, payload), name)))
         if offers:
             self.post_message(DraftsFound(offers))
 
@@ -473,10 +474,13 @@ class SprxApp(App[int]):
         self.push_screen(DraftOfferScreen(sentence), answered)
 
     def _restore_draft(self, key: str, payload: dict[str, Any]) -> None:
+        """Hand the draft to its owning module (by key prefix: "contact:", "measure:", "plan:", ...)."""
+        from sprx_tui import drafts
+
         try:
-            restore = _import_optional("sprx_tui.screens.contact", "restore_draft")
+            restore = drafts.draft_handler(key, "restore_draft")
             if restore is None:
-                self.notify("Restoring drafts is not available in this version; your draft is kept.")
+                self.notify("This version cannot reopen that unsaved work; it is kept and offered again next time.")
                 return
             restore(self, key, payload)
         except Exception as exc:

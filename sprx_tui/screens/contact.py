@@ -22,10 +22,10 @@ from textual.worker import Worker, WorkerState
 from sprx_tui.core.models import CONTACT_MODES, REFERRAL_SOURCES, Person, Referral
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.validate import ValidationError
+from sprx_tui.drafts import KeptFieldsModal, discard_later, push_person
 from sprx_tui.screens.forms import (
     ConfirmModal,
     FormField,
-    TextFieldsModal,
     fmt_date,
     local,
     parse_day,
@@ -232,6 +232,11 @@ class ContactScreen(Screen[str | None]):
             "did_not_attend": self.query_one("#did_not_attend", Checkbox).value,
         }
 
+    @property
+    def from_draft(self) -> bool:
+        """Opened with a contact note kept at a lock (as opposed to a blank form)."""
+        return self.prefill.get("kind", "contact") == "contact" and bool(self.prefill)
+
     def has_typed(self) -> bool:
         if not self.is_mounted or not self._defaults:
             return bool(self.prefill)
@@ -303,6 +308,9 @@ class ContactScreen(Screen[str | None]):
 
         def answered(discard: bool | None) -> None:
             if discard:
+                if self.from_draft:
+                    # The worker has seen the kept text and chose to lose it: no offer at the next unlock.
+                    discard_later(self.app, draft_key(self.person_id))
                 self.dismiss(None)
 
         self.app.push_screen(
@@ -368,43 +376,83 @@ class ContactScreen(Screen[str | None]):
 # -- amend and entered in error ----------------------------------------------------------------
 
 
-def amend_contact_modal() -> TextFieldsModal:
-    """Ask for the correction and why; the original note is never changed."""
-    return TextFieldsModal(
+def amend_key(person_id: str, contact_id: str) -> str:
+    return f"contact:{person_id}:amend:{contact_id}"
+
+
+def in_error_key(person_id: str, contact_id: str) -> str:
+    return f"contact:{person_id}:in_error:{contact_id}"
+
+
+def amend_contact_modal(
+    person_id: str | None = None, contact_id: str | None = None, *, prefill: dict[str, Any] | None = None
+) -> KeptFieldsModal:
+    """Ask for the correction and why; the original note is never changed. Kept as a draft across a lock."""
+    return KeptFieldsModal(
         "Amend contact",
         [("text", "Correction (added under the original note)", ""), ("reason", "Why (optional)", "")],
         required={"text": "Write the correction before saving the amendment."},
         save_label="Add amendment",
         intro="The original note stays as it was; the amendment is shown beneath it.",
+        draft_key=amend_key(person_id, contact_id) if person_id and contact_id else None,
+        draft_payload={"kind": "amend", "person_id": person_id, "contact_id": contact_id},
+        prefill=prefill,
     )
 
 
-def entered_in_error_modal() -> TextFieldsModal:
-    """Ask why the contact was entered in error; it stays in the record, marked."""
-    return TextFieldsModal(
+def entered_in_error_modal(
+    person_id: str | None = None, contact_id: str | None = None, *, prefill: dict[str, Any] | None = None
+) -> KeptFieldsModal:
+    """Ask why the contact was entered in error; it stays in the record, marked. Kept as a draft across a lock."""
+    return KeptFieldsModal(
         "Mark contact as entered in error",
         [("reason", "Reason", "")],
         required={"reason": "Say why this contact was entered in error."},
         save_label="Mark in error",
         intro="The contact is kept, struck through, with your reason; nothing is deleted.",
+        draft_key=in_error_key(person_id, contact_id) if person_id and contact_id else None,
+        draft_payload={"kind": "in_error", "person_id": person_id, "contact_id": contact_id},
+        prefill=prefill,
     )
 
 
 # -- drafts kept across a lock -------------------------------------------------------------------
 
 
-def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
-    """Open the person and their contact form filled with the kept draft; saving discards the draft."""
-    from sprx_tui.screens.person import PersonScreen
+def describe_draft(payload: dict[str, Any]) -> str:
+    """How the offer after unlock names this draft."""
+    kind = payload.get("kind", "contact")
+    if kind == "amend":
+        return "an unsaved amendment to a contact"
+    if kind == "in_error":
+        return "an unsaved reason for marking a contact as entered in error"
+    if payload.get("referral_id"):
+        return "an unsaved first contact (accepting a referral)"
+    return "an unsaved contact note"
 
-    person_id = str(payload.get("person_id") or key.partition(":")[2])
-    open_person = getattr(app, "open_person", None)
-    if callable(open_person):
-        open_person(person_id)
-    else:
-        app.push_screen(PersonScreen(person_id))
-    screen = app.screen
-    if not isinstance(screen, PersonScreen) or screen.person_id != person_id:
-        screen = PersonScreen(person_id)
-        app.push_screen(screen)
-    screen.restore_contact_draft(payload)
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Open the person and the form filled with the kept draft; saving discards the draft.
+
+    Handles contact notes ("contact:<person id>", also from earlier versions), amendments and
+    entered-in-error reasons ("contact:<person id>:amend|in_error:<contact id>").
+    """
+    kind = str(payload.get("kind") or "contact")
+    key_parts = key.split(":")
+    person_id = str(payload.get("person_id") or (key_parts[1] if len(key_parts) > 1 else ""))
+    if not person_id:
+        raise InvalidInput({"draft": "That unsaved work does not say whose record it belongs to."})
+    if kind in ("amend", "in_error"):
+        contact_id = str(payload.get("contact_id") or "")
+        if not contact_id:
+            raise InvalidInput({"draft": "That unsaved work does not say which contact it belongs to."})
+        person = push_person(app, person_id, tab="contacts")
+        values = payload.get("values") if isinstance(payload.get("values"), dict) else {}
+        if kind == "amend":
+            person.open_amend_form(contact_id, prefill=values)
+        else:
+            person.open_in_error_form(contact_id, prefill=values)
+        return
+    person = push_person(app, person_id)
+    referral_id = payload.get("referral_id")
+    person.open_contact_form(referral_id=str(referral_id) if referral_id else None, prefill=payload)

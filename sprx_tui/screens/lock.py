@@ -20,7 +20,11 @@ class Backdrop(Screen):
 
 
 class DraftOfferScreen(ModalScreen[bool | None]):
-    """'You have an unsaved contact note for …; restore it?' Enter/y restores, n discards, Esc asks again later."""
+    """'You have an unsaved contact note for …; restore it?' Enter/y restores, n discards, Esc asks again later.
+
+    The sentence comes from the draft's owning module (`describe_draft`, see sprx_tui/drafts.py); it is shown
+    only once the vault is unlocked, so it may name the person.
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Restore", id="draft.restore"),

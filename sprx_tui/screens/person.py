@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -33,14 +33,18 @@ from sprx_tui.core.models import (
     WhatMatters,
 )
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
+from sprx_tui.drafts import discard_later
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
-from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_referral_modal
+from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_reason_modal, referral_summary
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
+
+if TYPE_CHECKING:
+    from sprx_tui.screens.plan import PlanScreen
 
 # (pane id, tab title with its letter underlined, letter)
 TABS: list[tuple[str, str, str]] = [
@@ -554,10 +558,13 @@ class PersonScreen(Screen[None]):
         """Choose a questionnaire and time point, then take it with the person."""
         self.open_measure()
 
-    def open_measure(self, code: str | None = None, time_point: str | None = None) -> None:
-        """The questionnaire itself when both are given (from the palette), else the chooser first."""
+    def open_measure(
+        self, code: str | None = None, time_point: str | None = None, draft: dict[str, Any] | None = None
+    ) -> None:
+        """The questionnaire itself when both are given (from the palette, or a kept draft), else the chooser first."""
         if code is not None and time_point is not None:
-            self.app.push_screen(QuestionnaireScreen(self.person_id, code, time_point), self._measure_closed)
+            screen = QuestionnaireScreen(self.person_id, code, time_point, draft=draft)
+            self.app.push_screen(screen, self._measure_closed)
             return
 
         def chosen(choice: tuple[str, str] | None) -> None:
@@ -573,10 +580,16 @@ class PersonScreen(Screen[None]):
         await self.action_show_tab("outcomes")
 
     def action_edit_plan(self) -> None:
+        self.open_plan()
+
+    def open_plan(self) -> PlanScreen:
+        """Push the plan editor (it is returned so a kept draft can reopen one of its forms)."""
         from sprx_tui.screens.plan import PlanScreen
 
         self._stale = True
-        self.app.push_screen(PlanScreen(self.person_id))
+        screen = PlanScreen(self.person_id)
+        self.app.push_screen(screen)
+        return screen
 
     def action_find_service(self) -> None:
         """The directory, keeping this person as the one to refer or signpost (r or s there)."""
@@ -607,18 +620,25 @@ class PersonScreen(Screen[None]):
 
     def action_decline_referral(self) -> None:
         referral = self._undecided_referral()
-        if referral is None:
-            return
+        if referral is not None:
+            self.open_decline_form(referral.id, referral_summary(referral))
+
+    def open_decline_form(self, referral_id: str, summary: str, prefill: dict[str, Any] | None = None) -> None:
+        """The decline dialog; `prefill` is a reason kept at a lock. Declining discards that draft."""
+        modal = decline_reason_modal(self.person_id, referral_id, summary, prefill=prefill)
 
         def answered(values: dict[str, str] | None) -> None:
             if values:
                 self._write(
-                    lambda: self.store.service.decline_referral(referral.id, values["reason"]),
+                    lambda: self.store.service.decline_referral(referral_id, values["reason"]),
                     ("header", "referrals"),
                     "Referral declined",
+                    draft_key=modal.draft_key,
                 )
+            elif modal.restored and modal.draft_key:
+                discard_later(self.app, modal.draft_key)
 
-        self.app.push_screen(decline_referral_modal(referral), answered)
+        self.app.push_screen(modal, answered)
 
     def _selected_contact(self) -> TimelineEntry | None:
         timeline = self.query_one_optional(ContactTimeline)
@@ -630,9 +650,12 @@ class PersonScreen(Screen[None]):
 
     def action_amend_contact(self) -> None:
         entry = self._selected_contact()
-        if entry is None:
-            return
-        contact_id = entry.contact.id
+        if entry is not None:
+            self.open_amend_form(entry.contact.id)
+
+    def open_amend_form(self, contact_id: str, prefill: dict[str, Any] | None = None) -> None:
+        """The amendment dialog; `prefill` is text kept at a lock. Saving discards that draft."""
+        modal = amend_contact_modal(self.person_id, contact_id, prefill=prefill)
 
         def answered(values: dict[str, str] | None) -> None:
             if values:
@@ -641,9 +664,12 @@ class PersonScreen(Screen[None]):
                     ("contacts",),
                     "Amendment added",
                     keep=contact_id,
+                    draft_key=modal.draft_key,
                 )
+            elif modal.restored and modal.draft_key:
+                discard_later(self.app, modal.draft_key)
 
-        self.app.push_screen(amend_contact_modal(), answered)
+        self.app.push_screen(modal, answered)
 
     def action_entered_in_error(self) -> None:
         entry = self._selected_contact()
@@ -652,7 +678,11 @@ class PersonScreen(Screen[None]):
         if entry.contact.entered_in_error:
             self.notify("This contact is already marked as entered in error.", severity="warning")
             return
-        contact_id = entry.contact.id
+        self.open_in_error_form(entry.contact.id)
+
+    def open_in_error_form(self, contact_id: str, prefill: dict[str, Any] | None = None) -> None:
+        """The entered-in-error dialog; `prefill` is a reason kept at a lock. Saving discards that draft."""
+        modal = entered_in_error_modal(self.person_id, contact_id, prefill=prefill)
 
         def answered(values: dict[str, str] | None) -> None:
             if values:
@@ -661,9 +691,12 @@ class PersonScreen(Screen[None]):
                     ("contacts", "header"),
                     "Contact marked as entered in error",
                     keep=contact_id,
+                    draft_key=modal.draft_key,
                 )
+            elif modal.restored and modal.draft_key:
+                discard_later(self.app, modal.draft_key)
 
-        self.app.push_screen(entered_in_error_modal(), answered)
+        self.app.push_screen(modal, answered)
 
     @on(DataTable.RowSelected, "#onward-table")
     def _onward_row_chosen(self) -> None:
@@ -689,11 +722,20 @@ class PersonScreen(Screen[None]):
 
     # -- writes ------------------------------------------------------------------------------------
 
-    def _write(self, change: Callable[[], object], parts: Sequence[str], notice: str, keep: str | None = None) -> None:
-        """Run one service call in a thread, then reload the parts it touched."""
+    def _write(
+        self,
+        change: Callable[[], object],
+        parts: Sequence[str],
+        notice: str,
+        keep: str | None = None,
+        draft_key: str | None = None,
+    ) -> None:
+        """Run one service call in a thread, then reload the parts it touched (and drop the form's kept draft)."""
 
         def run() -> None:
             change()
+            if draft_key:
+                self.store.service.discard_draft(draft_key)
             self.post_message(RecordChanged(tuple(parts), notice, keep))
 
         # Not exclusive: a queued write must never be cancelled by the next one.

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
@@ -18,7 +18,9 @@ from textual.worker import Worker, WorkerState
 
 from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, Person, WhatMatters
 from sprx_tui.core.queries import GoalWithActions
+from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.validate import ValidationError
+from sprx_tui.drafts import discard_later, push_person
 from sprx_tui.screens.forms import (
     MODAL_CSS,
     ConfirmModal,
@@ -62,8 +64,58 @@ class FieldSpec:
     error_name: str = ""  # how a date error names the field, e.g. "target_date" → "Target date ..."
 
 
+FIELD_KINDS = ("text", "date", "select")
+PLAN_FORMS = ("what_matters", "goal", "action")
+
+
+def spec_to_json(spec: FieldSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "label": spec.label,
+        "kind": spec.kind,
+        "value": spec.value if isinstance(spec.value, str) else str(spec.value or ""),
+        "options": [[label, value] for label, value in spec.options],
+        "placeholder": spec.placeholder,
+        "suggestions": list(spec.suggestions),
+        "error_name": spec.error_name,
+    }
+
+
+def spec_from_json(raw: Any) -> FieldSpec:
+    """A field as kept in a draft; anything malformed is refused with a plain sentence."""
+    problem = InvalidInput({"draft": "That unsaved plan form could not be read back."})
+    if not isinstance(raw, dict) or not isinstance(raw.get("name"), str) or raw.get("kind") not in FIELD_KINDS:
+        raise problem
+    options = raw.get("options") or []
+    if not isinstance(options, list) or not all(
+        isinstance(o, list) and len(o) == 2 and all(isinstance(x, str) for x in o) for o in options
+    ):
+        raise problem
+    suggestions = raw.get("suggestions") or []
+    if not isinstance(suggestions, list) or not all(isinstance(x, str) for x in suggestions):
+        raise problem
+    return FieldSpec(
+        name=raw["name"],
+        label=str(raw.get("label") or raw["name"]),
+        kind=raw["kind"],
+        value=str(raw.get("value") or ""),
+        options=tuple((label, value) for label, value in options),
+        placeholder=str(raw.get("placeholder") or ""),
+        suggestions=tuple(suggestions),
+        error_name=str(raw.get("error_name") or ""),
+    )
+
+
+def plan_draft_key(person_id: str, form: str, mode: str, target_id: str | None = None) -> str:
+    """ "plan:<person>:goal:new", "plan:<person>:goal:edit:<goal id>", "plan:<person>:action:new:<goal id>" …"""
+    return f"plan:{person_id}:{form}:{mode}" + (f":{target_id}" if target_id else "")
+
+
 class PlanFormModal(ModalScreen[dict[str, Any] | None]):
-    """A few fields; Ctrl+S (or Enter in the last box) saves, Esc cancels. Dates accept +7 and +2w."""
+    """A few fields; Ctrl+S (or Enter in the last box) saves, Esc cancels. Dates accept +7 and +2w.
+
+    Once `keep_as` has said what it edits, the text typed is kept as a draft if the vault locks.
+    """
 
     DEFAULT_CSS = "PlanFormModal { align: center middle; }\n" + MODAL_CSS
     BINDINGS = [
@@ -71,12 +123,91 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
         Binding("escape", "cancel", "Cancel", id="plan_form.cancel"),
     ]
 
-    def __init__(self, title: str, fields: list[FieldSpec], *, today: dt.date, required: dict[str, str]) -> None:
+    def __init__(
+        self,
+        title: str,
+        fields: list[FieldSpec],
+        *,
+        today: dt.date,
+        required: dict[str, str],
+        prefill: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.specs = fields
         self.today = today
         self.required = required
+        self.baseline: dict[str, str] = {spec.name: self._as_text(spec.value) for spec in fields}
+        self.start = dict(self.baseline)
+        for spec in fields:
+            value = (prefill or {}).get(spec.name)
+            if not isinstance(value, str):
+                continue
+            if spec.kind == "select" and value not in {v for _label, v in spec.options}:
+                continue  # an option this version does not have: keep the field as it was
+            self.start[spec.name] = value
+        self.restored = self.start != self.baseline
+        self.draft_key: str | None = None
+        self.draft_payload: dict[str, Any] = {}
+
+    @staticmethod
+    def _as_text(value: Any) -> str:
+        return value if isinstance(value, str) else str(value or "")
+
+    @classmethod
+    def from_draft(cls, payload: dict[str, Any], today: dt.date) -> PlanFormModal:
+        """Rebuild a form kept at a lock, filled with what was typed."""
+        fields = payload.get("fields")
+        if not isinstance(fields, list) or not fields:
+            raise InvalidInput({"draft": "That unsaved plan form could not be read back."})
+        required = payload.get("required") if isinstance(payload.get("required"), dict) else {}
+        values = payload.get("values") if isinstance(payload.get("values"), dict) else {}
+        return cls(
+            str(payload.get("title") or "Plan"),
+            [spec_from_json(raw) for raw in fields],
+            today=today,
+            required={str(k): str(v) for k, v in required.items()},
+            prefill=values,
+        )
+
+    def keep_as(self, person_id: str, form: str, mode: str, target_id: str | None = None) -> PlanFormModal:
+        """Say what this form edits, so a lock keeps its text under a key that can reopen it."""
+        self.draft_key = plan_draft_key(person_id, form, mode, target_id)
+        self.draft_payload = {
+            "kind": "plan",
+            "person_id": person_id,
+            "form": form,
+            "mode": mode,
+            "target_id": target_id,
+            "title": self.title_text,
+            "fields": [spec_to_json(spec) for spec in self.specs],
+            "required": dict(self.required),
+        }
+        return self
+
+    def typed(self) -> dict[str, str]:
+        """Every field exactly as typed (dates as text, selects as their value)."""
+        if not self.is_mounted:
+            return dict(self.start)
+        values: dict[str, str] = {}
+        for spec in self.specs:
+            widget = self.query_one_optional(f"#{spec.name}")
+            if isinstance(widget, Select):
+                values[spec.name] = self._as_text(widget.value if widget.value is not Select.BLANK else "")
+            elif isinstance(widget, Input):
+                values[spec.name] = widget.value
+            else:
+                values[spec.name] = self.start[spec.name]
+        return values
+
+    def draft(self) -> tuple[str, dict[str, Any]] | None:
+        """What to keep if the vault locks now; None when nothing differs from how the form opened."""
+        if self.draft_key is None:
+            return None
+        values = self.typed()
+        if values == self.baseline:
+            return None
+        return self.draft_key, {**self.draft_payload, "values": values}
 
     def compose(self) -> ComposeResult:
         from textual.suggester import SuggestFromList
@@ -84,13 +215,12 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
         with Vertical(classes="dialog"):
             yield Static(self.title_text, classes="dialog-title")
             for spec in self.specs:
+                start = self.start[spec.name]
                 if spec.kind == "select":
-                    control: Any = Select(spec.options, value=spec.value, allow_blank=False, id=spec.name)
+                    control: Any = Select(spec.options, value=start, allow_blank=False, id=spec.name)
                 else:
                     suggester = SuggestFromList(spec.suggestions, case_sensitive=False) if spec.suggestions else None
-                    control = Input(
-                        str(spec.value or ""), placeholder=spec.placeholder, id=spec.name, suggester=suggester
-                    )
+                    control = Input(start, placeholder=spec.placeholder, id=spec.name, suggester=suggester)
                 yield FormField(spec.label, control, field=spec.name)
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Save (Ctrl+S)", id="save", variant="primary")
@@ -280,12 +410,20 @@ class PlanScreen(Screen[None]):
         self.post_message(PlanRefreshed(*self._read()))
 
     def _change(
-        self, change: Callable[[], Any], notice: str, keep: Callable[[Any], str | None] | str | None = None
+        self,
+        change: Callable[[], Any],
+        notice: str,
+        keep: Callable[[Any], str | None] | str | None = None,
+        *,
+        draft_key: str | None = None,
     ) -> None:
         """Save one change through the service in a thread, then show the plan as stored."""
 
         def run() -> None:
             result = change()
+            if draft_key:
+                # The typed text is in the plan now, so a copy kept at a lock is obsolete.
+                self.app.store.service.discard_draft(draft_key)
             kept = keep(result) if callable(keep) else keep
             self.post_message(PlanRefreshed(*self._read(), notice=notice, keep=kept))
 
@@ -314,49 +452,81 @@ class PlanScreen(Screen[None]):
     def _what_matters_focused(self) -> bool:
         return self.focused is self.query_one(WhatMattersList)
 
-    def action_add_what_matters(self) -> None:
+    def _open_form(self, modal: PlanFormModal, form: str, mode: str, target_id: str | None = None) -> None:
+        """Push a plan form; its text is kept across a lock, and saving it (or cancelling a restored one) drops that."""
+        modal.keep_as(self.person_id, form, mode, target_id)
+
         def answered(values: dict[str, Any] | None) -> None:
             if values:
-                service = self.app.store.service
-                self._change(
-                    lambda: service.record_what_matters(self.person_id, values["text"], life_area=values["life_area"]),
-                    "What matters saved",
-                    lambda row: row.id,
-                )
+                self._save_form(form, mode, target_id, values, modal.draft_key)
+            elif modal.restored and modal.draft_key:
+                discard_later(self.app, modal.draft_key)
 
-        self.app.push_screen(what_matters_form(self.today), answered)
+        self.app.push_screen(modal, answered)
+
+    def _save_form(
+        self, form: str, mode: str, target_id: str | None, values: dict[str, Any], draft_key: str | None
+    ) -> None:
+        service = self.app.store.service
+        pid = self.person_id
+        if form == "what_matters" and mode == "new":
+            self._change(
+                lambda: service.record_what_matters(pid, values["text"], life_area=values["life_area"]),
+                "What matters saved",
+                lambda row: row.id,
+                draft_key=draft_key,
+            )
+        elif form == "what_matters":
+            self._change(
+                lambda: service.update_what_matters(target_id, **values),
+                "What matters saved",
+                target_id,
+                draft_key=draft_key,
+            )
+        elif form == "goal" and mode == "new":
+            self._change(
+                lambda: service.add_goal(pid, values["text"], target_on=values["target_on"]),
+                "Goal added",
+                lambda goal: f"goal:{goal.id}",
+                draft_key=draft_key,
+            )
+        elif form == "goal":
+            self._change(
+                lambda: service.update_goal(target_id, **values), "Goal saved", f"goal:{target_id}", draft_key=draft_key
+            )
+        elif form == "action" and mode == "new":
+            self._change(
+                lambda: service.add_action(target_id, values["what"], who=values["who"], due_on=values["due_on"]),
+                "Action added",
+                lambda action: f"action:{action.id}",
+                draft_key=draft_key,
+            )
+        elif form == "action":
+            self._change(
+                lambda: service.update_action(target_id, **values),
+                "Action saved",
+                f"action:{target_id}",
+                draft_key=draft_key,
+            )
+
+    def open_kept_form(self, kept: KeptPlanForm) -> None:
+        """Reopen a form whose text was kept at a lock (the plan loads underneath)."""
+        self._open_form(kept.modal, kept.form, kept.mode, kept.target_id)
+
+    def action_add_what_matters(self) -> None:
+        self._open_form(what_matters_form(self.today), "what_matters", "new")
 
     def action_add_goal(self) -> None:
-        def answered(values: dict[str, Any] | None) -> None:
-            if values:
-                service = self.app.store.service
-                self._change(
-                    lambda: service.add_goal(self.person_id, values["text"], target_on=values["target_on"]),
-                    "Goal added",
-                    lambda goal: f"goal:{goal.id}",
-                )
-
         self.goals.focus()
-        self.app.push_screen(goal_form(self.today), answered)
+        self._open_form(goal_form(self.today), "goal", "new")
 
     def action_add_action(self) -> None:
         goal = self.goals.selected_goal
         if goal is None:
             self.notify("Add a goal first; actions sit under a goal.", severity="warning")
             return
-        goal_id = goal.goal.id
-
-        def answered(values: dict[str, Any] | None) -> None:
-            if values:
-                service = self.app.store.service
-                self._change(
-                    lambda: service.add_action(goal_id, values["what"], who=values["who"], due_on=values["due_on"]),
-                    "Action added",
-                    lambda action: f"action:{action.id}",
-                )
-
         self.goals.focus()
-        self.app.push_screen(action_form(self.today, goal.goal.text), answered)
+        self._open_form(action_form(self.today, goal.goal.text), "action", "new", goal.goal.id)
 
     @on(OptionList.OptionSelected)
     def _option_chosen(self, event: OptionList.OptionSelected) -> None:
@@ -365,42 +535,23 @@ class PlanScreen(Screen[None]):
         self.action_edit()
 
     def action_edit(self) -> None:
-        service = self.app.store.service
         if self._what_matters_focused():
             row = self.query_one(WhatMattersList).selected_row
-            if row is None:
-                return
-            row_id = row.id
-
-            def wm_answered(values: dict[str, Any] | None) -> None:
-                if values:
-                    self._change(lambda: service.update_what_matters(row_id, **values), "What matters saved", row_id)
-
-            self.app.push_screen(what_matters_form(self.today, row), wm_answered)
+            if row is not None:
+                self._open_form(what_matters_form(self.today, row), "what_matters", "edit", row.id)
             return
         selected = self.goals.selected
         if selected is None:
             return
         kind, row_id = selected
         if kind == "goal":
-            goal = self.goals.selected_goal
-
-            def goal_answered(values: dict[str, Any] | None) -> None:
-                if values:
-                    self._change(lambda: service.update_goal(row_id, **values), "Goal saved", f"goal:{row_id}")
-
-            self.app.push_screen(goal_form(self.today, goal), goal_answered)
+            self._open_form(goal_form(self.today, self.goals.selected_goal), "goal", "edit", row_id)
             return
         found = self.goals.find_action(row_id)
         if found is None:
             return
         goal, index = found
-
-        def action_answered(values: dict[str, Any] | None) -> None:
-            if values:
-                self._change(lambda: service.update_action(row_id, **values), "Action saved", f"action:{row_id}")
-
-        self.app.push_screen(action_form(self.today, goal.goal.text, goal.actions[index]), action_answered)
+        self._open_form(action_form(self.today, goal.goal.text, goal.actions[index]), "action", "edit", row_id)
 
     def action_move(self, offset: int) -> None:
         goal = self.goals.selected_goal
@@ -483,3 +634,50 @@ class PlanScreen(Screen[None]):
 
     def action_back(self) -> None:
         self.dismiss(None)
+
+
+# -- plan forms kept across a lock --------------------------------------------------------------------
+
+_DESCRIPTIONS = {
+    ("what_matters", "new"): "an unsaved 'what matters' entry",
+    ("what_matters", "edit"): "an unsaved change to a 'what matters' entry",
+    ("goal", "new"): "an unsaved new goal",
+    ("goal", "edit"): "an unsaved change to a goal",
+    ("action", "new"): "an unsaved new action",
+    ("action", "edit"): "an unsaved change to an action",
+}
+
+
+def describe_draft(payload: dict[str, Any]) -> str:
+    """How the offer after unlock names this draft."""
+    return _DESCRIPTIONS.get((str(payload.get("form")), str(payload.get("mode"))), "an unsaved change to a plan")
+
+
+@dataclass(frozen=True)
+class KeptPlanForm:
+    """A plan form rebuilt from a draft, and what it edits."""
+
+    modal: PlanFormModal
+    form: str
+    mode: str
+    target_id: str | None
+
+
+def kept_plan_form(payload: dict[str, Any], today: dt.date) -> KeptPlanForm:
+    """Read a kept plan form back, refusing anything malformed with a plain sentence (before any screen opens)."""
+    form, mode = str(payload.get("form") or ""), str(payload.get("mode") or "")
+    target_id = str(payload.get("target_id") or "") or None
+    needs_target = form == "action" or mode == "edit"  # a new action belongs to a goal
+    if form not in PLAN_FORMS or mode not in ("new", "edit") or needs_target != bool(target_id):
+        raise InvalidInput({"draft": "That unsaved plan form could not be read back."})
+    return KeptPlanForm(PlanFormModal.from_draft(payload, today), form, mode, target_id)
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Reopen the person, their plan editor and the form with the text typed so far."""
+    person_id = str(payload.get("person_id") or "")
+    if not person_id:
+        raise InvalidInput({"draft": "That unsaved plan form does not say whose record it belongs to."})
+    kept = kept_plan_form(payload, local(app.clock()).date())  # type: ignore[attr-defined]
+    person = push_person(app, person_id, tab="plan")
+    person.open_plan().open_kept_form(kept)

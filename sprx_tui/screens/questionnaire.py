@@ -13,7 +13,7 @@ from functools import partial
 from typing import Any, ClassVar
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
@@ -27,6 +27,7 @@ from textual.worker import Worker, WorkerState
 from sprx_tui.core import outcomes
 from sprx_tui.core.models import OutcomeResponse
 from sprx_tui.core.service import InvalidInput
+from sprx_tui.drafts import discard_later, push_person
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, worker_error
 from sprx_tui.widgets.outcome_chart import (
     IMPROVED_MARK,
@@ -47,6 +48,10 @@ SHORT_NAMES: dict[str, str] = {
     "HEALTH_USE": "GP and A&E use",
 }
 TIME_POINT_KEYS: dict[str, str] = {"baseline": "b", "review": "r", "discharge": "d"}
+
+
+def draft_key(person_id: str, code: str, time_point: str) -> str:
+    return f"measure:{person_id}:{code}:{time_point}"
 
 
 def time_point_label(time_point: str) -> str:
@@ -401,7 +406,9 @@ class QuestionnaireScreen(Screen[str | None]):
         "and the measure is stored as incomplete."
     )
 
-    def __init__(self, person_id: str, instrument_code: str, time_point: str) -> None:
+    def __init__(
+        self, person_id: str, instrument_code: str, time_point: str, *, draft: Mapping[str, Any] | None = None
+    ) -> None:
         super().__init__()
         self.instrument = outcomes.get_instrument(instrument_code)
         if time_point not in self.instrument.time_points:
@@ -414,6 +421,29 @@ class QuestionnaireScreen(Screen[str | None]):
         self.typed = ""  # digits typed but not yet confirmed
         self.history: list[OutcomeResponse] | None = None
         self._saving = False
+        self.restored = False  # reopened from answers kept at a lock
+        if draft:
+            self._resume(draft)
+
+    def _resume(self, kept: Mapping[str, Any]) -> None:
+        """Start from answers kept at a lock: only valid answers to this instrument's questions are taken."""
+        answers = kept.get("answers")
+        if isinstance(answers, Mapping):
+            for it in self.items:
+                if it.id not in answers:
+                    continue
+                value = answers[it.id]
+                if value is None:
+                    self.answers[it.id] = None
+                elif isinstance(value, int) and not isinstance(value, bool) and it.min_value <= value <= it.max_value:
+                    self.answers[it.id] = value
+        index = kept.get("index")
+        if isinstance(index, int) and not isinstance(index, bool):
+            self.index = max(0, min(index, len(self.items)))
+        typed = kept.get("typed")
+        if isinstance(typed, str) and typed.isdigit() and len(typed) <= 4 and not self.on_summary:
+            self.typed = typed
+        self.restored = True
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -455,6 +485,21 @@ class QuestionnaireScreen(Screen[str | None]):
 
     def has_answers(self) -> bool:
         return bool(self.answers) or bool(self.typed)
+
+    def draft(self) -> tuple[str, dict[str, Any]] | None:
+        """What to keep, encrypted, if the vault locks now (answers so far and where we were); None if none."""
+        if not self.has_answers():
+            return None
+        payload: dict[str, Any] = {
+            "kind": "measure",
+            "person_id": self.person_id,
+            "code": self.code,
+            "time_point": self.time_point,
+            "answers": dict(self.answers),
+            "index": self.index,
+            "typed": self.typed,
+        }
+        return draft_key(self.person_id, self.code, self.time_point), payload
 
     # -- drawing ---------------------------------------------------------------------------------
 
@@ -629,6 +674,9 @@ class QuestionnaireScreen(Screen[str | None]):
 
         def answered(discard: bool | None) -> None:
             if discard:
+                if self.restored:
+                    # Thrown away on purpose: not offered again at the next unlock.
+                    discard_later(self.app, draft_key(self.person_id, self.code, self.time_point))
                 self.dismiss(None)
 
         self.app.push_screen(
@@ -662,6 +710,8 @@ class QuestionnaireScreen(Screen[str | None]):
         except InvalidInput as exc:
             self.post_message(QuestionnaireRejected(str(exc)))
             return
+        # The answers are in the record now, so answers kept at a lock are obsolete.
+        self.app.store.service.discard_draft(draft_key(self.person_id, self.code, self.time_point))
         self.post_message(QuestionnaireSaved(row.id, row.complete))
 
     @on(QuestionnaireSaved)
@@ -717,3 +767,40 @@ class MeasureCommands(Provider):
             score = matcher.match(title)
             if score > 0:
                 yield Hit(score, matcher.highlight(title), command, text=title, help=help_text)
+
+
+# -- answers kept across a lock ---------------------------------------------------------------------
+
+
+def _kept_measure(payload: Mapping[str, Any]) -> tuple[str, str]:
+    code = str(payload.get("code") or "")
+    time_point = str(payload.get("time_point") or "")
+    instrument = outcomes.INSTRUMENTS.get(code)
+    if instrument is None or time_point not in instrument.time_points:
+        raise InvalidInput({"draft": "Those kept answers are for a questionnaire this version does not have."})
+    return code, time_point
+
+
+def describe_draft(payload: dict[str, Any]) -> str:
+    """ "an unfinished outcome measure (UCLA loneliness, review: 2 of 3 questions answered)" """
+    try:
+        code, time_point = _kept_measure(payload)
+    except InvalidInput:
+        return "an unfinished outcome measure"
+    answers = payload.get("answers") if isinstance(payload.get("answers"), dict) else {}
+    count = len(outcomes.INSTRUMENTS[code].items)
+    answered = sum(1 for value in answers.values() if value is not None)
+    return (
+        f"an unfinished outcome measure ({SHORT_NAMES.get(code, code)}, {time_point}: "
+        f"{answered} of {count} questions answered)"
+    )
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Reopen the person on their outcomes and the questionnaire at the same question with the answers so far."""
+    code, time_point = _kept_measure(payload)
+    person_id = str(payload.get("person_id") or "")
+    if not person_id:
+        raise InvalidInput({"draft": "Those kept answers do not say whose record they belong to."})
+    person = push_person(app, person_id, tab="outcomes")
+    person.open_measure(code, time_point, draft=payload)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from textual import on
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
 from textual.screen import ModalScreen
@@ -11,8 +13,10 @@ from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
 from sprx_tui.core.models import ONWARD_OUTCOMES, REFERRAL_SOURCES, Referral
+from sprx_tui.core.service import InvalidInput
+from sprx_tui.drafts import KeptFieldsModal, push_person
 from sprx_tui.screens.contact import ContactScreen
-from sprx_tui.screens.forms import MODAL_CSS, TextFieldsModal, fmt_date
+from sprx_tui.screens.forms import MODAL_CSS, fmt_date
 
 COMMON_DECLINE_REASONS = [
     "Does not want support at present.",
@@ -33,16 +37,50 @@ def accept_referral_form(person_id: str, referral_id: str) -> ContactScreen:
     return ContactScreen(person_id, referral_id=referral_id)
 
 
-def decline_referral_modal(referral: Referral) -> TextFieldsModal:
-    """Ask for the reason; start typing for the common ones (→ accepts the suggestion)."""
-    return TextFieldsModal(
+def decline_key(person_id: str, referral_id: str) -> str:
+    return f"referral:{person_id}:decline:{referral_id}"
+
+
+def decline_referral_modal(referral: Referral, *, prefill: dict[str, Any] | None = None) -> KeptFieldsModal:
+    """Ask for the reason; start typing for the common ones (→ accepts the suggestion). Kept across a lock."""
+    return decline_reason_modal(referral.person_id, referral.id, referral_summary(referral), prefill=prefill)
+
+
+def decline_reason_modal(
+    person_id: str, referral_id: str, summary: str, *, prefill: dict[str, Any] | None = None
+) -> KeptFieldsModal:
+    """The decline dialog from ids and the referral's one-line summary (which a kept draft carries)."""
+    return KeptFieldsModal(
         "Decline referral",
         [("reason", "Reason for declining", "")],
         required={"reason": "Give a reason for declining the referral."},
         save_label="Decline",
-        intro=referral_summary(referral) + ". The GP record is sent the 'social prescribing declined' code.",
+        intro=summary + ". The GP record is sent the 'social prescribing declined' code.",
         suggestions={"reason": COMMON_DECLINE_REASONS},
+        draft_key=decline_key(person_id, referral_id),
+        draft_payload={"kind": "decline", "person_id": person_id, "referral_id": referral_id, "summary": summary},
+        prefill=prefill,
     )
+
+
+# -- drafts kept across a lock -------------------------------------------------------------------
+
+
+def describe_draft(payload: dict[str, Any]) -> str:
+    """How the offer after unlock names this draft."""
+    return "an unsaved reason for declining a referral"
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Open the person on their referrals and the decline dialog with the reason typed so far."""
+    person_id = str(payload.get("person_id") or "")
+    referral_id = str(payload.get("referral_id") or "")
+    if payload.get("kind") != "decline" or not person_id or not referral_id:
+        raise InvalidInput({"draft": "That unsaved reason does not say which referral it belongs to."})
+    values = payload.get("values") if isinstance(payload.get("values"), dict) else {}
+    summary = str(payload.get("summary") or "A referral")
+    person = push_person(app, person_id, tab="referrals")
+    person.open_decline_form(referral_id, summary, prefill=values)
 
 
 class OnwardOutcomeModal(ModalScreen[str | None]):
