@@ -33,7 +33,7 @@ from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
 from sprx_tui.core.store import CaseStore, get_state
 from sprx_tui.core.vault import Locked, Vault, VaultError
-from sprx_tui.messages import DraftsFound, SyncStatusChanged, VaultLocked, VaultUnlocked
+from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
 from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, setting_for, theme_name
 from sprx_tui.widgets.status_bar import AREAS, SyncSummary
@@ -258,6 +258,20 @@ class SprxApp(App[int]):
                 if "tab" in inspect.signature(screen_class).parameters:
                     kwargs["tab"] = tab
         self.push_screen(screen_class(person_id, **kwargs))
+
+    def open_directory_for(self, person_id: str) -> None:
+        """Push the directory onto the current area, keeping `person_id` as the person to refer or signpost."""
+        if self.store is None:
+            return
+        try:
+            opener = _import_optional("sprx_tui.screens.directory", "open_directory_for")
+        except Exception as exc:
+            self.show_error(exc)
+            return
+        if opener is None:
+            self.notify("The directory screen is not available in this version.")
+            return
+        opener(self, person_id)
 
     def action_back(self) -> None:
         if self.store is not None and len(self.screen_stack) > 1:
@@ -505,10 +519,20 @@ class SprxApp(App[int]):
             # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
-        state = self.sync_summary.state
-        if not state or state == "not_enrolled" or not enrolled:
-            state = "offline" if enrolled else "not_enrolled"
-        self.post_message(SyncStatusChanged(state, pending, conflicts, last_ok))
+        # Only counts: the state and its detail are decided when this is handled, not now (a sync may finish first).
+        self.post_message(SyncCountsRead(store, pending, conflicts, last_ok, enrolled))
+
+    @on(SyncCountsRead)
+    def _sync_counts_read(self, message: SyncCountsRead) -> None:
+        if self.store is None or message.store is not self.store:
+            return  # locked (or locked and unlocked again) since the counts were read
+        current = self.sync_summary
+        state, detail = current.state, current.detail  # the sync controller's latest report
+        if not state or state == "not_enrolled" or not message.enrolled:
+            # No report yet, enrolled from the command line meanwhile, or no longer enrolled.
+            fresh = "offline" if message.enrolled else "not_enrolled"
+            state, detail = fresh, detail if fresh == state else ""
+        self.sync_summary = SyncSummary(state, message.pending, message.conflicts, message.last_success, detail)
 
     @on(SyncStatusChanged)
     def _sync_status_changed(self, message: SyncStatusChanged) -> None:

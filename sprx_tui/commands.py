@@ -37,7 +37,7 @@ class PersonProvider(Provider):
 
 
 class ShellCommandsProvider(Provider):
-    """Lock, switch area, settings, theme, help, and 'new contact' when a person's record is open."""
+    """Lock, switch area, settings, theme, help; 'new contact' and 'find a service' when a person's record is open."""
 
     def _commands(self) -> list[tuple[str, Callable[[], Any], str]]:
         app: Any = self.app
@@ -48,6 +48,14 @@ class ShellCommandsProvider(Provider):
         if hasattr(screen, "action_new_contact"):
             commands.append(
                 ("New contact for this person", partial(screen.run_action, "new_contact"), "Record a visit or call (n)")
+            )
+        if hasattr(screen, "action_find_service"):
+            commands.append(
+                (
+                    "Find a service for this person",
+                    partial(screen.run_action, "find_service"),
+                    "The directory, to refer or signpost them (f)",
+                )
             )
         for mode, key, label in AREAS:
             commands.append((f"Go to {label}", partial(app.action_area, mode), f"Switch to {label} ({key})"))

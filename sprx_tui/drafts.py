@@ -1,7 +1,8 @@
 """Unsaved work kept (encrypted, inside the vault) across a lock, and offered back after unlock.
 
-How a form takes part — the contact note, questionnaire, plan forms and the decline, amend and
-entered-in-error reasons all do this, and any other screen can join the same way:
+How a form takes part — the contact note, questionnaire, plan forms, the decline, amend and
+entered-in-error reasons, a sync conflict's merged text and the directory's "flag a change" note all do this,
+and any other screen can join the same way:
 
 1. The screen (or modal) defines `draft() -> tuple[str, dict] | None`: a key `"<prefix>:<ids…>"` and a
    JSON-safe payload, with `"person_id"` when the work belongs to a person. It returns None when nothing
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 # earlier versions stay valid: they are contact notes, the default kind of the contact module.
 DRAFT_MODULES: dict[str, str] = {
     "contact": "sprx_tui.screens.contact",
+    "directory": "sprx_tui.screens.directory",
     "measure": "sprx_tui.screens.questionnaire",
     "plan": "sprx_tui.screens.plan",
     "referral": "sprx_tui.screens.referral",

@@ -30,6 +30,17 @@ class SyncStatusChanged(Message):
 
 
 @dataclass
+class SyncCountsRead(Message):
+    """The app's summary worker re-read the counts; the App keeps the latest sync state and detail with them."""
+
+    store: CaseStore
+    pending: int
+    conflicts: int
+    last_success: str | None
+    enrolled: bool
+
+
+@dataclass
 class VaultUnlocked(Message):
     """The vault opened and the store is ready (the first-run path also posts it after the key is confirmed)."""
 

@@ -3,11 +3,14 @@
 Opened with a person (`open_directory_for`, or f on their record) it keeps who you are referring in view at
 the top, and r or s then Enter records the onward referral through the service layer. Every search is one SQL
 page in an exclusive thread worker; per-service uptake is read once and kept, so a keystroke costs one query.
+A "flag a change" note being written is kept across a lock ("directory:flag:<service id>", see sprx_tui.drafts).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -18,6 +21,8 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.coordinate import Coordinate
+from textual.css.query import NoMatches
+from textual.events import Mount
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, Input, RadioButton, RadioSet, Select, Static
@@ -26,7 +31,9 @@ from textual.worker import Worker, get_current_worker
 from sprx_tui.core import directory
 from sprx_tui.core.hsds import html_to_text
 from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityService, Person
+from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore
+from sprx_tui.drafts import discard_later
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
 from sprx_tui.widgets.person_header import nhs_display
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
@@ -39,6 +46,11 @@ LOAD_MORE_MARGIN = 10
 STALE_MARK = "STALE"
 INACTIVE_MARK = "INACTIVE"
 SUGGESTION_KINDS = {"closed": "It has closed", "details_changed": "Its details have changed"}
+
+
+def flag_key(service_id: str) -> str:
+    """The draft key of a 'flag a change' note about one service."""
+    return f"directory:flag:{service_id}"
 
 
 # -- messages (past tense: what a worker found or did) ---------------------------------------------
@@ -243,13 +255,30 @@ class ServiceTable(DataTable):
 class ChoiceSet(RadioSet):
     """Radio buttons where moving is choosing: what is highlighted is what gets sent."""
 
+    def __init__(self, *children: RadioButton, **kwargs: Any) -> None:
+        super().__init__(*children, **kwargs)
+        self._moving_chooses = False
+
+    def _on_mount(self, _event: Mount) -> None:
+        # RadioSet's own mount handler (dispatched after this one) moves to the first button: not a choice, so
+        # a button that starts pressed (a kept draft) stays pressed and highlighted.
+        self.call_next(self._start_choosing)
+
+    def _start_choosing(self) -> None:
+        pressed = self.pressed_button
+        if pressed is not None:
+            self._selected = self._nodes.index(pressed)
+        self._moving_chooses = True
+
     def action_next_button(self) -> None:
         super().action_next_button()
-        self.action_toggle_button()
+        if self._moving_chooses:
+            self.action_toggle_button()
 
     def action_previous_button(self) -> None:
         super().action_previous_button()
-        self.action_toggle_button()
+        if self._moving_chooses:
+            self.action_toggle_button()
 
 
 class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
@@ -261,9 +290,18 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
         Binding("escape", "cancel", "Cancel", id="suggest.cancel"),
     ]
 
-    def __init__(self, service_name: str) -> None:
+    def __init__(
+        self, service_name: str, *, service_id: str | None = None, prefill: Mapping[str, Any] | None = None
+    ) -> None:
+        """`service_id` lets what is typed be kept across a lock; `prefill` is a kept draft ("change", "note")."""
         super().__init__()
         self.service_name = service_name
+        self.service_id = service_id
+        kept = prefill if isinstance(prefill, Mapping) else {}
+        change, note = kept.get("change"), kept.get("note")
+        self.start_kind = change if isinstance(change, str) and change in SUGGESTION_KINDS else "closed"
+        self.start_note = note if isinstance(note, str) else ""
+        self.restored = bool(kept)
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -274,9 +312,9 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
                 classes="muted",
             )
             with ChoiceSet(id="kind"):
-                for i, (kind, text) in enumerate(SUGGESTION_KINDS.items()):
-                    yield RadioButton(text, value=i == 0, id=f"kind-{kind}")
-            yield FormField("What has changed (optional)", Input(id="note"), field="note")
+                for kind, text in SUGGESTION_KINDS.items():
+                    yield RadioButton(text, value=kind == self.start_kind, id=f"kind-{kind}")
+            yield FormField("What has changed (optional)", Input(self.start_note, id="note"), field="note")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Send (Ctrl+S)", id="save", variant="primary")
                 yield Button("Cancel (Esc)", id="cancel")
@@ -288,10 +326,35 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
         pressed = self.query_one(RadioSet).pressed_button
         return (pressed.id or "kind-closed").removeprefix("kind-") if pressed is not None else "closed"
 
+    def typed(self) -> tuple[str, str]:
+        """(kind, note) as the dialog shows them now."""
+        if self.is_mounted:
+            with contextlib.suppress(NoMatches):  # mounted but not composed yet
+                return self.chosen(), self.query_one("#note", Input).value
+        return self.start_kind, self.start_note
+
+    def draft(self) -> tuple[str, dict[str, Any]] | None:
+        """What to keep if the vault locks now: None until a note is typed (a restored one is always kept)."""
+        if self.service_id is None:
+            return None
+        change, note = self.typed()
+        if not self.restored and not note.strip():
+            return None
+        return flag_key(self.service_id), {
+            "kind": "flag",
+            "service_id": self.service_id,
+            "service_name": self.service_name,
+            "change": change,
+            "note": note,
+        }
+
     def action_save(self) -> None:
         self.dismiss((self.chosen(), self.query_one("#note", Input).value.strip()))
 
     def action_cancel(self) -> None:
+        if self.restored and self.service_id is not None:
+            # Seen after unlock and cancelled: no offer at the next unlock.
+            discard_later(self.app, flag_key(self.service_id))
         self.dismiss(None)
 
     @on(Input.Submitted, "#note")
@@ -304,7 +367,7 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
 
     @on(Button.Pressed, "#cancel")
     def _cancel_pressed(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
 
 
 # -- the screen ------------------------------------------------------------------------------------
@@ -767,17 +830,22 @@ class DirectoryScreen(Screen):
         row = self._highlighted()
         if row is None:
             return
+        self.open_flag(row.id, row.name)
+
+    def open_flag(self, service_id: str, service_name: str, prefill: Mapping[str, Any] | None = None) -> None:
+        """The 'flag a change' dialog for one service (`prefill`: a note kept across a lock)."""
 
         def answered(result: tuple[str, str] | None) -> None:
             store = self.store
             if result is not None and store is not None:
-                self._suggest(store, row.id, row.name, *result)
+                self._suggest(store, service_id, service_name, *result)
 
-        self.app.push_screen(SuggestChangeModal(row.name), answered)
+        self.app.push_screen(SuggestChangeModal(service_name, service_id=service_id, prefill=prefill), answered)
 
     @work(thread=True, group="directory-write", exit_on_error=False, name="directory-write")
     def _suggest(self, store: CaseStore, service_id: str, service_name: str, kind: str, note: str) -> None:
         store.service.suggest_directory_change(service_id, kind, note)
+        store.service.discard_draft(flag_key(service_id))
         self.post_message(ChangeSuggested(service_name, kind))
 
     @on(ChangeSuggested)
@@ -810,3 +878,29 @@ def open_directory_for(app: App[Any], person_id: str) -> None:
     if getattr(app, "store", None) is None:
         return
     app.push_screen(DirectoryScreen(person_id))
+
+
+# -- a "flag a change" note kept across a lock ------------------------------------------------------
+
+
+def describe_draft(payload: dict[str, Any]) -> str:
+    """How the offer after unlock names this draft (a service's name is directory data, not personal)."""
+    name = payload.get("service_name")
+    return f"an unsent note about a change to {name}" if isinstance(name, str) and name else "an unsent directory note"
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Open the Directory area and the 'flag a change' dialog with what was chosen and typed."""
+    service_id = str(payload.get("service_id") or "")
+    if payload.get("kind") != "flag" or not service_id:
+        raise InvalidInput({"draft": "That unsent directory note does not say which service it is about."})
+    name = payload.get("service_name")
+    area = getattr(app, "action_area", None)
+    if callable(area):
+        area("directory")
+    screen = next((s for s in reversed(app.screen_stack) if isinstance(s, DirectoryScreen)), None)
+    if screen is None:
+        screen = DirectoryScreen()
+        app.push_screen(screen)
+    prefill = {"change": payload.get("change"), "note": payload.get("note") or ""}
+    screen.open_flag(service_id, name if isinstance(name, str) and name else "this service", prefill=prefill)

@@ -252,7 +252,6 @@ class PersonScreen(Screen[None]):
         self._viewed = False
         self._stale = False  # the plan editor may have changed the record
         self._footer_tab = ""  # the tab whose keys the footer shows
-        self.pending_contact_draft: dict[str, Any] | None = None
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -324,9 +323,6 @@ class PersonScreen(Screen[None]):
 
     def on_mount(self) -> None:
         self._load_person()
-        if self.pending_contact_draft is not None:
-            payload, self.pending_contact_draft = self.pending_contact_draft, None
-            self.call_after_refresh(self.restore_contact_draft, payload)
 
     def on_screen_resume(self) -> None:
         if self._stale:
@@ -538,14 +534,6 @@ class PersonScreen(Screen[None]):
         if prefill is not None:
             screen.prefill = dict(prefill)
         self.app.push_screen(screen, self._contact_closed)
-
-    def restore_contact_draft(self, payload: dict[str, Any]) -> None:
-        """Reopen a contact form kept as a draft when the vault locked."""
-        if not self.is_mounted:
-            self.pending_contact_draft = dict(payload)
-            return
-        referral_id = payload.get("referral_id")
-        self.open_contact_form(referral_id=str(referral_id) if referral_id else None, prefill=payload)
 
     async def _contact_closed(self, contact_id: str | None) -> None:
         if contact_id is None:

@@ -5,23 +5,31 @@ The screen reads through `sprx_tui.syncui.load_sync_view` in a thread worker and
 conflict opens `ConflictScreen`: every version side by side with who, which laptop and when; 1/2 keep the
 left or right version, m writes a merged text. The choice goes through `syncstore.resolve_conflict`, so
 it is itself a change that syncs.
+
+A merged text being written is kept (encrypted, in the vault) if the vault locks: `MergeScreen.draft()` gives
+"sync:<conflict id>", and `restore_draft` reopens the Sync area, the conflict and the editor after unlock.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual import on, work
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, Footer, ProgressBar, Static, TextArea
 from textual.worker import Worker
 
 from sprx_tui.core import syncstore
+from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import CaseStore
+from sprx_tui.drafts import discard_later
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.syncui import (
     ENROL_COMMAND,
@@ -60,6 +68,23 @@ class ConflictResolved(Message):
     def __init__(self, conflict_id: str) -> None:
         super().__init__()
         self.conflict_id = conflict_id
+
+
+class ConflictLoaded(Message):
+    """A conflict opened by id (a kept merged text) was read; None when it is no longer open."""
+
+    def __init__(self, conflict_id: str, conflict: ConflictView | None) -> None:
+        super().__init__()
+        self.conflict_id = conflict_id
+        self.conflict = conflict
+
+
+def draft_key(conflict_id: str) -> str:
+    return f"sync:{conflict_id}"
+
+
+def merge_title(what: str) -> str:
+    return f"Write the {what.lower()} to keep"
 
 
 def _controller(app: Any) -> SyncController | None:
@@ -375,10 +400,21 @@ class MergeScreen(ModalScreen[str | None]):
     ]
     HELP = "Edit the text so it says what should be kept, then press Ctrl+S."
 
-    def __init__(self, title: str, text: str) -> None:
+    def __init__(
+        self,
+        title: str,
+        text: str,
+        *,
+        draft_key: str | None = None,
+        draft_payload: Mapping[str, Any] | None = None,
+        restored: bool = False,
+    ) -> None:
         super().__init__()
         self.title_text = title
         self.text = text
+        self.draft_key = draft_key
+        self.draft_payload = dict(draft_payload or {})
+        self.restored = restored
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
@@ -396,6 +432,24 @@ class MergeScreen(ModalScreen[str | None]):
     def on_mount(self) -> None:
         self.query_one("#merged", TextArea).focus()
 
+    def typed(self) -> str:
+        if self.is_mounted:
+            with contextlib.suppress(NoMatches):  # mounted but not composed yet
+                return self.query_one("#merged", TextArea).text
+        return self.text
+
+    def draft(self) -> tuple[str, dict[str, Any]] | None:
+        """What to keep if the vault locks now: None while the text is as the editor started it (or blank).
+
+        A restored text is always kept again, so an older copy in the vault is never offered instead.
+        """
+        if self.draft_key is None:
+            return None
+        text = self.typed()
+        if not self.restored and (text == self.text or not text.strip()):
+            return None
+        return self.draft_key, {**self.draft_payload, "text": text}
+
     def action_save(self) -> None:
         text = self.query_one("#merged", TextArea).text.strip()
         if not text:
@@ -404,6 +458,9 @@ class MergeScreen(ModalScreen[str | None]):
         self.dismiss(text)
 
     def action_cancel(self) -> None:
+        if self.restored and self.draft_key is not None:
+            # The worker has seen the kept text and chose to leave it: no offer at the next unlock.
+            discard_later(self.app, self.draft_key)
         self.dismiss(None)
 
     @on(Button.Pressed, "#save")
@@ -412,7 +469,7 @@ class MergeScreen(ModalScreen[str | None]):
 
     @on(Button.Pressed, "#cancel")
     def _cancel(self) -> None:
-        self.dismiss(None)
+        self.action_cancel()
 
 
 class ConflictScreen(Screen):
@@ -442,11 +499,16 @@ class ConflictScreen(Screen):
     ConflictScreen .version { width: 1fr; height: 1fr; padding: 0 1; }
     ConflictScreen .version-meta { color: $foreground-muted; margin-bottom: 1; }
     ConflictScreen .version-text { width: 1fr; }
+    ConflictScreen #conflict-loading { padding: 0 1; }
     """
 
-    def __init__(self, conflict: ConflictView) -> None:
+    def __init__(self, conflict: ConflictView | None = None, *, conflict_id: str | None = None) -> None:
+        """From the Sync screen's list (`conflict`), or by id alone (a kept merged text), read in a worker."""
         super().__init__()
+        if conflict is None and not conflict_id:
+            raise ValueError("ConflictScreen needs a conflict or its id")
         self.conflict = conflict
+        self.conflict_id: str = conflict.id if conflict is not None else str(conflict_id)
         self._busy = False
 
     @property
@@ -457,6 +519,11 @@ class ConflictScreen(Screen):
         c = self.conflict
         today = local_time(self.sprx.clock()).date()
         yield NavBar("sync")
+        if c is None:
+            yield Static("Reading the conflict…", id="conflict-loading")
+            yield StatusBar()
+            yield Footer()
+            return
         whose = f" for {c.person}" if c.person else ""
         kind = {
             "concurrent_edit": "was changed on two laptops at the same time",
@@ -491,22 +558,43 @@ class ConflictScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        first = self.query(".version").first()
-        first.focus()
+        if self.conflict is None:
+            store = self.sprx.store
+            if store is not None:
+                self._load(store, self.conflict_id)
+            return
+        self.query(".version").first().focus()
+
+    @work(thread=True, exclusive=True, group="conflict-load", exit_on_error=False, name="conflict-load")
+    def _load(self, store: CaseStore, conflict_id: str) -> None:
+        found = next((c for c in load_sync_view(store).conflicts if c.id == conflict_id), None)
+        self.post_message(ConflictLoaded(conflict_id, found))
+
+    async def on_conflict_loaded(self, message: ConflictLoaded) -> None:
+        if message.conflict is None:
+            self.query_one("#conflict-loading", Static).update(
+                "This conflict is no longer open: it was resolved, perhaps on another laptop. Press Esc to go back."
+            )
+            return
+        self.conflict = message.conflict
+        await self.recompose()
+        if self.is_current:
+            self.query(".version").first().focus()
+        self.refresh_bindings()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "keep":
             index = int(parameters[0]) if parameters else 0  # type: ignore[call-overload]
-            return index < len(self.conflict.versions)
+            return self.conflict is not None and index < len(self.conflict.versions)
         if action == "merge":
-            return self.conflict.mergeable
+            return self.conflict is not None and self.conflict.mergeable
         return True
 
     def action_back(self) -> None:
         self.dismiss()
 
     def action_keep(self, index: int) -> None:
-        if self._busy or index >= len(self.conflict.versions):
+        if self._busy or self.conflict is None or index >= len(self.conflict.versions):
             return
         version = self.conflict.versions[index]
         count = len(self.conflict.versions)
@@ -523,27 +611,48 @@ class ConflictScreen(Screen):
         self.app.push_screen(ConfirmModal(question, yes="Keep it"), answered)
 
     def action_merge(self) -> None:
-        if self._busy or not self.conflict.mergeable:
+        c = self.conflict
+        if self._busy or c is None or not c.mergeable:
             return
-        texts = [v.text for v in self.conflict.versions]
+        texts = [v.text for v in c.versions]
         start = "\n\n".join(dict.fromkeys(t for t in texts if t.strip()))
+        about: dict[str, Any] = {"kind": "merge", "conflict_id": c.id, "what": c.what}
+        if c.person_id:
+            about["person_id"] = c.person_id
+        self.open_merge(start, about)
 
-        def written(text: str | None) -> None:
-            if text:
-                self._resolve(text)
+    def open_merge(self, text: str, about: Mapping[str, Any], *, restored: bool = False) -> MergeScreen:
+        """Push the merged-text editor; `about` is the draft payload without the text (what, person)."""
 
-        self.app.push_screen(MergeScreen(f"Write the {self.conflict.what.lower()} to keep", start), written)
+        def written(merged: str | None) -> None:
+            if merged:
+                self._resolve(merged)
+
+        editor = MergeScreen(
+            merge_title(str(about.get("what") or "text")),
+            text,
+            draft_key=draft_key(self.conflict_id),
+            draft_payload=about,
+            restored=restored,
+        )
+        self.app.push_screen(editor, written)
+        return editor
 
     def _resolve(self, value: Any) -> None:
         store = self.sprx.store
         if store is None:
             return
         self._busy = True
-        self._save(store, self.conflict.id, value)
+        self._save(store, self.conflict_id, value)
 
     @work(thread=True, exclusive=True, group="sync-resolve", exit_on_error=False, name="resolve")
     def _save(self, store: CaseStore, conflict_id: str, value: Any) -> None:
-        syncstore.resolve_conflict(store, conflict_id, value)
+        try:
+            syncstore.resolve_conflict(store, conflict_id, value)
+        except NotFound:
+            store.service.discard_draft(draft_key(conflict_id))  # closed meanwhile: a kept text has no use
+            raise
+        store.service.discard_draft(draft_key(conflict_id))
         self.post_message(ConflictResolved(conflict_id))
 
     def on_conflict_resolved(self, _message: ConflictResolved) -> None:
@@ -556,3 +665,31 @@ class ConflictScreen(Screen):
         if event.worker.name == "resolve" and event.state.name in {"ERROR", "CANCELLED"}:
             self._busy = False
         self.sprx.worker_failed(event)
+
+
+# -- a merged text kept across a lock ----------------------------------------------------------------
+
+
+def describe_draft(payload: dict[str, Any]) -> str:
+    """How the offer after unlock names this draft: "an unsaved merged goal (resolving a sync conflict)"."""
+    what = payload.get("what")
+    noun = what.lower().replace(": ", " ") if isinstance(what, str) and what.strip() else "text"
+    return f"an unsaved merged {noun} (resolving a sync conflict)"
+
+
+def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
+    """Open the Sync area, the conflict (read in the background) and the editor with the text written so far."""
+    conflict_id = str(payload.get("conflict_id") or key.partition(":")[2])
+    text = payload.get("text")
+    if payload.get("kind") != "merge" or not conflict_id or not isinstance(text, str):
+        raise InvalidInput({"draft": "That unsaved merged text does not say which conflict it belongs to."})
+    about: dict[str, Any] = {"kind": "merge", "conflict_id": conflict_id}
+    for name in ("what", "person_id"):
+        if isinstance(payload.get(name), str):
+            about[name] = payload[name]
+    area = getattr(app, "action_area", None)
+    if callable(area):
+        area("sync")
+    screen = ConflictScreen(conflict_id=conflict_id)
+    app.push_screen(screen)
+    screen.open_merge(text, about, restored=True)

@@ -771,3 +771,42 @@ async def test_status_bar_reads_enrolment_and_last_sync_from_the_vault(
         await settle(app, pilot)
         text = app.screen.query_one(StatusBar).render().plain  # type: ignore[union-attr]
         assert text == f"Sync: offline, last synced 08:05 · {pending} changes waiting"
+
+
+async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
+    unlocked_store: CaseStore, demo_vault: Path
+) -> None:
+    """The 30-second count refresh may finish after a sync did: it brings counts, never an older state."""
+    import time
+
+    from sprx_tui.core.store import set_state
+    from sprx_tui.widgets.status_bar import StatusBar, SyncSummary
+
+    last = "2026-11-23T08:05:00+00:00"
+    set_state(
+        unlocked_store.engine,
+        {"device_token": "opaque-test-token", "server_url": "https://sprx.practice.example:8443"},
+    )
+    pending = unlocked_store.queries.pending_changes()
+    app = make_app(demo_vault, store=unlocked_store, auto_sync=False)  # the address is made up
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(app, pilot)
+        app._stop_sync()  # this test plays the controller's part itself
+        app.sync_summary = SyncSummary("syncing", 0, 0, None, "sending changes 2 of 9")
+        with unlocked_store.lock:  # the count worker starts while a sync is running, and waits for the database
+            app.refresh_sync_summary()
+            await pilot.pause()
+            set_state(unlocked_store.engine, {"last_successful_sync_at": last})
+        # Block the event loop so the worker's counts are queued before the sync's end is reported.
+        time.sleep(0.5)
+        app.sync_summary = SyncSummary("failed", 0, 0, None, "details on F6")  # the sync ended, as reported
+        await settle(app, pilot)
+        assert app.sync_summary == SyncSummary("failed", pending, 0, last, "details on F6")
+        text = app.screen.query_one(StatusBar).render().plain  # type: ignore[union-attr]
+        assert text == f"Sync: sync failed: details on F6 · {pending} changes waiting"
+
+        # Enrolled from the command line while the app was open: the refresh notices (no detail carried over).
+        app.sync_summary = SyncSummary("not_enrolled", 0, 0, None, "")
+        app.refresh_sync_summary()
+        await settle(app, pilot)
+        assert app.sync_summary == SyncSummary("offline", pending, 0, last, "")

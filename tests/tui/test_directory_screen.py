@@ -195,6 +195,50 @@ async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: C
         assert unlocked_store.queries.onward_referrals(person_id) == []
 
 
+async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offers_it(
+    unlocked_store: CaseStore,
+) -> None:
+    person_id = person_without_onward(unlocked_store)
+    person = unlocked_store.queries.person(person_id)
+    assert person is not None
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_directory_for(person_id)
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
+        assert app.current_mode == "today"  # pushed onto the area in use, like a person's record
+        assert str(screen.query_one("#for-person", Static).render()).startswith(f"For: {person.display_name}")
+        app.pop_screen()
+        await settle(pilot)
+
+        app.open_person(person_id)
+        await settle(pilot)
+        assert isinstance(app.screen, PersonScreen)
+        await pilot.press("ctrl+p")
+        await pilot.press(*"find a service")
+        for _ in range(40):
+            await pilot.pause(0.05)
+            found = app.screen.query("CommandList")
+            if found and found.first().option_count:
+                break
+        assert "Find a service for this person" in str(found.first().get_option_at_index(0).prompt)
+        await pilot.press("enter")
+        await settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
+        assert [type(s).__name__ for s in app.screen_stack[-3:]] == ["TodayScreen", "PersonScreen", "DirectoryScreen"]
+
+    locked = make_app(unlocked_store)
+    async with locked.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        locked.store = None  # as after a lock: nothing opens
+        locked.open_directory_for(person_id)
+        await pilot.pause()
+        assert not isinstance(locked.screen, DirectoryScreen)
+
+
 # -- marks, details and the suggestion ----------------------------------------------------------------
 
 

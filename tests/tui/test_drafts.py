@@ -13,23 +13,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlmodel import Session, col, select
 from textual.pilot import Pilot
-from textual.widgets import Input, Static, TextArea
+from textual.widgets import DataTable, Input, Static, TextArea
 
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
-from sprx_tui.core import outcomes
-from sprx_tui.core.store import CaseStore
+from sprx_tui.core import directory, outcomes
+from sprx_tui.core.models import DirectorySuggestion, Goal, SyncConflict
+from sprx_tui.core.store import CaseStore, open_store, set_state
+from sprx_tui.core.vault import Vault
 from sprx_tui.drafts import KeptFieldsModal
 from sprx_tui.screens.contact import ContactScreen, draft_key
+from sprx_tui.screens.directory import DirectoryScreen, SuggestChangeModal
 from sprx_tui.screens.lock import DraftOfferScreen
 from sprx_tui.screens.person import PersonScreen
 from sprx_tui.screens.plan import PlanFormModal, PlanScreen
 from sprx_tui.screens.questionnaire import QuestionnaireScreen
+from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sprx_tui.screens.today import TodayScreen
 from sprx_tui.screens.unlock import UnlockScreen
 from sprx_tui.widgets.goal_list import GoalList
-from tests.tui.conftest import PASSPHRASE, frozen_clock
+from sync import hlc as hlc_mod
+from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 
 SIZE = (120, 40)
 
@@ -39,9 +45,9 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SPRX_CONFIG_DIR", str(tmp_path / "config"))
 
 
-def make_app(vault: Path) -> SprxApp:
+def make_app(vault: Path, **config: Any) -> SprxApp:
     """The real app, starting at the unlock screen."""
-    app = SprxApp(vault, clock=frozen_clock, config=Config())
+    app = SprxApp(vault, clock=frozen_clock, config=Config(**config))
     app.animation_level = "none"
     return app
 
@@ -454,3 +460,194 @@ async def test_a_kind_this_version_cannot_reopen_is_kept(demo_vault: Path) -> No
         assert isinstance(app.screen, TodayScreen)
         assert "cannot reopen" in " ".join(n.message for n in app._notifications)
         assert store.service.list_drafts() == ["future:thing"]
+
+
+# -- a sync conflict's merged text ---------------------------------------------------------------------
+
+OTHER_LAPTOP = "6f0c2b9e-3d1a-4e57-9b08-2c4d5e6f7a81"
+CONFLICT_ID = "c0ffee00-0000-4000-8000-0000000000d1"
+
+
+def _stamp(minutes_before: int) -> int:
+    return hlc_mod.pack(int((FROZEN_NOW - dt.timedelta(minutes=minutes_before)).timestamp() * 1000), 0)
+
+
+def write_conflict(vault_path: Path) -> tuple[str, str, str]:
+    """Enrol the (locked) vault with a made-up server and open one goal-text conflict, as test_snapshots_sync
+    does without a server; returns (goal id, person id, the other laptop's text)."""
+    vault = Vault(vault_path)
+    vault.unlock(bytearray(PASSPHRASE.encode()))
+    store = open_store(vault, clock=frozen_clock)
+    theirs = "Go to the Tuesday walking group with her neighbour"
+    try:
+        set_state(
+            store.engine,
+            {"server_url": "https://sprx.practice.example:8443", "device_token": "drafts-token", "user_id": "alice"},
+        )
+        with store.lock, Session(store.engine) as s, s.begin():
+            goal = s.exec(select(Goal).order_by(col(Goal.text))).first()
+            assert goal is not None
+            s.add(
+                SyncConflict(
+                    id=CONFLICT_ID,
+                    tbl="goal",
+                    row_id=goal.id,
+                    person_id=goal.person_id,
+                    field="text",
+                    values_json=[
+                        {"v": goal.text, "hlc": _stamp(25), "dev": store.actor.device_id, "seq": 40},
+                        {"v": theirs, "hlc": _stamp(18), "dev": OTHER_LAPTOP, "seq": 41},
+                    ],
+                    shown_idx=1,
+                    server_seq=42,
+                )
+            )
+            ids = (goal.id, goal.person_id)
+    finally:
+        vault.lock()
+    return ids[0], ids[1], theirs
+
+
+async def open_merge_editor(app: SprxApp, pilot: Pilot[Any]) -> MergeScreen:
+    await pilot.press("f6")
+    await settle(app, pilot)
+    sync_screen = app.screen
+    assert isinstance(sync_screen, SyncScreen) and sync_screen.view is not None
+    sync_screen.query_one("#conflicts", DataTable).focus()
+    await pilot.press("enter")
+    await settle(app, pilot)
+    assert isinstance(app.screen, ConflictScreen)
+    await pilot.press("m")
+    await settle(app, pilot)
+    editor = app.screen
+    assert isinstance(editor, MergeScreen)
+    return editor
+
+
+async def test_merged_text_comes_back_after_unlock_and_resolving_discards_it(demo_vault: Path) -> None:
+    secret = "Marker-merge-6V3 walking group on Tuesdays and swimming on Fridays"
+    goal_id, person_id, theirs = write_conflict(demo_vault)
+    app = make_app(demo_vault, auto_sync=False)  # the server address is made up: nothing may try to reach it
+    async with app.run_test(size=SIZE) as pilot:
+        store = await unlock(app, pilot)
+        name = store.queries.person(person_id).display_name  # type: ignore[union-attr]
+        editor = await open_merge_editor(app, pilot)
+        assert theirs in editor.query_one("#merged", TextArea).text
+        assert editor.draft() is None  # nothing typed yet: nothing to keep
+        await pilot.press("f7", *secret)  # select all, then type over it
+        await lock(app, pilot, demo_vault, secret)
+
+        store = await unlock_to_offer(
+            app, pilot, f"You have an unsaved merged goal (resolving a sync conflict) for {name}; restore it?"
+        )
+        key = f"sync:{CONFLICT_ID}"
+        assert store.service.list_drafts() == [key]
+        assert (store.service.load_draft(key) or {})["text"] == secret
+        await accept(app, pilot)
+        editor = app.screen
+        assert isinstance(editor, MergeScreen)
+        assert app.current_mode == "sync"
+        assert stack_types(app)[-3:] == ["SyncScreen", "ConflictScreen", "MergeScreen"]
+        assert editor.query_one("#merged", TextArea).text == secret
+        conflict_screen = app.screen_stack[-2]
+        assert isinstance(conflict_screen, ConflictScreen) and conflict_screen.conflict is not None
+        assert conflict_screen.conflict.id == CONFLICT_ID and len(conflict_screen.conflict.versions) == 2
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, SyncScreen)
+        assert store.service.list_drafts() == []
+        with Session(store.engine) as s:
+            conflict = s.get(SyncConflict, CONFLICT_ID)
+            goal = s.get(Goal, goal_id)
+            assert conflict is not None and goal is not None
+            assert (conflict.status, goal.text) == ("resolved", secret)
+
+
+async def test_cancelling_a_restored_merge_deletes_its_draft_and_keeps_the_conflict(demo_vault: Path) -> None:
+    write_conflict(demo_vault)
+    app = make_app(demo_vault, auto_sync=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(app, pilot)
+        await open_merge_editor(app, pilot)
+        await pilot.press("f7", *"Not worth keeping")
+        await lock(app, pilot, demo_vault)
+        store = await unlock(app, pilot)
+        await accept(app, pilot)
+        assert app.screen.query_one("#merged", TextArea).text == "Not worth keeping"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        conflict_screen = app.screen
+        assert isinstance(conflict_screen, ConflictScreen)  # the versions, to choose one another way
+        assert [v.text for v in conflict_screen.conflict.versions][1].startswith("Go to the Tuesday")  # type: ignore[union-attr]
+        assert store.service.list_drafts() == []
+        with Session(store.engine) as s:
+            assert s.get(SyncConflict, CONFLICT_ID).status == "open"  # type: ignore[union-attr]
+
+
+# -- the directory's "flag a change" note ---------------------------------------------------------------
+
+
+async def flag_dialog(app: SprxApp, pilot: Pilot[Any], service_id: str) -> SuggestChangeModal:
+    await pilot.press("f4")
+    await settle(app, pilot)
+    screen = app.screen
+    assert isinstance(screen, DirectoryScreen)
+    table = screen.query_one("#results", DataTable)
+    table.focus()
+    table.move_cursor(row=table.get_row_index(service_id))
+    await settle(app, pilot)
+    await pilot.press("f")
+    await settle(app, pilot)
+    modal = app.screen
+    assert isinstance(modal, SuggestChangeModal)
+    return modal
+
+
+async def test_directory_change_note_comes_back_and_sending_discards_it(demo_vault: Path) -> None:
+    secret = "Marker-flag-1D8 now meets on Fridays"
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        store = await unlock(app, pilot)
+        service = directory.search_services(store, limit=5)[0][2]
+        modal = await flag_dialog(app, pilot, service.id)
+        assert modal.draft() is None  # nothing typed yet
+        await pilot.press("down", "tab", *secret)  # "its details have changed", then the note
+        await lock(app, pilot, demo_vault, secret)
+
+        store = await unlock_to_offer(
+            app, pilot, f"You have an unsent note about a change to {service.name}; restore it?"
+        )
+        assert store.service.list_drafts() == [f"directory:flag:{service.id}"]
+        await accept(app, pilot)
+        modal = app.screen
+        assert isinstance(modal, SuggestChangeModal)
+        assert app.current_mode == "directory"
+        assert stack_types(app)[-2:] == ["DirectoryScreen", "SuggestChangeModal"]
+        assert modal.query_one("#note", Input).value == secret
+        assert modal.chosen() == "details_changed"
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DirectoryScreen)
+        assert store.service.list_drafts() == []
+        with Session(store.engine) as s:
+            suggestions = s.exec(select(DirectorySuggestion)).all()
+        assert [(x.service_id, x.kind, x.note) for x in suggestions] == [(service.id, "details_changed", secret)]
+
+
+async def test_cancelling_a_restored_directory_note_deletes_its_draft(demo_vault: Path) -> None:
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        store = await unlock(app, pilot)
+        service = directory.search_services(store, limit=5)[0][1]
+        await flag_dialog(app, pilot, service.id)
+        await pilot.press("tab", *"Closed for good")
+        await lock(app, pilot, demo_vault)
+        store = await unlock(app, pilot)
+        await accept(app, pilot)
+        assert app.screen.query_one("#note", Input).value == "Closed for good"
+        await pilot.press("escape")
+        await settle(app, pilot)
+        assert isinstance(app.screen, DirectoryScreen)
+        assert store.service.list_drafts() == []
+        with Session(store.engine) as s:
+            assert s.exec(select(DirectorySuggestion)).all() == []
