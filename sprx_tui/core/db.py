@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import logging
 import sys
 import threading
 from collections.abc import Callable
@@ -22,6 +23,7 @@ __all__ = [
     "CONNECTION_PRAGMAS",
     "DatabaseOpenError",
     "DatabaseUnavailable",
+    "STATEMENT_CACHE_SIZE",
     "WrongKeyOrNotDatabase",
     "checkpoint_and_dispose",
     "init_process_security",
@@ -41,6 +43,12 @@ CONNECTION_PRAGMAS: tuple[tuple[str, str], ...] = (
     ("synchronous", "FULL"),
     ("busy_timeout", "5000"),
 )
+
+# Prepared statements kept per connection, set here rather than left to sqlcipher3's default: the hot
+# paths (save a contact, open a person, the report) use a few dozen distinct statements, and an evicted
+# one is parsed again. sqlcipher3's default, 16 and 128 measured the same on the 10k vault with memory
+# security on (`bench/bench_vault.py stmtcache`, BENCHMARKS.md "Vault and core").
+STATEMENT_CACHE_SIZE = 128
 
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -70,6 +78,29 @@ class DatabaseUnavailable(DatabaseOpenError):
 
     def __init__(self) -> None:
         super().__init__("The database file could not be opened.")
+
+
+class _NoResultRows(logging.Filter):
+    """Drop SQLAlchemy's DEBUG records: they carry result rows ("Row %r"), i.e. names and NHS numbers.
+
+    Statements (INFO) still pass, and their bound values are already hidden by ``hide_parameters``.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.DEBUG
+
+
+_ROW_FILTER = _NoResultRows()
+# Where the engine and its connections log (SQLAlchemy's `_sqla_logger_namespace`), and their parent.
+_ENGINE_LOGGERS = ("sqlalchemy.engine.Engine", "sqlalchemy.engine.Connection", "sqlalchemy.engine")
+
+
+def _guard_engine_logging() -> None:
+    """However logging is configured (even `sqlalchemy.engine` at DEBUG), no result row is ever logged."""
+    for name in _ENGINE_LOGGERS:
+        logger = logging.getLogger(name)
+        if _ROW_FILTER not in logger.filters:
+            logger.addFilter(_ROW_FILTER)
 
 
 def _harden_process() -> None:
@@ -154,7 +185,7 @@ def _open(db_path: Path, key_provider: Callable[[], bytearray] | None) -> sqlcip
     conn: sqlcipher3.Connection | None = None
     try:
         try:
-            conn = sqlcipher3.connect(str(db_path), check_same_thread=False)
+            conn = sqlcipher3.connect(str(db_path), check_same_thread=False, cached_statements=STATEMENT_CACHE_SIZE)
         except sqlcipher3.Error:
             raise DatabaseUnavailable() from None
         if dek is not None:
@@ -181,6 +212,7 @@ def _open(db_path: Path, key_provider: Callable[[], bytearray] | None) -> sqlcip
 
 
 def _build_engine(creator: Callable[[], sqlcipher3.Connection]) -> Engine:
+    _guard_engine_logging()
     return create_engine(
         # Not "sqlite+pysqlcipher://": that dialect issues PRAGMA key="" itself and fails.
         "sqlite://",

@@ -6,7 +6,7 @@ import datetime as dt
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Integer
+from sqlalchemy import JSON, Column, Index, Integer, text
 from sqlmodel import Field, SQLModel
 
 # --- vocabularies (values are stored; labels are for people) ---------------------------------
@@ -137,7 +137,25 @@ class Synced(SQLModel):
 class Person(Synced, table=True):
     __tablename__ = "person"
     # Covering index for the report's caseload-by-status count (migration 0003).
-    __table_args__ = (Index("ix_person_report", "deleted", "status"),)
+    # Caseload: one covering index per sort, led by the sort key, so a filtered page and its count read
+    # only the index (migration 0004; the expressions must match queries.SORT_SQL exactly).
+    # ix_person_names: the names Today lists follow-ups under, without reading person rows (0004).
+    __table_args__ = (
+        Index("ix_person_report", "deleted", "status"),
+        Index("ix_person_names", "id", "deleted", "family_name", "given_name", "preferred_name", "safety_flags"),
+        Index("ix_person_caseload_name", "family_name", "given_name", "id", "deleted", "status", "search_text"),
+        Index("ix_person_caseload_status", "status", "family_name", "given_name", "id", "deleted", "search_text"),
+        Index(
+            "ix_person_caseload_next",
+            text("coalesce(next_follow_up_on, '9999-12-31')"),
+            *("family_name", "given_name", "id", "deleted", "status", "search_text"),
+        ),
+        Index(
+            "ix_person_caseload_last",
+            text("coalesce(last_contact_on, '0000-01-01')"),
+            *("family_name", "given_name", "id", "deleted", "status", "search_text"),
+        ),
+    )
     nhs_number: str | None = Field(default=None, index=True, max_length=10)
     given_name: str
     family_name: str
@@ -171,8 +189,13 @@ class Person(Synced, table=True):
 
 class Referral(Synced, table=True):
     __tablename__ = "referral"
-    # Covering index for the report's referral counts by source, decision and reason (migration 0003).
-    __table_args__ = (Index("ix_referral_report", "deleted", "source", "status", "reasons"),)
+    # Covering index for the report's referral counts by source, decision and reason (migration 0003);
+    # a person's referrals, and Today's new ones, in date order (0004).
+    __table_args__ = (
+        Index("ix_referral_report", "deleted", "source", "status", "reasons"),
+        Index("ix_referral_person", "person_id", "deleted", "received_on"),
+        Index("ix_referral_new", "status", "deleted", "received_on"),
+    )
     source: str
     referrer_name: str | None = None
     received_on: dt.date
@@ -215,7 +238,12 @@ class ContactAmendment(Synced, table=True):
 
 class FollowUp(Synced, table=True):
     __tablename__ = "follow_up"
-    __table_args__ = (Index("ix_follow_up_status_due", "status", "due_on"),)
+    # Today's due and overdue lists, covered; and a person's open follow-ups, looked up by every contact
+    # save (migration 0004).
+    __table_args__ = (
+        Index("ix_follow_up_due", "status", "deleted", "due_on", "person_id", "reason", "id"),
+        Index("ix_follow_up_person_open", "person_id", "status", "deleted", "due_on"),
+    )
     due_on: dt.date
     reason: str = ""
     status: str = "open"  # open / cleared / cancelled

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -23,7 +24,9 @@ from sprx_tui.widgets.status_bar import NavBar, StatusBar
 if TYPE_CHECKING:
     from sprx_tui.app import SprxApp
 
-PAGE = 100  # rows fetched per query; the table grows a page at a time as the cursor nears the end
+# Rows fetched per query; the table grows a page at a time as the cursor nears the end. About two screens:
+# every row added is measured cell by cell by the DataTable, so a bigger first page slows each keystroke.
+PAGE = 50
 LOAD_MORE_MARGIN = 10
 
 # (key, status value, label); "" means every status.
@@ -195,7 +198,7 @@ class CaseloadScreen(Screen):
             for row in message.rows:
                 if row.id in table.rows:
                     continue
-                table.add_row(
+                cells = (
                     row.name,
                     flag_marks(row.flags, ascii_only),
                     row.nhs_number,
@@ -203,8 +206,10 @@ class CaseloadScreen(Screen):
                     STATUS_LABELS.get(row.status, row.status),
                     short_date(row.last_contact_on, today),
                     short_date(row.next_follow_up_on, today),
-                    key=row.id,
                 )
+                # Text, not str: a str cell is parsed as markup on every render (slower, and a "[" in a
+                # name would be read as a style tag).
+                table.add_row(*(Text(cell, no_wrap=True, end="") for cell in cells), key=row.id)
             if keep_key is not None and keep_key in table.rows:
                 table.move_cursor(row=table.get_row_index(keep_key))
         self._loading_more = False

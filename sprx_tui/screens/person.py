@@ -520,7 +520,17 @@ class PersonScreen(Screen[None]):
         }.get(tab)
         target = self.query_one(focus) if focus else tabs.query_one("ContentTabs")
         # After the refresh: a pane built just now is not focusable until it has been laid out.
-        self.call_after_refresh(target.focus)
+        self.call_after_refresh(self._focus_when_ready, target, self.focused, 10)
+
+    def _focus_when_ready(self, target: Widget, was: Widget | None, tries: int) -> None:
+        """Focus `target` once it can take focus, unless the worker has moved focus in the meantime."""
+        if target.has_focus or tries <= 0 or not target.is_attached:
+            return
+        if self.focused is not was and self.focused is not None:
+            return  # the worker moved on; do not steal focus back
+        target.focus()
+        if not target.has_focus:
+            self.set_timer(0.02, lambda: self._focus_when_ready(target, was, tries - 1))
 
     def action_new_contact(self) -> None:
         """Record a contact with this person (also offered in the command palette)."""

@@ -174,6 +174,20 @@ def sqlalchemy_debug(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCap
         engine_logger.setLevel(old)
 
 
+def test_debug_logging_never_writes_result_rows(open_copy: CaseStore, secrets: Secrets, sqlalchemy_debug) -> None:
+    """With sqlalchemy.engine at DEBUG, SQLAlchemy would log every row it reads; db.py filters those records out."""
+    store = open_copy
+    victim = secrets.person
+    rows, _total = store.queries.caseload(limit=100)
+    assert rows and store.queries.person(victim.id) is not None
+    store.queries.timeline(victim.id)
+    logged = sqlalchemy_debug.text
+    assert "FROM person" in logged  # the statements were logged; the rows they returned were not
+    for value in [*secrets.nhs_numbers, *secrets.names]:
+        if len(value) >= 4:
+            assert value not in logged
+
+
 def test_integrity_error_holds_no_personal_data(open_copy: CaseStore, secrets: Secrets, sqlalchemy_debug, capfd):
     store = open_copy
     victim = secrets.person
