@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import importlib
 import inspect
 import signal
@@ -48,6 +49,7 @@ AREA_SCREENS: dict[str, tuple[str, str]] = {
 }
 AREA_LABELS = {mode: label for mode, _key, label in AREAS}
 IDLE_CHECK_SECONDS = 5.0
+FREEZE_AFTER_UNLOCK_SECONDS = 0.5
 SUMMARY_REFRESH_SECONDS = 30.0
 GENERIC_ERROR = "Something went wrong, so that was not done. Your records are safe; please try again."
 
@@ -138,6 +140,7 @@ class SprxApp(App[int]):
         self._area_modes: set[str] = set()
         self._last_input = clock()
         self._sync: Any | None = None
+        self._heap_frozen = False
         self._draft_offers: list[tuple[str, dict[str, Any], str]] = []
         self.register_theme(SPRX_DEFAULT)
         self.register_theme(SPRX_HIGH_CONTRAST)
@@ -201,6 +204,25 @@ class SprxApp(App[int]):
         self._start_sync()
         if offer_drafts:
             self._find_drafts(store)
+        self.set_timer(FREEZE_AFTER_UNLOCK_SECONDS, self._freeze_heap)
+
+    def on_unmount(self) -> None:
+        # However the app ends (quit, a test finishing), leave the collector as it was found.
+        if self._heap_frozen:
+            gc.unfreeze()
+            self._heap_frozen = False
+
+    def _freeze_heap(self) -> None:
+        """Take the long-lived objects of an unlocked session out of the cyclic collector's walks.
+
+        Textual's DOM, its caches and SQLAlchemy's metadata are ~200k objects that live until the lock;
+        without this every full collection walks them all and a keystroke stalls for up to ~180 ms
+        (BENCHMARKS.md, App). `_show_locked` unfreezes, so a lock frees the session's objects again.
+        """
+        if self.store is not None and not self._heap_frozen:
+            gc.collect(1)
+            gc.freeze()
+            self._heap_frozen = True
 
     def _start_sync(self) -> None:
         try:
@@ -397,6 +419,9 @@ class SprxApp(App[int]):
             self.vault.lock()
 
     def _show_locked(self) -> None:
+        if self._heap_frozen:
+            gc.unfreeze()  # the session's objects (records on screen included) become collectable again
+            self._heap_frozen = False
         self._draft_offers = []
         self.clear_notifications()
         self.sync_summary = SyncSummary()

@@ -810,3 +810,27 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
         app.refresh_sync_summary()
         await settle(app, pilot)
         assert app.sync_summary == SyncSummary("offline", pending, 0, last, "")
+
+
+async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
+    """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it."""
+    import gc
+
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(app, pilot, typed=True)
+        for _ in range(40):
+            if gc.get_freeze_count():
+                break
+            await pilot.pause(0.05)
+        assert gc.get_freeze_count() > 0
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert gc.get_freeze_count() == 0
+        await unlock(app, pilot, typed=True)
+        for _ in range(40):
+            if gc.get_freeze_count():
+                break
+            await pilot.pause(0.05)
+        assert gc.get_freeze_count() > 0
+    assert gc.get_freeze_count() == 0
