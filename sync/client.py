@@ -19,6 +19,8 @@ from sync import protocol, schema
 
 PUSH_BATCH = protocol.MAX_MUTATIONS_PER_PUSH
 PAGE = protocol.MAX_PAGE
+SNAPSHOT_BATCH_ROWS = 5000
+"""Snapshot rows applied per local transaction (pages are fetched one by one, committed in groups)."""
 RETRIES = 3
 """Attempts per request when the network drops (the same mutation ids are resent each time)."""
 
@@ -522,6 +524,7 @@ class SyncEngine:
         sleep: Callable[[float], None] = time.sleep,
         batch: int = PUSH_BATCH,
         page: int = PAGE,
+        snapshot_batch: int = SNAPSHOT_BATCH_ROWS,
     ) -> None:
         self.local = local
         self.t = transport
@@ -531,6 +534,7 @@ class SyncEngine:
         self.sleep = sleep
         self.batch = batch
         self.page = page
+        self.snapshot_batch = snapshot_batch
         self.report = SyncReport()
 
     def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
@@ -643,6 +647,8 @@ class SyncEngine:
             pos = self.local.pull_position()
         restarts = 0
         rows = 0
+        applied_pages = 0
+        batch: dict[str, Any] | None = None
         while True:
             params: dict[str, Any] = {"limit": self.page}
             if pos.after:
@@ -653,14 +659,33 @@ class SyncEngine:
                 restarts += 1
                 if restarts > 2:
                     raise ProtocolFailure() from None
+                batch = None  # pages fetched but not applied belong to the abandoned snapshot
                 self.local.begin_snapshot()
                 pos = self.local.pull_position()
                 continue
-            n = self.local.apply_snapshot_page(page)
-            rows += n
-            self.report.snapshot_rows += n
             self.report.pages += 1
-            self.progress("snapshot", rows, None)
-            pos = self.local.pull_position()
-            if not page.get("has_more"):
+            last = not page.get("has_more")
+            # After the first page (committed at once, so the caseload starts to fill), several pages
+            # go into one local transaction: fewer commits, each one an fsync and a rewrite of every
+            # index page it touched. The position committed is the last page's, so an interruption
+            # refetches only the pages not yet committed.
+            if batch is None:
+                batch = page
+            else:
+                batch = {**page, "changes": batch["changes"] + list(page.get("changes") or []),
+                         "conflicts": batch["conflicts"] + list(page.get("conflicts") or [])}  # fmt: skip
+            batch.setdefault("changes", [])
+            batch.setdefault("conflicts", [])
+            if last or applied_pages == 0 or len(batch["changes"]) >= self.snapshot_batch:
+                n = self.local.apply_snapshot_page(batch)
+                applied_pages += 1
+                batch = None
+                rows += n
+                self.report.snapshot_rows += n
+                self.progress("snapshot", rows, None)
+                pos = self.local.pull_position()
+            else:
+                pos = PullPosition(phase=pos.phase, cursor=pos.cursor, after=page.get("after"), epoch=pos.epoch,
+                                   started=True)  # fmt: skip
+            if last:
                 return

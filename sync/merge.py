@@ -18,13 +18,27 @@ DELETED = "_deleted"
 
 CONFLICT_NS = uuid.UUID("6f1d7c52-3f0e-4f7e-9d8a-5b3c1e2a9d40")
 
+MAX_VALUE_BYTES = 64 * 1024
+"""Largest value one field may carry (its JSON encoding, UTF-8). A bigger one is refused as
+``too_large``: kept and shown on the laptop, never applied, and it does not hold up the queue."""
+SHOWN_NAME_CHARS = 40
+"""Field names from a request are quoted in rejection details at most this long."""
+
 Status = Literal["applied", "duplicate", "rejected"]
+
+
+class Writer(TypedDict):
+    hlc: int
+    dev: str
+    seq: int
 
 
 class FieldMeta(TypedDict):
     hlc: int
     dev: str
     seq: int
+    also: NotRequired[list[Writer]]
+    """Narrative fields only: other devices that wrote the same value concurrently (see ``_apply_mvr``)."""
 
 
 class RowState(TypedDict):
@@ -60,6 +74,8 @@ class ConflictValue(TypedDict):
     hlc: int
     dev: str
     seq: int
+    also: NotRequired[list[Writer]]
+    """Other devices that wrote this same value concurrently; absent when there are none."""
 
 
 class Conflict(TypedDict):
@@ -90,6 +106,18 @@ class MergeResult:
 def conflict_id(tbl: str, row_id: str, fld: str, seq: int) -> str:
     """Deterministic id of the conflict opened on a field at a given server seq."""
     return str(uuid.uuid5(CONFLICT_NS, f"{tbl}/{row_id}/{fld}/{seq}"))
+
+
+def _shown(name: str) -> str:
+    """A field name from the wire, safe to quote in a sentence: printable and at most SHOWN_NAME_CHARS."""
+    clean = "".join(ch if ch.isprintable() else "?" for ch in name[: SHOWN_NAME_CHARS + 1])
+    return clean if len(clean) <= SHOWN_NAME_CHARS else clean[: SHOWN_NAME_CHARS - 1] + "…"
+
+
+def _too_large(v: Any) -> bool:
+    if isinstance(v, str) and len(v) <= MAX_VALUE_BYTES // 12:
+        return False  # even with every character escaped as a surrogate pair it fits: no need to encode
+    return isinstance(v, str | list | dict) and len(_key(v).encode()) > MAX_VALUE_BYTES
 
 
 def _key(v: Any) -> str:
@@ -177,6 +205,25 @@ def _apply_lww(cx: _Ctx, fld: str, v: Any, hlc: int) -> None:
     cx.changed = True
 
 
+def _writers(h: ConflictValue | FieldMeta) -> list[Writer]:
+    """Every write a head stands for: its shown writer first, then the other devices that wrote the same value."""
+    return [Writer(hlc=h["hlc"], dev=h["dev"], seq=h["seq"]), *h.get("also", [])]
+
+
+def _head(v: Any, writers: list[Writer]) -> ConflictValue:
+    """One head from the writers of one value: the newest writer is shown, one entry per device."""
+    newest: dict[str, Writer] = {}
+    for w in writers:
+        if w["dev"] not in newest or (w["hlc"], w["seq"]) > (newest[w["dev"]]["hlc"], newest[w["dev"]]["seq"]):
+            newest[w["dev"]] = w
+    ordered = sorted(newest.values(), key=_order)
+    top = ordered[-1]
+    h = ConflictValue(v=v, hlc=top["hlc"], dev=top["dev"], seq=top["seq"])
+    if len(ordered) > 1:
+        h["also"] = [Writer(hlc=w["hlc"], dev=w["dev"], seq=w["seq"]) for w in ordered[:-1]]
+    return h
+
+
 def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
     st = cx.st
     existing = cx.open.get((fld, "concurrent_edit"))
@@ -185,23 +232,26 @@ def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
     elif fld in st["meta"]:
         m = st["meta"][fld]
         heads = [ConflictValue(v=st["values"].get(fld), hlc=m["hlc"], dev=m["dev"], seq=m["seq"])]
+        if m.get("also"):
+            heads[0]["also"] = list(m["also"])
     else:
         heads = []
-    new = ConflictValue(v=v, hlc=hlc, dev=cx.dev, seq=cx.seq)
-    if any(h["dev"] == cx.dev and h["hlc"] == hlc and _key(h["v"]) == _key(v) for h in heads):
+    key = _key(v)
+    if any(_key(h["v"]) == key and any(w["dev"] == cx.dev and w["hlc"] == hlc for w in _writers(h)) for h in heads):
         return  # this exact write is already a head
-    # A head is superseded when the writer had seen it (its seq <= base) or when it is an
-    # older write of the same device: one laptop's edits are causally ordered, never concurrent.
-    live = [h for h in heads if not (h["seq"] <= base or (h["dev"] == cx.dev and h["hlc"] <= hlc))]
-    live.append(new)
-    # Equal values are one value (keep its newest writer), so the head set depends only on the
-    # set of writes and never on their arrival order.
-    by_value: dict[str, ConflictValue] = {}
-    for h in live:
-        k = _key(h["v"])
-        if k not in by_value or _order(h) > _order(by_value[k]):
-            by_value[k] = h
-    heads2 = sorted(by_value.values(), key=_order)
+    # A write is superseded when the writer had seen it (its seq <= base) or when it is an older
+    # write of the same device: one laptop's edits are causally ordered, never concurrent.
+    # Equal values are one head (no conflict between two people who typed the same words), but
+    # the head remembers each device that wrote it: a later edit by one of them replaces only
+    # that device's write, and the value stays while another device's unseen write of it is live.
+    by_value: dict[str, tuple[Any, list[Writer]]] = {}
+    for h in heads:
+        alive = [w for w in _writers(h) if not (w["seq"] <= base or (w["dev"] == cx.dev and w["hlc"] <= hlc))]
+        if alive:
+            by_value.setdefault(_key(h["v"]), (h["v"], []))[1].extend(alive)
+    by_value.setdefault(key, (v, []))[1].append(Writer(hlc=hlc, dev=cx.dev, seq=cx.seq))
+    # The head set depends only on the set of writes, never on their arrival order.
+    heads2 = sorted((_head(val, ws) for val, ws in by_value.values()), key=_order)
     winner = heads2[-1]
     old_meta = st["meta"].get(fld)
     before = existing["values"] if existing is not None else heads
@@ -211,7 +261,10 @@ def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
     if before == heads2 and not winner_moved:
         return
     st["values"][fld] = winner["v"]
-    st["meta"][fld] = FieldMeta(hlc=winner["hlc"], dev=winner["dev"], seq=cx.seq)
+    meta = FieldMeta(hlc=winner["hlc"], dev=winner["dev"], seq=cx.seq)
+    if len(heads2) == 1 and winner.get("also"):
+        meta["also"] = winner["also"]
+    st["meta"][fld] = meta
     cx.changed = True
     if len(heads2) > 1:
         if existing is None:
@@ -345,13 +398,15 @@ def _delete(cx: _Ctx, m: Mutation, ts: TableSpec) -> MergeResult:
     # Edits this device had not seen when it deleted: the field winners plus any open
     # concurrent heads. Their newest one is the "keep" side of the conflict.
     seen: list[ConflictValue] = [
-        ConflictValue(v=False, hlc=fm["hlc"], dev=fm["dev"], seq=fm["seq"])
+        ConflictValue(v=False, hlc=w["hlc"], dev=w["dev"], seq=w["seq"])
         for f, fm in st["meta"].items()
         if f != DELETED
+        for w in _writers(fm)
     ]
     for c in cx.open.values():
         if c["kind"] == "concurrent_edit":
-            seen += [ConflictValue(v=False, hlc=h["hlc"], dev=h["dev"], seq=h["seq"]) for h in c["values"]]
+            writers = [w for h in c["values"] for w in _writers(h)]
+            seen += [ConflictValue(v=False, hlc=w["hlc"], dev=w["dev"], seq=w["seq"]) for w in writers]
     dve = cx.open.get((DELETED, "delete_vs_edit"))
     if dve is not None and any(h["v"] is True and _order(h) >= (hlc, cx.dev) for h in dve["values"]):
         return MergeResult("duplicate", st)  # this delete (or a newer one) is already recorded
@@ -424,7 +479,15 @@ def apply_mutation(
     if op != "resolve":
         for f in fields:
             if f not in ts.fields and not (op == "delete" and f == DELETED):
-                return _reject(state, "unknown_field", f"The field {f} does not sync.")
+                return _reject(state, "unknown_field", f"The field {_shown(f)} does not sync.")
+    for f, fc in fields.items():
+        if _too_large(fc.get("v") if isinstance(fc, dict) else None):
+            return _reject(
+                state,
+                "too_large",
+                f"The field {_shown(f)} is too long to sync (over {MAX_VALUE_BYTES // 1024} KiB); "
+                "shorten it and save again.",
+            )
     if op == "insert":
         return _insert(state, m, ts, device_id, seq, practice_id)
     if op not in ("patch", "delete", "resolve"):

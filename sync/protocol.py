@@ -75,10 +75,18 @@ class PushResponse(BaseModel):
     server_time_ms: int
 
 
+class WriterModel(BaseModel):
+    hlc: int
+    dev: str
+    seq: int
+
+
 class FieldMetaModel(BaseModel):
     hlc: int
     dev: str
     seq: int
+    also: list[WriterModel] | None = None
+    """Narrative fields: other devices that wrote the same value concurrently (absent when none)."""
 
 
 class Change(BaseModel):
@@ -96,6 +104,8 @@ class ConflictValueModel(BaseModel):
     hlc: int
     dev: str
     seq: int
+    also: list[WriterModel] | None = None
+    """Other devices that wrote this same value concurrently (absent when none)."""
 
 
 class ConflictModel(BaseModel):
@@ -177,7 +187,7 @@ ERROR_CODES = (
     "invalid_request",
 )
 """Request-level ``ErrorBody.error`` codes. Per-mutation rejections use ``Ack.reason``:
-out_of_scope, clock_ahead, deleted, id_collision, immutable_field, unknown_field,
+out_of_scope, clock_ahead, deleted, id_collision, immutable_field, unknown_field, too_large,
 unknown_table, not_found, not_deletable, push_only, read_only, person_mismatch,
 missing_person, conflict_closed, invalid."""
 

@@ -44,7 +44,6 @@ from sprx_tui.core.models import (
     Synced,
     SyncOutbox,
     SyncRejected,
-    SyncState,
     utcnow,
 )
 from sprx_tui.core.service import Actor, search_text_for
@@ -83,6 +82,10 @@ K_LAST_STATUS = "last_sync_status"
 K_LAST_MESSAGE = "last_sync_message"
 K_LAST_OK = "last_successful_sync_at"
 
+INCOMPLETE_ENROLMENT = (
+    "This laptop's enrolment is incomplete (the practice server's address or this laptop's id is missing), "
+    "so it cannot sync; your changes are kept. Ask your practice admin to help you enrol it again."
+)
 EXIT_SYNCED = 0
 EXIT_FAILED = 1
 EXIT_OFFLINE = 3
@@ -99,6 +102,8 @@ EXIT_CODES_HELP = """exit codes:
   6  this version of sprx (or the server) needs an update before syncing; changes are kept"""
 
 _CHUNK = 500
+CURSOR_LAG = 1000
+"""How far an unchanged laptop's stored cursor may trail the server's before an idle pull stores it."""
 _EPOCH_DT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -106,20 +111,25 @@ _EPOCH_DT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def _state(s: Session, keys: Iterable[str]) -> dict[str, str]:
-    rows = s.exec(select(SyncState).where(col(SyncState.key).in_(list(keys)))).all()
-    return {r.key: r.value for r in rows}
+    wanted = set(keys)
+    # The table is a few dozen short rows: one driver-level read beats an ORM query per call.
+    return {k: v for k, v in s.connection().exec_driver_sql("SELECT key, value FROM sync_state").all() if k in wanted}
 
 
 def _put(s: Session, values: dict[str, str | None]) -> None:
-    table = SyncState.__table__  # type: ignore[attr-defined]
+    """Set (or delete, for None) sync_state keys; keys already holding that value are not written."""
+    current = _state(s, values)
+    conn = s.connection()
     for key, value in values.items():
+        if current.get(key) == value:
+            continue
         if value is None:
-            s.execute(delete(table).where(table.c.key == key))
+            conn.exec_driver_sql("DELETE FROM sync_state WHERE key = ?", (key,))
         else:
-            s.execute(
-                sqlite_insert(table)
-                .values(key=key, value=value)
-                .on_conflict_do_update(index_elements=["key"], set_={"value": value})
+            conn.exec_driver_sql(
+                "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
             )
 
 
@@ -190,7 +200,13 @@ def _local_value(model: type[Any], field: str, value: Any) -> Any:
 
 
 def _max_hlc(meta: dict[str, Any]) -> int:
-    return max((int(m.get("hlc") or 0) for m in meta.values() if isinstance(m, dict)), default=0)
+    top = 0
+    for m in meta.values():
+        if isinstance(m, dict):
+            h = m.get("hlc") or 0
+            if h > top:
+                top = h
+    return int(top)
 
 
 # ---------------------------------------------------------------- the LocalStore
@@ -205,6 +221,13 @@ class VaultSyncStore:
         self.lock = store.lock
         # Tests raise inside a page transaction to prove the page and its cursor roll back together.
         self.fail_in_page: Callable[[int], None] | None = None
+        # One instance serves one sync (the per-vault sync lock keeps others out), so what it read
+        # or wrote itself can be kept here instead of being read back before every request.
+        self._base_cache: int | None = None
+        self._pos: PullPosition | None = None
+        self._purge_waiting = False
+        self._seen_hlc: int | None = None
+        """The newest server HLC seen but not yet merged into the stored clock (see observe_server)."""
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -219,24 +242,38 @@ class VaultSyncStore:
         return int(self.store.service.clock().timestamp() * 1000)
 
     def _base(self, s: Session) -> int:
-        return int(_state(s, [K_BASE]).get(K_BASE) or 0)
+        if self._base_cache is None:  # set at enrolment, never changed by a sync
+            self._base_cache = int(_state(s, [K_BASE]).get(K_BASE) or 0)
+        return self._base_cache
 
     # -- push side --
 
     def pending_count(self) -> int:
-        with self.lock, Session(self.engine) as s:
-            return int(s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one())
+        with self.lock, self.engine.connect() as c:
+            return int(c.exec_driver_sql("SELECT count(*) FROM sync_outbox WHERE status = 'pending'").scalar() or 0)
 
     def pending_mutations(self, limit: int) -> list[dict[str, Any]]:
         with self.lock, Session(self.engine) as s:
             base = self._base(s)
-            rows = s.exec(
-                select(SyncOutbox)
-                .where(SyncOutbox.status == "pending")
-                .order_by(col(SyncOutbox.mutation_id))
-                .limit(limit)
+            rows = _sql(
+                s,
+                "SELECT mutation_id, tbl, row_id, person_id, op, fields, hlc, conflict_id FROM sync_outbox "
+                "WHERE status = 'pending' ORDER BY mutation_id LIMIT ?",
+                (int(limit),),
             ).all()
-            return [_wire_mutation(r, base) for r in rows]
+        return [
+            {
+                "mutation_id": int(mid) - base,
+                "tbl": tbl,
+                "row_id": row_id,
+                "person_id": person_id,
+                "op": op,
+                "fields": (json.loads(fields) if fields else None) or {},
+                "hlc": int(h),
+                "conflict_id": conflict_id,
+            }
+            for mid, tbl, row_id, person_id, op, fields, h, conflict_id in rows
+        ]
 
     def record_acks(self, acks: list[dict[str, Any]], last_sent: int) -> AckSummary:
         summary = AckSummary()
@@ -296,6 +333,7 @@ class VaultSyncStore:
                 # The refused value is still in the local row and the server will not send that row
                 # again unless it changes: take a fresh snapshot (pending work is kept and re-applied).
                 _put(s, {K_PHASE: "snapshot", K_STARTED: None, K_AFTER: None})
+                self._pos = None
             if ahead:
                 summary.requeued = self._requeue(s, ahead, last_sent + base)
         return summary
@@ -389,9 +427,26 @@ class VaultSyncStore:
             return int(n or 0)
 
     def observe_server(self, offset_ms: int, server_hlc: int | None, server_time_ms: int | None) -> None:
+        """Take in the server's clock after a response.
+
+        The server's HLC moves on every response, but a laptop only needs its own clock past it once
+        it has received something from the server (an edit made after reading a change must be
+        stamped after it). So the HLC is merged into the stored clock in the same transaction as a
+        page that brought changes (``_flush_hlc``), and an answer that brought nothing writes nothing.
+        A clock found running ahead, or a moved offset, is stored at once.
+        """
         service = self.store.service
         old_offset = service.hlc_offset_ms
         service.hlc_offset_ms = offset_ms
+        if server_hlc is not None and (self._seen_hlc is None or server_hlc > self._seen_hlc):
+            self._seen_hlc = server_hlc
+        offset_moved = abs(offset_ms - old_offset) > 1000
+        with self.lock, self.engine.connect() as c:
+            last = int(c.exec_driver_sql("SELECT last FROM hlc_state WHERE id = 1").scalar() or 0)
+            have_offset = c.exec_driver_sql("SELECT 1 FROM sync_state WHERE key = ?", (K_OFFSET,)).first()
+        ahead = server_time_ms is not None and hlc_mod.physical_ms(last) > server_time_ms + hlc_mod.MAX_SKEW_MS
+        if not ahead and not offset_moved and have_offset is not None:
+            return
         with self._tx() as s:
             last = int(s.exec(select(HlcState.last).where(HlcState.id == 1)).first() or 0)
             new = last
@@ -399,25 +454,40 @@ class VaultSyncStore:
                 # Our clock ran ahead and the server refused those stamps, so none of them was
                 # accepted anywhere: start again from the server's clock (sync-anchors D8).
                 new = 0
-            if server_hlc is not None and (server_hlc > new or new == 0):
-                new = hlc_mod.receive(new, server_hlc, self.now_ms() + offset_ms)
+            if self._seen_hlc is not None and (self._seen_hlc > new or new == 0):
+                new = hlc_mod.receive(new, self._seen_hlc, self.now_ms() + offset_ms)
+            self._seen_hlc = None
             if new != last:
                 _save_hlc(s, new)
-            if abs(offset_ms - old_offset) > 1000 or not _state(s, [K_OFFSET]):
+            if offset_moved or have_offset is None:
                 _put(s, {K_OFFSET: str(offset_ms)})
+
+    def _flush_hlc(self, s: Session) -> None:
+        """Merge the newest server HLC seen into the stored clock, inside the caller's transaction."""
+        seen = self._seen_hlc
+        if seen is None:
+            return
+        last = int(s.exec(select(HlcState.last).where(HlcState.id == 1)).first() or 0)
+        if seen > last:
+            _save_hlc(s, hlc_mod.receive(last, seen, self.now_ms() + self.store.service.hlc_offset_ms))
+        self._seen_hlc = None
 
     # -- pull side --
 
     def pull_position(self) -> PullPosition:
+        if self._pos is not None:
+            return dataclasses.replace(self._pos)
         with self.lock, Session(self.engine) as s:
-            st = _state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED])
-        return PullPosition(
+            st = _state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED, K_PURGE])
+        self._purge_waiting = bool(st.get(K_PURGE))
+        self._pos = PullPosition(
             phase=st.get(K_PHASE) or "snapshot",
             cursor=int(st.get(K_CURSOR) or 0),
             after=st.get(K_AFTER) or None,
             epoch=st.get(K_EPOCH) or None,
             started=st.get(K_STARTED) == "1",
         )
+        return dataclasses.replace(self._pos)
 
     def begin_snapshot(self) -> None:
         """Mark every local row (server_seq = -1); the snapshot refreshes what the server still has.
@@ -425,6 +495,7 @@ class VaultSyncStore:
         Rows still marked when the last page arrives are gone from the server or out of scope and
         are removed, unless local work on them is still waiting to be sent.
         """
+        self._pos = None
         with self._tx() as s:
             for name in [*SYNCED_MODELS, "community_service"]:
                 _sql(s, f"UPDATE {name} SET server_seq = -1")
@@ -432,6 +503,7 @@ class VaultSyncStore:
             _put(s, {K_PHASE: "snapshot", K_AFTER: None, K_STARTED: "1"})
 
     def apply_snapshot_page(self, page: dict[str, Any]) -> int:
+        self._pos = None
         with self._tx() as s:
             n = self._apply(s, page.get("changes") or [], page.get("conflicts") or [], [])
             values: dict[str, str | None] = {K_EPOCH: str(page.get("server_epoch") or "") or None}
@@ -441,15 +513,29 @@ class VaultSyncStore:
                 self._finish_snapshot(s)
                 values.update({K_PHASE: "pull", K_CURSOR: str(int(page["snapshot_seq"])), K_AFTER: None,
                                K_STARTED: None})  # fmt: skip
+            self._flush_hlc(s)
             _put(s, values)
         return n
 
     def apply_pull_page(self, page: dict[str, Any]) -> int:
+        changes = page.get("changes") or []
+        conflicts = page.get("conflicts") or []
+        removed = page.get("removed_person_ids") or []
+        cursor = int(page["next_cursor"])
+        epoch = str(page.get("server_epoch") or "") or None
+        pos = self.pull_position()
+        idle = not (changes or conflicts or removed or self._purge_waiting) and pos.epoch == epoch
+        if idle and 0 <= cursor - pos.cursor < CURSOR_LAG:
+            # Nothing arrived: write nothing (a no-op sync costs no fsync). A cursor that only moved
+            # past other people's changes is kept until it is CURSOR_LAG behind: the next pull then
+            # re-reads at most that many feed entries, all out of scope, by the seq index.
+            return 0
+        self._pos = None
         with self._tx() as s:
-            n = self._apply(
-                s, page.get("changes") or [], page.get("conflicts") or [], page.get("removed_person_ids") or []
-            )
-            _put(s, {K_CURSOR: str(int(page["next_cursor"])), K_EPOCH: str(page.get("server_epoch") or "") or None})
+            n = self._apply(s, changes, conflicts, removed)
+            if changes or conflicts or removed:
+                self._flush_hlc(s)
+            _put(s, {K_CURSOR: str(cursor), K_EPOCH: epoch})
         return n
 
     # -- applying server state --
@@ -477,7 +563,7 @@ class VaultSyncStore:
         keys = {(c["tbl"], c["id"]) for c in changes} | {(c["tbl"], c["row_id"]) for c in conflicts}
         pending = self._pending_by_row(s, keys)
         touched: set[str] = set()
-        renamed: set[str] = set()
+        dated: set[str] = set()  # people whose caseload dates depend on rows of this page
         applied = 0
         by_tbl: dict[str, list[dict[str, Any]]] = {}
         for c in changes:
@@ -490,44 +576,45 @@ class VaultSyncStore:
             spec = TABLES.get(tbl)
             if model is None or spec is None:
                 continue  # a table this version does not know yet
-            table = model.__table__  # type: ignore[attr-defined]
+            ids = [c["id"] for c in items]
+            present: set[str] = set()
+            for chunk in _chunks(ids):
+                present.update(r[0] for r in _sql(s, f"SELECT id FROM {tbl} WHERE id IN ({_marks(len(chunk))})",
+                                                  tuple(chunk)))  # fmt: skip
             existing: dict[str, Synced] = {}
-            for ids in _chunks([c["id"] for c in items]):
-                for r in s.exec(select(model).where(col(model.id).in_(ids))).all():
+            for chunk in _chunks([i for i in ids if i in present]):
+                for r in s.exec(select(model).where(col(model.id).in_(chunk))).all():
                     existing[r.id] = r
-            fresh: list[dict[str, Any]] = []
+            bulk = _bulk(tbl, self.engine.dialect)
+            base = bulk.template()
+            fresh: list[tuple[Any, ...]] = []
             for c in items:
                 seq = int(c["seq"])
                 row = existing.get(c["id"])
                 if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
                     continue  # already applied (a replayed page)
+                person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
+                touched.add(person_id)
+                if tbl in _DATED:
+                    dated.add(person_id)
+                applied += 1
+                if self.fail_in_page is not None:
+                    self.fail_in_page(applied)
+                if row is None and (tbl, c["id"]) not in pending:
+                    # Not held here and no local work on it: a plain insert, no merge (the bulk path).
+                    fresh.append(bulk.row(base, c, practice, person_id, seq))
+                    continue
                 values = {
                     f: _local_value(model, f, v)
                     for f, v in (c.get("values") or {}).items()
                     if f in spec.fields and f in model.model_fields
                 }
                 meta = dict(c.get("meta") or {})
-                person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
-                touched.add(person_id)
-                applied += 1
-                if self.fail_in_page is not None:
-                    self.fail_in_page(applied)
-                if row is None and (tbl, c["id"]) in pending:
+                if row is None:
                     # Local work for a row this laptop no longer holds: rebuild it, then re-apply the work.
                     d = _DEFAULTS[tbl]()
                     d.update(id=c["id"], practice_id=practice, person_id=person_id)
                     row = model(**d)
-                if row is None:
-                    d = _DEFAULTS[tbl]()
-                    d.update(values)
-                    d.update(
-                        id=c["id"], practice_id=practice, person_id=person_id, field_meta=meta,
-                        row_hlc=_max_hlc(meta), server_seq=seq, deleted=bool(c.get("deleted")),
-                    )  # fmt: skip
-                    if tbl == "person":
-                        d["search_text"] = search_text_for(types.SimpleNamespace(**d))  # type: ignore[arg-type]
-                    fresh.append(d)
-                    continue
                 for f, v in values.items():
                     setattr(row, f, v)
                 row.field_meta = meta
@@ -537,15 +624,16 @@ class VaultSyncStore:
                 self._reapply(row, model, pending.get((tbl, row.id), []))
                 row.row_hlc = _max_hlc(row.field_meta)
                 if isinstance(row, Person):
-                    renamed.add(row.id)
                     row.search_text = search_text_for(row)
                 s.add(row)
             if fresh:
-                s.execute(insert(table), fresh)
+                if tbl == "person":
+                    fresh = bulk.fill_person_dates(s, fresh)
+                s.connection().exec_driver_sql(bulk.sql, fresh)
         s.flush()
         self._apply_conflicts(s, conflicts, pending)
         self._purge(s, removed, touched)
-        self._refresh_people(s, touched)
+        self._refresh_people(s, dated)
         return applied
 
     def _reapply(self, row: Synced, model: type[Synced], pending: list[SyncOutbox]) -> None:
@@ -674,32 +762,174 @@ class VaultSyncStore:
         self._refresh_people(s, touched)
 
     def _refresh_people(self, s: Session, person_ids: set[str]) -> None:
-        """Keep the caseload's denormalised dates right for rows that came from the server."""
+        """Keep the caseload's denormalised dates right for rows that came from the server.
+
+        Only people whose dates actually change are written: each write also rewrites the caseload
+        indexes that carry the dates.
+        """
         ids = sorted(p for p in person_ids if p)
         for chunk in _chunks(ids):
             _sql(
                 s,
-                "UPDATE person SET "
-                "last_contact_on = (SELECT substr(max(c.occurred_at), 1, 10) FROM contact c "
-                "  WHERE c.person_id = person.id AND c.deleted = 0), "
-                "next_follow_up_on = (SELECT min(f.due_on) FROM follow_up f "
-                "  WHERE f.person_id = person.id AND f.status = 'open' AND f.deleted = 0) "
-                f"WHERE person.id IN ({_marks(len(chunk))})",
+                f"WITH d AS (SELECT p.id AS id, ({_LAST_CONTACT_SQL}) AS lc, ({_NEXT_FOLLOW_UP_SQL}) AS nf "
+                f"  FROM person p WHERE p.id IN ({_marks(len(chunk))})) "
+                "UPDATE person SET last_contact_on = d.lc, next_follow_up_on = d.nf FROM d WHERE person.id = d.id "
+                "AND (person.last_contact_on IS NOT d.lc OR person.next_follow_up_on IS NOT d.nf)",
                 tuple(chunk),
             )
 
 
-def _wire_mutation(r: SyncOutbox, base: int) -> dict[str, Any]:
-    return {
-        "mutation_id": int(r.mutation_id or 0) - base,
-        "tbl": r.tbl,
-        "row_id": r.row_id,
-        "person_id": r.person_id,
-        "op": r.op,
-        "fields": r.fields or {},
-        "hlc": int(r.hlc),
-        "conflict_id": r.conflict_id,
-    }
+_LAST_CONTACT_SQL = "SELECT substr(max(c.occurred_at), 1, 10) FROM contact c WHERE c.person_id = p.id AND c.deleted = 0"
+_NEXT_FOLLOW_UP_SQL = (
+    "SELECT min(f.due_on) FROM follow_up f WHERE f.person_id = p.id AND f.status = 'open' AND f.deleted = 0"
+)
+_DATED = frozenset({"contact", "follow_up"})
+"""Tables whose rows set a person's caseload dates (last contact, next follow-up)."""
+
+
+class _Bulk:
+    """Plain inserts of server rows into one local table, for rows the laptop does not hold yet.
+
+    Built once per table: the column order, a converter per synced field (wire value to what
+    SQLAlchemy's own bind processor for that column stores, so rows read back exactly as ORM-written
+    ones), and the column defaults; then one driver-level ``executemany`` per page instead of a
+    model or a compiled statement per row.
+    """
+
+    def __init__(self, tbl: str, dialect: Any) -> None:
+        model = SYNCED_MODELS[tbl]
+        spec = TABLES[tbl]
+        table = model.__table__  # type: ignore[attr-defined]
+        self.tbl = tbl
+        self.dialect = dialect
+        self.columns = [c.name for c in table.columns]
+        self.index = {name: i for i, name in enumerate(self.columns)}
+        self.processors = [c.type.dialect_impl(dialect).bind_processor(dialect) for c in table.columns]
+        self.sql = (
+            f"INSERT INTO {table.name} ({', '.join(chr(34) + c + chr(34) for c in self.columns)}) "
+            f"VALUES ({_marks(len(self.columns))})"
+        )
+        self.defaults = _DEFAULTS[tbl]
+        # field -> (column position, converter or None)
+        self.fields: dict[str, tuple[int, Callable[[Any], Any] | None]] = {}
+        for f in spec.fields:
+            if f not in model.model_fields or f not in self.index:
+                continue
+            i = self.index[f]
+            kind = _base_type(model.model_fields[f].annotation)
+            wire: Callable[[Any], Any] | None = None
+            if kind in (dt.datetime, "dt.datetime"):
+                wire = _to_utc_datetime
+            elif kind in (dt.date, "dt.date"):
+                wire = _to_date
+            proc = self.processors[i]
+            # The bind processor sees None too (JSON stores None as 'null', as the ORM does).
+            if wire is None:
+                self.fields[f] = (i, proc)
+            elif proc is None:
+                self.fields[f] = (i, _none_safe(wire))
+            else:
+                self.fields[f] = (i, _compose(_none_safe(wire), proc))
+        self.meta_proc = self.processors[self.index["field_meta"]]
+        self.bool_proc = self.processors[self.index["deleted"]]
+
+    def template(self) -> list[Any]:
+        """Stored forms of the column defaults, made once per page (created_at: the page's time)."""
+        d = self.defaults()
+        return [p(d.get(n)) if p is not None else d.get(n) for n, p in zip(self.columns, self.processors, strict=True)]
+
+    def row(self, base: list[Any], c: dict[str, Any], practice: str, person_id: str, seq: int) -> tuple[Any, ...]:
+        out = list(base)
+        fields = self.fields
+        values = c.get("values") or {}
+        for f, v in values.items():
+            spot = fields.get(f)
+            if spot is not None:
+                i, conv = spot
+                out[i] = conv(v) if conv is not None else v
+        meta = c.get("meta") or {}
+        ix = self.index
+        out[ix["id"]] = c["id"]
+        out[ix["practice_id"]] = practice
+        out[ix["person_id"]] = person_id
+        out[ix["field_meta"]] = self.meta_proc(meta) if self.meta_proc is not None else meta
+        out[ix["row_hlc"]] = _max_hlc(meta)
+        out[ix["server_seq"]] = seq
+        deleted = bool(c.get("deleted"))
+        out[ix["deleted"]] = self.bool_proc(deleted) if self.bool_proc is not None else deleted
+        if self.tbl == "person":
+            out[ix["search_text"]] = search_text_for(
+                types.SimpleNamespace(**{k: values.get(k) for k in _SEARCH_FIELDS})  # type: ignore[arg-type]
+            )
+        return tuple(out)
+
+    def fill_person_dates(self, s: Session, people: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """Caseload dates of new people from contacts and follow-ups already here (a snapshot sends those first)."""
+        ix = self.index
+        i_id, i_last, i_next = ix["id"], ix["last_contact_on"], ix["next_follow_up_on"]
+        ids = [r[i_id] for r in people]
+        last: dict[str, str] = {}
+        nxt: dict[str, str] = {}
+        for chunk in _chunks(ids):
+            marks = _marks(len(chunk))
+            last.update(
+                _sql(
+                    s,
+                    "SELECT person_id, substr(max(occurred_at), 1, 10) FROM contact "
+                    f"WHERE person_id IN ({marks}) AND deleted = 0 GROUP BY person_id",
+                    tuple(chunk),
+                ).all()
+            )
+            nxt.update(_sql(s, "SELECT person_id, min(due_on) FROM follow_up "
+                               f"WHERE person_id IN ({marks}) AND status = 'open' AND deleted = 0 GROUP BY person_id",
+                            tuple(chunk)).all())  # fmt: skip
+        if not last and not nxt:
+            return people
+        p_last, p_next = self.processors[i_last], self.processors[i_next]
+        out = []
+        for r in people:
+            lc, nf = last.get(r[i_id]), nxt.get(r[i_id])
+            if lc or nf:
+                row = list(r)
+                d_lc = dt.date.fromisoformat(lc) if lc else None
+                d_nf = dt.date.fromisoformat(nf[:10]) if nf else None
+                row[i_last] = p_last(d_lc) if p_last is not None else d_lc
+                row[i_next] = p_next(d_nf) if p_next is not None else d_nf
+                r = tuple(row)
+            out.append(r)
+        return out
+
+
+def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: then(first(v))
+
+
+def _none_safe(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda v: None if v is None else convert(v)
+
+
+_SEARCH_FIELDS = ("given_name", "family_name", "preferred_name", "nhs_number", "postcode")
+"""What search_text_for reads from a person."""
+
+
+def _to_utc_datetime(v: Any) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(v)
+    # SQLite keeps wall time only: store UTC so it reads back as the same instant.
+    return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed
+
+
+def _to_date(v: Any) -> dt.date:
+    return dt.date.fromisoformat(v[:10])
+
+
+_BULK: dict[tuple[str, int], _Bulk] = {}
+
+
+def _bulk(tbl: str, dialect: Any) -> _Bulk:
+    b = _BULK.get((tbl, id(dialect)))
+    if b is None or b.dialect is not dialect:
+        b = _BULK[(tbl, id(dialect))] = _Bulk(tbl, dialect)
+    return b
 
 
 def _save_hlc(s: Session, last: int) -> None:
@@ -846,10 +1076,45 @@ def _counts(store: CaseStore) -> tuple[int, int, int]:
     return int(pending), int(conflicts), int(rejected)
 
 
+_LAST_SYNC: dict[str, dict[str, str | None]] = {}
+"""Per vault: the newest last-sync keys not yet written to it (see _record_last_sync)."""
+LAST_SYNC_PERSIST_S = 600
+"""A run of unchanged syncs writes its time to the vault at most this often."""
+
+
+def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved: bool) -> None:
+    """Keep the last-sync status; write it to the vault only when it says something new.
+
+    A sync that moved nothing and ended as the stored one did would otherwise cost a write
+    transaction (an fsync) just for the time and the sentence. Those are kept in memory, which
+    sync_status reads, and written when the status changes, when data moved, or when the stored
+    time is more than LAST_SYNC_PERSIST_S old (so a restart shows at most that much staleness).
+    """
+    key = str(Path(store.vault.path).resolve())
+    with store.lock, Session(store.engine) as s, s.begin():
+        stored = _state(s, values)
+        old_at = stored.get(K_LAST_AT)
+        fresh = False
+        if old_at and values.get(K_LAST_AT):
+            try:
+                age = dt.datetime.fromisoformat(str(values[K_LAST_AT])) - dt.datetime.fromisoformat(old_at)
+                fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
+            except ValueError:
+                fresh = False
+        if moved or stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
+            _put(s, values)
+            _LAST_SYNC.pop(key, None)
+            return
+    _LAST_SYNC[key] = dict(values)
+
+
 def sync_status(store: CaseStore) -> SyncStatus:
     """Enrolment, last sync and the pending / conflict / rejected counts (one short read)."""
     with store.lock, Session(store.engine) as s:
         st = _state(s, [K_URL, K_TOKEN, K_USER, K_PRACTICE, K_LAST_AT, K_LAST_OK, K_LAST_STATUS, K_LAST_MESSAGE])
+    newer = _LAST_SYNC.get(str(Path(store.vault.path).resolve()))
+    if newer and st.get(K_TOKEN):
+        st.update({k: v for k, v in newer.items() if v is not None})
     pending, conflicts, rejected = _counts(store)
 
     def when(key: str) -> dt.datetime | None:
@@ -908,6 +1173,9 @@ def _sync_locked(
     cfg = _config(store)
     if not cfg.get(K_TOKEN):
         return SyncResult("not_enrolled", EXIT_FAILED, sc.NotEnrolled.message)
+    if not cfg.get(K_URL) or not cfg.get(K_DEVICE):
+        # A damaged enrolment (a token without the server's address or this laptop's id) cannot sync.
+        return SyncResult("failed", EXIT_FAILED, INCOMPLETE_ENROLMENT)
     local = local or VaultSyncStore(store)
     if cfg.get(K_OFFSET):
         store.service.hlc_offset_ms = int(cfg[K_OFFSET])
@@ -964,8 +1232,7 @@ def _sync_locked(
     values: dict[str, str | None] = {K_LAST_AT: now.isoformat(), K_LAST_STATUS: status, K_LAST_MESSAGE: message}
     if status in ("synced", "conflicts"):
         values[K_LAST_OK] = now.isoformat()
-    with store.lock, Session(store.engine) as s, s.begin():
-        _put(s, values)
+    _record_last_sync(store, values, moved=bool(r.acked or r.rejected or r.pulled or r.snapshot_rows))
     return SyncResult(
         status,
         code,

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync import protocol, schema
@@ -141,8 +141,9 @@ def create_app(
         cursor: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         epoch: Annotated[str | None, Query(max_length=64)] = None,
-    ) -> dict[str, Any]:
-        return store.pull(dev, cursor, limit, epoch)
+    ) -> Response:
+        # The body is built from the stored JSON (no parse, validate, re-encode); the model documents it.
+        return Response(store.pull_body(dev, cursor, limit, epoch), media_type="application/json")
 
     @app.get(
         "/v1/sync/snapshot",
@@ -154,7 +155,7 @@ def create_app(
         dev: Annotated[Device, Depends(device_of)],
         after: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
-    ) -> dict[str, Any]:
-        return store.snapshot(dev, after, limit)
+    ) -> Response:
+        return Response(store.snapshot_body(dev, after, limit), media_type="application/json")
 
     return app

@@ -235,21 +235,37 @@ class TestServer:
 
 @contextlib.contextmanager
 def uvicorn_server(
-    db_url: str, *, cert: Path | None = None, key: Path | None = None, timeout: float = 20.0
+    db_url: str,
+    *,
+    cert: Path | None = None,
+    key: Path | None = None,
+    timeout: float = 20.0,
+    log: Path | None = None,
 ) -> Iterator[str]:
-    """Run ``python -m sync.server.cli serve`` as a real process; yields its base URL."""
+    """Run ``python -m sync.server.cli serve`` as a real process; yields its base URL.
+
+    The server's output goes to ``log`` (a temporary file by default, removed afterwards), never
+    to a pipe: the server logs one line per request, and an unread pipe fills after a few hundred
+    requests and blocks the server. The file is read only to explain an early exit.
+    """
     port = free_port()
     cmd = [sys.executable, "-m", "sync.server.cli", "serve", "--db", db_url,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if cert and key:
         cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
     scheme = "https" if cert else "http"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    own_log = log is None
+    if log is None:
+        fd, name = tempfile.mkstemp(prefix="sprx-server-", suffix=".log")
+        os.close(fd)
+        log = Path(name)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
+                err = log.read_text(errors="replace")
                 raise RuntimeError(f"server exited early: {err[-2000:]}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
@@ -265,3 +281,5 @@ def uvicorn_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if own_log:
+            log.unlink(missing_ok=True)

@@ -10,13 +10,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
-from tests.sync.client_harness import (  # noqa: F401 - fixtures
-    Net,
-    Recorder,
-    net,
-    server_count,
-    vault_template,
-)
 
 from sprx_tui.core import syncstore
 from sprx_tui.core.models import Contact, ContactAmendment, Goal, HlcState, Person, PlanAction, SyncRejected
@@ -24,6 +17,14 @@ from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import get_state
 from sync import hlc, schema
 from sync.server import store as st
+from tests.sync.client_harness import (  # noqa: F401 - fixtures
+    Laptop,
+    Net,
+    Recorder,
+    net,
+    server_count,
+    vault_template,
+)
 
 DAY = dt.timedelta(days=1)
 
@@ -214,7 +215,12 @@ def test_interrupted_snapshot_resumes_without_refetching_committed_pages(net: Ne
     b.transport.refused = lambda: b.transport.count("/v1/sync/snapshot") >= 2
     assert b.sync().status == "offline"
     with Session(b.store.engine) as s:
-        assert s.exec(select(sa.func.count()).select_from(Person)).one() > 0  # committed pages stay
+        # Committed pages stay (a snapshot sends each table's rows before the people they belong to).
+        held = (
+            s.exec(select(sa.func.count()).select_from(Goal)).one()
+            + s.exec(select(sa.func.count()).select_from(Person)).one()
+        )
+        assert 0 < held < 80
     b.transport.refused = lambda: False
     synced(b)
     assert b.transport.count("/v1/sync/snapshot") <= uninterrupted + 1
@@ -483,6 +489,21 @@ def test_unknown_token_is_a_plain_failure(net: Net) -> None:
     assert "new code" in r.message
 
 
+@pytest.mark.parametrize("missing", ["server_url", "device_id"])
+def test_a_token_without_a_server_address_or_device_id_is_a_plain_failure(net: Net, missing: str) -> None:
+    a = net.laptop("A")
+    pid = a.service.add_person(given_name="Ida", family_name="Example").id
+    with a.store.lock, Session(a.store.engine) as s, s.begin():
+        syncstore._put(s, {missing: None})
+    pending = len(a.outbox("pending"))
+    r = a.sync()
+    assert (r.status, r.exit_code) == ("failed", 1)
+    assert r.message == syncstore.INCOMPLETE_ENROLMENT and "enrolment is incomplete" in r.message
+    assert len(a.outbox("pending")) == pending > 0  # nothing lost, nothing sent
+    assert net.server.store.get_record("person", pid) is None
+    assert a.transport.count("/v1/sync/push") == 0
+
+
 def test_progress_reports_push_totals_and_pull_counts(net: Net) -> None:
     a = net.laptop("A")
     _big_caseload(a, 5)
@@ -503,3 +524,31 @@ def test_sync_status_for_the_status_bar(net: Net) -> None:
     s1 = syncstore.sync_status(a.store)
     assert s1.pending == 0 and s1.last_status == "synced" and s1.last_successful_sync_at == net.clock.now
     assert json.dumps(s1.last_message)
+
+
+def _vault_changes(lap: Laptop) -> int:
+    """Rows this laptop's one vault connection has written so far (SQLite's total_changes)."""
+    raw = lap.store.engine.raw_connection()
+    try:
+        return int(raw.driver_connection.total_changes)
+    finally:
+        raw.close()
+
+
+def test_a_sync_that_moves_nothing_writes_nothing_to_the_vault(net: Net) -> None:
+    a, b = net.laptop("A"), net.laptop("B")
+    person_with_plan(a)
+    synced(a, b)
+    synced(a, b)
+    before = _vault_changes(b)
+    for _ in range(3):
+        r = b.sync()
+        assert (r.status, r.pulled, r.acked) == ("synced", 0, 0)
+    assert _vault_changes(b) == before
+    # The in-memory last-sync time still reaches the status bar.
+    assert syncstore.sync_status(b.store).last_sync_at == r.finished_at
+    # Something arriving is written, with the cursor, at once.
+    person_with_plan(a)
+    synced(a)
+    assert b.sync().pulled > 0
+    assert _vault_changes(b) > before

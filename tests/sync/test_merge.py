@@ -292,3 +292,72 @@ def test_rejections(tbl: str, op: str, fields: dict[str, Any], reason: str) -> N
     m = Mutation(mutation_id=1, tbl=tbl, row_id="r", person_id="p1", op=op, fields=fields, hlc=H0)
     r = apply_mutation(None, m, device_id="A", seq=1, open_conflicts=[])
     assert (r.status, r.reason) == ("rejected", reason)
+
+
+def test_an_equal_value_from_another_device_survives_when_one_writer_moves_on() -> None:
+    """Two laptops type the same words offline; one of them then edits again without seeing the other.
+
+    The shared value is one head (no conflict between equal texts), but it is still the other
+    laptop's live write: the later edit replaces only its own device's write, so the value stays.
+    """
+    for order in ([0, 1, 2], [1, 2, 0], [1, 0, 2]):
+        rep = Replica(base_goal())
+        muts = [
+            (patch({"text": "cook"}, H0 + (1 << 16)), "A"),
+            (patch({"text": "cook"}, H0 + (2 << 16)), "B"),
+            (patch({"text": "paint"}, H0 + (3 << 16)), "B"),
+        ]
+        for i in order:
+            assert rep.apply(*muts[i]).status == "applied"
+        (c,) = [c for c in rep.conflicts.values() if c["status"] == "open"]
+        assert sorted(h["v"] for h in c["values"]) == ["cook", "paint"], order
+        cook = next(h for h in c["values"] if h["v"] == "cook")
+        assert (cook["dev"], cook.get("also")) == ("A", None)
+
+
+def test_equal_values_from_two_devices_are_one_head_that_remembers_both() -> None:
+    rep = Replica(base_goal())
+    rep.apply(patch({"text": "cook"}, H0 + (1 << 16)), "A")
+    rep.apply(patch({"text": "cook"}, H0 + (2 << 16)), "B")
+    assert not rep.conflicts  # the same words: nothing for a person to choose
+    assert rep.state is not None
+    meta = rep.state["meta"]["text"]
+    assert meta["dev"] == "B" and [w["dev"] for w in meta.get("also", [])] == ["A"]
+    # A later edit by A alone leaves B's unseen "cook" live.
+    rep.apply(patch({"text": "swim"}, H0 + (3 << 16)), "A")
+    (c,) = rep.conflicts.values()
+    assert sorted(h["v"] for h in c["values"]) == ["cook", "swim"]
+    # An edit made after seeing the value (base past it) replaces it for everyone.
+    rep.apply(patch({"text": "read"}, H0 + (4 << 16), base=rep.seq), "C")
+    assert rep.state["values"]["text"] == "read"
+    assert all(c["status"] == "resolved" for c in rep.conflicts.values())
+
+
+def test_a_value_over_the_size_limit_is_refused_with_a_plain_reason() -> None:
+    from sync.merge import MAX_VALUE_BYTES
+
+    rep = Replica(base_goal())
+    big = "x" * (MAX_VALUE_BYTES + 1)
+    r = rep.apply(patch({"progress_notes": big}, H0 + (1 << 16)), "A")
+    assert (r.status, r.reason) == ("rejected", "too_large")
+    assert r.detail is not None and "progress_notes" in r.detail and "64 KiB" in r.detail
+    assert rep.state is not None and rep.state["values"]["progress_notes"] == "n0"
+    # At the limit is fine, and escaped characters count as they travel (JSON, UTF-8).
+    fits = "y" * (MAX_VALUE_BYTES - 2)
+    assert rep.apply(patch({"progress_notes": fits}, H0 + (2 << 16)), "A").status == "applied"
+    wide = "\U0001f600" * (MAX_VALUE_BYTES // 12 + 1)  # 12 bytes each once escaped
+    assert rep.apply(patch({"progress_notes": wide}, H0 + (3 << 16)), "A").reason == "too_large"
+    ins = Mutation(
+        mutation_id=1, tbl="contact", row_id="c9", person_id="p1", op="insert",
+        fields={"notes": {"v": big, "hlc": H0}, "mode": {"v": "phone", "hlc": H0}}, hlc=H0,
+    )  # fmt: skip
+    assert apply_mutation(None, ins, device_id="A", seq=1, open_conflicts=[]).reason == "too_large"
+
+
+def test_unknown_field_names_are_cut_short_in_the_reason() -> None:
+    name = "x" * 5000 + "\n\x1b[2J"
+    m = Mutation(mutation_id=1, tbl="goal", row_id="g1", person_id="p1", op="patch",
+                 fields={name: {"v": 1, "hlc": H0}}, hlc=H0)  # fmt: skip
+    r = apply_mutation(base_goal(), m, device_id="A", seq=11, open_conflicts=[])
+    assert r.reason == "unknown_field"
+    assert r.detail is not None and len(r.detail) < 80 and "\x1b" not in r.detail and "…" in r.detail

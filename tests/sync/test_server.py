@@ -524,3 +524,69 @@ def test_logs_carry_ids_not_personal_data(server: TestServer, caplog: Any) -> No
     text = caplog.text
     assert "push" in text and a.device_id in text
     assert "Zebedee" not in text and NHS not in text and "cursor=" not in text
+
+
+def test_snapshot_sends_each_persons_rows_together_and_people_last(server: TestServer) -> None:
+    import base64
+    import json
+
+    server.worker("alice")
+    a = server.laptop("alice")
+    people = [new_person(a) for _ in range(3)]
+    for pid in people:
+        acks(a.push([a.mutation("goal", str(uuid.uuid4()), "insert", {"text": "t"}, person_id=pid)
+                     for _ in range(4)]))  # fmt: skip
+    seen: list[tuple[str, str | None, str]] = []
+    after = None
+    while True:
+        params = {"limit": 5, **({"after": after} if after else {})}
+        page = server.client.get("/v1/sync/snapshot", params=params, headers=a.headers).json()
+        seen += [(c["tbl"], c["person_id"], c["id"]) for c in page["changes"]]
+        after = page["after"]
+        if not page["has_more"]:
+            break
+    goals = [s for s in seen if s[0] == "goal"]
+    assert goals == sorted(goals, key=lambda s: (s[1], s[2])) and len(goals) == 12
+    assert [s[0] for s in seen[-3:]] == ["person"] * 3 and len(set(seen)) == 15
+    # A token from before the by-person order (table index into the old order) still resumes:
+    # the rest of the snapshot in the old order, nothing skipped.
+    epoch = server.store.server_info()["epoch"]
+    old = {"s": server.store.server_info()["seq"], "t": 0, "i": "", "e": epoch}
+    token = base64.urlsafe_b64encode(json.dumps(old).encode()).decode().rstrip("=")
+    page = server.client.get("/v1/sync/snapshot", params={"after": token, "limit": 100}, headers=a.headers).json()
+    assert {(c["tbl"], c["id"]) for c in page["changes"]} == {(t, i) for t, _p, i in seen}
+    assert [c["tbl"] for c in page["changes"]][:3] == ["person"] * 3  # the old order: people first
+
+
+def test_pull_bodies_carry_stored_json_as_is(server: TestServer) -> None:
+    """Rows go out as stored: a head's other writers ("also") pass through; absent parts stay absent."""
+    server.worker("alice")
+    a, b = server.laptop("alice", "A"), server.laptop("alice", "B")
+    pid = new_person(a)
+    acks(a.push([a.mutation("goal", "g1", "insert", {"text": "walk"}, person_id=pid)]))
+    base = server.store.get_record("goal", "g1")["meta"]["text"]["seq"]  # type: ignore[index]
+    acks(a.push([a.mutation("goal", "g1", "patch", {"text": "cook"}, person_id=pid, base=base)]))
+    acks(b.push([b.mutation("goal", "g1", "patch", {"text": "cook"}, person_id=pid, base=base)]))
+    raw = server.client.get("/v1/sync/pull", params={"cursor": 0, "limit": 500}, headers=a.headers)
+    assert raw.status_code == 200 and '"also":null' not in raw.text.replace(" ", "")
+    got = a.pull_all()
+    goal = [c for c in got["changes"] if c["id"] == "g1"][-1]
+    assert goal["values"]["text"] == "cook" and not got["conflicts"]
+    text = goal["meta"]["text"]
+    assert {text["dev"], *(w["dev"] for w in text["also"])} == {a.device_id, b.device_id}
+    stored = server.store.get_record("goal", "g1")
+    assert stored is not None and goal["meta"] == stored["meta"] and goal["values"] == stored["values"]
+
+
+def test_uvicorn_server_log_never_blocks_the_server(tmp_path: Any) -> None:
+    """The helper used to pipe the server's output without reading it: after ~64 KB of access log
+    the server blocked on its next log line and every client hung."""
+    import httpx
+
+    from sync.server.testing import uvicorn_server
+
+    log = tmp_path / "server.log"
+    with uvicorn_server(f"sqlite:///{tmp_path}/s.db", log=log) as base, httpx.Client(base_url=base, timeout=10) as c:
+        for _ in range(1500):  # ~150 KB of access log, well past a pipe buffer
+            assert c.get("/healthz").status_code == 200
+    assert log.stat().st_size > 100_000
