@@ -32,6 +32,8 @@ from tests.tui.conftest import FROZEN_NOW, frozen_clock
 
 SIZE = (120, 40)
 SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hsds-sample-simple"
+if not SAMPLE.is_dir():  # the tree may be checked out elsewhere; the sample lives beside it
+    SAMPLE = Path("/work/shared/data/hsds-sample-simple")
 
 
 @pytest.fixture(autouse=True)
