@@ -19,10 +19,9 @@ from sprx_tui.core.hsds import NEED_KEYWORDS, Problem, html_to_text, parse_datap
 from sprx_tui.core.models import REFERRAL_REASONS, AuditEvent, CommunityService
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.vault import FLOOR, Vault
+from tests.sample_data import hsds_sample
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hsds-sample-simple"
-if not SAMPLE.is_dir():  # the tree may be checked out elsewhere; the sample lives beside it
-    SAMPLE = Path("/work/shared/data/hsds-sample-simple")
+SAMPLE = hsds_sample()
 
 INACTIVE = {"Food Safety Program", "Dear Teacher Skills Refresh", "Wash & Go at The Cross"}
 TODAY = dt.date(2026, 11, 23)

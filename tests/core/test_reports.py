@@ -14,10 +14,9 @@ from sprx_tui.core import directory, reports
 from sprx_tui.core.hsds import service_id
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
+from tests.sample_data import hsds_sample
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hsds-sample-simple"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/hsds-sample-simple")
+SAMPLE = hsds_sample()
 NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)
 KITCHEN = service_id("local", "756b5a9d-7d65-4063-b5f2-d08ccf01c55e")
 LAUNDRY = service_id("local", "21a1192b-abb9-45e8-bc52-c81ca4087240")

@@ -25,10 +25,9 @@ from sync.server.cli import main as server_main
 from sync.server.directory import DirectoryError, import_directory, import_hsds
 from sync.server.store import record
 from sync.server.testing import TestServer
+from tests.sample_data import hsds_sample
 
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hsds-sample-simple"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/hsds-sample-simple")
+SAMPLE = hsds_sample()
 NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)
 
 

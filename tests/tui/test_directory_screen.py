@@ -28,12 +28,11 @@ from sprx_tui.screens.directory import (
 )
 from sprx_tui.screens.forms import ConfirmModal
 from sprx_tui.screens.person import PersonScreen
+from tests.sample_data import hsds_sample
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
 
 SIZE = (120, 40)
-SAMPLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "hsds-sample-simple"
-if not SAMPLE.is_dir():  # the tree may be checked out elsewhere; the sample lives beside it
-    SAMPLE = Path("/work/shared/data/hsds-sample-simple")
+SAMPLE = hsds_sample()
 
 
 @pytest.fixture(autouse=True)
