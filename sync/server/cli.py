@@ -254,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(e.message, file=sys.stderr)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): stop quietly; point stdout at devnull so the
+        # interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as e:  # noqa: BLE001 - the contract is one sentence, never a traceback
         print(f"Unexpected {type(e).__name__}; nothing more was done.", file=sys.stderr)
     return 1
