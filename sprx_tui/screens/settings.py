@@ -16,7 +16,7 @@ from sprx_tui.config import AUTO_LOCK_RANGE
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.vault import BackoffActive, BadPassphrase, VaultError, WeakPassphrase, check_passphrase_strength
 from sprx_tui.messages import PassphraseChanged, PassphraseChangeFailed
-from sprx_tui.screens.unlock import strength_hint, take_secret, wipe
+from sprx_tui.screens.unlock import show_strength, strength_hint, take_secret, wipe
 from sprx_tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -108,12 +108,7 @@ class SettingsScreen(Screen):
 
     @on(Input.Changed, "#new")
     def _typing_new(self, event: Input.Changed) -> None:
-        sentence, level = strength_hint(event.value)
-        hint = self.query_one("#new-hint", Static)
-        hint.update(sentence)
-        hint.set_class(level == "weak", "-weak")
-        hint.set_class(level == "strong", "-strong")
-        self.query_one("#new-error", Static).update("")
+        show_strength(self, event.value)
 
     @on(Input.Changed, "#old, #again")
     def _typing(self, event: Input.Changed) -> None:

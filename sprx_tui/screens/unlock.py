@@ -60,6 +60,16 @@ def strength_hint(text: str) -> tuple[str, str]:
     return ("Acceptable. Another random word or two would make it stronger.", "ok")
 
 
+def show_strength(screen: Screen, value: str) -> None:
+    """Update a new-passphrase form's hint (#new-hint) as the worker types, and clear its error (#new-error)."""
+    sentence, level = strength_hint(value)
+    hint = screen.query_one("#new-hint", Static)
+    hint.update(sentence)
+    hint.set_class(level == "weak", "-weak")
+    hint.set_class(level == "strong", "-strong")
+    screen.query_one("#new-error", Static).update("")
+
+
 def unlock_and_open(vault: Vault, secret: bytearray, clock: Callable[[], dt.datetime]) -> CaseStore:
     """Unlock, open the store and audit the unlock (and any failures before it). Runs in a thread."""
     vault.unlock(secret)
@@ -224,12 +234,7 @@ class FirstRunScreen(Screen):
 
     @on(Input.Changed, "#new")
     def _typing(self, event: Input.Changed) -> None:
-        sentence, level = strength_hint(event.value)
-        hint = self.query_one("#new-hint", Static)
-        hint.update(sentence)
-        hint.set_class(level == "weak", "-weak")
-        hint.set_class(level == "strong", "-strong")
-        self.query_one("#new-error", Static).update("")
+        show_strength(self, event.value)
 
     @on(Input.Changed, "#again")
     def _typing_again(self) -> None:
@@ -419,12 +424,7 @@ class RecoveryResetScreen(Screen):
 
     @on(Input.Changed, "#new")
     def _typing(self, event: Input.Changed) -> None:
-        sentence, level = strength_hint(event.value)
-        hint = self.query_one("#new-hint", Static)
-        hint.update(sentence)
-        hint.set_class(level == "weak", "-weak")
-        hint.set_class(level == "strong", "-strong")
-        self.query_one("#new-error", Static).update("")
+        show_strength(self, event.value)
 
     @on(Input.Changed, "#recovery, #again")
     def _typing_other(self, event: Input.Changed) -> None:
