@@ -723,6 +723,13 @@ async def test_status_bar_follows_sync_reports(unlocked_store: CaseStore, demo_v
 
     app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
+        # Today's load ends with a count refresh; a refresh landing after the reports below would rightly
+        # say "not enrolled" again (this vault is not), so wait for start-up to finish, however slow.
+        for _ in range(50):
+            await settle(app, pilot)
+            tables = app.screen.query(DataTable)
+            if isinstance(app.screen, TodayScreen) and tables and not any(t.loading for t in tables):
+                break
         await settle(app, pilot)
         pending = unlocked_store.queries.pending_changes()
         assert bar() == f"Sync: not enrolled · {pending} changes waiting"
