@@ -44,11 +44,14 @@ CONNECTION_PRAGMAS: tuple[tuple[str, str], ...] = (
     ("busy_timeout", "5000"),
 )
 
-# Prepared statements kept per connection, set here rather than left to sqlcipher3's default: the hot
-# paths (save a contact, open a person, the report) use a few dozen distinct statements, and an evicted
-# one is parsed again. sqlcipher3's default, 16 and 128 measured the same on the 10k vault with memory
-# security on (`bench/bench_vault.py stmtcache`, BENCHMARKS.md "Vault and core").
-STATEMENT_CACHE_SIZE = 128
+# Prepared statements kept per connection: none. With memory security on, every allocation SQLite
+# cannot serve from the connection's small-allocation pool (lookaside) goes through SQLCipher's wiping
+# allocator, one mlock and one munlock system call each. Statements held in the cache keep their share
+# of that pool, so a warmed connection's inserts allocated row by row: a 110,000-row first sync made
+# 858,000 mlock calls and its inserts took 9.2 s with 128 cached statements, 1.7 s with none (4.1 s with
+# 8). Parsing again costs less than that: with none, the report, caseload search and contact save on the
+# 10k vault were as fast or faster (`bench/bench_vault.py stmtcache --sizes 0,4,128`, BENCHMARKS.md).
+STATEMENT_CACHE_SIZE = 0
 
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26

@@ -145,6 +145,14 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+_IN_IDS = "(SELECT value FROM json_each(?))"
+"""An id list of any length bound as ONE JSON text parameter: one statement, no chunks of ``?`` marks."""
+
+
+def _ids(ids: Iterable[str]) -> tuple[str]:
+    return (json.dumps(list(ids)),)
+
+
 def _chunks(items: list[Any], n: int = _CHUNK) -> Iterator[list[Any]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
@@ -577,10 +585,7 @@ class VaultSyncStore:
             if model is None or spec is None:
                 continue  # a table this version does not know yet
             ids = [c["id"] for c in items]
-            present: set[str] = set()
-            for chunk in _chunks(ids):
-                present.update(r[0] for r in _sql(s, f"SELECT id FROM {tbl} WHERE id IN ({_marks(len(chunk))})",
-                                                  tuple(chunk)))  # fmt: skip
+            present = {r[0] for r in _sql(s, f"SELECT id FROM {tbl} WHERE id IN {_IN_IDS}", _ids(ids))}
             existing: dict[str, Synced] = {}
             for chunk in _chunks([i for i in ids if i in present]):
                 for r in s.exec(select(model).where(col(model.id).in_(chunk))).all():
@@ -731,9 +736,9 @@ class VaultSyncStore:
             ).all()
         )
         now = sorted(todo - busy)
-        for ids in _chunks(now):
+        if now:
             for name in [*SYNCED_MODELS, "sync_conflict"]:
-                _sql(s, f"DELETE FROM {name} WHERE person_id IN ({_marks(len(ids))})", tuple(ids))
+                _sql(s, f"DELETE FROM {name} WHERE person_id IN {_IN_IDS}", _ids(now))
         later = sorted(todo & busy)
         _put(s, {K_PURGE: json.dumps(later) if later else None})
 
@@ -749,8 +754,8 @@ class VaultSyncStore:
                 continue
             gone = [r[0] for r in stale if (name, r[0]) not in busy]
             touched.update(r[1] for r in stale)
-            for ids in _chunks(gone):
-                _sql(s, f"DELETE FROM {name} WHERE id IN ({_marks(len(ids))})", tuple(ids))
+            if gone:
+                _sql(s, f"DELETE FROM {name} WHERE id IN {_IN_IDS}", _ids(gone))
             # Rows kept for pending work are unacknowledged again.
             _sql(s, f"UPDATE {name} SET server_seq = NULL WHERE server_seq = -1")
         _sql(s, "DELETE FROM community_service WHERE server_seq = -1")
@@ -768,14 +773,14 @@ class VaultSyncStore:
         indexes that carry the dates.
         """
         ids = sorted(p for p in person_ids if p)
-        for chunk in _chunks(ids):
+        if ids:
             _sql(
                 s,
                 f"WITH d AS (SELECT p.id AS id, ({_LAST_CONTACT_SQL}) AS lc, ({_NEXT_FOLLOW_UP_SQL}) AS nf "
-                f"  FROM person p WHERE p.id IN ({_marks(len(chunk))})) "
+                f"  FROM person p WHERE p.id IN {_IN_IDS}) "
                 "UPDATE person SET last_contact_on = d.lc, next_follow_up_on = d.nf FROM d WHERE person.id = d.id "
                 "AND (person.last_contact_on IS NOT d.lc OR person.next_follow_up_on IS NOT d.nf)",
-                tuple(chunk),
+                _ids(ids),
             )
 
 
@@ -868,21 +873,22 @@ class _Bulk:
         ix = self.index
         i_id, i_last, i_next = ix["id"], ix["last_contact_on"], ix["next_follow_up_on"]
         ids = [r[i_id] for r in people]
-        last: dict[str, str] = {}
-        nxt: dict[str, str] = {}
-        for chunk in _chunks(ids):
-            marks = _marks(len(chunk))
-            last.update(
-                _sql(
-                    s,
-                    "SELECT person_id, substr(max(occurred_at), 1, 10) FROM contact "
-                    f"WHERE person_id IN ({marks}) AND deleted = 0 GROUP BY person_id",
-                    tuple(chunk),
-                ).all()
-            )
-            nxt.update(_sql(s, "SELECT person_id, min(due_on) FROM follow_up "
-                               f"WHERE person_id IN ({marks}) AND status = 'open' AND deleted = 0 GROUP BY person_id",
-                            tuple(chunk)).all())  # fmt: skip
+        last: dict[str, str] = dict(
+            _sql(
+                s,
+                "SELECT person_id, substr(max(occurred_at), 1, 10) FROM contact "
+                f"WHERE person_id IN {_IN_IDS} AND deleted = 0 GROUP BY person_id",
+                _ids(ids),
+            ).all()
+        )
+        nxt: dict[str, str] = dict(
+            _sql(
+                s,
+                "SELECT person_id, min(due_on) FROM follow_up "
+                f"WHERE person_id IN {_IN_IDS} AND status = 'open' AND deleted = 0 GROUP BY person_id",
+                _ids(ids),
+            ).all()
+        )
         if not last and not nxt:
             return people
         p_last, p_next = self.processors[i_last], self.processors[i_next]
