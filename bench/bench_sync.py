@@ -462,8 +462,8 @@ class RealLaptop:
         self.url, self.cafile = url, cafile
         shutil.rmtree(path, ignore_errors=True)
         # As a worker does it: `sprx init` makes and migrates the vault, then `sprx enrol` / `sprx sync`
-        # unlock it again. (Writes on the very connection that ran the migrations were measured ~2-3x
-        # slower for bulk inserts than on a freshly unlocked one; see BENCHMARKS.md.)
+        # unlock it again. (With a statement cache, bulk inserts on the connection that ran the
+        # migrations were 2-3x slower; see "The statement cache" in BENCHMARKS.md.)
         vault, _ = Vault.create(path, bytearray(b"walking group on tuesday"), kdf=FLOOR)
         open_store(vault)
         vault.lock()

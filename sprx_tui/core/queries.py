@@ -26,7 +26,7 @@ from sprx_tui.core.models import (
     PlanAction,
     Referral,
     SyncConflict,
-    SyncOutbox,
+    SyncOutboxPending,
     SyncRejected,
     WhatMatters,
     utcnow,
@@ -415,8 +415,9 @@ class CaseQueries:
     # -- sync state for the status bar ------------------------------------------------------
 
     def pending_changes(self) -> int:
+        """Changes waiting to be sent: one row kept by triggers on the outbox (migration 0005)."""
         with self._session() as s:
-            return int(s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one())
+            return int(s.get_one(SyncOutboxPending, 1).n)
 
     def open_conflicts(self) -> int:
         with self._session() as s:

@@ -145,6 +145,9 @@ def _marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+PENDING_COUNT_SQL = "SELECT n FROM sync_outbox_pending WHERE id = 1"
+"""The outbox's pending count, kept by triggers (migration 0005) instead of counted."""
+
 _IN_IDS = "(SELECT value FROM json_each(?))"
 """An id list of any length bound as ONE JSON text parameter: one statement, no chunks of ``?`` marks."""
 
@@ -258,7 +261,7 @@ class VaultSyncStore:
 
     def pending_count(self) -> int:
         with self.lock, self.engine.connect() as c:
-            return int(c.exec_driver_sql("SELECT count(*) FROM sync_outbox WHERE status = 'pending'").scalar() or 0)
+            return int(c.exec_driver_sql(PENDING_COUNT_SQL).scalar() or 0)
 
     def pending_mutations(self, limit: int) -> list[dict[str, Any]]:
         with self.lock, Session(self.engine) as s:
@@ -1076,7 +1079,7 @@ def _sync_lock(store: CaseStore) -> threading.Lock:
 
 def _counts(store: CaseStore) -> tuple[int, int, int]:
     with store.lock, Session(store.engine) as s:
-        pending = s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one()
+        pending = s.connection().exec_driver_sql(PENDING_COUNT_SQL).scalar() or 0
         conflicts = s.exec(select(func.count()).select_from(SyncConflict).where(SyncConflict.status == "open")).one()
         rejected = s.exec(select(func.count()).select_from(SyncRejected)).one()
     return int(pending), int(conflicts), int(rejected)

@@ -544,6 +544,10 @@ class PersonScreen(Screen[None]):
         if prefill is not None:
             screen.prefill = dict(prefill)
         self.app.push_screen(screen, self._contact_closed)
+        # While the worker writes the note, build the contacts tab behind the form (once per screen), so
+        # that after a save only the new timeline is loaded and shown.
+        if self.query_one_optional(TabbedContent) is not None:
+            self.call_later(self._ensure_pane, "contacts")
 
     async def _contact_closed(self, contact_id: str | None) -> None:
         if contact_id is None:

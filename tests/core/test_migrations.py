@@ -243,7 +243,8 @@ def test_0004_downgrades_and_upgrades_again_with_every_row(old_vault: tuple[Path
         assert migrations.current_revision(engine) == "0003"
         indexes = objects(engine, "index")
         assert INDEXES_REPLACED <= indexes and not INDEXES_0004 & indexes
-        assert dump(engine) == before
+        # 0005's count table goes with the downgrade through 0005; every other row is as it was.
+        assert dump(engine) == {k: v for k, v in before.items() if k != "sync_outbox_pending"}
         migrations.upgrade(engine)
         indexes = objects(engine, "index")
         assert INDEXES_0004 <= indexes and not INDEXES_REPLACED & indexes
@@ -268,3 +269,49 @@ def test_a_persons_referrals_and_today_read_through_their_indexes(core_store) ->
         assert "COVERING INDEX ix_person_names (id=?" in plan, plan
     assert "ix_referral_new (status=? AND deleted=?)" in new and "TEMP B-TREE" not in new.split("|")[0], new
     assert [r.name for r in q.due_today()] == ["Ada Abbot"] and [r.name for r in q.new_referrals()] == ["Ada Abbot"]
+
+
+def outbox_pending(engine: Engine) -> tuple[int, int]:
+    """(the count kept by 0005's triggers, the count of pending outbox rows)."""
+    with engine.connect() as conn:
+        kept = conn.execute(text("SELECT n FROM sync_outbox_pending WHERE id = 1")).scalar_one()
+        counted = conn.execute(text("SELECT count(*) FROM sync_outbox WHERE status = 'pending'")).scalar_one()
+    return int(kept), int(counted)
+
+
+def test_0005_keeps_the_pending_count_through_writes_acks_and_deletes(
+    old_vault: tuple[Path, dict[str, list[tuple]]],
+) -> None:
+    path, _first_rows = old_vault
+    vault = Vault(path)
+    vault.unlock(bytearray(PASSPHRASE))
+    try:
+        store = open_store(vault, clock=lambda: NOW)
+        engine = store.engine
+        kept, counted = outbox_pending(engine)
+        assert kept == counted > 0  # counted once by the upgrade, from the rows the 0001-era app wrote
+        assert store.queries.pending_changes() == counted
+        person = store.service.add_person(given_name="Cai", family_name="Cole", postcode="LS2 9JT")
+        store.service.record_contact(person.id, mode="phone", notes="Rang to arrange a visit.")
+        kept, counted = outbox_pending(engine)
+        assert kept == counted
+        with engine.begin() as conn:
+            first = conn.execute(text("SELECT min(mutation_id) FROM sync_outbox")).scalar_one()
+            conn.execute(text("UPDATE sync_outbox SET status = 'acked' WHERE mutation_id <= :m + 2"), {"m": first})
+            conn.execute(text("UPDATE sync_outbox SET status = 'rejected' WHERE mutation_id = :m + 3"), {"m": first})
+            conn.execute(text("UPDATE sync_outbox SET attempts = attempts + 1"))  # not a status change
+            conn.execute(text("UPDATE sync_outbox SET status = 'pending' WHERE mutation_id = :m + 3"), {"m": first})
+            conn.execute(text("DELETE FROM sync_outbox WHERE mutation_id IN (:m, :m + 4)"), {"m": first})
+        kept, counted = outbox_pending(engine)
+        assert kept == counted
+        assert store.queries.pending_changes() == counted
+        cfg = migrations._config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0004")
+        assert "sync_outbox_pending" not in objects(engine, "table")
+        assert not {t for t in objects(engine, "trigger") if t.startswith("sync_outbox_pending")}
+        migrations.upgrade(engine)
+        assert outbox_pending(engine) == (counted, counted)
+    finally:
+        vault.lock()
