@@ -245,22 +245,61 @@ class SprxApp(App[int]):
 
     def action_area(self, mode: str) -> None:
         """Switch to one of the five areas (F2–F6), creating its screen the first time."""
-        if self.store is None:
+        if self.store is None or not self._add_area(mode):
             return
-        if mode not in self._area_modes:
-            module, name = AREA_SCREENS[mode]
-            try:
-                screen_class = _import_optional(module, name)
-            except Exception as exc:
-                self.show_error(exc)
-                return
-            if screen_class is None:
-                self.notify(f"The {AREA_LABELS[mode].lower()} screen is not available in this version.")
-                return
-            self.add_mode(mode, screen_class)
-            self._area_modes.add(mode)
         self.switch_mode(mode)
         self.sub_title = AREA_LABELS[mode]
+
+    def _add_area(self, mode: str, *, quiet: bool = False) -> bool:
+        """Register an area's mode (once per unlock); False, having said why, if it cannot be shown."""
+        if mode in self._area_modes:
+            return True
+        module, name = AREA_SCREENS[mode]
+        try:
+            screen_class = _import_optional(module, name)
+        except Exception as exc:
+            if not quiet:
+                self.show_error(exc)
+            return False
+        if screen_class is None:
+            if not quiet:
+                self.notify(f"The {AREA_LABELS[mode].lower()} screen is not available in this version.")
+            return False
+        self.add_mode(mode, screen_class)
+        self._area_modes.add(mode)
+        return True
+
+    def prepare_area(self, mode: str, *, before_unlock: bool = False) -> None:
+        """Build an area's screen behind the current one, so that its key only has to switch to it.
+
+        Composing a screen and restyling the app for it (Textual re-parses every stylesheet for each
+        new screen) was most of the cost of the first F2 and F3 (BENCHMARKS.md, App). So the unlock
+        screen has Today built while the passphrase is typed, and Today has the caseload built once
+        its lists are on screen. A prepared screen holds nothing personal: its rows load when it is
+        switched to, after the unlock, and a lock removes it with the other areas. This uses
+        Textual's mode set-up without switching; if that ever changes, the key builds it as before.
+        """
+        if self.store is None and not before_unlock:
+            return
+        if self.current_mode == mode or not self._add_area(mode, quiet=True):
+            return
+        init_mode = getattr(self, "_init_mode", None)
+        stacks = getattr(self, "_screen_stacks", None)
+        if init_mode is None or not isinstance(stacks, dict) or mode in stacks:
+            return
+        with contextlib.suppress(Exception):
+            init_mode(mode)
+            # The set-up restyled the app for the new screen (its widgets are styled as they mount) but
+            # recorded that only for the current screen; without this, switching would restyle again.
+            for screen in stacks.get(mode, []):
+                screen._css_update_count = self._css_update_count
+
+    def prepare_for_unlock(self) -> None:
+        """While the unlock screen waits: build Today and import what the first minutes will need."""
+        if self.store is not None:
+            return
+        self.prepare_area("today", before_unlock=True)
+        threading.Thread(target=_import_quietly, args=(WARM_MODULES,), name="sprx-warm", daemon=True).start()
 
     def open_person(self, person_id: str, tab: str | None = None) -> None:
         """Push the person's record onto the current area."""
@@ -588,6 +627,22 @@ class SprxApp(App[int]):
     @on(Worker.StateChanged)
     def _app_worker_state_changed(self, event: Worker.StateChanged) -> None:
         self.worker_failed(event)
+
+
+WARM_MODULES = (
+    "sprx_tui.screens.caseload",
+    "sprx_tui.screens.person",
+    "sprx_tui.screens.contact",
+    "sprx_tui.syncui",
+    "sprx_tui.core.syncstore",
+)
+"""Imported in the background while the unlock screen waits (~150 ms that the unlock used to pay)."""
+
+
+def _import_quietly(modules: Iterable[str]) -> None:
+    for name in modules:
+        with contextlib.suppress(Exception):  # a missing optional part is reported where it is used
+            importlib.import_module(name)
 
 
 def run_app(vault_path: Path) -> int:

@@ -19,6 +19,7 @@ from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core.store import CaseStore
 from sprx_tui.messages import CaseloadLoaded
+from sprx_tui.widgets.fast_table import FastTextTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -94,7 +95,7 @@ class FilterInput(Input):
         self.screen.set_focus(self.screen.query_one(CaseloadTable))
 
 
-class CaseloadTable(DataTable):
+class CaseloadTable(FastTextTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Open", id="caseload.open"),
     ]
@@ -125,6 +126,7 @@ class CaseloadScreen(Screen):
         self.total = 0
         self._generation = 0
         self._loading_more = False
+        self._shown: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the rows on screen: (id, cells) each
 
     @property
     def sprx(self) -> SprxApp:
@@ -151,6 +153,8 @@ class CaseloadScreen(Screen):
 
     def on_mount(self) -> None:
         self._show_strip()
+        # Built behind Today (App.prepare_area): have the first page ready before F3 shows it.
+        self.reload()
 
     def on_screen_resume(self) -> None:
         self.reload()
@@ -189,27 +193,43 @@ class CaseloadScreen(Screen):
         today = self.sprx.clock().date()
         ascii_only = self.sprx.config.ascii_marks
         self.total = message.total
+        page = tuple(
+            (
+                row.id,
+                (
+                    row.name,
+                    flag_marks(row.flags, ascii_only),
+                    row.nhs_number or "",
+                    "" if row.age is None else str(row.age),
+                    STATUS_LABELS.get(row.status, row.status),
+                    short_date(row.last_contact_on, today),
+                    short_date(row.next_follow_up_on, today),
+                ),
+            )
+            for row in message.rows
+        )
+        if message.offset == 0 and page == self._shown:
+            # The same rows as on screen (coming back to the caseload, or a keystroke that did not
+            # change the first page): leave the table alone, so nothing is re-measured or redrawn.
+            self._loading_more = False
+            self._show_titles()
+            return
         with self.app.batch_update():
             keep_key = None
             if message.offset == 0:
                 if table.row_count:
                     keep_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
                 table.clear()
-            for row in message.rows:
-                if row.id in table.rows:
+                self._shown = ()
+            added = []
+            for row_id, cells in page:
+                if row_id in table.rows:
                     continue
-                cells = (
-                    row.name,
-                    flag_marks(row.flags, ascii_only),
-                    row.nhs_number,
-                    "" if row.age is None else str(row.age),
-                    STATUS_LABELS.get(row.status, row.status),
-                    short_date(row.last_contact_on, today),
-                    short_date(row.next_follow_up_on, today),
-                )
                 # Text, not str: a str cell is parsed as markup on every render (slower, and a "[" in a
                 # name would be read as a style tag).
-                table.add_row(*(Text(cell, no_wrap=True, end="") for cell in cells), key=row.id)
+                table.add_row(*(Text(cell, no_wrap=True, end="") for cell in cells), key=row_id)
+                added.append((row_id, cells))
+            self._shown += tuple(added)
             if keep_key is not None and keep_key in table.rows:
                 table.move_cursor(row=table.get_row_index(keep_key))
         self._loading_more = False

@@ -100,6 +100,7 @@ class ModePicker(Widget, can_focus=True):
 @dataclass
 class ContactSaved(Message):
     contact_id: str
+    timeline: list[Any] | None = None  # the person's timeline read just after the save (TimelineEntry rows)
 
 
 @dataclass
@@ -149,6 +150,9 @@ class ContactScreen(Screen[str | None]):
         self.prefill = dict(prefill or {})  # typed values to start from (a restored draft)
         self._saving = False
         self._defaults: dict[str, Any] = {}
+        # After a save: the person's timeline, new contact included, read by the save's own worker so
+        # the person screen can show it at once instead of asking again.
+        self.saved_timeline: list[Any] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -350,7 +354,7 @@ class ContactScreen(Screen[str | None]):
             return
         # The typed note is now in the record, so a kept draft of it is obsolete.
         service.discard_draft(draft_key(self.person_id))
-        self.post_message(ContactSaved(contact.id))
+        self.post_message(ContactSaved(contact.id, self.app.store.queries.timeline(self.person_id)))
 
     @on(ContactRejected)
     def _rejected(self, message: ContactRejected) -> None:
@@ -363,6 +367,7 @@ class ContactScreen(Screen[str | None]):
     @on(ContactSaved)
     def _saved(self, message: ContactSaved) -> None:
         self._saving = False
+        self.saved_timeline = message.timeline
         self.app.notify("Contact saved")
         self.dismiss(message.contact_id)
 

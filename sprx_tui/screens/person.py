@@ -90,6 +90,7 @@ class ReferralsLoaded(Message):
 class TimelineLoaded(Message):
     entries: list[TimelineEntry]
     keep: str | None = None
+    read: int = 0  # which read of the timeline this is (PersonScreen._timeline_reads); older ones are dropped
 
 
 @dataclass
@@ -252,6 +253,7 @@ class PersonScreen(Screen[None]):
         self._viewed = False
         self._stale = False  # the plan editor may have changed the record
         self._footer_tab = ""  # the tab whose keys the footer shows
+        self._timeline_reads = 0  # numbers each read of the timeline, so a late older one never wins
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -306,7 +308,7 @@ class PersonScreen(Screen[None]):
         elif tab == "onward":
             self.query_one("#onward-table", DataTable).add_columns("Service", "Kind", "Made", "Need", "Outcome", "On")
 
-    async def _ensure_pane(self, tab: str) -> None:
+    async def _ensure_pane(self, tab: str, *, load: bool = True) -> None:
         """Build a tab's widgets the first time it is shown (twice-called safely), then load its data."""
         ready = self._ready.get(tab)
         if ready is not None:
@@ -319,7 +321,8 @@ class PersonScreen(Screen[None]):
             await self.query_one(f"TabPane#{tab}", TabPane).mount_all(self._pane_widgets(tab))
         self._set_up_pane(tab)
         ready.set()
-        self._load_tab(tab)
+        if load:
+            self._load_tab(tab)
 
     def on_mount(self) -> None:
         self._load_person()
@@ -370,11 +373,15 @@ class PersonScreen(Screen[None]):
         if loader is None:
             return
         widget, fetch = loader
+        if tab == "contacts":
+            self._timeline_reads += 1
+        read = self._timeline_reads
 
         def run() -> None:
             message = fetch()
-            if keep is not None and isinstance(message, TimelineLoaded):
+            if isinstance(message, TimelineLoaded):
                 message.keep = keep
+                message.read = read
             self.post_message(message)
 
         widget.loading = True
@@ -446,6 +453,8 @@ class PersonScreen(Screen[None]):
 
     @on(TimelineLoaded)
     def _timeline_loaded(self, message: TimelineLoaded) -> None:
+        if message.read < self._timeline_reads:
+            return  # a read started before a newer one (a save's); the newer one is, or will be, shown
         self.timeline = message.entries
         timeline = self.query_one(ContactTimeline)
         timeline.show_entries(message.entries, keep=message.keep)
@@ -543,17 +552,25 @@ class PersonScreen(Screen[None]):
             screen = ContactScreen(self.person_id)
         if prefill is not None:
             screen.prefill = dict(prefill)
-        self.app.push_screen(screen, self._contact_closed)
+        self.app.push_screen(screen, lambda contact_id: self._contact_closed(contact_id, screen.saved_timeline))
         # While the worker writes the note, build the contacts tab behind the form (once per screen), so
         # that after a save only the new timeline is loaded and shown.
         if self.query_one_optional(TabbedContent) is not None:
             self.call_later(self._ensure_pane, "contacts")
 
-    async def _contact_closed(self, contact_id: str | None) -> None:
+    async def _contact_closed(self, contact_id: str | None, timeline: list[TimelineEntry] | None = None) -> None:
         if contact_id is None:
             return
         # The new contact is shown at the top of the timeline, which is built and loaded if it was not.
-        self.reload("header", "referrals", "contacts", keep=contact_id)
+        if timeline is not None and self.query_one_optional(TabbedContent) is not None:
+            # The save's worker read the timeline already; the tab was most likely built behind the form.
+            await self._ensure_pane("contacts", load=False)
+            self._loaded.add("contacts")
+            self._timeline_reads += 1
+            self.post_message(TimelineLoaded(timeline, keep=contact_id, read=self._timeline_reads))
+            self.reload("header", "referrals")
+        else:
+            self.reload("header", "referrals", "contacts", keep=contact_id)
         await self.action_show_tab("contacts")
 
     def action_take_measure(self) -> None:

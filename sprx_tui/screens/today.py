@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -17,6 +18,7 @@ from sprx_tui.core.models import REFERRAL_SOURCES
 from sprx_tui.core.store import CaseStore
 from sprx_tui.messages import TodayLoaded
 from sprx_tui.screens.caseload import flag_marks, short_date
+from sprx_tui.widgets.fast_table import FastTextTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -39,7 +41,7 @@ EMPTY = {
 }
 
 
-class TodayTable(DataTable):
+class TodayTable(FastTextTable):
     """A compact list on Today; Enter opens the person on the highlighted row."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -129,9 +131,10 @@ class TodayScreen(Screen):
                 items = rows[table_id]
                 for key, person_id, cells in items:
                     self._people[key] = person_id
-                    table.add_row(*cells, key=key)
+                    # Text, not str: a str cell is parsed as markup (a "[" in a name would be a style tag).
+                    table.add_row(*(Text(cell or "", no_wrap=True, end="") for cell in cells), key=key)
                 if not items:
-                    table.add_row(EMPTY[table_id], key=f"none:{table_id}")
+                    table.add_row(Text(EMPTY[table_id], no_wrap=True, end=""), key=f"none:{table_id}")
                 table.border_title = f"{title} ({len(items)})"
                 table.loading = False
                 if items:
@@ -139,6 +142,8 @@ class TodayScreen(Screen):
         # A loading widget has no keys; now it has finished, the footer must look again.
         self.refresh_bindings()
         self.sprx.refresh_sync_summary()
+        # With Today on screen, build the caseload behind it (F3 then only switches).
+        self.call_after_refresh(self.sprx.prepare_area, "caseload")
 
     @on(DataTable.RowSelected)
     def _open(self, event: DataTable.RowSelected) -> None:

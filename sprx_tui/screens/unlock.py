@@ -115,6 +115,12 @@ class UnlockScreen(Screen):
     def sprx(self) -> SprxApp:
         return self.app  # type: ignore[return-value]
 
+    def on_mount(self) -> None:
+        # Once this screen is drawn, build Today behind it (nothing personal: no vault is open yet).
+        prepare = getattr(self.app, "prepare_for_unlock", None)
+        if prepare is not None:
+            self.call_after_refresh(prepare)
+
     def action_submit(self) -> None:
         self._submit()
 

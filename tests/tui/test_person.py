@@ -499,3 +499,35 @@ async def test_plan_form_explains_a_bad_date(unlocked_store: CaseStore) -> None:
         assert isinstance(app.screen, PlanFormModal)
         assert "Target date must be a date" in str(app.screen.query_one("#error-target_on").content)
         assert unlocked_store.queries.plan(person.id) == []
+
+
+async def test_a_saved_contact_shows_at_once_and_a_late_older_read_never_replaces_it(
+    unlocked_store: CaseStore,
+) -> None:
+    """The form builds the contacts tab behind itself and its save reads the timeline: no second read."""
+    from sprx_tui.screens.person import TimelineLoaded
+
+    person_id = demo_person(unlocked_store, status="active")
+    before = unlocked_store.queries.timeline(person_id)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=(120, 40)) as pilot:
+        form = await _open_form(app, pilot, person_id)
+        person_screen = app.screen_stack[-2]
+        assert isinstance(person_screen, PersonScreen)
+        assert person_screen._ready["contacts"].is_set()  # built while the form was open
+        form.query_one("#notes", TextArea).text = "Walked to the community garden together."
+        await pilot.pause()
+        reads: list[int] = []
+        original = person_screen._load_tab
+        person_screen._load_tab = lambda tab, keep=None: (reads.append(1), original(tab, keep))  # type: ignore[method-assign]
+        await pilot.press("ctrl+s")
+        await settle(app, pilot)
+        assert app.screen is person_screen and person_screen.active_tab == "contacts"
+        assert not reads  # the timeline came with the save; only header and referrals were read again
+        newest = next(e.contact for e in person_screen.timeline if e.contact.notes.startswith("Walked to the"))
+        assert person_screen.query_one(ContactTimeline).selected_contact_id == newest.id
+        # A read that began before the save (older number) arrives late: it is dropped.
+        person_screen.post_message(TimelineLoaded(before, read=person_screen._timeline_reads - 1))
+        await settle(app, pilot)
+        assert newest.id in [e.contact.id for e in person_screen.timeline]
+        assert len(person_screen.timeline) == len(before) + 1

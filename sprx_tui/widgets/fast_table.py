@@ -1,0 +1,85 @@
+"""A DataTable whose one-line plain-text cells are drawn without a Rich render per cell.
+
+DataTable renders every visible cell through Rich (`Styled(Padding(cell))` -> `render_lines`) and
+throws the whole cell cache away on any change (its key holds the table's update count). A caseload
+filter changes the table on every keystroke, so each one re-rendered ~250 cells; that was the largest
+single cost of a keystroke (BENCHMARKS.md, App). For a cell that is a plain `Text` (no spans, no
+style) in a one-line row, the result of that render is known: the padding, the text cut or padded to
+the column's width in terminal cells, all in the cell's style. This builds that one segment directly.
+Anything else (header, row labels, styled or multi-line cells) goes through DataTable's own path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.cells import set_cell_size
+from rich.control import strip_control_codes
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual._types import SegmentLines
+from textual.widgets import DataTable
+
+
+class FastTextTable(DataTable):
+    """DataTable with a fast path for plain one-line Text cells; looks exactly the same."""
+
+    def _render_cell(
+        self,
+        row_index: int,
+        column_index: int,
+        base_style: Style,
+        width: int,
+        cursor: bool = False,
+        hover: bool = False,
+    ) -> SegmentLines:
+        if row_index < 0 or column_index < 0:  # header and row labels
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        row_key = self._row_locations.get_key(row_index)
+        column_key = self._column_locations.get_key(column_index)
+        key: Any = (
+            row_key,
+            column_key,
+            base_style,
+            cursor,
+            hover,
+            self._show_hover_cursor,
+            self._update_count,
+            self._pseudo_class_state,
+        )
+        cached = self._cell_render_cache.get(key)
+        if cached is not None:
+            return cached
+        row = self.rows.get(row_key) if row_key is not None else None
+        value = self._data.get(row_key, {}).get(column_key) if row_key is not None else None
+        pad = self.cell_padding
+        if (
+            row is None
+            or row.height != 1
+            or not isinstance(value, Text)
+            or value.spans
+            or value.style
+            or value.justify not in (None, "default", "left")
+            or value.overflow not in (None, "fold", "crop")
+            or "\n" in value.plain
+            or width <= 2 * pad
+        ):
+            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
+        is_fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
+        component_style, post_style = self._get_styles_to_render_cell(
+            False,
+            False,
+            is_fixed,
+            hover,
+            cursor,
+            self.show_cursor,
+            self._show_hover_cursor,
+            self.cursor_foreground_priority == "css",
+            self.cursor_background_priority == "css",
+        )
+        style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
+        text = set_cell_size(strip_control_codes(value.plain), width - 2 * pad)
+        lines: SegmentLines = [[Segment(f"{' ' * pad}{text}{' ' * pad}", style + post_style)]]
+        self._cell_render_cache[key] = lines
+        return lines
