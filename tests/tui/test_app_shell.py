@@ -822,7 +822,9 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
     """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it."""
     import gc
+    import time
 
+    own = gc.get_threshold()
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
         await unlock(app, pilot, typed=True)
@@ -831,9 +833,22 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
                 break
             await pilot.pause(0.05)
         assert gc.get_freeze_count() > 0
+        # Full collections wait for a pause in the typing; young generations are collected as usual.
+        assert gc.get_threshold()[:2] == own[:2] and gc.get_threshold()[2] > own[2]
+        full_before = gc.get_stats()[2]["collections"]
+        app._last_full_gc_at -= app_module.IDLE_GC_AT_MOST_EVERY_SECONDS  # the last one was long ago
+        app._last_input_at = time.monotonic()  # but the worker is typing: not now
+        app._collect_when_idle()
+        assert gc.get_stats()[2]["collections"] == full_before
+        app._last_input_at -= app_module.IDLE_GC_AFTER_QUIET_SECONDS  # a pause: now
+        app._collect_when_idle()
+        assert gc.get_stats()[2]["collections"] == full_before + 1
+        app._collect_when_idle()  # and not again straight away
+        assert gc.get_stats()[2]["collections"] == full_before + 1
         await pilot.press("ctrl+l")
         await settle(app, pilot)
         assert gc.get_freeze_count() == 0
+        assert gc.get_threshold() == own
         await unlock(app, pilot, typed=True)
         for _ in range(40):
             if gc.get_freeze_count():
@@ -841,3 +856,4 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
             await pilot.pause(0.05)
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == own
