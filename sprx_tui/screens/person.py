@@ -552,15 +552,21 @@ class PersonScreen(Screen[None]):
             screen = ContactScreen(self.person_id)
         if prefill is not None:
             screen.prefill = dict(prefill)
-        self.app.push_screen(screen, lambda contact_id: self._contact_closed(contact_id, screen.saved_timeline))
+        self.app.push_screen(
+            screen, lambda contact_id: self._contact_closed(contact_id, screen.saved_timeline, bool(referral_id))
+        )
         # While the worker writes the note, build the contacts tab behind the form (once per screen), so
         # that after a save only the new timeline is loaded and shown.
         if self.query_one_optional(TabbedContent) is not None:
             self.call_later(self._ensure_pane, "contacts")
 
-    async def _contact_closed(self, contact_id: str | None, timeline: list[TimelineEntry] | None = None) -> None:
+    async def _contact_closed(
+        self, contact_id: str | None, timeline: list[TimelineEntry] | None = None, accepted: bool = True
+    ) -> None:
+        """After the form: show the new contact; re-read the header, and the referrals if one was accepted."""
         if contact_id is None:
             return
+        others = ("header", "referrals") if accepted else ("header",)
         # The new contact is shown at the top of the timeline, which is built and loaded if it was not.
         if timeline is not None and self.query_one_optional(TabbedContent) is not None:
             # The save's worker read the timeline already; the tab was most likely built behind the form.
@@ -568,9 +574,9 @@ class PersonScreen(Screen[None]):
             self._loaded.add("contacts")
             self._timeline_reads += 1
             self.post_message(TimelineLoaded(timeline, keep=contact_id, read=self._timeline_reads))
-            self.reload("header", "referrals")
+            self.reload(*others)
         else:
-            self.reload("header", "referrals", "contacts", keep=contact_id)
+            self.reload(*others, "contacts", keep=contact_id)
         await self.action_show_tab("contacts")
 
     def action_take_measure(self) -> None:
