@@ -529,6 +529,7 @@ class SprxApp(App[int]):
         drafts = self._collect_drafts() if store is not None else []
         self._stop_sync()
         self.store = None
+        self._thaw_heap()
         if store is not None:
             self._lock_store(store, drafts, reason)
         with contextlib.suppress(Exception):

@@ -824,6 +824,8 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
     import gc
     import time
 
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)  # Python's defaults, whatever an earlier test's app left
     own = gc.get_threshold()
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
@@ -857,3 +859,4 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == own
+    gc.set_threshold(*before)
