@@ -306,15 +306,8 @@ class SprxApp(App[int]):
         if mode in self._area_modes:
             return True
         module, name = AREA_SCREENS[mode]
-        try:
-            screen_class = _import_optional(module, name)
-        except Exception as exc:
-            if not quiet:
-                self.show_error(exc)
-            return False
+        screen_class = self._optional_part(module, name, f"{AREA_LABELS[mode].lower()} screen", quiet=quiet)
         if screen_class is None:
-            if not quiet:
-                self.notify(f"The {AREA_LABELS[mode].lower()} screen is not available in this version.")
             return False
         self.add_mode(mode, screen_class)
         self._area_modes.add(mode)
@@ -381,13 +374,8 @@ class SprxApp(App[int]):
         """Push the person's record onto the current area."""
         if self.store is None:
             return
-        try:
-            screen_class = _import_optional("sprx_tui.screens.person", "PersonScreen")
-        except Exception as exc:
-            self.show_error(exc)
-            return
+        screen_class = self._optional_part("sprx_tui.screens.person", "PersonScreen", "person record")
         if screen_class is None:
-            self.notify("The person record is not available in this version.")
             return
         kwargs: dict[str, Any] = {}
         if tab is not None:
@@ -400,15 +388,21 @@ class SprxApp(App[int]):
         """Push the directory onto the current area, keeping `person_id` as the person to refer or signpost."""
         if self.store is None:
             return
+        opener = self._optional_part("sprx_tui.screens.directory", "open_directory_for", "directory screen")
+        if opener is not None:
+            opener(self, person_id)
+
+    def _optional_part(self, module: str, name: str, what: str, *, quiet: bool = False) -> Any | None:
+        """A class or function from a part of the app that may be missing; None, having said why, if so."""
         try:
-            opener = _import_optional("sprx_tui.screens.directory", "open_directory_for")
+            part = _import_optional(module, name)
         except Exception as exc:
-            self.show_error(exc)
-            return
-        if opener is None:
-            self.notify("The directory screen is not available in this version.")
-            return
-        opener(self, person_id)
+            if not quiet:
+                self.show_error(exc)
+            return None
+        if part is None and not quiet:
+            self.notify(f"The {what} is not available in this version.")
+        return part
 
     def action_back(self) -> None:
         if self.store is not None and len(self.screen_stack) > 1:
