@@ -319,9 +319,10 @@ class SprxApp(App[int]):
         Composing a screen and restyling the app for it (Textual re-parses every stylesheet for each
         new screen) was most of the cost of the first F2 and F3 (BENCHMARKS.md, App). So the unlock
         screen has Today built while the passphrase is typed, and Today has the caseload built once
-        its lists are on screen. A prepared screen holds nothing personal: its rows load when it is
-        switched to, after the unlock, and a lock removes it with the other areas. This uses
-        Textual's mode set-up without switching; if that ever changes, the key builds it as before.
+        its lists are on screen. Today, prepared before the unlock, holds nothing personal (no vault
+        is open; it reads its lists when switched to); the caseload, prepared after it, reads its
+        first page meanwhile; a lock removes both with the other areas. This uses Textual's mode
+        set-up without switching; if that ever changes, the key builds the screen as before.
         """
         if self.store is None and not before_unlock:
             return
