@@ -96,6 +96,7 @@ class Marks:
         self.keep = keep
         self.displays: list[float] = []
         self.display_cpu: dict[float, float] = {}  # process CPU time at each screen update
+        self.display_screen: dict[float, str] = {}  # the class name of the screen each update drew
         self.messages: list[tuple[float, Any]] = []
         self.message_cpu: dict[float, float] = {}  # process CPU time at each kept message
         self.recent: collections.deque[str] = collections.deque(maxlen=60)
@@ -108,6 +109,7 @@ class Marks:
                 t = _now()
                 self.displays.append(t)
                 self.display_cpu[t] = time.process_time()
+                self.display_screen[t] = type(screen).__name__
             original(screen, renderable)
 
         app._display = display
@@ -141,15 +143,21 @@ class Marks:
                 raise TimeoutError(f"the app never received the expected message; kept: {kept}, others: {self.recent}")
             await asyncio.sleep(0.001)
 
-    async def display_after(self, t: float, timeout: float = 10.0) -> float:
-        """The first screen update composed after instant t (waiting for it if need be)."""
+    def first_display_after(self, t: float, screen: str | None = None) -> float | None:
+        """The first screen update after instant t (of a screen of that class name, if given), or None."""
+        found = None
+        for d in reversed(self.displays):
+            if d <= t:
+                break
+            if screen is None or self.display_screen.get(d) == screen:
+                found = d
+        return found
+
+    async def display_after(self, t: float, timeout: float = 10.0, screen: str | None = None) -> float:
+        """The first screen update composed after instant t, of `screen` if given (waiting for it if need be)."""
         deadline = _now() + timeout
         while True:
-            later = None
-            for d in reversed(self.displays):
-                if d <= t:
-                    break
-                later = d
+            later = self.first_display_after(t, screen)
             if later is not None:
                 return later
             if _now() > deadline:
@@ -273,8 +281,11 @@ def child_sprx(args: argparse.Namespace) -> None:
 
     last_key_at = [0.0]
 
-    async def measured(pilot: Any, key: str, match: Callable[[float], Callable[[Any], bool]]) -> tuple[float, float]:
-        """Press `key` on an idle app; ms and process CPU ms until the screen update after the matching message.
+    async def measured(
+        pilot: Any, key: str, match: Callable[[float], Callable[[Any], bool]], screen: str
+    ) -> tuple[float, float]:
+        """Press `key` on an idle app; ms and process CPU ms until `screen` (a class name) is drawn with
+        what the matching message carries.
 
         `match(t0)` builds the predicate after the key was handled (a filter's generation is known only then).
         """
@@ -283,12 +294,16 @@ def child_sprx(args: argparse.Namespace) -> None:
         t0 = last_key_at[0] = _now()
         send_key(pilot.app, key)
         t_msg = await marks.wait_message(t0, match(t0))
-        # The screen already shows what the message carries when the app leaves the table alone (the
-        # same rows again); then nothing is drawn after it, and the message is the end of the interval.
+        # The screen already shows what the message carries when the app leaves it alone (the same rows
+        # again); then nothing is drawn after it, and the interval ends at the message, or at the first
+        # update of that screen if the message came first (data read before the screen was switched to).
         await pilot.pause(0.1)
-        if not any(d > t_msg for d in marks.displays[-50:]):
+        if marks.first_display_after(t_msg, screen) is None:
+            drawn = await marks.display_after(t0, screen=screen)
+            if drawn > t_msg:
+                return (drawn - t0) * 1000, (marks.display_cpu[drawn] - c0) * 1000
             return (t_msg - t0) * 1000, (marks.message_cpu[t_msg] - c0) * 1000
-        shown = await marks.display_after(t_msg)
+        shown = await marks.display_after(t_msg, screen=screen)
         return (shown - t0) * 1000, (marks.display_cpu[shown] - c0) * 1000
 
     def new_contact_on_timeline(t0: float) -> Callable[[Any], bool]:
@@ -314,7 +329,9 @@ def child_sprx(args: argparse.Namespace) -> None:
             await wait_for(lambda: app.screen.query("#passphrase"))
             out["start_to_unlock_screen_ms"] = round((marks.displays[-1] - t_start) * 1000, 1)
             await pilot.press(*DEMO_PASSPHRASE)
-            today_ms, today_cpu = await measured(pilot, "enter", lambda t0: lambda m: m.kind is TodayLoaded)
+            today_ms, today_cpu = await measured(
+                pilot, "enter", lambda t0: lambda m: m.kind is TodayLoaded, "TodayScreen"
+            )
             await wait_for(lambda: isinstance(app.screen, TodayScreen))
             kdf = sum(kdf_ms)
             out["kdf_ms"] = round(kdf, 1)
@@ -330,7 +347,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             out["gc_freeze"] = bool(args.gc_freeze)
             reset = reset_peak_rss()
             caseload_ms, caseload_cpu = await measured(
-                pilot, "f3", lambda t0: lambda m: m.kind is CaseloadLoaded and m.offset == 0
+                pilot, "f3", lambda t0: lambda m: m.kind is CaseloadLoaded and m.offset == 0, "CaseloadScreen"
             )
             out["f3_to_caseload_ms"] = round(caseload_ms, 1)
             out["f3_to_caseload_cpu_ms"] = round(caseload_cpu, 1)
@@ -355,11 +372,12 @@ def child_sprx(args: argparse.Namespace) -> None:
             clears: list[float] = []
             for text in _filter_mix(people, args.queries, args.seed):
                 for i, ch in enumerate(text):
-                    ms, cpu = await measured(pilot, ch, caseload_page(screen))
+                    ms, cpu = await measured(pilot, ch, caseload_page(screen), "CaseloadScreen")
                     keys.append(ms)
                     keys_cpu.append(cpu)
                     by_len.setdefault(min(i + 1, 5), []).append(ms)
-                ms, _cpu = await measured(pilot, "escape", caseload_page(screen))  # clear: the whole caseload
+                # Escape clears the filter: the whole caseload again.
+                ms, _cpu = await measured(pilot, "escape", caseload_page(screen), "CaseloadScreen")
                 clears.append(ms)
             out["filter_keystroke_ms"] = summary(keys)
             out["filter_keystroke_cpu_ms"] = summary(keys_cpu)
@@ -375,7 +393,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             for _ in range(args.opens):
                 for _ in range(rng.randint(1, 6)):
                     await pilot.press("down")
-                ms, cpu = await measured(pilot, "enter", lambda t0: lambda m: m.kind is PersonLoaded)
+                ms, cpu = await measured(pilot, "enter", lambda t0: lambda m: m.kind is PersonLoaded, "PersonScreen")
                 await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)
                 await wait_for(lambda: bool(app.screen.query("#overview-body")))
                 opens.append(ms)
@@ -400,7 +418,7 @@ def child_sprx(args: argparse.Namespace) -> None:
                 await wait_for(lambda: isinstance(app.screen, ContactScreen))
                 app.screen.query_one("#notes", TextArea).text = f"Phoned as arranged (benchmark save {k})."
 
-                ms, cpu = await measured(pilot, "ctrl+s", new_contact_on_timeline)
+                ms, cpu = await measured(pilot, "ctrl+s", new_contact_on_timeline, "PersonScreen")
                 t_saved = marks.message_after(last_key_at[0], lambda msg: msg.kind is ContactSaved)
                 committed.append((t_saved - last_key_at[0]) * 1000 if t_saved is not None else float("nan"))
                 saves.append(ms)

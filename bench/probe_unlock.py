@@ -29,6 +29,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vault", default=str(VAULT_10K))
     parser.add_argument("--unlocks", type=int, default=3)
+    parser.add_argument("--settle", type=float, default=0.5, help="seconds between typing and Enter")
     args = parser.parse_args()
 
     from sprx_tui.app import SprxApp
@@ -71,12 +72,12 @@ def main() -> int:
                 while not app.screen.query("#passphrase"):
                     await asyncio.sleep(0.01)
                 await pilot.press(*DEMO_PASSPHRASE)
-                await pilot.pause(0.5)  # the unlock screen's own preparation is done
+                await pilot.pause(args.settle)  # the unlock screen's own preparation is done
                 t = _now()
                 await pilot.press("enter")
                 t_unlocked = await marks.wait_message(t, lambda m: m.kind is VaultUnlocked)
                 t_lists = await marks.wait_message(t, lambda m: m.kind is TodayLoaded)
-                t_shown = await marks.display_after(t_lists)
+                t_shown = await marks.display_after(t_lists, screen="TodayScreen")
                 k0, k1 = kdf[-1]
                 queries = ", ".join(
                     f"{n} at +{1000 * (a - t_unlocked):.0f} for {1000 * (b - a):.0f}" for n, a, b in calls if a > t

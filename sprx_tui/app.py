@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
+import functools
 import gc
 import importlib
 import inspect
@@ -21,7 +23,9 @@ import sys
 import threading
 import time
 import types
+import weakref
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,7 +36,7 @@ from textual.dom import DOMNode
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widget import Widget
+from textual.widget import AwaitMount, Widget
 from textual.worker import Worker, WorkerState
 
 from sprx_tui.commands import PersonProvider, ShellCommandsProvider
@@ -55,7 +59,10 @@ AREA_SCREENS: dict[str, tuple[str, str]] = {
 }
 AREA_LABELS = {mode: label for mode, _key, label in AREAS}
 IDLE_CHECK_SECONDS = 5.0
+LISTS_WAITED_FOR_SECONDS = 0.25
+"""At the unlock, Today is shown when its lists are read, or after this long (then with loading marks)."""
 FREEZE_AFTER_UNLOCK_SECONDS = 0.5
+FREEZE_RETRY_SECONDS = 1.0
 IDLE_GC_CHECK_SECONDS = 1.0
 IDLE_GC_AFTER_QUIET_SECONDS = 1.5
 """While unlocked, full garbage collections wait for a pause this long in the worker's typing."""
@@ -65,6 +72,19 @@ IDLE_GC_BACKLOG = 100
 rule is 10): then it runs anyway, so memory stays bounded through long unbroken work."""
 SUMMARY_REFRESH_SECONDS = 30.0
 GENERIC_ERROR = "Something went wrong, so that was not done. Your records are safe; please try again."
+
+
+class FreshContextExecutor(ThreadPoolExecutor):
+    """The thread pool of the app's workers, each job run in a context of its own.
+
+    Textual's thread workers set their `active_worker` context variable in the pool thread and never
+    reset it, so an idle thread kept its last worker alive, and with it that worker's screen, its
+    arguments (the store) and its result (rows of names and NHS numbers), past the lock. Run in a
+    new context each time, a job's variables go when it ends.
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        return super().submit(contextvars.Context().run, fn, *args, **kwargs)
 
 
 def plain_sentence(exc: BaseException) -> str:
@@ -154,6 +174,10 @@ class SprxApp(App[int]):
         self._last_input = clock()
         self._sync: Any | None = None
         self._heap_frozen = False
+        self._session_refs: list[weakref.ref[Any]] = []  # the last session's store and screens, after a lock
+        self._freeze_retries = 0
+        self._switching_to_built = False  # see switch_mode
+        self._shown_store: CaseStore | None = None  # the store whose unlock has left the unlock screen
         self._gc_thresholds: tuple[int, int, int] | None = None  # the collector's own, while ours apply
         self._last_input_at = time.monotonic()  # real time, for the idle collection (the clock may be fake)
         self._last_full_gc_at = 0.0
@@ -179,6 +203,8 @@ class SprxApp(App[int]):
         self.set_interval(SUMMARY_REFRESH_SECONDS, self.refresh_sync_summary)
         if not self.is_headless:
             self._install_signal_handlers()
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().set_default_executor(FreshContextExecutor(thread_name_prefix="sprx-worker"))
         if self._given_store is not None:
             store, self._given_store = self._given_store, None
             self.enter_unlocked(store, offer_drafts=False)
@@ -210,44 +236,89 @@ class SprxApp(App[int]):
         self.enter_unlocked(message.store)
 
     def enter_unlocked(self, store: CaseStore, *, offer_drafts: bool = True) -> None:
-        """Show Today for a freshly opened store; start sync and offer back drafts kept at the last lock."""
+        """Show Today for a freshly opened store; start sync and offer back drafts kept at the last lock.
+
+        When Today was built behind the unlock screen, its lists are read first and Today is switched
+        to once they are on it (or after LISTS_WAITED_FOR_SECONDS, with loading marks): one paint
+        instead of an empty Today, four loading marks and then the lists. The unlock screen says
+        "Unlocking…" meanwhile.
+        """
         self.store = store
         self.vault = store.vault
         self._last_input = self.clock()
+        today = self._prepared_screen("today")
+        read_lists = getattr(today, "read_lists", None)
+        if read_lists is None:
+            self._show_unlocked(store, offer_drafts)
+            self.refresh_sync_summary()
+            return
+        # Today's read also refreshes the sync counts, after it (one reader of the store at a time).
+        show = functools.partial(self._show_unlocked, store, offer_drafts)
+        read_lists(store, then=show)
+        self.set_timer(LISTS_WAITED_FOR_SECONDS, show)
+
+    def _show_unlocked(self, store: CaseStore, offer_drafts: bool) -> None:
+        """Leave the unlock screen for Today (once per unlock: the lists' arrival or the wait's end)."""
+        if self.store is not store or self._shown_store is store:
+            return  # locked again meanwhile, or already shown
+        self._shown_store = store
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.action_area("today")
-        self.refresh_sync_summary()
         self._start_sync()
         if offer_drafts:
             self._find_drafts(store)
         self.set_timer(FREEZE_AFTER_UNLOCK_SECONDS, self._freeze_heap)
+
+    def _prepared_screen(self, mode: str) -> Screen | None:
+        """The screen `prepare_area` built for `mode`, if there is one."""
+        stacks = getattr(self, "_screen_stacks", None)
+        if mode not in self._area_modes or not isinstance(stacks, dict):
+            return None
+        stack = stacks.get(mode) or []
+        return stack[0] if stack else None
 
     def on_unmount(self) -> None:
         # However the app ends (quit, a test finishing), leave the collector as it was found.
         self._thaw_heap()
 
     def _freeze_heap(self) -> None:
-        """Take the long-lived objects of an unlocked session out of the cyclic collector's walks.
+        """Take the long-lived objects out of the cyclic collector's walks, and hold full collections
+        for a pause in the typing.
 
         Textual's DOM, its caches and SQLAlchemy's metadata are ~200k objects that live until the lock;
         without this every full collection walks them all and a keystroke stalls for up to ~180 ms
-        (BENCHMARKS.md, App). `_show_locked` unfreezes, so a lock frees the session's objects again.
+        (BENCHMARKS.md, App). Done twice: at the unlock screen, once its preparation is over (a full
+        collection of 50-100 ms otherwise landed inside the unlock), and after the unlock for the
+        session's own objects. A lock unfreezes (`_thaw_heap`), so the session's objects are freed;
+        the unlock screen's freeze waits until they are gone, so none is ever frozen with them.
         """
-        if self.store is not None and not self._heap_frozen:
+        if self.store is None:
+            gc.collect()
+            if any(ref() is not None for ref in self._session_refs):
+                if self._freeze_retries > 0:  # a lock still finishing holds them: try again shortly
+                    self._freeze_retries -= 1
+                    self.set_timer(FREEZE_RETRY_SECONDS, self._freeze_before_unlock)
+                return
+            self._session_refs = []
+        else:
             gc.collect(1)
-            gc.freeze()
-            self._heap_frozen = True
-            # Full (oldest-generation) collections still walked every object made since, 50-150 ms,
-            # landing in the middle of a save or a keystroke (save p95 186 ms, 48 ms without them).
-            # Young generations are still collected as usual; the full one waits for a pause.
-            if self._gc_thresholds is None:
-                self._gc_thresholds = gc.get_threshold()
-                young, middle, _old = self._gc_thresholds
-                gc.set_threshold(young, middle, 1_000_000)
-            self._last_full_gc_at = time.monotonic()
-            if self._idle_gc_timer is None:
-                self._idle_gc_timer = self.set_interval(IDLE_GC_CHECK_SECONDS, self._collect_when_idle)
+        gc.freeze()
+        self._heap_frozen = True
+        # Full (oldest-generation) collections still walked every object made since, 50-150 ms,
+        # landing in the middle of a save or a keystroke (save p95 186 ms, 48 ms without them).
+        # Young generations are still collected as usual; the full one waits for a pause.
+        if self._gc_thresholds is None:
+            self._gc_thresholds = gc.get_threshold()
+            young, middle, _old = self._gc_thresholds
+            gc.set_threshold(young, middle, 1_000_000)
+        self._last_full_gc_at = time.monotonic()
+        if self._idle_gc_timer is None:
+            self._idle_gc_timer = self.set_interval(IDLE_GC_CHECK_SECONDS, self._collect_when_idle)
+
+    def _freeze_before_unlock(self) -> None:
+        if self.store is None and not self._heap_frozen:
+            self._freeze_heap()
 
     def _collect_when_idle(self) -> None:
         """A full collection while the worker is not typing (at most every 20 s), or when overdue."""
@@ -301,6 +372,24 @@ class SprxApp(App[int]):
         self.switch_mode(mode)
         self.sub_title = AREA_LABELS[mode]
 
+    def switch_mode(self, mode: str) -> AwaitMount:
+        """Textual's switch, without its 50 ms hold on drawing when the screen was built ahead.
+
+        Textual holds every screen update for 50 ms at a mode switch (`delay_update`), to hide a new
+        screen's first, unstyled layout. A screen built by `prepare_area` is already composed, styled
+        and laid out, so there is nothing to hide and the hold only delayed Today and the caseload.
+        """
+        stacks = getattr(self, "_screen_stacks", None)
+        self._switching_to_built = isinstance(stacks, dict) and bool(stacks.get(mode))
+        try:
+            return super().switch_mode(mode)
+        finally:
+            self._switching_to_built = False
+
+    def delay_update(self, delay: float = 0.05) -> None:
+        if not self._switching_to_built:
+            super().delay_update(delay)
+
     def _add_area(self, mode: str, *, quiet: bool = False) -> bool:
         """Register an area's mode (once per unlock); False, having said why, if it cannot be shown."""
         if mode in self._area_modes:
@@ -309,9 +398,21 @@ class SprxApp(App[int]):
         screen_class = self._optional_part(module, name, f"{AREA_LABELS[mode].lower()} screen", quiet=quiet)
         if screen_class is None:
             return False
-        self.add_mode(mode, screen_class)
+        self.add_mode(mode, functools.partial(self._new_area_screen, screen_class))
         self._area_modes.add(mode)
         return True
+
+    def _new_area_screen(self, screen_class: type[Screen]) -> Screen:
+        """An area's screen, marked as styled for the app's current CSS.
+
+        Its widgets are styled as they mount, like any pushed screen's. Unmarked, Textual restyles the
+        whole app (every screen of every area) for each new area's screen: 76 ms for the caseload
+        built behind Today, on the UI thread just after the unlock (BENCHMARKS.md, App). A change of
+        the CSS afterwards (a theme) still restyles it when it is next shown.
+        """
+        screen = screen_class()
+        screen._css_update_count = self._css_update_count
+        return screen
 
     def prepare_area(self, mode: str, *, before_unlock: bool = False) -> None:
         """Build an area's screen behind the current one, so that its key only has to switch to it.
@@ -334,10 +435,10 @@ class SprxApp(App[int]):
             return
         with contextlib.suppress(Exception):
             init_mode(mode)
-            # The set-up restyled the app for the new screen (its widgets are styled as they mount) but
-            # recorded that only for the current screen; without this, switching would restyle again.
             for screen in stacks.get(mode, []):
-                screen._css_update_count = self._css_update_count
+                mark_styled = getattr(screen, "mark_styled", None)
+                if mark_styled is not None:
+                    mark_styled()  # styled as it mounts, behind the current screen
 
     def prepare_for_unlock(self) -> None:
         """While the unlock screen waits: build Today and import what the first minutes will need."""
@@ -349,6 +450,15 @@ class SprxApp(App[int]):
     def _warm_up(self) -> None:
         """Thread: import the screens of the first minutes, then have their styles parsed on the UI thread."""
         _import_quietly(WARM_MODULES)
+        with contextlib.suppress(Exception):
+            # Otherwise done inside the unlock: the ORM's mappers are configured at the first query
+            # (~25 ms), and the newest schema revision is read from the migration scripts (~8 ms).
+            from sqlalchemy.orm import configure_mappers
+
+            from sprx_tui.core import migrations
+
+            configure_mappers()
+            migrations.head_revision()
         with contextlib.suppress(Exception):  # the app may have exited meanwhile
             self.call_from_thread(self._warm_css)
 
@@ -370,6 +480,8 @@ class SprxApp(App[int]):
                     stylesheet.add_source(css, read_from=read_from, is_default_css=True, tie_breaker=tie_breaker,
                                           scope=scope)  # fmt: skip
             stylesheet.rules  # noqa: B018 - parses now, not at the first mount that needs it
+        self._freeze_retries = 5
+        self._freeze_before_unlock()
 
     def open_person(self, person_id: str, tab: str | None = None) -> None:
         """Push the person's record onto the current area."""
@@ -532,6 +644,12 @@ class SprxApp(App[int]):
 
     def _show_locked(self) -> None:
         self._thaw_heap()  # the session's objects (records on screen included) become collectable again
+        stacks = getattr(self, "_screen_stacks", {})
+        self._session_refs += [weakref.ref(s) for mode in self._area_modes for s in stacks.get(mode, [])]
+        self._session_refs += [weakref.ref(s) for s in self.screen_stack[1:]]
+        if self._shown_store is not None:
+            self._session_refs.append(weakref.ref(self._shown_store))
+        self._shown_store = None
         self._draft_offers = []
         self.clear_notifications()
         self.sync_summary = SyncSummary()
@@ -726,7 +844,8 @@ def _import_quietly(modules: Iterable[str]) -> None:
 
 
 def _widget_classes(modules: Iterable[str]) -> list[type[DOMNode]]:
-    """Widget classes named in these modules (and in the modules of those classes, for their parts)."""
+    """Widget classes named in these modules (and in the modules of those classes and of the widget
+    classes they derive from, for their parts: a Footer subclass brings Footer's FooterKey)."""
     found: dict[type[DOMNode], None] = {}
     seen: set[str] = set()
 
@@ -739,7 +858,9 @@ def _widget_classes(modules: Iterable[str]) -> list[type[DOMNode]]:
             if isinstance(value, type) and issubclass(value, Widget) and value not in found:
                 found[value] = None
                 if depth:
-                    scan(value.__module__, depth - 1)
+                    for base in value.__mro__:
+                        if issubclass(base, Widget) and base is not Widget:
+                            scan(base.__module__, depth - 1)
 
     for name in (*modules, "sprx_tui.app", "sprx_tui.screens.today", "sprx_tui.widgets.status_bar"):
         scan(name, 1)

@@ -13,13 +13,14 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core.store import CaseStore
 from sprx_tui.messages import CaseloadLoaded
+from sprx_tui.screens.area import AreaScreen
 from sprx_tui.widgets.fast_table import FastTextTable
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ class CaseloadTable(FastTextTable):
     ]
 
 
-class CaseloadScreen(Screen):
+class CaseloadScreen(AreaScreen):
     """The whole caseload, a page at a time: / filters by name, NHS number or postcode; 0–5 status; s sort."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -149,7 +150,7 @@ class CaseloadScreen(Screen):
             table.add_column(label, key=key)
         yield table
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self._show_strip()
@@ -234,14 +235,22 @@ class CaseloadScreen(Screen):
                 table.move_cursor(row=table.get_row_index(keep_key))
         self._loading_more = False
         self._show_titles()
+        if not self.is_current:
+            table.measure_now()
+            self.call_after_refresh(self.lay_out_behind)
 
     def _show_titles(self) -> None:
         table = self.query_one(CaseloadTable)
         what = STATUS_LABELS.get(self.status, "Caseload") if self.status else "Caseload"
         order = dict(SORTS).get(self.sort, self.sort)
-        table.border_title = f"{what} ({self.total}) · by {order}"
+        title = f"{what} ({self.total}) · by {order}"
         position = table.cursor_row + 1 if table.row_count else 0
-        table.border_subtitle = f"{position} / {self.total}"
+        subtitle = f"{position} / {self.total}"
+        # Set only when changed: setting a border title repaints the table even with the same text.
+        if table.border_title != title:
+            table.border_title = title
+        if table.border_subtitle != subtitle:
+            table.border_subtitle = subtitle
 
     @on(DataTable.RowHighlighted, "#caseload")
     def _moved(self, event: DataTable.RowHighlighted) -> None:

@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Checkbox, Footer, Input, Static, TextArea
+from textual.widgets import Checkbox, Input, Static, TextArea
 from textual.worker import Worker, WorkerState
 
 from sprx_tui.core.models import CONTACT_MODES, REFERRAL_SOURCES, Person, Referral
@@ -33,6 +33,7 @@ from sprx_tui.screens.forms import (
     show_errors,
     worker_error,
 )
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import PersonHeader
 
 # One key per mode, shown next to its name; community uses "m" (meeting) because "c" is clinic.
@@ -207,7 +208,7 @@ class ContactScreen(Screen[str | None]):
                     Checkbox("Did not attend", bool(start["did_not_attend"]), id="did_not_attend"),
                     field="did_not_attend",
                 )
-        yield Footer()
+        yield KeysFooter()
 
     def _title(self, referral: Referral | None) -> str:
         if self.referral_id is None:

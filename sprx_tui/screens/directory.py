@@ -24,8 +24,8 @@ from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.events import Mount
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, Input, RadioButton, RadioSet, Select, Static
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet, Select, Static
 from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core import directory
@@ -34,7 +34,9 @@ from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityServic
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drafts import discard_later
+from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import nhs_display
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
@@ -373,7 +375,7 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
 # -- the screen ------------------------------------------------------------------------------------
 
 
-class DirectoryScreen(Screen):
+class DirectoryScreen(AreaScreen):
     """Community services: search, filters, results with stale and inactive marks, details, refer or signpost."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -458,7 +460,7 @@ class DirectoryScreen(Screen):
         with VerticalScroll(id="detail", classes="pane"):
             yield Static("", id="detail-body")
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#search-box").border_title = "Search the directory"

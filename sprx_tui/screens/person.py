@@ -18,7 +18,7 @@ from textual.lazy import Lazy
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import DataTable, Footer, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from sprx_tui.core.models import (
@@ -39,6 +39,7 @@ from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
 from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_reason_modal, referral_summary
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
@@ -266,7 +267,7 @@ class PersonScreen(Screen[None]):
                     # Only the first tab's widgets exist at first; the others are built when first shown.
                     if pane == self.initial_tab:
                         yield from self._pane_widgets(pane)
-        yield Footer()
+        yield KeysFooter()
 
     @staticmethod
     def _pane_widgets(tab: str) -> list[Widget]:

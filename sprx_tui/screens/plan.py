@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Input, OptionList, Select, Static
+from textual.widgets import Button, Input, OptionList, Select, Static
 from textual.worker import Worker, WorkerState
 
 from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, Person, WhatMatters
@@ -32,6 +32,7 @@ from sprx_tui.screens.forms import (
     worker_error,
 )
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import PersonHeader
 
 STATUS_ORDER = list(GOAL_STATUSES)
@@ -385,7 +386,7 @@ class PlanScreen(Screen[None]):
                 "K/J or Ctrl+↑/↓ move · d delete · Tab switches list",
                 id="plan-hint",
             )
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#plan-body").loading = True

@@ -20,7 +20,7 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Digits, Footer, OptionList, Static
+from textual.widgets import Digits, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
@@ -29,6 +29,7 @@ from sprx_tui.core.models import OutcomeResponse
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.drafts import discard_later, push_person
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, worker_error
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import (
     IMPROVED_MARK,
     IMPROVED_SHORT,
@@ -461,7 +462,7 @@ class QuestionnaireScreen(Screen[str | None]):
         if self.instrument.copyright:
             # Its licence asks for this line wherever the items are shown.
             yield Static(self.instrument.copyright, id="q-copyright")
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self._show()

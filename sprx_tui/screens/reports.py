@@ -13,15 +13,16 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.widgets import Static
 from textual.worker import Worker
 
 from sprx_tui.core import reports
 from sprx_tui.core.export import LEAVING_WARNING
 from sprx_tui.core.store import CaseStore
+from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import TextFieldsModal, local, worker_error
 from sprx_tui.widgets.bar_chart import Bar, BarChart
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -123,7 +124,7 @@ class ReportSection(Vertical):
         self.border_title = title
 
 
-class ReportsScreen(Screen):
+class ReportsScreen(AreaScreen):
     """Caseload, referral, contact, outcome, health-use and uptake figures; counts only, no names."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -223,7 +224,7 @@ class ReportsScreen(Screen):
                         id="section-uptake",
                     )
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#report").border_title = "Reports"

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Footer, Input, Label, RadioButton, RadioSet, Rule, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Rule, Static
 from textual.worker import Worker
 
 from sprx_tui.config import AUTO_LOCK_RANGE
@@ -17,6 +17,7 @@ from sprx_tui.core.store import CaseStore
 from sprx_tui.core.vault import BackoffActive, BadPassphrase, VaultError, WeakPassphrase, check_passphrase_strength
 from sprx_tui.messages import PassphraseChanged, PassphraseChangeFailed
 from sprx_tui.screens.unlock import show_strength, strength_hint, take_secret, wipe
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ class SettingsScreen(Screen):
                 yield Button("Change passphrase", id="change", variant="primary")
             yield Static("", id="change-status", classes="muted")
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         self.query_one("#auto_lock", Input).focus()

@@ -23,13 +23,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, DataTable, Footer, ProgressBar, Static, TextArea
+from textual.widgets import Button, DataTable, ProgressBar, Static, TextArea
 from textual.worker import Worker
 
 from sprx_tui.core import syncstore
 from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drafts import discard_later
+from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.syncui import (
     ENROL_COMMAND,
@@ -43,6 +44,7 @@ from sprx_tui.syncui import (
     local_time,
     when_text,
 )
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -116,7 +118,7 @@ class ConflictTable(DataTable):
         return super().check_action(action, parameters)
 
 
-class SyncScreen(Screen):
+class SyncScreen(AreaScreen):
     """Everything about sync on one screen; `s` runs one now."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -184,7 +186,7 @@ class SyncScreen(Screen):
             pending.add_column(label, key=label.lower(), width=width)
         yield pending
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         for name in ("#sync-enrol", "#sync-enrol-command"):
@@ -522,7 +524,7 @@ class ConflictScreen(Screen):
         if c is None:
             yield Static("Reading the conflict…", id="conflict-loading")
             yield StatusBar()
-            yield Footer()
+            yield KeysFooter()
             return
         whose = f" for {c.person}" if c.person else ""
         kind = {
@@ -555,7 +557,7 @@ class ConflictScreen(Screen):
                     )
                     yield Static(v.text, classes="version-text", markup=False)
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_mount(self) -> None:
         if self.conflict is None:

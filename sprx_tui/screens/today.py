@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
@@ -10,21 +11,24 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer
+from textual.widgets import DataTable
 from textual.worker import Worker
 
 from sprx_tui.core.models import REFERRAL_SOURCES
 from sprx_tui.core.store import CaseStore
 from sprx_tui.messages import TodayLoaded
+from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.caseload import flag_marks, short_date
 from sprx_tui.widgets.fast_table import FastTextTable
+from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
     from sprx_tui.app import SprxApp
 
 NO_CONTACT_DAYS = 28
+LOADING_SHOWN_AFTER_SECONDS = 0.25
+"""An empty list shows a loading mark only if its read takes longer than this (usually it takes ~50 ms)."""
 
 # (table id, title, columns)
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
@@ -49,7 +53,7 @@ class TodayTable(FastTextTable):
     ]
 
 
-class TodayScreen(Screen):
+class TodayScreen(AreaScreen):
     """What needs doing today, each item one Enter away from the person's record."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -62,6 +66,9 @@ class TodayScreen(Screen):
         super().__init__()
         # row key -> person id, for every table (keys are unique per row, people may repeat).
         self._people: dict[str, str] = {}
+        self._reading = False  # a read of the lists is on its way
+        self._after_read: Callable[[], None] | None = None
+        self._just_read = False  # read for the switch to Today that follows: no second read on resume
 
     @property
     def sprx(self) -> SprxApp:
@@ -77,18 +84,42 @@ class TodayScreen(Screen):
                     table.add_column(column, key=column.lower())
                 yield table
         yield StatusBar()
-        yield Footer()
+        yield KeysFooter()
 
     def on_screen_resume(self) -> None:
-        self.action_refresh()
+        # At the unlock the lists are read before Today is switched to (read_lists with `then`).
+        just_read, self._just_read = self._just_read, False
+        if not (self._reading or just_read):
+            self.action_refresh()
 
     def action_refresh(self) -> None:
         store = self.sprx.store
-        if store is None:
-            return
-        for table in self.query(DataTable):
-            table.loading = table.row_count == 0
+        if store is not None:
+            self.read_lists(store)
+
+    def read_lists(self, store: CaseStore, then: Callable[[], None] | None = None) -> None:
+        """Read the four lists in a worker and show them; `then` runs once they are shown (or failed).
+
+        The unlock starts this before Today is switched to, so Today first appears with its lists.
+        Loading marks appear only on lists still empty after LOADING_SHOWN_AFTER_SECONDS: mounting
+        and removing four of them cost more than the read itself (BENCHMARKS.md, App).
+        """
+        self._reading = True
+        self._after_read = then
+        self.set_timer(LOADING_SHOWN_AFTER_SECONDS, self._show_loading)
         self._load(store)
+
+    def _show_loading(self) -> None:
+        if self._reading:
+            for table in self.query(DataTable):
+                table.loading = table.row_count == 0
+
+    def _read_done(self) -> None:
+        self._reading = False
+        then, self._after_read = self._after_read, None
+        if then is not None:
+            self._just_read = self.app.screen is not self
+            then()
 
     @work(thread=True, exclusive=True, group="today", exit_on_error=False, name="today")
     def _load(self, store: CaseStore) -> None:
@@ -125,7 +156,7 @@ class TodayScreen(Screen):
         }
         with self.app.batch_update():
             for table_id, title, _columns in PANELS:
-                table = self.query_one(f"#{table_id}", DataTable)
+                table = self.query_one(f"#{table_id}", TodayTable)
                 keep = table.cursor_row
                 table.clear()
                 items = rows[table_id]
@@ -139,9 +170,12 @@ class TodayScreen(Screen):
                 table.loading = False
                 if items:
                     table.move_cursor(row=min(keep, len(items) - 1))
+                if not self.is_current:
+                    table.measure_now()  # the unlock switches to Today straight after this
         # A loading widget has no keys; now it has finished, the footer must look again.
         self.refresh_bindings()
         self.sprx.refresh_sync_summary()
+        self._read_done()
         # With Today on screen, build the caseload behind it (F3 then only switches).
         self.call_after_refresh(self.sprx.prepare_area, "caseload")
 
@@ -155,6 +189,7 @@ class TodayScreen(Screen):
         if event.worker.name == "today" and event.state.name == "ERROR":
             for table in self.query(DataTable):
                 table.loading = False
+            self._read_done()
         self.sprx.worker_failed(event)
 
 

@@ -13,7 +13,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Center, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import Footer, Input, Label, Static
+from textual.widgets import Input, Label, Static
 from textual.worker import Worker
 
 from sprx_tui.core.store import CaseStore, open_store
@@ -25,6 +25,7 @@ from sprx_tui.core.vault import (
     check_passphrase_strength,
 )
 from sprx_tui.messages import RecoveryFailed, UnlockFailed, VaultCreated, VaultCreateFailed, VaultUnlocked
+from sprx_tui.widgets.keys_footer import KeysFooter
 
 if TYPE_CHECKING:
     from sprx_tui.app import SprxApp
@@ -109,7 +110,7 @@ class UnlockScreen(Screen):
             yield Input(password=True, id="passphrase", placeholder="Type your passphrase, then Enter")
             yield Static("", id="message", classes="field-error")
             yield Static("", id="countdown", classes="muted")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def sprx(self) -> SprxApp:
@@ -232,7 +233,7 @@ class FirstRunScreen(Screen):
                 yield Input(password=True, id="again")
                 yield Static("", id="again-error", classes="field-error")
             yield Static("", id="status", classes="muted")
-        yield Footer()
+        yield KeysFooter()
 
     @property
     def sprx(self) -> SprxApp:
@@ -422,7 +423,7 @@ class RecoveryResetScreen(Screen):
                 yield Input(password=True, id="again")
                 yield Static("", id="again-error", classes="field-error")
             yield Static("", id="status", classes="muted")
-        yield Footer()
+        yield KeysFooter()
 
     def action_back(self) -> None:
         if not self._busy:

@@ -83,3 +83,24 @@ class FastTextTable(DataTable):
         lines: SegmentLines = [[Segment(f"{' ' * pad}{text}{' ' * pad}", style + post_style)]]
         self._cell_render_cache[key] = lines
         return lines
+
+    def measure_now(self) -> None:
+        """Measure rows just added now, rather than when the table next idles.
+
+        A table filled on a screen built behind the current one can be drawn (by the switch to it)
+        before it idles: its columns would be drawn at their headers' widths.
+        """
+        if self._require_update_dimensions:
+            self._require_update_dimensions = False
+            new_rows = self._new_rows.copy()
+            self._new_rows.clear()
+            self._update_dimensions(new_rows)
+
+    def _update_dimensions(self, new_rows: Any) -> None:
+        widths = [column.get_render_width(self) for column in self.ordered_columns]
+        super()._update_dimensions(new_rows)
+        if widths != [column.get_render_width(self) for column in self.ordered_columns]:
+            # DataTable keeps rows and cells already drawn at the old widths (its caches are keyed
+            # by its update count, which a measurement does not change): drop them.
+            self._clear_caches()
+            self.refresh()

@@ -820,9 +820,12 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
 
 
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
-    """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it."""
+    """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it, and the
+    session's objects (the store, the screens with their rows) must be freed by the lock: idle worker
+    threads used to keep their last worker, and so its screen and arguments, alive (FreshContextExecutor)."""
     import gc
     import time
+    import weakref
 
     before = gc.get_threshold()
     gc.set_threshold(700, 10, 10)  # Python's defaults, whatever an earlier test's app left
@@ -847,10 +850,18 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         assert gc.get_stats()[2]["collections"] == full_before + 1
         app._collect_when_idle()  # and not again straight away
         assert gc.get_stats()[2]["collections"] == full_before + 1
+        session = [weakref.ref(app.store), weakref.ref(app.screen)]
         await pilot.press("ctrl+l")
         await settle(app, pilot)
-        assert gc.get_freeze_count() == 0
-        assert gc.get_threshold() == own
+        # The lock thaws the heap; the unlock screen freezes it again once its preparation is done, but
+        # only after the session's objects are gone: none of them may be kept out of the collector.
+        for _ in range(80):
+            if app._heap_frozen:
+                break
+            await pilot.pause(0.05)
+        assert app._heap_frozen
+        gc.collect()
+        assert [ref() for ref in session] == [None, None]
         await unlock(app, pilot, typed=True)
         for _ in range(40):
             if gc.get_freeze_count():
