@@ -4,8 +4,9 @@
 
 Unlocks the real SprxApp under Textual's Pilot (120x40) several times (Ctrl+L between them) and
 prints, per unlock: the KDF, KDF end -> `VaultUnlocked` handled (key unwrap, store open, audit),
--> `TodayLoaded` handled (the UI thread switching to Today, then Today's four queries, each timed
-with its start relative to `VaultUnlocked`), -> the first screen update after it. The same marks as
+-> `TodayLoaded` handled (Today's queries, each timed with its start relative to `VaultUnlocked`;
+they run before the switch to Today), -> the first drawing of Today after it (the lists filled,
+the switch, the drawing). The first unlock of the process is the one bench_app.py measures. The same marks as
 bench_app.py (`Marks`); run it on a copy if you mind the vault's audit trail growing.
 """
 

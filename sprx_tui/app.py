@@ -421,8 +421,8 @@ class SprxApp(App[int]):
         new screen) was most of the cost of the first F2 and F3 (BENCHMARKS.md, App). So the unlock
         screen has Today built while the passphrase is typed, and Today has the caseload built once
         its lists are on screen. Today, prepared before the unlock, holds nothing personal (no vault
-        is open; it reads its lists when switched to); the caseload, prepared after it, reads its
-        first page meanwhile; a lock removes both with the other areas. This uses Textual's mode
+        is open; the unlock has it read its lists before switching to it); the caseload, prepared
+        after it, reads its first page meanwhile; a lock removes both with the other areas. This uses Textual's mode
         set-up without switching; if that ever changes, the key builds the screen as before.
         """
         if self.store is None and not before_unlock:

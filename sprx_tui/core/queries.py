@@ -230,7 +230,7 @@ class CaseQueries:
 
     # -- Today ----------------------------------------------------------------------------
 
-    def _follow_ups(self, *conditions: object) -> list[FollowUpRow]:
+    def _follow_ups(self, *conditions: object, limit: int = 200) -> list[FollowUpRow]:
         # Columns only: an ORM Person per row would decode its per-field sync metadata for nothing.
         with self._session() as s:
             rows = s.exec(
@@ -252,7 +252,7 @@ class CaseQueries:
                     *conditions,
                 )
                 .order_by(FollowUp.due_on, Person.family_name)
-                .limit(200)
+                .limit(limit)
             ).all()
             return [
                 FollowUpRow(
@@ -266,13 +266,33 @@ class CaseQueries:
                 for r in rows
             ]
 
-    def due_today(self) -> list[FollowUpRow]:
-        return self._follow_ups(FollowUp.due_on == self.today())
+    def due_today(self, limit: int = 200) -> list[FollowUpRow]:
+        return self._follow_ups(FollowUp.due_on == self.today(), limit=limit)
 
-    def overdue(self) -> list[FollowUpRow]:
-        return self._follow_ups(FollowUp.due_on < self.today())
+    def overdue(self, limit: int = 200) -> list[FollowUpRow]:
+        return self._follow_ups(FollowUp.due_on < self.today(), limit=limit)
 
-    def new_referrals(self) -> list[ReferralRow]:
+    def today_totals(self, no_contact_days: int = 28) -> dict[str, int]:
+        """The whole lengths of Today's lists (which are read capped): follow-ups due today and overdue,
+        referrals waiting, active people not seen for `no_contact_days` or more."""
+        follow_ups = (
+            "SELECT count(*) FROM follow_up JOIN person ON person.id = follow_up.person_id "
+            "WHERE follow_up.status = 'open' AND follow_up.deleted = 0 AND person.deleted = 0 AND follow_up.due_on {}"
+        )
+        sql = sql_text(
+            f"SELECT ({follow_ups.format('= :today')}), ({follow_ups.format('< :today')}), "
+            "(SELECT count(*) FROM referral JOIN person ON person.id = referral.person_id "
+            "WHERE referral.status = 'received' AND referral.deleted = 0), "
+            f"(SELECT count(*) FROM person INDEXED BY {_CASELOAD_INDEX['last_contact']} "
+            f"WHERE deleted = 0 AND status = 'active' AND {LAST_CONTACT_KEY} <= :cutoff)"
+        )
+        today = self.today()
+        params = {"today": today.isoformat(), "cutoff": (today - dt.timedelta(days=no_contact_days)).isoformat()}
+        with self._session() as s:
+            due, overdue, referrals, quiet = s.execute(sql, params).one()
+        return {"due": int(due), "overdue": int(overdue), "referrals": int(referrals), "quiet": int(quiet)}
+
+    def new_referrals(self, limit: int = 200) -> list[ReferralRow]:
         with self._session() as s:
             rows = s.exec(
                 select(
@@ -289,7 +309,7 @@ class CaseQueries:
                 .join(Person, Person.id == Referral.person_id)
                 .where(Referral.status == "received", Referral.deleted == False)  # noqa: E712
                 .order_by(Referral.received_on, Person.family_name)
-                .limit(200)
+                .limit(limit)
             ).all()
             return [
                 ReferralRow(

@@ -17,6 +17,7 @@ from textual.widgets import DataTable, Input, Static
 from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core.store import CaseStore
+from sprx_tui.drawing import draw_now
 from sprx_tui.messages import CaseloadLoaded
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.widgets.fast_table import FastTextTable
@@ -159,6 +160,9 @@ class CaseloadScreen(AreaScreen):
 
     def on_screen_resume(self) -> None:
         self.reload()
+        # The rows already shown are current unless the reload says otherwise: draw the resumed screen
+        # now (while the reload's query runs), not at the next frame.
+        self.call_later(draw_now, self)
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -214,6 +218,7 @@ class CaseloadScreen(AreaScreen):
             # change the first page): leave the table alone, so nothing is re-measured or redrawn.
             self._loading_more = False
             self._show_titles()
+            draw_now(self)  # whatever else is pending (a scrollbar after a switch), now
             return
         with self.app.batch_update():
             keep_key = None
@@ -235,8 +240,10 @@ class CaseloadScreen(AreaScreen):
                 table.move_cursor(row=table.get_row_index(keep_key))
         self._loading_more = False
         self._show_titles()
-        if not self.is_current:
-            table.measure_now()
+        table.measure_now()
+        if self.is_current:
+            draw_now(self)
+        else:
             self.call_after_refresh(self.lay_out_behind)
 
     def _show_titles(self) -> None:

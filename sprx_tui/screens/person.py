@@ -34,6 +34,7 @@ from sprx_tui.core.models import (
 )
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
 from sprx_tui.drafts import discard_later
+from sprx_tui.drawing import draw_now
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
@@ -421,6 +422,7 @@ class PersonScreen(Screen[None]):
         overview = self.query_one_optional("#overview-body", Static)
         if overview is not None:
             overview.update(overview_content(message.person, self.today))
+        draw_now(self)
 
     @on(ReferralsLoaded)
     def _referrals_loaded(self, message: ReferralsLoaded) -> None:
@@ -460,6 +462,7 @@ class PersonScreen(Screen[None]):
         timeline = self.query_one(ContactTimeline)
         timeline.show_entries(message.entries, keep=message.keep)
         timeline.loading = False
+        draw_now(self)
 
     @on(PlanLoaded)
     def _plan_loaded(self, message: PlanLoaded) -> None:

@@ -16,6 +16,7 @@ from textual.worker import Worker
 
 from sprx_tui.core.models import REFERRAL_SOURCES
 from sprx_tui.core.store import CaseStore
+from sprx_tui.drawing import draw_now
 from sprx_tui.messages import TodayLoaded
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.caseload import flag_marks, short_date
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from sprx_tui.app import SprxApp
 
 NO_CONTACT_DAYS = 28
+LIST_ROWS = 50
+"""Rows read per list; the title gives the whole length, the bottom border where to see the rest."""
 LOADING_SHOWN_AFTER_SECONDS = 0.25
 """An empty list shows a loading mark only if its read takes longer than this (usually it takes ~50 ms)."""
 
@@ -37,6 +40,12 @@ PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("referrals", "New referrals", ("Name", "From", "Received", "Urgency")),
     ("quiet", f"No contact for {NO_CONTACT_DAYS}+ days", ("Name", "Last contact", "Days")),
 )
+MORE = {  # where a list cut at LIST_ROWS can be seen whole (the panel's bottom border says so)
+    "due": "all: F3, by next follow-up",
+    "overdue": "all: F3, by next follow-up",
+    "referrals": "all: F3, Referred",
+    "quiet": "all: F3, by last contact",
+}
 EMPTY = {
     "due": "Nothing due today.",
     "overdue": "No overdue follow-ups.",
@@ -125,7 +134,13 @@ class TodayScreen(AreaScreen):
     def _load(self, store: CaseStore) -> None:
         q = store.queries
         with store.lock:
-            loaded = TodayLoaded(q.due_today(), q.overdue(), q.new_referrals(), q.no_recent_contact(NO_CONTACT_DAYS))
+            loaded = TodayLoaded(
+                q.due_today(LIST_ROWS),
+                q.overdue(LIST_ROWS),
+                q.new_referrals(LIST_ROWS),
+                q.no_recent_contact(NO_CONTACT_DAYS, LIST_ROWS),
+                q.today_totals(NO_CONTACT_DAYS),
+            )
         self.post_message(loaded)
 
     def on_today_loaded(self, message: TodayLoaded) -> None:
@@ -166,12 +181,15 @@ class TodayScreen(AreaScreen):
                     table.add_row(*(Text(cell or "", no_wrap=True, end="") for cell in cells), key=key)
                 if not items:
                     table.add_row(Text(EMPTY[table_id], no_wrap=True, end=""), key=f"none:{table_id}")
-                table.border_title = f"{title} ({len(items)})"
+                total = max(message.totals.get(table_id, len(items)), len(items))
+                more = total - len(items)
+                table.border_title = f"{title} ({total:,})"
+                table.border_subtitle = f"first {len(items)}; {MORE[table_id]}" if more > 0 else ""
                 table.loading = False
                 if items:
                     table.move_cursor(row=min(keep, len(items) - 1))
-                if not self.is_current:
-                    table.measure_now()  # the unlock switches to Today straight after this
+                table.measure_now()  # now, not at the next idle: the unlock switches to Today straight after this
+        draw_now(self)
         # A loading widget has no keys; now it has finished, the footer must look again.
         self.refresh_bindings()
         self.sprx.refresh_sync_summary()

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.cells import set_cell_size
+from rich.cells import cell_len, set_cell_size
 from rich.control import strip_control_codes
 from rich.segment import Segment
 from rich.style import Style
@@ -97,8 +97,29 @@ class FastTextTable(DataTable):
             self._update_dimensions(new_rows)
 
     def _update_dimensions(self, new_rows: Any) -> None:
-        widths = [column.get_render_width(self) for column in self.ordered_columns]
-        super()._update_dimensions(new_rows)
+        columns = self.ordered_columns
+        widths = [column.get_render_width(self) for column in columns]
+        # A plain one-line Text cell's width is the cell length of its text: what Rich's measure of it
+        # returns, without a measure per cell (~30 ms for Today's ~500 rows). Other rows go the usual way.
+        others = []
+        for row_key in new_rows:
+            row = self.rows.get(row_key)
+            values = self._data.get(row_key, {})
+            if (
+                row is None
+                or row_key not in self._row_locations
+                or row.label is not None
+                or row.height != 1
+                or not all(isinstance(values.get(column.key), Text) for column in columns)
+            ):
+                others.append(row_key)
+                continue
+            for column in columns:
+                plain = values[column.key].plain
+                width = max(map(cell_len, plain.split("\n"))) if "\n" in plain else cell_len(plain)
+                if width > column.content_width:
+                    column.content_width = width
+        super()._update_dimensions(others)
         if widths != [column.get_render_width(self) for column in self.ordered_columns]:
             # DataTable keeps rows and cells already drawn at the old widths (its caches are keyed
             # by its update count, which a measurement does not change): drop them.

@@ -208,6 +208,18 @@ def test_today_lists(caseload: Caseload) -> None:
     assert [r.id for r in q.no_recent_contact(days=41)] == [caseload.ids["eli"]]
 
 
+def test_today_totals_count_the_whole_lists_the_screen_reads_capped(caseload: Caseload) -> None:
+    q = caseload.store.queries
+    assert q.today_totals() == {"due": 1, "overdue": 1, "referrals": 2, "quiet": 2}
+    assert q.today_totals(no_contact_days=3)["quiet"] == 3
+    # Capped reads keep their order; the totals still count every item.
+    assert [r.person_id for r in q.new_referrals(limit=1)] == [caseload.ids["cara"]]
+    assert [r.id for r in q.no_recent_contact(days=3, limit=2)] == [caseload.ids["eli"], caseload.ids["bilal"]]
+    tomorrow = CaseQueries(caseload.store.engine, clock=lambda: CORE_FROZEN_NOW + dt.timedelta(days=1))
+    assert tomorrow.today_totals() == {"due": 0, "overdue": 2, "referrals": 2, "quiet": 2}
+    assert len(tomorrow.overdue(limit=1)) == 1
+
+
 def test_today_lists_move_with_the_clock(caseload: Caseload) -> None:
     """The same vault read a day later: today's follow-up is now overdue."""
     tomorrow = CaseQueries(caseload.store.engine, clock=lambda: CORE_FROZEN_NOW + dt.timedelta(days=1))

@@ -22,6 +22,7 @@ from sprx_tui.core.models import AuditEvent
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Locked, Vault
 from sprx_tui.screens import caseload as caseload_module
+from sprx_tui.screens import today as today_module
 from sprx_tui.screens.caseload import CaseloadScreen
 from sprx_tui.screens.help import HelpScreen
 from sprx_tui.screens.lock import DraftOfferScreen
@@ -161,6 +162,25 @@ async def test_first_run_creates_vault_and_requires_the_recovery_key(
 
 
 # -- unlock -------------------------------------------------------------------------------------
+
+
+async def test_today_lists_are_capped_with_their_whole_length_and_where_the_rest_is(
+    demo_vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = reopen(demo_vault)
+    totals = expected.queries.today_totals()
+    first_referral = expected.queries.new_referrals(limit=1)[0]
+    expected.vault.lock()
+    assert totals["referrals"] > 1, "the demo data should have several referrals waiting"
+    monkeypatch.setattr(today_module, "LIST_ROWS", 1)
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(app, pilot, typed=True)
+        table = app.screen.query_one("#referrals", DataTable)
+        assert table.row_count == 1
+        assert table.border_title == f"New referrals ({totals['referrals']:,})"
+        assert "F3" in str(table.border_subtitle)
+        assert first_referral.name in screen_text(app)
 
 
 async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
