@@ -308,7 +308,10 @@ class VaultSyncStore:
                     continue
                 status = ack.get("status")
                 if status == "duplicate":
-                    status = ack.get("original_status") or "applied"
+                    # Already recorded by the server; only a rejection the first time needs more. A change that
+                    # merged as "duplicate" the first time (a delete already made elsewhere) is as done as an
+                    # applied one: before, its resent answer left it pending for ever and every sync failed.
+                    status = "rejected" if ack.get("original_status") == "rejected" else "applied"
                 row.attempts += 1
                 if status == "applied":
                     row.status = "acked"

@@ -906,7 +906,10 @@ class Store:
                             409,
                         )
                     ack = json.loads(prior.result) if prior is not None else {"mutation_id": mid}
-                    ack["original_status"] = ack.get("status")
+                    # What the first application did: applied (a merge that found it already there counts as
+                    # applied) or rejected. Laptops of the last release read "duplicate" here as not done.
+                    first = ack.get("status")
+                    ack["original_status"] = "rejected" if first == "rejected" else "applied"
                     ack["status"] = "duplicate"
                     acks.append(ack)
                     continue

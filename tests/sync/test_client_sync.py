@@ -113,6 +113,25 @@ def test_lost_or_repeated_push_applies_each_change_exactly_once(net: Net, fault:
     assert a.transport.count("/v1/sync/push") >= 3
 
 
+@pytest.mark.parametrize("fault", ["drop_after", "duplicate"])
+def test_a_change_the_server_already_had_is_acked_even_when_its_answer_was_lost(net: Net, fault: str) -> None:
+    """Found by the convergence test: B deletes an action, A deletes it too. A's delete merges as
+    "duplicate" on the server; when that answer was lost, the resent push is answered "duplicate" of a
+    "duplicate", which the laptop did not count as done: it resent it for ever and every sync failed."""
+    a, b = net.laptop("A"), net.laptop("B")
+    _pid, _gid, aid = person_with_plan(a)
+    synced(a, b, a)
+    b.service.delete_action(aid)
+    synced(b)
+    a.service.delete_action(aid)
+    a.transport.fail(fault, "/v1/sync/push", times=1)
+    r = a.sync()
+    assert r.status == "synced", r.message
+    assert not a.outbox("pending")
+    synced(a, b)
+    assert a.dump() == b.dump() == net.server_dump("alice")
+
+
 def test_network_down_keeps_every_change_and_says_so(net: Net) -> None:
     a = net.laptop("A")
     pid = a.service.add_person(given_name="Cal", family_name="Example").id

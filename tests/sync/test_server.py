@@ -81,6 +81,27 @@ def test_t16_invalid_token_401_and_replay_with_valid_token_is_duplicate(
     assert counts(server) == before
 
 
+def test_replay_of_a_change_that_merged_as_duplicate_says_it_was_applied(server: TestServer) -> None:
+    """A second delete of a row merges as "duplicate"; its replay must not answer "duplicate of duplicate"."""
+    server.worker("alice")
+    a, b = server.laptop("alice"), server.laptop("alice", "second")
+    pid, gid = str(uuid.uuid4()), str(uuid.uuid4())
+    made = a.push(
+        [
+            a.mutation("person", pid, "insert", {"given_name": "X"}, person_id=pid),
+            a.mutation("goal", gid, "insert", {"text": "Walk"}, person_id=pid),
+        ]
+    )
+    assert [ack["status"] for ack in made.json()["acks"]] == ["applied", "applied"]
+    b_delete = b.mutation("goal", gid, "delete", person_id=pid)
+    again = [a.mutation("goal", gid, "delete", person_id=pid, hlc=b_delete["hlc"] - 1)]  # the older delete
+    assert b.push([b_delete]).json()["acks"][0]["status"] == "applied"
+    first = a.push(again).json()["acks"][0]
+    assert first["status"] == "duplicate" and first.get("original_status") is None
+    replay = a.push(again).json()["acks"][0]
+    assert (replay["status"], replay["original_status"]) == ("duplicate", "applied")
+
+
 def test_revoked_device_gets_device_revoked(server: TestServer) -> None:
     server.worker("alice")
     a = server.laptop("alice")
