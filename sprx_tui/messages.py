@@ -96,7 +96,6 @@ class TodayLoaded(Message):
     overdue: list[Any]
     new_referrals: list[Any]
     no_recent_contact: list[Any]
-    totals: dict[str, int] = field(default_factory=dict)  # list id -> its whole length (the lists are capped)
 
 
 @dataclass

@@ -22,8 +22,52 @@ from textual._types import SegmentLines
 from textual.widgets import DataTable
 
 
+class _FixedStyles:
+    """A component's styles with its Rich style worked out once (see FastTextTable.render_lines)."""
+
+    __slots__ = ("_styles", "rich_style")
+
+    def __init__(self, styles: Any) -> None:
+        self._styles = styles
+        self.rich_style = styles.rich_style
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._styles, name)
+
+
 class FastTextTable(DataTable):
     """DataTable with a fast path for plain one-line Text cells; looks exactly the same."""
+
+    _render_memo: dict[Any, Any] | None = None
+
+    def render_lines(self, crop: Any) -> Any:
+        # Within one drawing nothing can restyle the table, yet DataTable asks for its own Rich style and
+        # its header and row components' on every line, and each answer walks every ancestor's colours:
+        # half of drawing Today's lists (BENCHMARKS.md, App). Worked out once per drawing instead.
+        self._render_memo = {}
+        try:
+            return super().render_lines(crop)
+        finally:
+            self._render_memo = None
+
+    @property
+    def rich_style(self) -> Style:
+        memo = self._render_memo
+        if memo is None:
+            return super().rich_style
+        style = memo.get(None)
+        if style is None:
+            style = memo[None] = super().rich_style
+        return style
+
+    def get_component_styles(self, *names: str) -> Any:
+        memo = self._render_memo
+        if memo is None:
+            return super().get_component_styles(*names)
+        styles = memo.get(names)
+        if styles is None:
+            styles = memo[names] = _FixedStyles(super().get_component_styles(*names))
+        return styles
 
     def _render_cell(
         self,

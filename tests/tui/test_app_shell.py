@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import html
 import json
@@ -837,6 +838,43 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
         app.refresh_sync_summary()
         await settle(app, pilot)
         assert app.sync_summary == SyncSummary("offline", pending, 0, last, "")
+
+
+async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(demo_vault: Path) -> None:
+    """SQLite's own checkpoint (every 1,000 log pages) stopped about every 50th save for 250-475 ms."""
+    import time
+
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(app, pilot, typed=True)
+        store = app.store
+        assert store is not None
+        with store.lock, store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == app_module.WAL_AUTOCHECKPOINT_PAGES
+        person_id = store.queries.caseload(limit=1)[0][0].id
+        await asyncio.to_thread(store.service.record_contact, person_id, mode="phone", notes="Checkpoint test.")
+        # The worker is typing: not now.
+        app._last_input_at = time.monotonic()
+        app._last_checkpoint_at -= app_module.CHECKPOINT_AT_MOST_EVERY_SECONDS
+        app.last_checkpoint = None
+        app._checkpoint_when_idle()
+        await settle(app, pilot)
+        assert app.last_checkpoint is None
+        # A pause: the log written by the save is copied into the database.
+        app._last_input_at -= app_module.CHECKPOINT_AFTER_QUIET_SECONDS
+        app._checkpoint_when_idle()
+        await settle(app, pilot)
+        assert app.last_checkpoint is not None
+        busy, log_frames, copied = app.last_checkpoint
+        assert busy == 0 and log_frames > 0 and copied == log_frames
+        # ...and not again straight away.
+        app.last_checkpoint = None
+        app._checkpoint_when_idle()
+        await settle(app, pilot)
+        assert app.last_checkpoint is None
+        await pilot.press("ctrl+l")
+        await settle(app, pilot)
+        assert app._checkpoint_timer is None
 
 
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
