@@ -192,6 +192,11 @@ def child_save(args: argparse.Namespace) -> None:
         rng = random.Random(args.seed)
         today = store.service.today()
         svc = store.service
+        if args.wal_autocheckpoint:
+            # The app's setting while unlocked (sprx_tui.app.WAL_AUTOCHECKPOINT_PAGES): SQLite's own log
+            # copying (default every 1,000 pages) otherwise lands inside a save now and then.
+            with store.engine.connect() as conn:
+                conn.exec_driver_sql(f"PRAGMA wal_autocheckpoint = {int(args.wal_autocheckpoint)}").fetchall()
 
         def save() -> None:
             svc.record_contact(
@@ -568,6 +573,7 @@ def run_save(args: argparse.Namespace) -> None:
     load_before = machine()
     try:
         extra = ["--saves", str(args.saves), "--warmup", str(args.warmup), "--seed", str(args.seed)]
+        extra += ["--wal-autocheckpoint", str(args.wal_autocheckpoint)]
         if args.profile:
             extra.append("--profile")
         results = _run_rounds("save", modes, args.rounds, extra, vaults)
@@ -754,6 +760,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     s.add_argument("--seed", type=int, default=5)
     s.add_argument("--profile", action="store_true", help="cProfile the timed saves in each child")
+    s.add_argument(
+        "--wal-autocheckpoint",
+        type=int,
+        default=0,
+        help="set PRAGMA wal_autocheckpoint to this many pages first (the app uses 10000); 0: SQLite's default",
+    )
 
     q = sub.add_parser("search", help="benchmark 3: caseload text filter on the 10k vault")
     q.add_argument("--vault", default=str(VAULT_10K))
@@ -782,6 +794,7 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--passes", type=int, default=3)
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--profile", action="store_true")
+    c.add_argument("--wal-autocheckpoint", type=int, default=0)
 
     args = parser.parse_args(argv)
     if args.cmd == "child":
