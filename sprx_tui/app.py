@@ -63,6 +63,7 @@ LISTS_WAITED_FOR_SECONDS = 0.25
 """At the unlock, Today is shown when its lists are read, or after this long (then with loading marks)."""
 FREEZE_AFTER_UNLOCK_SECONDS = 0.5
 FREEZE_RETRY_SECONDS = 1.0
+LOCK_WAIT_SECONDS = 30.0
 IDLE_GC_CHECK_SECONDS = 1.0
 IDLE_GC_AFTER_QUIET_SECONDS = 1.5
 """While unlocked, full garbage collections wait for a pause this long in the worker's typing."""
@@ -364,13 +365,13 @@ class SprxApp(App[int]):
         if self._checkpoint_timer is None:
             self._checkpoint_timer = self.set_interval(CHECKPOINT_CHECK_SECONDS, self._checkpoint_when_idle)
 
-    def _checkpoint_when_idle(self, *, force: bool = False) -> None:
+    def _checkpoint_when_idle(self) -> None:
         """Copy the log into the database while the worker is not typing (at most every 20 s)."""
         store = self.store
         if store is None:
             return
         now = time.monotonic()
-        if not force and (
+        if (
             now - self._last_input_at < CHECKPOINT_AFTER_QUIET_SECONDS
             or now - self._last_checkpoint_at < CHECKPOINT_AT_MOST_EVERY_SECONDS
         ):
@@ -473,8 +474,9 @@ class SprxApp(App[int]):
         screen has Today built while the passphrase is typed, and Today has the caseload built once
         its lists are on screen. Today, prepared before the unlock, holds nothing personal (no vault
         is open; the unlock has it read its lists before switching to it); the caseload, prepared
-        after it, reads its first page meanwhile; a lock removes both with the other areas. This uses Textual's mode
-        set-up without switching; if that ever changes, the key builds the screen as before.
+        after it, reads its first page meanwhile; a lock removes both with the other areas. This
+        uses Textual's mode set-up without switching; if that ever changes, the key builds the
+        screen as before.
         """
         if self.store is None and not before_unlock:
             return
@@ -692,8 +694,22 @@ class SprxApp(App[int]):
         self._thaw_heap()
         if store is not None:
             self._lock_store(store, drafts, reason)
-        with contextlib.suppress(Exception):
-            self.vault.lock()
+        self.lock_vault_when_free()
+
+    def lock_vault_when_free(self, timeout: float = LOCK_WAIT_SECONDS) -> None:
+        """Lock the vault once lock or unlock work in flight is done (it holds `vault_guard`).
+
+        Quitting straight after Ctrl+L used to lock the vault from the UI thread while the lock's
+        worker was still writing its audit row and checkpointing on the same connection: the worker's
+        writes could be lost. Locking waits for it now (a hung worker only delays the exit by `timeout`).
+        """
+        got = self.vault_guard.acquire(timeout=timeout)
+        try:
+            with contextlib.suppress(Exception):
+                self.vault.lock()
+        finally:
+            if got:
+                self.vault_guard.release()
 
     def _show_locked(self) -> None:
         self._thaw_heap()  # the session's objects (records on screen included) become collectable again
@@ -927,8 +943,7 @@ def run_app(vault_path: Path) -> int:
         result = app.run()
     finally:
         # Whatever happened, the vault is never left unlocked by a finished process.
-        with contextlib.suppress(Exception):
-            app.vault.lock()
+        app.lock_vault_when_free()
     if app.return_code not in (None, 0):
         return int(app.return_code)
     return int(result or 0)

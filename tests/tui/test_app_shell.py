@@ -439,6 +439,29 @@ async def test_quit_locks_the_vault(demo_vault: Path) -> None:
     assert app.return_code == 0
 
 
+async def test_quitting_straight_after_ctrl_l_waits_for_the_lock_to_finish(demo_vault: Path) -> None:
+    """Ctrl+L locks in a worker; Ctrl+Q at once used to lock the vault under it, losing its audit row."""
+    app = make_app(demo_vault)
+    async with app.run_test(size=SIZE) as pilot:
+        await unlock(app, pilot)
+        vault = app.store.vault
+        with app.vault_guard:  # hold the lock's worker at its start, as a busy machine would
+            await pilot.press("ctrl+l")
+            await pilot.pause()
+            quit_done = asyncio.get_running_loop().run_in_executor(None, app.lock_sync, "quit")
+            await asyncio.sleep(0.2)
+            assert not quit_done.done()  # the quit waits for the lock in flight
+        await quit_done
+        await settle(app, pilot)
+    assert not vault.is_unlocked
+    store = reopen(demo_vault)
+    try:
+        actions = [action for action, _detail in audit_actions(store)]
+    finally:
+        store.vault.lock()
+    assert actions[-2:] == ["UNLOCK", "LOCK"]  # the session's lock was recorded (reopening records nothing)
+
+
 class DraftingScreen(Screen):
     """Stands in for the contact screen: it has unsaved text to keep."""
 
