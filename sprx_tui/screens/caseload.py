@@ -159,6 +159,8 @@ class CaseloadScreen(AreaScreen):
         self.reload()
 
     def on_screen_resume(self) -> None:
+        if not self.is_current:
+            return  # built behind Today (App.prepare_area): on_mount reads the first page, once
         self.reload()
         # The rows already shown are current unless the reload says otherwise: draw the resumed screen
         # now (while the reload's query runs), not at the next frame.
