@@ -42,7 +42,7 @@ from textual.worker import Worker, WorkerState
 from sprx_tui.commands import PersonProvider, ShellCommandsProvider
 from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
-from sprx_tui.core.store import CaseStore, get_state
+from sprx_tui.core.store import CaseStore, engine_lock, get_state
 from sprx_tui.core.vault import Locked, Vault, VaultError
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
@@ -706,7 +706,13 @@ class SprxApp(App[int]):
         got = self.vault_guard.acquire(timeout=timeout)
         try:
             with contextlib.suppress(Exception):
-                self.vault.lock()
+                engine = self.vault.engine if self.vault.is_unlocked else None
+                if engine is None:
+                    self.vault.lock()
+                else:
+                    # Like the lock's worker: wait for any query or write in flight on the one connection.
+                    with engine_lock(engine):
+                        self.vault.lock()
         finally:
             if got:
                 self.vault_guard.release()
