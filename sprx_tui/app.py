@@ -336,15 +336,18 @@ class SprxApp(App[int]):
         """A full collection while the worker is not typing (at most every 20 s), or when overdue."""
         if not self._heap_frozen:
             return
-        now = time.monotonic()
         overdue = gc.get_count()[2] >= IDLE_GC_BACKLOG
-        if not overdue:
-            if now - self._last_input_at < IDLE_GC_AFTER_QUIET_SECONDS:
-                return
-            if now - self._last_full_gc_at < IDLE_GC_AT_MOST_EVERY_SECONDS:
-                return
-        self._last_full_gc_at = now
+        if not overdue and not self._quiet_and_due(
+            IDLE_GC_AFTER_QUIET_SECONDS, self._last_full_gc_at, IDLE_GC_AT_MOST_EVERY_SECONDS
+        ):
+            return
+        self._last_full_gc_at = time.monotonic()
         gc.collect()
+
+    def _quiet_and_due(self, quiet: float, last_at: float, every: float) -> bool:
+        """Whether nothing was typed for `quiet` seconds and `every` seconds passed since `last_at`."""
+        now = time.monotonic()
+        return now - self._last_input_at >= quiet and now - last_at >= every
 
     def _thaw_heap(self) -> None:
         """Back to the collector's own settings; the session's objects become collectable again."""
@@ -370,13 +373,11 @@ class SprxApp(App[int]):
         store = self.store
         if store is None:
             return
-        now = time.monotonic()
-        if (
-            now - self._last_input_at < CHECKPOINT_AFTER_QUIET_SECONDS
-            or now - self._last_checkpoint_at < CHECKPOINT_AT_MOST_EVERY_SECONDS
+        if not self._quiet_and_due(
+            CHECKPOINT_AFTER_QUIET_SECONDS, self._last_checkpoint_at, CHECKPOINT_AT_MOST_EVERY_SECONDS
         ):
             return
-        self._last_checkpoint_at = now
+        self._last_checkpoint_at = time.monotonic()
         self._checkpoint(store)
 
     @work(thread=True, group="checkpoint", exclusive=True, exit_on_error=False, name="checkpoint")
