@@ -305,6 +305,10 @@ class SprxApp(App[int]):
         session's own objects. A lock unfreezes (`_thaw_heap`), so the session's objects are freed;
         the unlock screen's freeze waits until they are gone, so none is ever frozen with them.
         """
+        if not self.is_running:
+            # Closing (or closed): the warm-up thread or a timer can still call here after on_unmount
+            # has thawed the heap, and nothing would thaw it again.
+            return
         if self.store is None:
             gc.collect()
             if any(ref() is not None for ref in self._session_refs):

@@ -431,4 +431,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # `python -m sprx_tui.cli` runs this file as __main__, a second copy of the module: the commands
+    # that live elsewhere raise sprx_tui.cli.CliError, which that copy's `except CliError` would not
+    # catch (a plain refusal became "something unexpected went wrong"). Run the package's own copy.
+    from sprx_tui.cli import main as package_main
+
+    raise SystemExit(package_main())

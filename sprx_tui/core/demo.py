@@ -18,7 +18,7 @@ from sprx_tui.core.models import (
     CommunityService,
 )
 from sprx_tui.core.service import CaseService
-from sprx_tui.core.store import CaseStore
+from sprx_tui.core.store import CaseStore, set_state
 
 # Synthetic names, combined at random: no entry describes a real person.
 GIVEN = (
@@ -148,6 +148,9 @@ DECLINE_REASONS = [
     "Moved away from the area.",
 ]
 
+DEMO_MARK = "demo_vault"
+"""sync_state key of a vault filled by build_demo: refused by enrolment (syncstore.enrol)."""
+
 
 def nhs_test_number(rng: random.Random) -> str:
     """A Modulus-11-valid number in 999 000 0000 - 999 999 9999, the range NHS England keeps for tests."""
@@ -266,7 +269,12 @@ def build_demo(
     services: int = 150,
     progress: Callable[[int], None] | None = None,
 ) -> None:
-    """Fill an empty vault with a deterministic synthetic caseload and directory."""
+    """Fill an empty vault with a deterministic synthetic caseload and directory.
+
+    The vault is marked as a demo first (DEMO_MARK), so it can never be enrolled with a practice server:
+    its made-up people must not reach a practice's real records.
+    """
+    set_state(store.engine, {DEMO_MARK: "synthetic"})
     rng = random.Random(seed)
     svc: CaseService = store.service
     today = svc.today()

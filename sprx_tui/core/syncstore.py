@@ -81,6 +81,7 @@ K_LAST_AT = "last_sync_at"
 K_LAST_STATUS = "last_sync_status"
 K_LAST_MESSAGE = "last_sync_message"
 K_LAST_OK = "last_successful_sync_at"
+K_DEMO = "demo_vault"  # written by core.demo.build_demo (DEMO_MARK)
 
 INCOMPLETE_ENROLMENT = (
     "This laptop's enrolment is incomplete (the practice server's address or this laptop's id is missing), "
@@ -223,6 +224,18 @@ def _max_hlc(meta: dict[str, Any]) -> int:
 # ---------------------------------------------------------------- the LocalStore
 
 
+def _written_elsewhere(meta: Any, known_seq: int, device_id: str) -> bool:
+    """Whether a pulled row carries a write this laptop has not seen: a field (or the deletion) written
+    by another device after the server version this laptop last held. A row whose only new writes are
+    this laptop's own is its change coming back."""
+    if not isinstance(meta, dict) or not meta:
+        return True  # nothing to tell by: count it
+    for m in meta.values():
+        if isinstance(m, dict) and m.get("dev") != device_id and int(m.get("seq") or 0) > known_seq:
+            return True
+    return False
+
+
 class VaultSyncStore:
     """`sync.client.LocalStore` over the SQLCipher vault. Each method is one transaction under ``store.lock``."""
 
@@ -239,6 +252,10 @@ class VaultSyncStore:
         self._purge_waiting = False
         self._seen_hlc: int | None = None
         """The newest server HLC seen but not yet merged into the stored clock (see observe_server)."""
+        self.news = 0
+        """Pulled rows that brought something from elsewhere: this laptop's own changes come back in
+        the feed too (the server's copy, with its sequence number) and are not news to the worker."""
+        self._page_news = 0
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -550,6 +567,7 @@ class VaultSyncStore:
             if changes or conflicts or removed:
                 self._flush_hlc(s)
             _put(s, {K_CURSOR: str(cursor), K_EPOCH: epoch})
+        self.news += self._page_news  # counted once the page is committed (a failed page is fetched again)
         return n
 
     # -- applying server state --
@@ -579,12 +597,16 @@ class VaultSyncStore:
         touched: set[str] = set()
         dated: set[str] = set()  # people whose caseload dates depend on rows of this page
         applied = 0
+        self._page_news = 0
+        me = self.device_id
         by_tbl: dict[str, list[dict[str, Any]]] = {}
         for c in changes:
             by_tbl.setdefault(c["tbl"], []).append(c)
         for tbl, items in by_tbl.items():
             if tbl == "community_service":
-                applied += self._apply_directory(s, items, practice)
+                n = self._apply_directory(s, items, practice)
+                applied += n
+                self._page_news += n  # the directory is written on the server (imports), never here
                 continue
             model = SYNCED_MODELS.get(tbl)
             spec = TABLES.get(tbl)
@@ -609,6 +631,8 @@ class VaultSyncStore:
                 if tbl in _DATED:
                     dated.add(person_id)
                 applied += 1
+                known = row.server_seq if row is not None and row.server_seq is not None else -1
+                self._page_news += _written_elsewhere(c.get("meta"), known, me)
                 if self.fail_in_page is not None:
                     self.fail_in_page(applied)
                 if row is None and (tbl, c["id"]) not in pending:
@@ -964,6 +988,18 @@ def is_enrolled(store: CaseStore) -> bool:
     return bool(_config(store).get(K_TOKEN))
 
 
+def is_demo(store: CaseStore) -> bool:
+    """A vault filled by `sprx demo`: its people are made up and must never reach a practice server."""
+    with store.lock, Session(store.engine) as s:
+        return bool(_state(s, [K_DEMO]).get(K_DEMO))
+
+
+DEMO_NOT_ENROLLED = (
+    "This is a demo vault of made-up people, so it cannot be enrolled: its records would go into the "
+    "practice's real ones. Enrol the vault you use for real work instead."
+)
+
+
 def enrol(
     store: CaseStore,
     server_url: str,
@@ -982,6 +1018,8 @@ def enrol(
     """
     if is_enrolled(store):
         raise SyncError("This laptop is already enrolled with a practice server.")
+    if is_demo(store):
+        raise SyncError(DEMO_NOT_ENROLLED)
     url = server_url.rstrip("/") if transport is not None else sc.check_server_url(server_url)
     ca_pem = None
     if ca_cert is not None:
@@ -1068,6 +1106,8 @@ class SyncStatus:
     pending: int
     conflicts: int
     rejected: int
+    demo: bool = False
+    """A demo vault of made-up people: it can never be enrolled (see enrol)."""
 
 
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
@@ -1123,7 +1163,8 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
 def sync_status(store: CaseStore) -> SyncStatus:
     """Enrolment, last sync and the pending / conflict / rejected counts (one short read)."""
     with store.lock, Session(store.engine) as s:
-        st = _state(s, [K_URL, K_TOKEN, K_USER, K_PRACTICE, K_LAST_AT, K_LAST_OK, K_LAST_STATUS, K_LAST_MESSAGE])
+        keys = [K_URL, K_TOKEN, K_USER, K_PRACTICE, K_LAST_AT, K_LAST_OK, K_LAST_STATUS, K_LAST_MESSAGE, K_DEMO]
+        st = _state(s, keys)
     newer = _LAST_SYNC.get(str(Path(store.vault.path).resolve()))
     if newer and st.get(K_TOKEN):
         st.update({k: v for k, v in newer.items() if v is not None})
@@ -1144,6 +1185,7 @@ def sync_status(store: CaseStore) -> SyncStatus:
         pending=pending,
         conflicts=conflicts,
         rejected=rejected,
+        demo=bool(st.get(K_DEMO)),
     )
 
 
@@ -1189,6 +1231,7 @@ def _sync_locked(
         # A damaged enrolment (a token without the server's address or this laptop's id) cannot sync.
         return SyncResult("failed", EXIT_FAILED, INCOMPLETE_ENROLMENT)
     local = local or VaultSyncStore(store)
+    local.news = 0
     if cfg.get(K_OFFSET):
         store.service.hlc_offset_ms = int(cfg[K_OFFSET])
     t = sc.Transport(
@@ -1230,7 +1273,8 @@ def _sync_locked(
     pending, conflicts, rejected_total = _counts(store)
     if status == "synced":
         sent = r.acked - r.bookkeeping
-        parts = [f"Synced: sent {_plural(sent, 'change')}, received {_plural(r.pulled + r.snapshot_rows, 'update')}"]
+        # Received: what came from elsewhere (this laptop's own changes come back in the feed too).
+        parts = [f"Synced: sent {_plural(sent, 'change')}, received {_plural(local.news + r.snapshot_rows, 'update')}"]
         if r.rejected:
             parts.append(f"{_plural(r.rejected, 'change was', 'changes were')} refused and kept for review")
         message = "; ".join(parts) + "."

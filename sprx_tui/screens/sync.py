@@ -271,6 +271,12 @@ class SyncScreen(AreaScreen):
             who = f" as {status.user_id}" if status.user_id else ""
             server.update(f"Practice server: {status.server_url or 'unknown'} (enrolled{who})")
             enrol.display = command.display = False
+        elif status.demo:
+            server.update(
+                "This is a demo vault of made-up people. It cannot be enrolled with a practice server, so "
+                "nothing in it ever leaves this laptop."
+            )
+            enrol.display = command.display = False
         else:
             server.update("This laptop is not enrolled with a practice server, so your changes stay on it for now.")
             enrol.update(

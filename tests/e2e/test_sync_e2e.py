@@ -307,3 +307,25 @@ def test_revoked_laptop_exits_5_and_its_vault_is_erased(world: World) -> None:
     )
     assert not world.vaults["B"].exists()
     assert os.path.exists(world.vaults["A"])
+
+
+def test_a_demo_vault_is_never_enrolled_and_its_code_stays_usable(world: World) -> None:
+    """Made-up people must not reach a practice's records: `sprx enrol` refuses a demo vault before
+    it contacts the server, so the one-time code is not spent and no device is registered."""
+    path = world.tmp / "vault-demo"
+    r = sprx("demo", "--vault", str(path), "--people", "3", "--fast-kdf", "--quiet")
+    assert r.returncode == 0, r.stderr
+    devices = world.server_rows("SELECT count(*) FROM device")[0][0]
+    code = admin(world.db, "enrol-code", "alice").stdout.split("\n")[0].split()[-1]
+    r = sprx("enrol", "--vault", str(path), "--server", world.url, "--code", code, "--ca-cert", str(world.server.cert))
+    assert r.returncode != 0
+    assert "demo vault of made-up people" in r.stderr and "Traceback" not in r.stderr
+    assert world.server_rows("SELECT count(*) FROM device")[0][0] == devices
+    r = sprx("sync", "--vault", str(path))
+    assert r.returncode != 0 and "not enrolled" in (r.stdout + r.stderr).lower()
+    # The code was not spent: a real vault enrols with it.
+    real = world.tmp / "vault-real-after-demo"
+    assert sprx("init", "--vault", str(real), "--fast-kdf").returncode == 0
+    r = sprx("enrol", "--vault", str(real), "--server", world.url, "--code", code, "--ca-cert", str(world.server.cert))
+    assert r.returncode == 0, r.stderr
+    assert world.server_rows("SELECT count(*) FROM device")[0][0] == devices + 1

@@ -263,6 +263,28 @@ def test_replaying_a_pull_page_changes_nothing(net: Net) -> None:
     assert b.dump() == dump
 
 
+def test_received_counts_what_came_from_elsewhere_not_this_laptops_own_changes_coming_back(net: Net) -> None:
+    a, b = net.laptop("A"), net.laptop("B")
+    pid, gid, aid = person_with_plan(a)
+    synced(a, b)
+    # A's own three rows come back in the same sync's pull (the server's copies): not news.
+    a.service.add_goal(pid, "Go to the allotment")
+    r = a.sync()
+    assert (r.status, r.acked > 0) == ("synced", True)
+    assert "received 0 updates" in r.message, r.message
+    # B changes one field of the goal, A another: A sends its edit and receives B's (one row, one update),
+    # although the row's newest write is A's own.
+    b.service.update_goal(gid, target_on=net.clock.now.date() + 30 * DAY)
+    b.service.add_goal(pid, "Call the befriending service")
+    synced(b)
+    net.clock.advance(seconds=5)
+    a.service.update_goal(gid, text="Walk twice a week")
+    r = a.sync()
+    assert "sent 1 change, received 2 updates" in r.message, r.message  # B's goal edit and B's new goal
+    assert a.get("goal", gid).text == "Walk twice a week" and a.get("goal", gid).target_on is not None
+    assert "received 0 updates" in a.sync().message
+
+
 # ---------------------------------------------------------------- T9-T12: conflicts and merges
 
 

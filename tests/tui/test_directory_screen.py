@@ -30,6 +30,7 @@ from sprx_tui.screens.forms import ConfirmModal
 from sprx_tui.screens.person import PersonScreen
 from tests.sample_data import hsds_sample
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (120, 40)
 SAMPLE = hsds_sample()
@@ -44,12 +45,6 @@ def make_app(store: CaseStore) -> SprxApp:
     app = SprxApp(store.vault.path, clock=frozen_clock, config=Config(), store=store)
     app.animation_level = "none"
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(4):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def results(screen: DirectoryScreen) -> DataTable[Any]:
@@ -77,12 +72,12 @@ def person_without_onward(store: CaseStore) -> str:
 
 async def directory_for(app: SprxApp, pilot: Pilot[Any], person_id: str) -> DirectoryScreen:
     """Open the person's record, then the directory from it with the record's own key (f)."""
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     app.open_person(person_id)
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     assert isinstance(app.screen, PersonScreen)
     await pilot.press("f")
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     assert isinstance(app.screen, DirectoryScreen)
     return app.screen
 
@@ -91,7 +86,7 @@ async def move_to(pilot: Pilot[Any], screen: DirectoryScreen, row_id: str) -> No
     table = results(screen)
     table.focus()
     table.move_cursor(row=table.get_row_index(row_id))
-    await settle(pilot)
+    await settle(pilot, rounds=4)
 
 
 # -- search, refer, signpost ------------------------------------------------------------------------
@@ -110,7 +105,7 @@ async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStor
         # The search box has the keyboard: typing searches at once, every word must match.
         assert isinstance(app.focused, Input)
         await pilot.press(*"walk")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         expected, total = directory.search_services(unlocked_store, "walk", include_inactive=True, limit=100)
         assert row_ids(screen) == [r.id for r in expected]
         assert results(screen).border_title.startswith(f"{total} services")
@@ -119,11 +114,11 @@ async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStor
         await move_to(pilot, screen, target.id)
         assert target.name in detail_text(screen)
         await pilot.press("r")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, ConfirmModal)
         assert f"Refer {person.display_name} to {target.name}" in str(app.screen.query_one("#question").render())
         await pilot.press("enter")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert app.screen is screen
         onward = q.onward_referrals(person_id)
         assert [(o.service_id, o.kind, o.outcome) for o in onward] == [(target.id, "referred", "pending")]
@@ -133,10 +128,10 @@ async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStor
         assert "1 referred" in detail_text(screen)
         # Back on the record, the onward referrals tab shows the new row.
         await pilot.press("escape")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, PersonScreen)
         await pilot.press("o")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         table = app.screen.query_one("#onward-table", DataTable)
         assert table.row_count == 1 and target.name in str(table.get_row_at(0))
 
@@ -151,7 +146,7 @@ async def test_signpost_with_the_need_filter(unlocked_store: CaseStore) -> None:
         await pilot.press("n")  # the need filter opens; typing finds the option
         await pilot.pause()
         await pilot.press(*"Lone", "enter")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert screen.query_one("#need", Select).value == "loneliness"
         expected, _ = directory.search_services(unlocked_store, need="loneliness", include_inactive=True, limit=100)
         assert row_ids(screen) == [r.id for r in expected] and expected
@@ -159,12 +154,12 @@ async def test_signpost_with_the_need_filter(unlocked_store: CaseStore) -> None:
         target = next(r for r in expected if r.active)
         await move_to(pilot, screen, target.id)
         await pilot.press("s", "enter")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         onward = q.onward_referrals(person_id)
         assert [(o.service_id, o.kind, o.need) for o in onward] == [(target.id, "signposted", "loneliness")]
         # 0 clears every filter.
         await pilot.press("0")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert screen.query_one("#need", Select).selection is None
         everything = directory.search_services(unlocked_store, include_inactive=True)[1]
         assert results(screen).row_count == min(100, everything)
@@ -174,25 +169,25 @@ async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: C
     person_id = person_without_onward(unlocked_store)
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f4")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen) and screen.person_id is None
         assert not screen.query("#for-person")
         await pilot.press("enter", "r")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert not isinstance(app.screen, ConfirmModal)
         assert any("open the directory from their record" in n.message for n in app._notifications)
         # Opened for a person by the app-level helper: n (or Esc) in the dialog records nothing.
         open_directory_for(app, person_id)
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, DirectoryScreen) and app.screen.person_id == person_id
         await pilot.press("enter", "s")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert unlocked_store.queries.onward_referrals(person_id) == []
 
 
@@ -204,18 +199,18 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
     assert person is not None
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         app.open_directory_for(person_id)
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
         assert app.current_mode == "today"  # pushed onto the area in use, like a person's record
         assert str(screen.query_one("#for-person", Static).render()).startswith(f"For: {person.display_name}")
         app.pop_screen()
-        await settle(pilot)
+        await settle(pilot, rounds=4)
 
         app.open_person(person_id)
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, PersonScreen)
         await pilot.press("ctrl+p")
         await pilot.press(*"find a service")
@@ -226,14 +221,14 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
                 break
         assert "Find a service for this person" in str(found.first().get_option_at_index(0).prompt)
         await pilot.press("enter")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
         assert [type(s).__name__ for s in app.screen_stack[-3:]] == ["TodayScreen", "PersonScreen", "DirectoryScreen"]
 
     locked = make_app(unlocked_store)
     async with locked.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         locked.store = None  # as after a lock: nothing opens
         locked.open_directory_for(person_id)
         await pilot.pause()
@@ -254,19 +249,19 @@ async def test_stale_and_inactive_entries_are_marked_in_words(
     app = make_app(unlocked_store)
     assert app.no_color
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f4")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen)
         await pilot.press(*stale.name.split()[-1].lower())  # narrow the search so the rows are on screen
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         table = results(screen)
         for row in (stale, inactive, fresh):
             if row.id not in table.rows:
                 await pilot.press(*["backspace"] * 20)
                 await pilot.press(*row.name.lower())
-                await settle(pilot)
+                await settle(pilot, rounds=4)
             want = {stale.id: STALE_MARK, inactive.id: INACTIVE_MARK, fresh.id: ""}[row.id]
             assert cell_text(table, row.id, "status") == want
             await move_to(pilot, screen, row.id)
@@ -280,7 +275,7 @@ async def test_stale_and_inactive_entries_are_marked_in_words(
             await pilot.pause()
         # Esc clears the search, Esc again goes to the results, where i hides inactive entries.
         await pilot.press("escape", "escape", "i")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert not screen.include_inactive
         assert "inactive hidden" in str(screen.query_one("#inactive-note", Static).render())
         assert screen.rows and all(r.active for r in screen.rows.values())
@@ -292,17 +287,17 @@ async def test_flag_a_change_is_stored_for_the_server(unlocked_store: CaseStore)
     target = rows[2]
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f4")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen)
         await move_to(pilot, screen, target.id)
         await pilot.press("f")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, SuggestChangeModal)
         await pilot.press("down", "tab", *"Now meets on Fridays", "ctrl+s")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert app.screen is screen
     with Session(unlocked_store.engine) as s:
         suggestions = s.exec(select(DirectorySuggestion)).all()
@@ -318,16 +313,16 @@ async def test_html_in_descriptions_is_shown_as_plain_text(unlocked_store: CaseS
     assert result.imported > 0
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f4")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen)
         await pilot.press(*"dear teacher")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert results(screen).row_count == 1
         await pilot.press("enter")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         text = detail_text(screen)
         assert "refresher courses" in text
         assert "<" not in text and "&lt;" not in text
@@ -347,13 +342,13 @@ async def test_square_brackets_in_names_are_text_not_markup(unlocked_store: Case
         s.add(service)
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f4")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen)
         await pilot.press(*"zebra")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert row_ids(screen) == ["brackets"]
         assert cell_text(results(screen), "brackets", "name") == "Zebra [and] Chat [/b]"
         assert cell_text(results(screen), "brackets", "organisation") == "[bold]Pals[/bold]"

@@ -36,6 +36,7 @@ from sprx_tui.screens.unlock import UnlockScreen
 from sprx_tui.widgets.goal_list import GoalList
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (120, 40)
 
@@ -52,29 +53,23 @@ def make_app(vault: Path, **config: Any) -> SprxApp:
     return app
 
 
-async def settle(app: SprxApp, pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def unlock(app: SprxApp, pilot: Pilot[Any]) -> CaseStore:
     assert isinstance(app.screen, UnlockScreen)
     app.screen.query_one("#passphrase", Input).value = PASSPHRASE
     await pilot.press("enter")
-    await settle(app, pilot)
+    await settle(pilot)
     assert app.store is not None
     return app.store
 
 
 async def open_person(app: SprxApp, pilot: Pilot[Any], person_id: str, *keys: str) -> PersonScreen:
     app.open_person(person_id)
-    await settle(app, pilot)
+    await settle(pilot)
     screen = app.screen
     assert isinstance(screen, PersonScreen)
     for key in keys:
         await pilot.press(key)
-        await settle(app, pilot)
+        await settle(pilot)
     return screen
 
 
@@ -85,7 +80,7 @@ def vault_bytes(vault: Path) -> bytes:
 async def lock(app: SprxApp, pilot: Pilot[Any], vault: Path, *secrets: str) -> None:
     """Ctrl+L; then nothing typed is on screen, and none of it is readable in the vault's files."""
     await pilot.press("ctrl+l")
-    await settle(app, pilot)
+    await settle(pilot)
     assert app.store is None and isinstance(app.screen, UnlockScreen)
     assert "kept safely" in " ".join(n.message for n in app._notifications)
     raw = vault_bytes(vault)
@@ -111,7 +106,7 @@ async def unlock_to_offer(app: SprxApp, pilot: Pilot[Any], sentence: str) -> Cas
 
 async def accept(app: SprxApp, pilot: Pilot[Any]) -> None:
     await pilot.press("y")
-    await settle(app, pilot)
+    await settle(pilot)
 
 
 def stack_types(app: SprxApp) -> list[str]:
@@ -145,7 +140,7 @@ async def test_contact_note_comes_back_after_unlock_and_saving_discards_it(demo_
         assert form.query_one("#duration", Input).value == "25"
         assert form.query_one("#mode").value == "phone"  # type: ignore[attr-defined]
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen) and app.screen.person_id == person.id
         assert store.service.list_drafts() == []
         newest = store.queries.timeline(person.id)[0].contact
@@ -165,7 +160,7 @@ async def test_discarding_a_restored_contact_note_deletes_its_draft(demo_vault: 
         await accept(app, pilot)
         assert app.screen.query_one("#notes", TextArea).text == "Not worth keeping"
         await pilot.press("escape", "y")  # "Discard this contact? What you typed will be lost." yes
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         assert store.service.list_drafts() == []
         assert store.queries.timeline(person.id) == []
@@ -205,7 +200,7 @@ async def test_questionnaire_reopens_at_the_same_question_with_the_answers(demo_
         await pilot.press("3")
         assert q.on_summary
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         person_screen = app.screen
         assert isinstance(person_screen, PersonScreen)
         assert person_screen.query_one("TabbedContent").active == "outcomes"
@@ -228,7 +223,7 @@ async def test_throwing_away_a_restored_questionnaire_deletes_its_draft(demo_vau
         q = app.screen
         assert isinstance(q, QuestionnaireScreen) and q.answers == {"life_satisfaction": 7} and q.index == 1
         await pilot.press("escape", "y")  # "Throw away these answers?" yes
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         assert store.service.list_drafts() == []
         assert store.queries.outcomes(person.id) == []
@@ -257,7 +252,7 @@ async def test_new_goal_text_comes_back_and_saving_adds_the_goal(demo_vault: Pat
         assert form.query_one("#text", Input).value == secret
         assert form.query_one("#target_on", Input).value == "+14"
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PlanScreen)
         [goal] = store.queries.plan(person.id)
         assert (goal.goal.text, goal.goal.target_on) == (secret, frozen_clock().date() + dt.timedelta(days=14))
@@ -288,7 +283,7 @@ async def test_edited_action_comes_back_and_saving_updates_that_action(demo_vaul
         assert isinstance(form, PlanFormModal)
         assert (form.query_one("#what", Input).value, form.query_one("#who", Input).value) == (secret, "link worker")
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PlanScreen)
         [stored] = store.queries.plan(person.id)[0].actions
         assert (stored.id, stored.what, stored.who) == (action.id, secret, "link worker")
@@ -309,7 +304,7 @@ async def test_cancelling_a_restored_plan_form_deletes_its_draft(demo_vault: Pat
         await accept(app, pilot)
         assert app.screen.query_one("#text", Input).value == "Seeing my grandchildren"
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PlanScreen)
         assert store.service.list_drafts() == []
         assert store.queries.what_matters(person.id) == []
@@ -341,7 +336,7 @@ async def test_decline_reason_comes_back_and_declining_discards_it(demo_vault: P
         assert modal.query_one("#reason", Input).value == secret
         assert "From GP, received 23/11/2026" in str(modal.query_one(".dialog-intro", Static).content)
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         [stored] = store.queries.referrals(person.id)
         assert (stored.status, stored.decline_reason) == ("declined", secret)
@@ -368,7 +363,7 @@ async def test_amendment_and_in_error_reason_come_back(demo_vault: Path) -> None
         assert isinstance(modal, KeptFieldsModal)
         assert (modal.query_one("#text", Input).value, modal.query_one("#reason", Input).value) == (correction, why)
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         person_screen = app.screen
         assert isinstance(person_screen, PersonScreen)
         entry = store.queries.timeline(person.id)[0]
@@ -377,7 +372,7 @@ async def test_amendment_and_in_error_reason_come_back(demo_vault: Path) -> None
         assert store.service.list_drafts() == []
 
         await pilot.press("e")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, KeptFieldsModal)
         await pilot.press(*reason)
         await lock(app, pilot, demo_vault, reason)
@@ -390,7 +385,7 @@ async def test_amendment_and_in_error_reason_come_back(demo_vault: Path) -> None
         await accept(app, pilot)
         assert app.screen.query_one("#reason", Input).value == reason
         await pilot.press("enter")
-        await settle(app, pilot)
+        await settle(pilot)
         marked = store.queries.timeline(person.id)[0].contact
         assert marked.entered_in_error and marked.error_reason == reason
         assert store.service.list_drafts() == []
@@ -409,7 +404,7 @@ async def test_two_drafts_are_offered_in_turn_and_stack_in_order(demo_vault: Pat
         await open_person(app, pilot, first.id, "u", "m", "enter")
         await pilot.press("4")
         await pilot.press("f3")
-        await settle(app, pilot)
+        await settle(pilot)
         await open_person(app, pilot, second.id, "p", "a")
         await pilot.press(*"Cook a meal")
         await lock(app, pilot, demo_vault)
@@ -437,12 +432,12 @@ async def test_two_drafts_are_offered_in_turn_and_stack_in_order(demo_vault: Pat
         ]
         assert app.screen.query_one("#text", Input).value == "Cook a meal"
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert [g.goal.text for g in store.queries.plan(second.id)] == ["Cook a meal"]
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         q = app.screen
         assert isinstance(q, QuestionnaireScreen) and q.answers == {"life_satisfaction": 4}
         assert store.service.list_drafts() == [f"measure:{first.id}:ONS4:baseline"]
@@ -454,7 +449,7 @@ async def test_a_kind_this_version_cannot_reopen_is_kept(demo_vault: Path) -> No
         store = await unlock(app, pilot)
         store.service.save_draft("future:thing", {"kind": "future", "text": "from a newer version"})
         await pilot.press("ctrl+l")
-        await settle(app, pilot)
+        await settle(pilot)
         store = await unlock_to_offer(app, pilot, "You have some unsaved work; restore it?")
         await accept(app, pilot)
         assert isinstance(app.screen, TodayScreen)
@@ -510,15 +505,15 @@ def write_conflict(vault_path: Path) -> tuple[str, str, str]:
 
 async def open_merge_editor(app: SprxApp, pilot: Pilot[Any]) -> MergeScreen:
     await pilot.press("f6")
-    await settle(app, pilot)
+    await settle(pilot)
     sync_screen = app.screen
     assert isinstance(sync_screen, SyncScreen) and sync_screen.view is not None
     sync_screen.query_one("#conflicts", DataTable).focus()
     await pilot.press("enter")
-    await settle(app, pilot)
+    await settle(pilot)
     assert isinstance(app.screen, ConflictScreen)
     await pilot.press("m")
-    await settle(app, pilot)
+    await settle(pilot)
     editor = app.screen
     assert isinstance(editor, MergeScreen)
     return editor
@@ -553,7 +548,7 @@ async def test_merged_text_comes_back_after_unlock_and_resolving_discards_it(dem
         assert isinstance(conflict_screen, ConflictScreen) and conflict_screen.conflict is not None
         assert conflict_screen.conflict.id == CONFLICT_ID and len(conflict_screen.conflict.versions) == 2
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, SyncScreen)
         assert store.service.list_drafts() == []
         with Session(store.engine) as s:
@@ -575,7 +570,7 @@ async def test_cancelling_a_restored_merge_deletes_its_draft_and_keeps_the_confl
         await accept(app, pilot)
         assert app.screen.query_one("#merged", TextArea).text == "Not worth keeping"
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         conflict_screen = app.screen
         assert isinstance(conflict_screen, ConflictScreen)  # the versions, to choose one another way
         assert [v.text for v in conflict_screen.conflict.versions][1].startswith("Go to the Tuesday")  # type: ignore[union-attr]
@@ -589,15 +584,15 @@ async def test_cancelling_a_restored_merge_deletes_its_draft_and_keeps_the_confl
 
 async def flag_dialog(app: SprxApp, pilot: Pilot[Any], service_id: str) -> SuggestChangeModal:
     await pilot.press("f4")
-    await settle(app, pilot)
+    await settle(pilot)
     screen = app.screen
     assert isinstance(screen, DirectoryScreen)
     table = screen.query_one("#results", DataTable)
     table.focus()
     table.move_cursor(row=table.get_row_index(service_id))
-    await settle(app, pilot)
+    await settle(pilot)
     await pilot.press("f")
-    await settle(app, pilot)
+    await settle(pilot)
     modal = app.screen
     assert isinstance(modal, SuggestChangeModal)
     return modal
@@ -626,7 +621,7 @@ async def test_directory_change_note_comes_back_and_sending_discards_it(demo_vau
         assert modal.query_one("#note", Input).value == secret
         assert modal.chosen() == "details_changed"
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, DirectoryScreen)
         assert store.service.list_drafts() == []
         with Session(store.engine) as s:
@@ -646,7 +641,7 @@ async def test_cancelling_a_restored_directory_note_deletes_its_draft(demo_vault
         await accept(app, pilot)
         assert app.screen.query_one("#note", Input).value == "Closed for good"
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, DirectoryScreen)
         assert store.service.list_drafts() == []
         with Session(store.engine) as s:

@@ -28,6 +28,7 @@ from sprx_tui.widgets.goal_list import GoalList
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (120, 40)
 
@@ -68,17 +69,10 @@ def make_app(store: CaseStore) -> App[Any]:
     return app
 
 
-async def settle(app: App[Any], pilot: Pilot[Any]) -> None:
-    """Wait for workers and for the messages they post (which may start further workers)."""
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def open_person(app: App[Any], pilot: Pilot[Any], person_id: str) -> PersonScreen:
-    await settle(app, pilot)
+    await settle(pilot)
     app.open_person(person_id)  # type: ignore[attr-defined]
-    await settle(app, pilot)
+    await settle(pilot)
     assert isinstance(app.screen, PersonScreen)
     return app.screen
 
@@ -132,7 +126,7 @@ async def test_open_person_shows_header_and_records_one_view(unlocked_store: Cas
         # Every tab keeps the header in view; the view is audited once per opening, not per tab.
         for key in "rcwouv":
             await pilot.press(key)
-            await settle(app, pilot)
+            await settle(pilot)
             assert screen.query_one(PersonHeader).region.height >= 3
         assert view_events(unlocked_store, person.id) == 1
 
@@ -144,7 +138,7 @@ async def test_only_the_first_tab_loads_eagerly(unlocked_store: CaseStore) -> No
         screen = await open_person(app, pilot, person_id)
         assert not screen.query(ContactTimeline)  # not built, not asked for
         await pilot.press("3")
-        await settle(app, pilot)
+        await settle(pilot)
         assert screen.query_one("TabbedContent").active == "contacts"
         assert screen.query_one(ContactTimeline).option_count > 0
         # Focus moves after the next refresh (a pane built just now must be laid out first).
@@ -167,9 +161,9 @@ async def test_referral_accept_plan_and_contact_clears_follow_up(unlocked_store:
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_person(app, pilot, person.id)
         await pilot.press("r")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("a")
-        await settle(app, pilot)
+        await settle(pilot)
         form = app.screen
         assert isinstance(form, ContactScreen) and form.referral_id == referral.id
         assert "Accept referral from GP" in str(form.query_one("#form-title").content)
@@ -178,7 +172,7 @@ async def test_referral_accept_plan_and_contact_clears_follow_up(unlocked_store:
         await pilot.press("tab", *"45", "tab", "p", "tab")
         await type_text(pilot, "First call.")
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.screen is screen
         stored = next(r for r in q.referrals(person.id) if r.id == referral.id)
         assert stored.status == "accepted"
@@ -192,34 +186,34 @@ async def test_referral_accept_plan_and_contact_clears_follow_up(unlocked_store:
 
         # The plan, by keys only.
         await pilot.press("p")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PlanScreen)
         plan = app.screen
         await pilot.press("w")
         await type_text(pilot, "Someone to talk to")
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("a")
         await type_text(pilot, "Walk group")
         await pilot.press("tab", *"+30", "enter")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("t")
         await type_text(pilot, "Find it")
         await pilot.press("tab")  # the who box starts as "person", selected, so typing replaces it
         await type_text(pilot, "link worker")
         await pilot.press("tab", *"+7", "enter")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("a")
         await type_text(pilot, "Gas bill")
         await pilot.press("enter", "enter")
-        await settle(app, pilot)
+        await settle(pilot)
         assert plan.query_one(GoalList).selected == ("goal", q.plan(person.id)[1].goal.id)
         await pilot.press("K")  # the new goal moves above the first
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("s")  # not started → in progress
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("down", "down", "space")  # the action under the walking goal is done
-        await settle(app, pilot)
+        await settle(pilot)
 
         goals = q.plan(person.id)
         assert [g.goal.text for g in goals] == ["Gas bill", "Walk group"]
@@ -232,21 +226,21 @@ async def test_referral_accept_plan_and_contact_clears_follow_up(unlocked_store:
         assert matters.text == "Someone to talk to"
 
         await pilot.press("escape")
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.screen is screen
         await pilot.press("w")
-        await settle(app, pilot)
+        await settle(pilot)
         assert "Gas bill" in str(screen.query_one(GoalList).get_option_at_index(0).prompt)
 
         # A follow-up falls due; the next contact clears it and tops the timeline.
         svc.set_follow_up(person.id, FROZEN_NOW.date(), reason="Check walking group")
         assert [f.due_on for f in q.follow_ups(person.id)] == [FROZEN_NOW.date()]
         await pilot.press("n")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("tab", *"30", "tab", "h", "tab")
         await type_text(pilot, "Walked together.")
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.screen is screen
         assert q.follow_ups(person.id) == []
         timeline = screen.query_one(ContactTimeline)
@@ -265,7 +259,7 @@ async def test_decline_referral_with_reason(unlocked_store: CaseStore) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await open_person(app, pilot, person_id)
         await pilot.press("r")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("d")
         await pilot.pause()
         assert isinstance(app.screen, TextFieldsModal)
@@ -273,7 +267,7 @@ async def test_decline_referral_with_reason(unlocked_store: CaseStore) -> None:
         assert "Give a reason" in str(app.screen.query_one("#error-reason").content)
         await type_text(pilot, "Alr")
         await pilot.press("right", "enter")  # accept the suggested common reason
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         [referral] = unlocked_store.queries.referrals(person_id)
         assert referral.status == "declined"
@@ -289,13 +283,13 @@ async def test_amend_keeps_the_original_and_shows_the_amendment(unlocked_store: 
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_person(app, pilot, person_id)
         await pilot.press("c")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("m")
         await type_text(pilot, "Son there")
         await pilot.press("tab")
         await type_text(pilot, "Missed")
         await pilot.press("enter")
-        await settle(app, pilot)
+        await settle(pilot)
         entry = unlocked_store.queries.timeline(person_id)[0]
         assert entry.contact.id == before.id and entry.contact.notes == before.notes
         assert [(a.text, a.reason) for a in entry.amendments] == [("Son there", "Missed")]
@@ -310,11 +304,11 @@ async def test_entered_in_error_is_marked_not_deleted(unlocked_store: CaseStore)
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_person(app, pilot, person_id)
         await pilot.press("c")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("down", "e")
         await type_text(pilot, "Wrong person")
         await pilot.press("enter")
-        await settle(app, pilot)
+        await settle(pilot)
         entries = unlocked_store.queries.timeline(person_id)
         assert len(entries) == count
         marked = entries[1].contact
@@ -336,7 +330,7 @@ async def test_entered_in_error_is_marked_not_deleted(unlocked_store: CaseStore)
 async def _open_form(app: App[Any], pilot: Pilot[Any], person_id: str) -> ContactScreen:
     await open_person(app, pilot, person_id)
     await pilot.press("n")
-    await settle(app, pilot)
+    await settle(pilot)
     assert isinstance(app.screen, ContactScreen)
     return app.screen
 
@@ -366,7 +360,7 @@ async def test_rejected_values_are_explained_and_typing_kept(unlocked_store: Cas
         for field, typed, sentence in REJECTED:
             await _replace(pilot, form, field, typed)
             await pilot.press("ctrl+s")
-            await settle(app, pilot)
+            await settle(pilot)
             assert app.screen is form, typed
             error_id = "#error-when" if field == "#when" else "#error-follow_up"
             assert str(form.query_one(error_id).content) == sentence
@@ -378,7 +372,7 @@ async def test_rejected_values_are_explained_and_typing_kept(unlocked_store: Cas
         assert len(unlocked_store.queries.timeline(person_id)) == before
         # Fixed values save, and the sentences go.
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         assert len(unlocked_store.queries.timeline(person_id)) == before + 1
         assert unlocked_store.queries.timeline(person_id)[0].contact.notes == "Kept notes"
@@ -436,9 +430,9 @@ async def test_draft_then_restore_prefills_and_discards_on_save(unlocked_store: 
     before = len(unlocked_store.queries.timeline(person_id))
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         restore_draft(app, key, unlocked_store.service.load_draft(key) or {})
-        await settle(app, pilot)
+        await settle(pilot)
         form = app.screen
         assert isinstance(form, ContactScreen)
         assert form.query_one("#notes", TextArea).text == "Before lock"
@@ -447,7 +441,7 @@ async def test_draft_then_restore_prefills_and_discards_on_save(unlocked_store: 
         assert form.query_one("#follow_up", Input).value == "+7"
         assert form.draft() is not None  # still unsaved work if it locked again now
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert isinstance(app.screen, PersonScreen) and app.screen.person_id == person_id
         assert unlocked_store.service.load_draft(key) is None
         newest = unlocked_store.queries.timeline(person_id)[0].contact
@@ -464,24 +458,24 @@ async def test_onward_outcome_and_plan_delete_with_confirmation(unlocked_store: 
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_person(app, pilot, person_id)
         await pilot.press("o")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("t")
         await pilot.pause()
         await pilot.press("end", "enter")  # the last outcome: declined
-        await settle(app, pilot)
+        await settle(pilot)
         assert q.onward_referrals(person_id)[0].outcome == "declined"
         assert "Declined" in str(screen.query_one("#onward-table").get_row_at(0))
         goals_before = len(q.plan(person_id))
         await pilot.press("p")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("d")
         await pilot.pause()
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")  # kept
-        await settle(app, pilot)
+        await settle(pilot)
         assert len(q.plan(person_id)) == goals_before
         await pilot.press("d", "y")
-        await settle(app, pilot)
+        await settle(pilot)
         assert len(q.plan(person_id)) == goals_before - 1
 
 
@@ -491,7 +485,7 @@ async def test_plan_form_explains_a_bad_date(unlocked_store: CaseStore) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await open_person(app, pilot, person.id)
         await pilot.press("p")
-        await settle(app, pilot)
+        await settle(pilot)
         await pilot.press("a")
         await type_text(pilot, "Walk daily")
         await pilot.press("tab", *"soon", "enter")
@@ -521,13 +515,13 @@ async def test_a_saved_contact_shows_at_once_and_a_late_older_read_never_replace
         original = person_screen._load_tab
         person_screen._load_tab = lambda tab, keep=None: (reads.append(1), original(tab, keep))  # type: ignore[method-assign]
         await pilot.press("ctrl+s")
-        await settle(app, pilot)
+        await settle(pilot)
         assert app.screen is person_screen and person_screen.active_tab == "contacts"
         assert not reads  # the timeline came with the save; only header and referrals were read again
         newest = next(e.contact for e in person_screen.timeline if e.contact.notes.startswith("Walked to the"))
         assert person_screen.query_one(ContactTimeline).selected_contact_id == newest.id
         # A read that began before the save (older number) arrives late: it is dropped.
         person_screen.post_message(TimelineLoaded(before, read=person_screen._timeline_reads - 1))
-        await settle(app, pilot)
+        await settle(pilot)
         assert newest.id in [e.contact.id for e in person_screen.timeline]
         assert len(person_screen.timeline) == len(before) + 1

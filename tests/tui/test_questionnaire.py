@@ -32,6 +32,7 @@ from sprx_tui.widgets.outcome_chart import (
     trend,
 )
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (100, 32)
 
@@ -47,16 +48,10 @@ def make_app(store: CaseStore) -> SprxApp:
     return app
 
 
-async def settle(app: App[Any], pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def press(app: App[Any], pilot: Pilot[Any], *keys: str) -> None:
     for key in keys:
         await pilot.press(key)
-        await settle(app, pilot)
+        await settle(pilot)
 
 
 def new_person(store: CaseStore) -> str:
@@ -65,9 +60,9 @@ def new_person(store: CaseStore) -> str:
 
 
 async def open_outcomes(app: SprxApp, pilot: Pilot[Any], person_id: str) -> PersonScreen:
-    await settle(app, pilot)
+    await settle(pilot)
     app.open_person(person_id)
-    await settle(app, pilot)
+    await settle(pilot)
     await press(app, pilot, "u")
     screen = app.screen
     assert isinstance(screen, PersonScreen)
@@ -245,7 +240,7 @@ async def test_escape_asks_before_throwing_answers_away(unlocked_store: CaseStor
     async with app.run_test(size=SIZE) as pilot:
         person = await open_outcomes(app, pilot, person_id)
         person.open_measure("UCLA3", "baseline")
-        await settle(app, pilot)
+        await settle(pilot)
         q = app.screen
         assert isinstance(q, QuestionnaireScreen)
         # No answers yet: Esc simply leaves.
@@ -253,7 +248,7 @@ async def test_escape_asks_before_throwing_answers_away(unlocked_store: CaseStor
         assert app.screen is person
 
         person.open_measure("UCLA3", "baseline")
-        await settle(app, pilot)
+        await settle(pilot)
         q = app.screen
         assert isinstance(q, QuestionnaireScreen)
         await press(app, pilot, "2", "escape")
@@ -277,7 +272,7 @@ async def test_incomplete_ucla_is_stored_unscored(unlocked_store: CaseStore) -> 
     async with app.run_test(size=SIZE) as pilot:
         person = await open_outcomes(app, pilot, person_id)
         person.open_measure("UCLA3", "baseline")
-        await settle(app, pilot)
+        await settle(pilot)
         await press(app, pilot, "3", "s", "2")
         q = app.screen
         assert isinstance(q, QuestionnaireScreen) and q.on_summary
@@ -295,9 +290,9 @@ async def test_command_palette_starts_a_measure(unlocked_store: CaseStore) -> No
     person_id = new_person(unlocked_store)
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(app, pilot)
+        await settle(pilot)
         app.open_person(person_id)
-        await settle(app, pilot)
+        await settle(pilot)
         await press(app, pilot, "ctrl+p")
         await pilot.press(*"ucla loneliness, discharge")
         for _ in range(40):

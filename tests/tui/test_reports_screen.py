@@ -21,6 +21,7 @@ from sprx_tui.screens.forms import TextFieldsModal
 from sprx_tui.screens.reports import ReportsScreen, label
 from sprx_tui.widgets.bar_chart import Bar, BarChart, bar_text
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (120, 40)
 
@@ -36,16 +37,10 @@ def make_app(store: CaseStore) -> SprxApp:
     return app
 
 
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(4):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 async def open_reports(app: SprxApp, pilot: Pilot[Any]) -> ReportsScreen:
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     await pilot.press("f5")
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     assert isinstance(app.screen, ReportsScreen)
     return app.screen
 
@@ -120,20 +115,20 @@ async def test_refresh_counts_again_and_export_writes_an_audited_file(
         before = counts_shown(screen, "chart-status")
         unlocked_store.service.add_person(given_name="Nova", family_name="Counted")
         await pilot.press("r")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         after = counts_shown(screen, "chart-status")
         assert after["Referred"] == before["Referred"] + 1
         assert "The figures have been counted again." in [n.message for n in app._notifications]
 
         target = tmp_path / "report.txt"
         await pilot.press("e")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert isinstance(app.screen, TextFieldsModal)
         path_box = app.screen.query_one("#path", Input)
         path_box.value = ""
         path_box.focus()
         await pilot.press(*str(target), "ctrl+s")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert app.screen is screen
         assert screen.report is not None
         assert target.read_text(encoding="utf-8") == reports.render_text(screen.report)
@@ -145,11 +140,11 @@ async def test_refresh_counts_again_and_export_writes_an_audited_file(
         # The same name again is refused in a plain sentence and the file is left as it was.
         target.write_text("kept", encoding="utf-8")
         await pilot.press("e")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         path_box = app.screen.query_one("#path", Input)
         path_box.value = str(target)
         await pilot.press("ctrl+s")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         assert target.read_text(encoding="utf-8") == "kept"
         assert "A file with that name already exists; choose another name." in [n.message for n in app._notifications]
 

@@ -13,6 +13,7 @@ from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore
 from tests.tui.conftest import frozen_clock
+from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
 SIZE_IDS = [f"{w}x{h}" for w, h in SIZES]
@@ -40,34 +41,28 @@ def make_app(store: CaseStore, theme: str) -> SprxApp:
     return app
 
 
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(4):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
-
-
 def directory_for_person(store: CaseStore) -> Callable[[Pilot[Any]], Any]:
     """Open the person's record, f for the directory, search "walk", go to the results and down to a STALE row."""
     person_id = referred_person(store)
 
     async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         pilot.app.open_person(person_id)  # type: ignore[attr-defined]
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("f")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press(*"walk")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
         await pilot.press("enter", "down", "down")
-        await settle(pilot)
+        await settle(pilot, rounds=4)
 
     return run_before
 
 
 async def reports_screen(pilot: Pilot[Any]) -> None:
-    await settle(pilot)
+    await settle(pilot, rounds=4)
     await pilot.press("f5")
-    await settle(pilot)
+    await settle(pilot, rounds=4)
 
 
 @pytest.mark.parametrize("theme", THEMES)

@@ -17,6 +17,7 @@ from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import Vault
 from sprx_tui.screens.person import PersonScreen
 from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
 THEMES = ["default", "high_contrast"]
@@ -68,12 +69,6 @@ def make_app(store: CaseStore, theme: str) -> SprxApp:
     app = SprxApp(store.vault.path, clock=frozen_clock, config=Config(theme=theme), store=store)
     app.animation_level = "none"
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def on_outcomes(store: CaseStore, measure: tuple[str, str] | None = None, *keys: str) -> Callable[[Pilot[Any]], Any]:

@@ -15,6 +15,7 @@ from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import Vault
 from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
 SIZE_IDS = [f"{w}x{h}" for w, h in SIZES]
@@ -50,12 +51,6 @@ def make_app(store: CaseStore, theme: str = "default") -> SprxApp:
     app = SprxApp(store.vault.path, clock=frozen_clock, config=Config(theme=theme), store=store)
     app.animation_level = "none"
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def on_person(store: CaseStore, *keys: str, typed: tuple[tuple[str, str], ...] = ()) -> Callable[[Pilot[Any]], Any]:

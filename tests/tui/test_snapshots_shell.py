@@ -15,6 +15,7 @@ from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import Vault
 from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
 THEMES = ["default", "high_contrast"]
@@ -45,12 +46,6 @@ def make_app(vault: Path, theme: str, store: CaseStore | None = None) -> SprxApp
     app = SprxApp(vault, clock=frozen_clock, config=Config(theme=theme), store=store)
     app.animation_level = "none"
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 def press_then_settle(*keys: str) -> Any:

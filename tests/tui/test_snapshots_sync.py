@@ -21,11 +21,13 @@ from textual.widgets import DataTable
 
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
+from sprx_tui.core.demo import DEMO_MARK
 from sprx_tui.core.models import Goal, Person, SyncConflict, SyncRejected
 from sprx_tui.core.store import CaseStore, open_store, set_state
 from sprx_tui.core.vault import Vault
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
 THEMES = ["default", "high_contrast"]
@@ -124,6 +126,9 @@ def sync_store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFacto
 @pytest.fixture(scope="module")
 def plain_store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseStore]:
     store = _open_copy(demo_vault_template, tmp_path_factory.mktemp("sync-snapshots-plain") / "vault")
+    # A vault for real work that is not enrolled yet: the screen explains how to enrol (a demo vault never can).
+    with store.lock, store.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM sync_state WHERE key = ?", (DEMO_MARK,))
     yield store
     store.vault.lock()
 
@@ -132,12 +137,6 @@ def make_app(store: CaseStore, theme: str = "default") -> SprxApp:
     app = SprxApp(store.vault.path, clock=frozen_clock, config=Config(theme=theme, auto_sync=False), store=store)
     app.animation_level = "none"
     return app
-
-
-async def settle(pilot: Pilot[Any]) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
 
 
 async def on_sync(pilot: Pilot[Any]) -> None:

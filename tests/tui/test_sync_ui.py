@@ -43,6 +43,7 @@ from sync.server import store as server_tables
 from sync.server.store import Store
 from sync.server.testing import free_port, uvicorn_server
 from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.settling import settle
 
 SIZE = (120, 40)
 
@@ -142,14 +143,7 @@ async def until(pilot: Any, condition: Callable[[], bool], timeout: float = 30.0
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for the app"
         await pilot.pause(0.05)
-    await pilot.app.workers.wait_for_complete()
-    await pilot.pause()
-
-
-async def settle(pilot: Any) -> None:
-    for _ in range(3):
-        await pilot.app.workers.wait_for_complete()
-        await pilot.pause()
+    await settle(pilot, rounds=1)
 
 
 def status_line(app: SprxApp) -> str:
@@ -215,6 +209,24 @@ async def test_not_enrolled_screen_explains_how_to_enrol(laptops: Callable[[str]
         await settle(pilot)
         assert app._sync.runs == 0  # nothing to sync with
         assert any("not enrolled" in n.message for n in app._notifications)
+
+
+async def test_a_demo_vault_says_it_can_never_be_enrolled(laptops: Callable[[str], CaseStore]) -> None:
+    from sprx_tui.core.demo import build_demo
+
+    store = laptops("demo")
+    build_demo(store, people=2, services=3)
+    with pytest.raises(syncstore.SyncError, match="demo vault of made-up people"):
+        syncstore.enrol(store, "https://127.0.0.1:9", "ABCD-EFGH")  # refused before any connection
+    assert not syncstore.is_enrolled(store)
+    app = make_app(store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f6")
+        await settle(pilot)
+        summary = texts(app, "#sync-summary Static")
+        assert "demo vault of made-up people" in summary and "nothing in it ever leaves this laptop" in summary
+        assert "sprx enrol" not in summary
 
 
 # -- sync now ----------------------------------------------------------------------------------------

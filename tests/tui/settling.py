@@ -1,0 +1,25 @@
+"""One way for the app tests to wait until the app is quiet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.pilot import Pilot
+from textual.worker import WorkerCancelled
+
+
+async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
+    """Wait for the app's workers and for the messages they post (a handler may start another worker).
+
+    A worker cancelled because a newer worker of its exclusive group replaced it is normal: the sync
+    summary, for one, is re-read both on a timer and after events, and the two can overlap. The newer
+    worker is waited for in the same round. A worker that failed still fails the test (WorkerFailed).
+    """
+    app = pilot.app
+    for _ in range(rounds):
+        for worker in list(app.workers):
+            try:
+                await worker.wait()
+            except WorkerCancelled:
+                pass
+        await pilot.pause()
