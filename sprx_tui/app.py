@@ -42,7 +42,7 @@ from textual.worker import Worker, WorkerState
 from sprx_tui.commands import PersonProvider, ShellCommandsProvider
 from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
-from sprx_tui.core.store import CaseStore, engine_lock, get_state
+from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state
 from sprx_tui.core.vault import Locked, Vault, VaultError
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
@@ -852,8 +852,9 @@ class SprxApp(App[int]):
             # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
+            demo = bool(get_state(store.engine, DEMO_MARK))
         # Only counts: the state and its detail are decided when this is handled, not now (a sync may finish first).
-        self.post_message(SyncCountsRead(store, pending, conflicts, last_ok, enrolled))
+        self.post_message(SyncCountsRead(store, pending, conflicts, last_ok, enrolled, demo))
 
     @on(SyncCountsRead)
     def _sync_counts_read(self, message: SyncCountsRead) -> None:
@@ -865,14 +866,21 @@ class SprxApp(App[int]):
             # No report yet, enrolled from the command line meanwhile, or no longer enrolled.
             fresh = "offline" if message.enrolled else "not_enrolled"
             state, detail = fresh, detail if fresh == state else ""
-        self.sync_summary = SyncSummary(state, message.pending, message.conflicts, message.last_success, detail)
+        self.sync_summary = SyncSummary(
+            state, message.pending, message.conflicts, message.last_success, detail, demo=message.demo
+        )
 
     @on(SyncStatusChanged)
     def _sync_status_changed(self, message: SyncStatusChanged) -> None:
         if self.store is None:
             return
         self.sync_summary = SyncSummary(
-            message.state, message.pending, message.conflicts, message.last_success, message.detail
+            message.state,
+            message.pending,
+            message.conflicts,
+            message.last_success,
+            message.detail,
+            demo=self.sync_summary.demo,
         )
 
     # -- errors ------------------------------------------------------------------------------------

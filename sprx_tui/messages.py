@@ -38,6 +38,7 @@ class SyncCountsRead(Message):
     conflicts: int
     last_success: str | None
     enrolled: bool
+    demo: bool = False
 
 
 @dataclass

@@ -18,7 +18,7 @@ from sprx_tui.core.models import (
     CommunityService,
 )
 from sprx_tui.core.service import CaseService
-from sprx_tui.core.store import CaseStore, set_state
+from sprx_tui.core.store import DEMO_MARK, CaseStore, set_state
 
 # Synthetic names, combined at random: no entry describes a real person.
 GIVEN = (
@@ -147,9 +147,6 @@ DECLINE_REASONS = [
     "Already supported by another service.",
     "Moved away from the area.",
 ]
-
-DEMO_MARK = "demo_vault"
-"""sync_state key of a vault filled by build_demo: refused by enrolment (syncstore.enrol)."""
 
 
 def nhs_test_number(rng: random.Random) -> str:

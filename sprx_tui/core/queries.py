@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, case, func
 from sqlalchemy import text as sql_text
 from sqlmodel import Session, select
 
@@ -36,6 +36,9 @@ from sprx_tui.core.validate import format_nhs_number
 # The caseload's orders, as SQL. Each one leads a covering index of migration 0004, written identically:
 # SQLite uses an index on an expression only for the identical expression (a bound value would not do).
 NEXT_FOLLOW_UP_KEY = "coalesce(next_follow_up_on, '9999-12-31')"  # no follow-up sorts last
+URGENCY_ORDER = case({"urgent": 0, "soon": 1}, value=Referral.urgency, else_=2)
+"""New referrals in triage order: urgent, soon, then routine (and anything else)."""
+
 LAST_CONTACT_KEY = "coalesce(last_contact_on, '0000-01-01')"  # never seen sorts first
 _BY_NAME = "family_name, given_name, id"
 SORT_SQL = {
@@ -308,7 +311,8 @@ class CaseQueries:
                 )
                 .join(Person, Person.id == Referral.person_id)
                 .where(Referral.status == "received", Referral.deleted == False)  # noqa: E712
-                .order_by(Referral.received_on, Person.family_name)
+                # Triage order: urgent first, then soon, then routine; the longest waiting first in each.
+                .order_by(URGENCY_ORDER, Referral.received_on, Person.family_name)
                 .limit(limit)
             ).all()
             return [

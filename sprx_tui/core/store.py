@@ -43,6 +43,10 @@ def _locked_session(engine: Engine) -> Iterator[Session]:
         yield s
 
 
+DEMO_MARK = "demo_vault"
+"""sync_state key of a vault filled by core.demo.build_demo: never enrolled (syncstore.enrol refuses it)."""
+
+
 def get_state(engine: Engine, key: str) -> str | None:
     with _locked_session(engine) as s:
         row = s.get(SyncState, key)

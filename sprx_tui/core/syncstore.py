@@ -47,7 +47,7 @@ from sprx_tui.core.models import (
     utcnow,
 )
 from sprx_tui.core.service import Actor, search_text_for
-from sprx_tui.core.store import CaseStore
+from sprx_tui.core.store import DEMO_MARK, CaseStore
 from sprx_tui.core.wire import from_wire
 from sync import client as sc
 from sync import hlc as hlc_mod
@@ -81,7 +81,7 @@ K_LAST_AT = "last_sync_at"
 K_LAST_STATUS = "last_sync_status"
 K_LAST_MESSAGE = "last_sync_message"
 K_LAST_OK = "last_successful_sync_at"
-K_DEMO = "demo_vault"  # written by core.demo.build_demo (DEMO_MARK)
+K_DEMO = DEMO_MARK  # written by core.demo.build_demo
 
 INCOMPLETE_ENROLMENT = (
     "This laptop's enrolment is incomplete (the practice server's address or this laptop's id is missing), "

@@ -257,6 +257,21 @@ def normalise_phone(text: str, field: str = "phone") -> str:
     return "+44" + national
 
 
+def format_phone(stored: str) -> str:
+    """A stored UK number ("+447700900123") as a person dials it: "07700 900123", "020 7946 0123",
+    "0113 496 0123". Anything else is shown as stored."""
+    if not stored.startswith("+44") or not stored[3:].isdigit():
+        return stored
+    n = "0" + stored[3:]
+    if len(n) != 11:
+        return n
+    if n.startswith("02"):  # 020 London, 023, 024, 028, 029: area code of 3
+        return f"{n[:3]} {n[3:7]} {n[7:]}"
+    if n.startswith(("011", "03", "08", "09")) or n[:4] in ("0121", "0131", "0141", "0151", "0161", "0191"):
+        return f"{n[:4]} {n[4:7]} {n[7:]}"
+    return f"{n[:5]} {n[5:]}"  # mobiles (07) and most geographic numbers (01xxx)
+
+
 # --------------------------------------------------------------------------- Email and text
 
 # Deliberately loose: one @, no spaces, a dotted domain. Real checking is sending a message.

@@ -33,6 +33,7 @@ from sprx_tui.core.hsds import html_to_text
 from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityService, Person
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore
+from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
@@ -201,7 +202,7 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
         lines += [Content(""), Content(description)]
     rows: list[tuple[str, str]] = [
         ("Uptake", uptake_sentence(uptake)),
-        ("Phone", service.phone),
+        ("Phone", format_phone(service.phone) if service.phone else service.phone),
         ("Email", service.email),
         ("Web", service.url),
         ("Address", ", ".join(p for p in (service.address, service.postcode) if p)),

@@ -33,6 +33,7 @@ from sprx_tui.core.models import (
     WhatMatters,
 )
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
+from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
@@ -131,7 +132,7 @@ def overview_content(person: Person, today: dt.date) -> Content:
 
     rows: list[tuple[str, str]] = [
         ("Address", ", ".join(p for p in (person.address, person.postcode) if p) or "Not recorded"),
-        ("Phone", person.phone or "Not recorded"),
+        ("Phone", format_phone(person.phone) if person.phone else "Not recorded"),
         ("Email", person.email or "Not recorded"),
         (
             "Preferred contact",

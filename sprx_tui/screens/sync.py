@@ -247,7 +247,10 @@ class SyncScreen(AreaScreen):
             for i, g in enumerate(view.pending_groups):
                 pending.add_row(g.what, g.change, str(g.count), when_text(g.latest, today), key=f"p{i}")
             pending.border_subtitle = "" if view.pending_groups else "nothing waiting"
-            pending.border_title = f"Waiting to be sent ({view.pending_total})"
+            if view.status.demo:  # never enrolled, so never sent
+                pending.border_title = f"Changes kept in this demo vault ({view.pending_total})"
+            else:
+                pending.border_title = f"Waiting to be sent ({view.pending_total})"
 
             rejected = self.query_one("#rejected", DataTable)
             rejected.clear()

@@ -224,7 +224,9 @@ class TodayScreen(AreaScreen):
     def _open(self, event: DataTable.RowSelected) -> None:
         person_id = self._people.get(str(event.row_key.value))
         if person_id:
-            self.sprx.open_person(person_id)
+            # A new referral is opened to be triaged: straight to the Referrals tab.
+            tab = "referrals" if event.data_table.id == "referrals" else None
+            self.sprx.open_person(person_id, tab)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name == "today" and event.state.name == "ERROR":

@@ -34,6 +34,8 @@ class SyncSummary:
     conflicts: int = 0
     last_success: str | None = None
     detail: str = ""
+    demo: bool = False
+    """A demo vault: never enrolled, so its changes are never sent (no count of changes waiting)."""
 
 
 def _clock_time(iso: str | None, today: dt.date | None = None) -> str | None:
@@ -57,6 +59,8 @@ def describe_sync(summary: SyncSummary, today: dt.date | None = None) -> list[tu
     state = summary.state
     if not state:
         return []
+    if state == "not_enrolled" and summary.demo:
+        return [("demo vault, made-up people, never sent anywhere", "")]
     if state == "not_enrolled":
         word = "not enrolled"
     elif state == "syncing":

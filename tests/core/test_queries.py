@@ -194,11 +194,12 @@ def test_today_lists(caseload: Caseload) -> None:
     assert q.due_today()[0].flags == ("animals",)
     assert [(r.person_id, r.due_on) for r in q.overdue()] == [(caseload.ids["bilal"], days_ago(3))]
     new = q.new_referrals()
-    assert [(r.person_id, r.source, r.received_on) for r in new] == [
-        (caseload.ids["cara"], "self", days_ago(2)),
-        (caseload.ids["zara"], "police", days_ago(1)),
+    # Triage order: the urgent referral first, although the routine one has waited longer.
+    assert [(r.person_id, r.source, r.received_on, r.urgency) for r in new] == [
+        (caseload.ids["zara"], "police", days_ago(1), "urgent"),
+        (caseload.ids["cara"], "self", days_ago(2), "routine"),
     ]
-    assert new[1].urgency == "urgent" and new[1].name == "Zara Zennor"
+    assert new[0].name == "Zara Zennor"
     assert [r.id for r in q.no_recent_contact()] == [caseload.ids["eli"], caseload.ids["bilal"]]
     assert [r.id for r in q.no_recent_contact(days=3)] == [
         caseload.ids["eli"],
@@ -213,7 +214,7 @@ def test_today_totals_count_the_whole_lists_the_screen_reads_capped(caseload: Ca
     assert q.today_totals() == {"due": 1, "overdue": 1, "referrals": 2, "quiet": 2}
     assert q.today_totals(no_contact_days=3)["quiet"] == 3
     # Capped reads keep their order; the totals still count every item.
-    assert [r.person_id for r in q.new_referrals(limit=1)] == [caseload.ids["cara"]]
+    assert [r.person_id for r in q.new_referrals(limit=1)] == [caseload.ids["zara"]]
     assert [r.id for r in q.no_recent_contact(days=3, limit=2)] == [caseload.ids["eli"], caseload.ids["bilal"]]
     tomorrow = CaseQueries(caseload.store.engine, clock=lambda: CORE_FROZEN_NOW + dt.timedelta(days=1))
     assert tomorrow.today_totals() == {"due": 0, "overdue": 2, "referrals": 2, "quiet": 2}

@@ -15,6 +15,7 @@ from sprx_tui.core.validate import (
     collect_errors,
     field_label,
     format_nhs_number,
+    format_phone,
     is_valid_nhs_number,
     nhs_check_digit,
     normalise_nhs_number,
@@ -374,6 +375,29 @@ def test_phone_forms_agree(national: str) -> None:
     assert normalise_phone("+44" + national) == expected
     assert normalise_phone("+44 (0)" + national) == expected
     assert normalise_phone(expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("+447700900123", "07700 900123"),
+        ("+442079460018", "020 7946 0018"),
+        ("+441134960000", "0113 496 0000"),
+        ("+441614960000", "0161 496 0000"),
+        ("+441632960000", "01632 960000"),
+        ("+443069990000", "0306 999 0000"),
+        ("+44169773456", "0169773456"),  # 10 digits: not grouped, still dialable
+        ("0113 496 0000", "0113 496 0000"),  # not in the stored form (an imported service): as it is
+    ],
+)
+def test_stored_phones_are_shown_as_dialled(stored: str, shown: str) -> None:
+    assert format_phone(stored) == shown
+
+
+@given(st.text(alphabet="0123456789", min_size=9, max_size=10).filter(lambda s: s[0] != "0"))
+def test_a_shown_phone_reads_back_as_stored(national: str) -> None:
+    stored = normalise_phone("0" + national)
+    assert normalise_phone(format_phone(stored)) == stored
 
 
 # ------------------------------------------------------------------ Email and text

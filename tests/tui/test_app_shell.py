@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 from textual.screen import Screen
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import DataTable, Input, Static, TabbedContent
 
 from sprx_tui import app as app_module
 from sprx_tui.app import SprxApp
@@ -199,17 +199,26 @@ async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
         assert app.screen.query_one("#referrals", DataTable).row_count == len(referrals)
         text = screen_text(app)
         assert due[0].name in text
-        assert "changes waiting" in text  # the status bar
+        assert "demo vault" in text, text  # the status bar
         assert app.title == "sprx"
         # Enter on a row opens that person.
         app.screen.query_one("#due", DataTable).focus()
         await pilot.pause()
-        opened: list[str] = []
+        opened: list[tuple[str, str | None]] = []
         real_open = app.open_person
-        app.open_person = lambda pid, tab=None: (opened.append(pid), real_open(pid, tab))  # type: ignore[method-assign]
+        app.open_person = lambda pid, tab=None: (opened.append((pid, tab)), real_open(pid, tab))  # type: ignore[method-assign]
         await pilot.press("enter")
         await settle(pilot)
-        assert opened == [due[0].person_id]
+        assert opened == [(due[0].person_id, None)]
+        assert app.screen.query_one(TabbedContent).active == "overview"
+        # A new referral opens on the Referrals tab, to be triaged.
+        await pilot.press("escape")
+        await settle(pilot)
+        app.screen.query_one("#referrals", DataTable).focus()
+        await pilot.press("enter")
+        await settle(pilot)
+        assert opened[-1] == (referrals[0].person_id, "referrals")
+        assert app.screen.query_one(TabbedContent).active == "referrals"
         actions = [a for a, _ in audit_actions(app.store)]
         assert "UNLOCK" in actions
 
@@ -769,8 +778,8 @@ async def test_status_bar_follows_sync_reports(unlocked_store: CaseStore, demo_v
             if isinstance(app.screen, TodayScreen) and tables and not any(t.loading for t in tables):
                 break
         await settle(pilot)
-        pending = unlocked_store.queries.pending_changes()
-        assert bar() == f"Sync: not enrolled · {pending} changes waiting"
+        # A demo vault can never be enrolled: no "changes waiting" that will never be sent.
+        assert bar() == "Sync: demo vault, made-up people, never sent anywhere"
         app.post_message(SyncStatusChanged("synced", 2, 1, "2026-11-23T09:12:00+00:00"))
         await pilot.pause()
         assert bar() == "Sync: synced at 09:12 · 2 changes waiting · 1 conflict to resolve (F6)"

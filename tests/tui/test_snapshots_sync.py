@@ -21,9 +21,8 @@ from textual.widgets import DataTable
 
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
-from sprx_tui.core.demo import DEMO_MARK
 from sprx_tui.core.models import Goal, Person, SyncConflict, SyncRejected
-from sprx_tui.core.store import CaseStore, open_store, set_state
+from sprx_tui.core.store import DEMO_MARK, CaseStore, open_store, set_state
 from sprx_tui.core.vault import Vault
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock

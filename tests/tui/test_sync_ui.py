@@ -227,6 +227,8 @@ async def test_a_demo_vault_says_it_can_never_be_enrolled(laptops: Callable[[str
         summary = texts(app, "#sync-summary Static")
         assert "demo vault of made-up people" in summary and "nothing in it ever leaves this laptop" in summary
         assert "sprx enrol" not in summary
+        assert title(app, "pending").startswith("Changes kept in this demo vault (")
+        assert status_line(app) == "Sync: demo vault, made-up people, never sent anywhere"
 
 
 # -- sync now ----------------------------------------------------------------------------------------
