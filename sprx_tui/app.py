@@ -33,6 +33,7 @@ from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
+from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
@@ -62,6 +63,7 @@ IDLE_CHECK_SECONDS = 5.0
 LISTS_WAITED_FOR_SECONDS = 0.25
 """At the unlock, Today is shown when its lists are read, or after this long (then with loading marks)."""
 FREEZE_AFTER_UNLOCK_SECONDS = 0.5
+KEY_IN_FLIGHT_SECONDS = 0.5  # the longest the next key waits for the last one (see _finish_key_in_flight)
 FREEZE_RETRY_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30.0
 IDLE_GC_CHECK_SECONDS = 1.0
@@ -194,6 +196,9 @@ class SprxApp(App[int]):
         self._last_checkpoint_at = 0.0
         self.last_checkpoint: tuple[int, int, int] | None = None  # SQLite's (busy, log frames, checkpointed)
         self._draft_offers: list[tuple[str, dict[str, Any], str]] = []
+        self._key_in_flight: events.Key | None = None  # see _finish_key_in_flight
+        self._key_back = False
+        self._keys_done: set[int] = set()
         self.register_theme(SPRX_DEFAULT)
         self.register_theme(SPRX_HIGH_CONTRAST)
         self.theme = theme_name(self.config.theme)
@@ -646,7 +651,48 @@ class SprxApp(App[int]):
         if isinstance(event, events.Key | events.MouseEvent) and not event.is_forwarded:
             self._last_input = self.clock()
             self._last_input_at = time.monotonic()
+        if isinstance(event, events.Key):
+            if event.is_forwarded and id(event) in self._keys_done:
+                self._keys_done.discard(id(event))  # its coming back was handled while the next key waited
+                return
+            if event is self._key_in_flight:  # back, and read before any later key: handled as usual now
+                self._key_in_flight = None
+            if not event.is_forwarded:
+                await self._finish_key_in_flight()
+                await super().on_event(event)
+                if event.is_forwarded:  # handed to the focused widget (not taken by a priority binding)
+                    self._key_in_flight, self._key_back = event, False
+                return
         await super().on_event(event)
+
+    def post_message(self, message: Message) -> bool:
+        if message is self._key_in_flight:
+            self._key_back = True  # the key went up through the screen unhandled: the app's bindings are next
+        return super().post_message(message)
+
+    async def _finish_key_in_flight(self) -> None:
+        """Let the last key finish before the next one is read: keys are handled in the order typed.
+
+        Textual hands a key to the focused widget's own queue and reads the next key at once; a key that
+        moves the focus (Tab, Enter to the next field, a binding that opens a form) is only acted on after
+        that, so keys typed behind it in one burst (a quick typist, a busy moment) went to the field being
+        left: notes lost, or their letters taken as the contact mode's keys. Costs nothing at typing speed:
+        the last key is long finished when the next arrives.
+        """
+        key = self._key_in_flight
+        if key is None:
+            return
+        deadline = time.monotonic() + KEY_IN_FLIGHT_SECONDS
+        # Done when a widget stopped it, or when it came back up to the app (the screen stops it as it
+        # hands it back, in the same step, so _key_back is already set when that stop is seen).
+        while not key._stop_propagation and not self._key_back and time.monotonic() < deadline:
+            await asyncio.sleep(0.001)  # the widgets' own tasks run meanwhile
+        self._key_in_flight = None
+        if self._key_back:
+            # Back at the app (its bindings: Tab, screen keys): act on it now, and skip it when it is read.
+            self._key_back = False
+            self._keys_done.add(id(key))
+            await super().on_event(key)
 
     def check_auto_lock(self) -> bool:
         """Lock if nothing was typed or clicked for the configured minutes; True if it locked."""
@@ -852,7 +898,7 @@ class SprxApp(App[int]):
             # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
-            demo = bool(get_state(store.engine, DEMO_MARK))
+            demo = not enrolled and bool(get_state(store.engine, DEMO_MARK))  # a demo is never enrolled
         # Only counts: the state and its detail are decided when this is handled, not now (a sync may finish first).
         self.post_message(SyncCountsRead(store, pending, conflicts, last_ok, enrolled, demo))
 

@@ -125,17 +125,10 @@ def test_unlock_filter_open_contact_and_lock_in_a_real_terminal(terminal: Termin
     # A contact, saved through the person screen's `n`.
     terminal.keys("n")
     terminal.wait_for("Ctrl+S saves")
-    # Pauses between focus moves: keys that arrive in one burst can beat the focus change.
-    terminal.keys("Tab")  # date/time keeps "now"; on to minutes
-    time.sleep(0.5)
-    terminal.type("30")
-    for _ in range(2):  # past the mode picker (home visit) to the notes
-        time.sleep(0.5)
-        terminal.keys("Tab")
-    time.sleep(0.5)
-    terminal.type(NOTE)
-    time.sleep(0.5)
-    terminal.keys("C-s")
+    # The whole form in one burst, as a practised worker types it: every key must land in the field the
+    # Tab before it moved to (the app used to hand keys typed behind a Tab to the field being left).
+    # Date/time keeps "now"; minutes; p for a phone call; the notes; a follow-up in a week; Ctrl+S.
+    terminal.keys("Tab", "30", "Tab", "p", "Tab", NOTE, "Tab", "+7", "C-s")
     terminal.wait_for(NOTE[:30])  # back on the record, the new note at the top of the timeline
 
     terminal.keys("C-l")
@@ -156,10 +149,13 @@ def test_unlock_filter_open_contact_and_lock_in_a_real_terminal(terminal: Termin
     vault.unlock(bytearray(PASSPHRASE.encode()))
     try:
         with Session(vault.engine) as s:
-            notes = [c.notes for c in s.exec(select(Contact).where(Contact.person_id == target.id)).all()]
+            contacts = s.exec(select(Contact).where(Contact.person_id == target.id)).all()
+            saved = [(c.mode, c.duration_minutes, c.follow_up_on is not None) for c in contacts if c.notes == NOTE]
+            notes = [c.notes for c in contacts]
             actions = [e.action for e in s.exec(select(AuditEvent).order_by(AuditEvent.seq)).all()]
     finally:
         vault.lock()
     assert NOTE in notes
+    assert saved == [("phone", 30, True)]
     last_unlock = len(actions) - 1 - actions[::-1].index("UNLOCK")
     assert "VIEW" in actions[last_unlock:] and actions[-1] == "LOCK"

@@ -525,3 +525,29 @@ async def test_a_saved_contact_shows_at_once_and_a_late_older_read_never_replace
         await settle(pilot)
         assert newest.id in [e.contact.id for e in person_screen.timeline]
         assert len(person_screen.timeline) == len(before) + 1
+
+
+async def test_keys_typed_faster_than_the_app_reads_them_land_in_the_field_tab_moved_to(
+    unlocked_store: CaseStore,
+) -> None:
+    """A fast typist, or a busy moment, queues keys behind a Tab. Textual hands a key to the focused
+    widget's own queue and reads the next key at once, so keys typed behind a Tab used to go to the field
+    being left: the notes were lost, or their letters changed the contact's mode (h p v c m)."""
+    from textual import events
+
+    person_id = demo_person(unlocked_store, status="active")
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        form = await _open_form(app, pilot, person_id)
+
+        def burst(*keys: str) -> None:  # posted together, as a terminal delivers keys read in one go
+            for key in keys:
+                character = key if len(key) == 1 else None
+                app.post_message(events.Key("space" if key == " " else key, character))
+
+        burst("tab", "4", "5", "tab", "h", "tab", *"phoned Viv", "tab", "+", "7")
+        await settle(pilot)
+        assert form.query_one("#duration", Input).value == "45"
+        assert form.query_one(ModePicker).value == "home_visit"
+        assert form.query_one("#notes", TextArea).text == "phoned Viv"
+        assert form.query_one("#follow_up", Input).value == "+7"
