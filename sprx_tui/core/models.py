@@ -12,6 +12,10 @@ from sqlmodel import Field, SQLModel
 # --- vocabularies (values are stored; labels are for people) ---------------------------------
 
 
+URGENCY_RANK = "CASE urgency WHEN 'urgent' THEN 0 WHEN 'soon' THEN 1 ELSE 2 END"
+"""A referral's place in triage order: urgent, soon, routine (and anything else). Indexed (ix_referral_triage)."""
+
+
 class PersonStatus(StrEnum):
     REFERRED = "referred"
     ACTIVE = "active"
@@ -194,7 +198,8 @@ class Referral(Synced, table=True):
     __table_args__ = (
         Index("ix_referral_report", "deleted", "source", "status", "reasons"),
         Index("ix_referral_person", "person_id", "deleted", "received_on"),
-        Index("ix_referral_new", "status", "deleted", "received_on"),
+        # Today's new referrals, urgent first (URGENCY_RANK, the query's own words; migration 0006).
+        Index("ix_referral_triage", "status", "deleted", text(URGENCY_RANK), "received_on"),
     )
     source: str
     referrer_name: str | None = None

@@ -10,11 +10,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, case, func
+from sqlalchemy import Engine, func, literal_column
 from sqlalchemy import text as sql_text
 from sqlmodel import Session, select
 
 from sprx_tui.core.models import (
+    URGENCY_RANK,
     Contact,
     ContactAmendment,
     FollowUp,
@@ -36,8 +37,8 @@ from sprx_tui.core.validate import format_nhs_number
 # The caseload's orders, as SQL. Each one leads a covering index of migration 0004, written identically:
 # SQLite uses an index on an expression only for the identical expression (a bound value would not do).
 NEXT_FOLLOW_UP_KEY = "coalesce(next_follow_up_on, '9999-12-31')"  # no follow-up sorts last
-URGENCY_ORDER = case({"urgent": 0, "soon": 1}, value=Referral.urgency, else_=2)
-"""New referrals in triage order: urgent, soon, then routine (and anything else)."""
+# Written out, not built from parameters: SQLite uses ix_referral_triage only for the same expression.
+URGENCY_ORDER = literal_column(URGENCY_RANK)
 
 LAST_CONTACT_KEY = "coalesce(last_contact_on, '0000-01-01')"  # never seen sorts first
 _BY_NAME = "family_name, given_name, id"

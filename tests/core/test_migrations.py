@@ -42,6 +42,8 @@ INDEXES_0004 = {
     "ix_referral_person",
     "ix_referral_new",
 }
+# 0006 replaces ix_referral_new with ix_referral_triage (new referrals urgent first).
+INDEXES_HEAD = (INDEXES_0004 - {"ix_referral_new"}) | {"ix_referral_triage"}
 
 
 def tables(engine: Engine) -> list[str]:
@@ -129,7 +131,7 @@ def test_upgrade_from_first_revision_keeps_every_row(old_vault: tuple[Path, dict
             assert after[name] == rows, name
         assert {"audit_no_update", "audit_no_delete"} <= objects(engine, "trigger")
         indexes = objects(engine, "index")
-        assert INDEXES_0004 <= indexes and not INDEXES_REPLACED & indexes
+        assert INDEXES_HEAD <= indexes and not (INDEXES_REPLACED | {"ix_referral_new"}) & indexes
         # The upgraded vault works: the audit chain written at 0001 verifies and continues.
         assert store.service.verify_audit_chain()
         store.service.update_person("legacy-1", family_name="Barlow")
@@ -175,7 +177,7 @@ def test_expression_indexes_match_the_models(core_store) -> None:
         for index in table.indexes
         if any(not hasattr(expr, "name") for expr in index.expressions)
     }
-    assert set(declared) == {"ix_person_caseload_next", "ix_person_caseload_last"}
+    assert set(declared) == {"ix_person_caseload_next", "ix_person_caseload_last", "ix_referral_triage"}
     for name, sql in declared.items():
         assert in_vault[name] == sql, name
 
@@ -247,7 +249,7 @@ def test_0004_downgrades_and_upgrades_again_with_every_row(old_vault: tuple[Path
         assert dump(engine) == {k: v for k, v in before.items() if k != "sync_outbox_pending"}
         migrations.upgrade(engine)
         indexes = objects(engine, "index")
-        assert INDEXES_0004 <= indexes and not INDEXES_REPLACED & indexes
+        assert INDEXES_HEAD <= indexes and not (INDEXES_REPLACED | {"ix_referral_new"}) & indexes
         assert dump(engine) == before
         assert [r.name for r in store.queries.caseload(text="ada")[0]] == ["Ada Ashdown"]
     finally:
@@ -267,7 +269,8 @@ def test_a_persons_referrals_and_today_read_through_their_indexes(core_store) ->
     for plan in (due, overdue):
         assert "COVERING INDEX ix_follow_up_due (status=? AND deleted=? AND due_on" in plan, plan
         assert "COVERING INDEX ix_person_names (id=?" in plan, plan
-    assert "ix_referral_new (status=? AND deleted=?)" in new and "TEMP B-TREE" not in new.split("|")[0], new
+    # 0006: in triage order (urgent first) from ix_referral_triage, not by sorting every waiting referral.
+    assert "ix_referral_triage (status=? AND deleted=?)" in new and "TEMP B-TREE FOR ORDER BY" not in new, new
     assert [r.name for r in q.due_today()] == ["Ada Abbot"] and [r.name for r in q.new_referrals()] == ["Ada Abbot"]
 
 
