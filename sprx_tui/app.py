@@ -43,7 +43,7 @@ from textual.worker import Worker, WorkerState
 from sprx_tui.commands import PersonProvider, ShellCommandsProvider
 from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
-from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state
+from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state, load_actor
 from sprx_tui.core.vault import Locked, Vault, VaultError
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
@@ -899,6 +899,12 @@ class SprxApp(App[int]):
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
             demo = not enrolled and bool(get_state(store.engine, DEMO_MARK))  # a demo is never enrolled
+            if enrolled:
+                # Enrolled from the command line while the app was open: write as the practice's worker
+                # and device from now on (the enrolment re-labelled the rows written before it).
+                actor = load_actor(store.engine)
+                if actor != store.actor:
+                    store.actor = store.service.actor = actor
         # Only counts: the state and its detail are decided when this is handled, not now (a sync may finish first).
         self.post_message(SyncCountsRead(store, pending, conflicts, last_ok, enrolled, demo))
 

@@ -424,6 +424,7 @@ class DirectoryScreen(AreaScreen):
         self.uptake: dict[str, directory.ServiceUptake] = {}
         self.shown: CommunityService | None = None
         self._generation = 0
+        self._shown_before = False  # the first resume follows the mount, which read the filters
         self._loading_more = False
         self._columns: list[tuple[str, str, int]] = []
 
@@ -477,8 +478,12 @@ class DirectoryScreen(AreaScreen):
             self._load_person(store, self.person_id)
 
     def on_screen_resume(self) -> None:
-        # The directory may have changed by sync or import since this screen was last shown.
+        # The directory may have changed by sync or import since this screen was last shown: the
+        # results, and the categories and areas offered as filters (read on mount the first time).
         self.reload()
+        if self._shown_before and self.store is not None:
+            self._load_filters(self.store)
+        self._shown_before = True
 
     # -- loading -----------------------------------------------------------------------------------
 
@@ -598,9 +603,20 @@ class DirectoryScreen(AreaScreen):
     @on(FiltersLoaded)
     def _filters_loaded(self, message: FiltersLoaded) -> None:
         category = self.query_one("#category", Select)
-        category.set_options([(f"{category_label(c)} ({n})", c) for c, n in message.categories])
         area = self.query_one("#area", Select)
-        area.set_options([(a, a) for a in message.areas])
+        chosen = category.value, area.value
+        # Select.set_options empties the choice: a filter the worker chose stays chosen if still offered.
+        with self.prevent(Select.Changed):
+            category.set_options([(f"{category_label(c)} ({n})", c) for c, n in message.categories])
+            area.set_options([(a, a) for a in message.areas])
+            if chosen[0] in {c for c, _n in message.categories}:
+                category.value = chosen[0]
+            if chosen[1] in message.areas:
+                area.value = chosen[1]
+        if (category.value, area.value) != chosen:  # a chosen filter is no longer offered: search without it
+            self.category = str(category.selection) if category.selection is not None else None
+            self.area = str(area.selection) if area.selection is not None else None
+            self.reload()
 
     @on(PersonContextLoaded)
     def _person_loaded(self, message: PersonContextLoaded) -> None:

@@ -864,6 +864,13 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
         app.refresh_sync_summary()
         await settle(pilot)
         assert app.sync_summary == SyncSummary("offline", pending, 0, last, "")
+        # ... and the app writes as the enrolled worker and device from then on, not as the laptop it was.
+        from sprx_tui.core.service import Actor
+
+        set_state(unlocked_store.engine, {"device_id": "device-from-enrol", "user_id": "alice", "practice_id": "P1"})
+        app.refresh_sync_summary()
+        await settle(pilot)
+        assert unlocked_store.actor == unlocked_store.service.actor == Actor("alice", "device-from-enrol", "P1")
 
 
 async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(demo_vault: Path) -> None:

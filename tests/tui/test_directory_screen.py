@@ -377,3 +377,37 @@ def test_columns_fill_the_width_and_drop_extras_when_narrow() -> None:
     # Widths plus two cells of padding per column, the border and scrollbar, make the table's width.
     assert sum(w + 2 for _k, _h, w in wide) + 4 == 118
     assert sum(w + 2 for _k, _h, w in narrow) + 4 == 80
+
+
+async def test_filters_offer_what_arrived_while_away_and_keep_the_chosen_one(unlocked_store: CaseStore) -> None:
+    """The categories and areas offered are read again when the directory is shown again (a sync or an
+    import may have brought new ones); a category the worker chose stays chosen."""
+    from sqlmodel import Session
+
+    from sprx_tui.core.models import CommunityService
+
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot, rounds=4)
+        await pilot.press("f4")
+        await settle(pilot, rounds=4)
+        screen = app.screen
+        assert isinstance(screen, DirectoryScreen)
+        category = screen.query_one("#category", Select)
+        first = directory.categories(unlocked_store, include_inactive=True)[0][0]
+        category.value = first
+        await settle(pilot, rounds=4)
+        assert screen.category == first
+        await pilot.press("f3")
+        await settle(pilot, rounds=4)
+        with unlocked_store.lock, Session(unlocked_store.engine) as s:  # as a sync would bring it
+            s.add(CommunityService(id="svc-new", name="Canal Towpath Rangers", categories=["canal_volunteering"],
+                                   area="Lockside"))  # fmt: skip
+            s.commit()
+        await pilot.press("f4")
+        await settle(pilot, rounds=4)
+        assert app.screen is screen
+        offered = [value for _label, value in category._options]
+        assert "canal_volunteering" in offered
+        assert "Lockside" in [value for _label, value in screen.query_one("#area", Select)._options]
+        assert category.value == first and screen.category == first
