@@ -70,6 +70,15 @@ def person_without_onward(store: CaseStore) -> str:
     return next(r.id for r in rows if not store.queries.onward_referrals(r.id))
 
 
+async def open_directory(app: SprxApp, pilot: Pilot[Any]) -> DirectoryScreen:
+    """F4 from wherever the app is, once it has settled."""
+    await settle(pilot, rounds=4)
+    await pilot.press("f4")
+    await settle(pilot, rounds=4)
+    assert isinstance(app.screen, DirectoryScreen)
+    return app.screen
+
+
 async def directory_for(app: SprxApp, pilot: Pilot[Any], person_id: str) -> DirectoryScreen:
     """Open the person's record, then the directory from it with the record's own key (f)."""
     await settle(pilot, rounds=4)
@@ -169,11 +178,8 @@ async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: C
     person_id = person_without_onward(unlocked_store)
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen) and screen.person_id is None
+        screen = await open_directory(app, pilot)
+        assert screen.person_id is None
         assert not screen.query("#for-person")
         await pilot.press("enter", "r")
         await settle(pilot, rounds=4)
@@ -249,11 +255,7 @@ async def test_stale_and_inactive_entries_are_marked_in_words(
     app = make_app(unlocked_store)
     assert app.no_color
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen)
+        screen = await open_directory(app, pilot)
         await pilot.press(*stale.name.split()[-1].lower())  # narrow the search so the rows are on screen
         await settle(pilot, rounds=4)
         table = results(screen)
@@ -287,11 +289,7 @@ async def test_flag_a_change_is_stored_for_the_server(unlocked_store: CaseStore)
     target = rows[2]
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen)
+        screen = await open_directory(app, pilot)
         await move_to(pilot, screen, target.id)
         await pilot.press("f")
         await settle(pilot, rounds=4)
@@ -313,11 +311,7 @@ async def test_html_in_descriptions_is_shown_as_plain_text(unlocked_store: CaseS
     assert result.imported > 0
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen)
+        screen = await open_directory(app, pilot)
         await pilot.press(*"dear teacher")
         await settle(pilot, rounds=4)
         assert results(screen).row_count == 1
@@ -342,11 +336,7 @@ async def test_square_brackets_in_names_are_text_not_markup(unlocked_store: Case
         s.add(service)
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen)
+        screen = await open_directory(app, pilot)
         await pilot.press(*"zebra")
         await settle(pilot, rounds=4)
         assert row_ids(screen) == ["brackets"]
@@ -388,11 +378,7 @@ async def test_filters_offer_what_arrived_while_away_and_keep_the_chosen_one(unl
 
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await settle(pilot, rounds=4)
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        screen = app.screen
-        assert isinstance(screen, DirectoryScreen)
+        screen = await open_directory(app, pilot)
         category = screen.query_one("#category", Select)
         first = directory.categories(unlocked_store, include_inactive=True)[0][0]
         category.value = first
@@ -404,9 +390,7 @@ async def test_filters_offer_what_arrived_while_away_and_keep_the_chosen_one(unl
             s.add(CommunityService(id="svc-new", name="Canal Towpath Rangers", categories=["canal_volunteering"],
                                    area="Lockside"))  # fmt: skip
             s.commit()
-        await pilot.press("f4")
-        await settle(pilot, rounds=4)
-        assert app.screen is screen
+        assert await open_directory(app, pilot) is screen
         offered = [value for _label, value in category._options]
         assert "canal_volunteering" in offered
         assert "Lockside" in [value for _label, value in screen.query_one("#area", Select)._options]
