@@ -202,7 +202,7 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
         lines += [Content(""), Content(description)]
     rows: list[tuple[str, str]] = [
         ("Uptake", uptake_sentence(uptake)),
-        ("Phone", format_phone(service.phone) if service.phone else service.phone),
+        ("Phone", format_phone(service.phone)),
         ("Email", service.email),
         ("Web", service.url),
         ("Address", ", ".join(p for p in (service.address, service.postcode) if p)),

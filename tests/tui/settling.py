@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from textual.pilot import Pilot
+from textual.screen import Screen
 from textual.worker import WorkerCancelled
 
 
@@ -23,3 +24,15 @@ async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
             except WorkerCancelled:
                 pass
         await pilot.pause()
+
+
+S = TypeVar("S", bound=Screen[Any])
+
+
+async def open_area(pilot: Pilot[Any], key: str, screen_class: type[S]) -> S:
+    """Press an area's key (F2-F6) once the app is quiet, and return the screen it shows."""
+    await settle(pilot, rounds=4)
+    await pilot.press(key)
+    await settle(pilot, rounds=4)
+    assert isinstance(pilot.app.screen, screen_class)
+    return pilot.app.screen

@@ -30,7 +30,7 @@ from sprx_tui.screens.forms import ConfirmModal
 from sprx_tui.screens.person import PersonScreen
 from tests.sample_data import hsds_sample
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import open_area, settle
 
 SIZE = (120, 40)
 SAMPLE = hsds_sample()
@@ -71,12 +71,7 @@ def person_without_onward(store: CaseStore) -> str:
 
 
 async def open_directory(app: SprxApp, pilot: Pilot[Any]) -> DirectoryScreen:
-    """F4 from wherever the app is, once it has settled."""
-    await settle(pilot, rounds=4)
-    await pilot.press("f4")
-    await settle(pilot, rounds=4)
-    assert isinstance(app.screen, DirectoryScreen)
-    return app.screen
+    return await open_area(pilot, "f4", DirectoryScreen)
 
 
 async def directory_for(app: SprxApp, pilot: Pilot[Any], person_id: str) -> DirectoryScreen:

@@ -21,7 +21,7 @@ from sprx_tui.screens.forms import TextFieldsModal
 from sprx_tui.screens.reports import ReportsScreen, label
 from sprx_tui.widgets.bar_chart import Bar, BarChart, bar_text
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import open_area, settle
 
 SIZE = (120, 40)
 
@@ -38,11 +38,7 @@ def make_app(store: CaseStore) -> SprxApp:
 
 
 async def open_reports(app: SprxApp, pilot: Pilot[Any]) -> ReportsScreen:
-    await settle(pilot, rounds=4)
-    await pilot.press("f5")
-    await settle(pilot, rounds=4)
-    assert isinstance(app.screen, ReportsScreen)
-    return app.screen
+    return await open_area(pilot, "f5", ReportsScreen)
 
 
 def chart_rows(screen: ReportsScreen, chart_id: str) -> list[tuple[str, str]]:
