@@ -12,6 +12,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from sync import gate
 from sync.hsds import HsdsError, Problem, parse_datapackage
 from sync.server.log import log_event
 from sync.server.store import Store, record
@@ -62,6 +63,10 @@ def import_hsds(store: Store, path: Path, practice_id: str) -> DirectoryImport:
                 ).scalars()
             )
         for svc in services:
+            refusal = gate.check_values(TABLE, svc.values(), svc.source_id)
+            if refusal is not None:  # the parser cleans text; this catches what it let through
+                result.problems.append(Problem("services.csv", 0, refusal.sentence))
+                continue
             ack = store.server_write(TABLE, svc.id, svc.values(), practice_id=practice_id, conn=conn)
             if svc.id not in existing:
                 result.added += 1

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sync import gate
 from sync.server.nhs import normalise_nhs, valid_nhs
 from sync.server.store import Store, StoreError
 
@@ -111,6 +112,10 @@ def import_referrals(store: Store, path: Path) -> ImportReport:
                 "referral_text": c["referral_text"] or None,
                 "status": "received",
             }
+            refusal = gate.check_values("person", person) or gate.check_values("referral", referral)
+            if refusal is not None:  # the inbound gate: nothing that cannot be shown safely is stored
+                report.errors.append((line, f"the {refusal.field.replace('_', ' ')} {refusal.problem}"))
+                continue
             try:
                 outcome = store.import_referral(
                     wid, str(c["nhs"]), person, str(c["received_on"]), str(c["source"]), referral

@@ -16,10 +16,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
+from sync import gate, merge, schema
 from sync import hlc as hlc_mod
-from sync import merge, schema
 from sync.merge import SERVER_DEVICE, Conflict, Mutation, RowState
 from sync.schema import TABLES, Kind
+from sync.server import private
 from sync.server.log import log_event
 
 ENROL_CODE_TTL_MS = 15 * 60 * 1000
@@ -90,6 +91,10 @@ device = sa.Table(
     sa.Column("last_acked_mutation_id", Big, nullable=False, default=0),
     sa.Column("last_pull_seq", Big, nullable=False, default=0),
     sa.Column("last_seen", Big, nullable=True),
+    # Added later (see _add_missing_columns): retirement, and what the laptop last said it held unsent.
+    sa.Column("retired_at", Big, nullable=True),
+    sa.Column("pending_reported", Big, nullable=True),
+    sa.Column("pending_reported_at", Big, nullable=True),
 )
 enrol_code = sa.Table(
     "enrol_code",
@@ -212,6 +217,32 @@ class Device:
     last_acked_mutation_id: int
     last_pull_seq: int
     last_seen: int | None = None
+    retired_at: int | None = None
+    pending_reported: int | None = None
+
+
+QUARANTINE_PAYLOAD_MAX = 4096
+"""At most this many characters of a refused mutation are kept in quarantine (its ids and field names
+first); a value over it is cut short and marked, so a huge refused value is never stored whole."""
+
+
+def quarantine_payload(m: Any) -> str:
+    """What quarantine keeps of a refused mutation: all of it when small, else a marked summary."""
+    whole = canonical(m)
+    if len(whole) <= QUARANTINE_PAYLOAD_MAX:
+        return whole
+    fields = m.get("fields") if isinstance(m, dict) else None
+    names = [str(f)[:64] for f in fields][:50] if isinstance(fields, dict) else []
+    summary: dict[str, Any] = {
+        k: (v[:64] if isinstance(v, str) else v)
+        for k, v in (m.items() if isinstance(m, dict) else ())
+        if k in ("mutation_id", "tbl", "row_id", "person_id", "op", "hlc", "conflict_id")
+    }
+    summary.update({"field_names": names, "truncated": True, "payload_chars": len(whole)})
+    room = QUARANTINE_PAYLOAD_MAX - len(canonical({**summary, "payload_head": ""}))
+    # canonical() is ASCII; quoting it again at most doubles it (each quote or backslash gains one).
+    summary["payload_head"] = whole[: max(0, room // 2)]
+    return canonical(summary)
 
 
 def sha256_hex(data: str | bytes) -> str:
@@ -325,6 +356,19 @@ def _envelope(changes: list[str], conflicts: list[str], rest: dict[str, Any]) ->
     return f'{{"changes":[{",".join(changes)}],"conflicts":[{",".join(conflicts)}],{tail}'.encode()
 
 
+def _add_missing_columns(engine: Engine, table: sa.Table) -> None:
+    """Add nullable columns defined since a database was made (create_all adds whole tables only)."""
+    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    missing = [c for c in table.columns if c.name not in have]
+    if not missing:
+        return
+    with engine.begin() as conn:
+        for c in missing:
+            assert c.nullable, f"{table.name}.{c.name} must be nullable to be added to existing rows"
+            kind = c.type.compile(dialect=engine.dialect)
+            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}')
+
+
 def make_engine(url: str) -> Engine:
     """An engine with the pragmas and locking this store relies on."""
     if url.startswith("sqlite"):
@@ -362,10 +406,12 @@ class Store:
 
     def __init__(self, url: str, *, now_ms: Callable[[], int] = hlc_mod.wall_ms) -> None:
         self.url = url
+        private.prepare_sqlite(url)  # the file (and so its -wal/-shm) is 0600 before SQLite opens it
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.now_ms = now_ms
         md.create_all(self.engine)
+        _add_missing_columns(self.engine, device)
         # create_all adds missing tables only: indexes added since a database was made come here.
         for ix in record.indexes:
             ix.create(self.engine, checkfirst=True)
@@ -453,6 +499,10 @@ class Store:
         return f"{raw[:5]}-{raw[5:]}", expires
 
     def enrol(self, code: str, device_name: str) -> dict[str, Any]:
+        try:
+            gate.check_device_name(device_name)
+        except gate.GateError as exc:
+            raise StoreError("invalid_request", str(exc), 422) from None
         now = self.now_ms()
         h = sha256_hex(normalise_code(code))
         token = "sprx_" + secrets.token_urlsafe(32)
@@ -511,9 +561,66 @@ class Store:
                     raise StoreError("not_found", f"There is no device {device_id}.", 404)
         log_event("device_revoked", device_id=device_id)
 
-    def list_devices(self) -> list[dict[str, Any]]:
+    def retire_device(self, device_id: str) -> None:
+        """Retire a laptop: it may still push what it holds; its next pull tells it to erase itself."""
+        with self._write() as conn:
+            d = conn.execute(sa.select(device).where(device.c.id == device_id)).first()
+            if d is None:
+                raise StoreError("not_found", f"There is no device {device_id}.", 404)
+            if d.revoked_at is not None:
+                raise StoreError("revoked", f"Device {device_id} was already revoked; it cannot be retired.", 409)
+            if d.retired_at is None:
+                conn.execute(device.update().where(device.c.id == device_id).values(retired_at=self.now_ms()))
+        log_event("device_retired", device_id=device_id)
+
+    def device_info(self, device_id: str) -> dict[str, Any]:
+        """One device as ``list_devices`` shows it; StoreError not_found."""
+        for d in self.list_devices(device_id):
+            return d
+        raise StoreError("not_found", f"There is no device {device_id}.", 404)
+
+    def retired(self, dev: Device, pending: int | None) -> None:
+        """Answer a retired laptop's pull or snapshot: always a StoreError (403).
+
+        ``device_retired`` tells it to erase itself once it holds nothing unsent; when it reports nothing
+        left (``pending`` 0) the retirement is finished and its token is withdrawn like a revocation. A
+        laptop too old to report (``pending`` None) pushes everything before it pulls, so it is told
+        ``device_revoked``, which it already understands as "erase now".
+        """
+        now = self.now_ms()
+        vals: dict[str, Any] = {"last_seen": now}
+        if pending is not None:
+            vals.update(pending_reported=pending, pending_reported_at=now)
+        if not pending:
+            vals["revoked_at"] = now
+        with self.engine.connect() as conn:
+            conn.execution_options(sprx_write=True)
+            with conn.begin():
+                conn.execute(device.update().where(device.c.id == dev.id, device.c.revoked_at.is_(None)).values(**vals))
+        if not pending:
+            log_event("device_retirement_finished", device_id=dev.id)
+        if pending is None:
+            raise StoreError("device_revoked", "This device has been revoked.", 403)
+        raise StoreError("device_retired", "This device was retired; it erases its copy once everything is sent.", 403)
+
+    def note_pending(self, dev: Device, pending: int) -> None:
+        """Keep what a laptop says it holds unsent (the admin sees it before revoking)."""
+        now = self.now_ms()
+        with self.engine.connect() as conn:
+            conn.execution_options(sprx_write=True)
+            with conn.begin():
+                conn.execute(
+                    device.update()
+                    .where(device.c.id == dev.id)
+                    .values(pending_reported=pending, pending_reported_at=now, last_seen=now)
+                )
+
+    def list_devices(self, device_id: str | None = None) -> list[dict[str, Any]]:
         with self._read() as conn:
-            rows = conn.execute(sa.select(device).order_by(device.c.enrolled_at)).all()
+            q = sa.select(device).order_by(device.c.enrolled_at)
+            if device_id is not None:
+                q = q.where(device.c.id == device_id)
+            rows = conn.execute(q).all()
         return [
             {
                 "id": r.id,
@@ -524,6 +631,9 @@ class Store:
                 "last_seen": r.last_seen,
                 "last_acked_mutation_id": r.last_acked_mutation_id,
                 "last_pull_seq": r.last_pull_seq,
+                "retired_at": r.retired_at,
+                "pending_reported": r.pending_reported,
+                "pending_reported_at": r.pending_reported_at,
             }
             for r in rows
         ]
@@ -550,6 +660,8 @@ class Store:
             last_acked_mutation_id=int(r.last_acked_mutation_id),
             last_pull_seq=int(r.last_pull_seq),
             last_seen=int(r.last_seen) if r.last_seen is not None else None,
+            retired_at=int(r.retired_at) if r.retired_at is not None else None,
+            pending_reported=int(r.pending_reported) if r.pending_reported is not None else None,
         )
 
     def assign(self, person_id: str, *, worker_id: str | None = None, team_id: str | None = None) -> None:
@@ -715,8 +827,8 @@ class Store:
                     device_id=origin,
                     mutation_id=mid or 0,
                     reason=reason,
-                    detail=detail,
-                    payload=canonical(m),
+                    detail=detail[:1000],
+                    payload=quarantine_payload(m),
                     at=now,
                 )
             )
@@ -724,6 +836,11 @@ class Store:
             return {"mutation_id": mid, "status": "rejected", "seq": None, "conflict_ids": [],
                     "reason": reason, "detail": detail}  # fmt: skip
 
+        # The inbound gate first: a value that cannot be stored or shown safely is never applied,
+        # and what is kept of it in quarantine is the sentence, not the value.
+        refusal = gate.check_mutation(m)
+        if refusal is not None:
+            return rejected("invalid_value", refusal.sentence)
         tbl, row_id = m["tbl"], m["row_id"]
         ts = TABLES.get(tbl)
         hlcs = [m["hlc"]] + [fc["hlc"] for fc in m["fields"].values() if fc.get("hlc")]
@@ -880,8 +997,11 @@ class Store:
             out.append(self._put_conflict(conn, c, new["practice_id"], origin, mid, now))
         return out
 
-    def push(self, dev: Device, mutations: list[Mutation]) -> dict[str, Any]:
-        """Apply a batch exactly once; StoreError gap / mutation_id_reuse leave nothing applied."""
+    def push(self, dev: Device, mutations: list[Mutation], *, pending: int | None = None) -> dict[str, Any]:
+        """Apply a batch exactly once; StoreError gap / mutation_id_reuse leave nothing applied.
+
+        ``pending``: how many changes the laptop holds unsent besides this batch (kept for the admin).
+        """
         now = self.now_ms()
         acks: list[dict[str, Any]] = []
         with self._write() as conn:
@@ -933,9 +1053,10 @@ class Store:
                 )
                 acks.append(ack)
                 last = mid
-            conn.execute(
-                device.update().where(device.c.id == dev.id).values(last_acked_mutation_id=last, last_seen=now)
-            )
+            seen: dict[str, Any] = {"last_acked_mutation_id": last, "last_seen": now}
+            if pending is not None:
+                seen.update(pending_reported=pending, pending_reported_at=now)
+            conn.execute(device.update().where(device.c.id == dev.id).values(**seen))
             server_hlc = self.clock.now()
             conn.execute(server_meta.update().where(server_meta.c.id == 1).values(hlc=server_hlc))
         log_event("push", device_id=dev.id, mutations=len(mutations), last_acked=last)
@@ -956,7 +1077,13 @@ class Store:
         person_id: str | None = None,
         conn: Connection | None = None,
     ) -> dict[str, Any]:
-        """An admin write (import) through the same merge and change feed, as device "server"."""
+        """An admin write (import) through the same merge and change feed, as device "server".
+
+        Values go through the inbound gate first: a refused value raises StoreError naming the field.
+        """
+        refusal = gate.check_values(tbl, values, row_id)
+        if refusal is not None:
+            raise StoreError("invalid_value", refusal.sentence, 422)
         if conn is None:
             with self._write() as c:
                 return self.server_write(tbl, row_id, values, practice_id=practice_id, person_id=person_id, conn=c)
