@@ -1,4 +1,4 @@
-"""Run the PouchDB replication peer (shared/peers/pouchdb-sync) and return its JSON figures."""
+"""Run the PouchDB replication peer (vendored in bench/peers/pouchdb-sync) and return its JSON figures."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PEER_SRC = Path("/work/shared/peers/pouchdb-sync")
+PEER_SRC = Path(__file__).resolve().parent / "peers" / "pouchdb-sync"
 OUT = Path(__file__).resolve().parent / "out"
 PEER_DIR = OUT / "pouchdb-sync"
 
