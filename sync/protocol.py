@@ -18,6 +18,10 @@ DEFAULT_PAGE = 500
 PROTOCOL_HEADER = "X-Sprx-Protocol"
 SCHEMA_HEADER = "X-Sprx-Schema"
 """GET requests carry their versions in these headers; push carries them in the body."""
+PENDING_HEADER = "X-Sprx-Pending"
+"""Optional, on push, pull and snapshot: how many changes the laptop still holds unsent besides those in
+the request. Kept by the server for the admin (``sprx-server device revoke`` shows it) and used to
+finish a retirement: a retired laptop is told to erase itself only once it reports nothing left."""
 
 
 def version_error(client: int, server: int) -> str | None:
@@ -175,6 +179,7 @@ class ErrorBody(BaseModel):
 ERROR_CODES = (
     "unauthorised",
     "device_revoked",
+    "device_retired",
     "forbidden",
     "invalid_code",
     "code_expired",
@@ -185,6 +190,8 @@ ERROR_CODES = (
     "client_too_old",
     "server_too_old",
     "invalid_request",
+    "too_large",
+    "too_many_attempts",
 )
 """Request-level ``ErrorBody.error`` codes. Per-mutation rejections use ``Ack.reason``:
 out_of_scope, clock_ahead, deleted, id_collision, immutable_field, unknown_field, too_large,

@@ -1,6 +1,7 @@
 """The FastAPI sync server: enrol, push, pull, snapshot and health under /v1."""
 
 import time
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Query, Request
@@ -22,10 +23,14 @@ from sync.protocol import (
     PushResponse,
     SnapshotResponse,
 )
+from sync.server.limits import BodyLimit, EnrolLimiter, Limits
 from sync.server.log import log_event, logger
 from sync.server.store import Device, Store, StoreError
 
-ERRORS: dict[int | str, dict[str, Any]] = {s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 422, 426)}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 413, 422, 426, 429)
+}
+PENDING_HEADER = protocol.PENDING_HEADER
 
 _HTTP_ERRORS = {
     400: ("invalid_request", "The request body could not be read."),
@@ -44,10 +49,21 @@ def create_app(
     *,
     protocol_version: int = protocol.PROTOCOL_VERSION,
     schema_version: int = schema.SCHEMA_VERSION,
+    limits: Limits | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """Build the app around a store; the version numbers are parameters so tests can skew them."""
+    """Build the app around a store; the version numbers are parameters so tests can skew them.
+
+    ``limits`` bounds request bodies and failed enrolment attempts; ``clock`` (seconds) drives the
+    enrolment rate limit, so tests can move time instead of sleeping.
+    """
+    limits = limits or Limits()
     app = FastAPI(title="sprx sync server", version=str(protocol_version))
     app.state.store = store
+    app.state.limits = limits
+    enrol_limiter = EnrolLimiter(limits, clock)
+    # Added first, so the logging middleware below wraps it and logs its 413s too.
+    app.add_middleware(BodyLimit, limits=limits)
 
     @app.exception_handler(StoreError)
     async def _store_error(_req: Request, exc: StoreError) -> JSONResponse:
@@ -101,6 +117,17 @@ def create_app(
             raise StoreError("unauthorised", "A device token is needed.", 401)
         return store.authenticate(authorization[7:].strip())
 
+    def reader_of(
+        dev: Annotated[Device, Depends(device_of)],
+        pending: Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)] = None,
+    ) -> Device:
+        # A retired laptop may still push what it holds; a pull tells it to erase itself (see Store.retired).
+        if dev.retired_at is not None:
+            store.retired(dev, pending)
+        if pending is not None and pending != dev.pending_reported:
+            store.note_pending(dev, pending)
+        return dev
+
     def versions(
         x_sprx_protocol: Annotated[int, Header(alias=PROTOCOL_HEADER)],
         x_sprx_schema: Annotated[int, Header(alias=SCHEMA_HEADER)],
@@ -114,11 +141,30 @@ def create_app(
                 "server_epoch": info["epoch"]}  # fmt: skip
 
     @app.post("/v1/devices/enrol", status_code=201, response_model=EnrolResponse, responses=ERRORS)
-    def enrol(body: EnrolRequest) -> dict[str, Any]:
-        return store.enrol(body.code, body.device_name)
+    def enrol(body: EnrolRequest, request: Request) -> Any:
+        address = request.client.host if request.client else "unknown"
+        wait = enrol_limiter.retry_after(address)
+        if wait is not None:
+            log_event("enrol_rate_limited", client=address, retry_after=wait)
+            sentence = "Too many enrolment attempts; wait a few minutes and try again."
+            response = _error(429, "too_many_attempts", sentence)
+            response.headers["Retry-After"] = str(wait)
+            return response
+        try:
+            return store.enrol(body.code, body.device_name)
+        except StoreError as exc:
+            if exc.status == 401:
+                # Never the code itself: only that one failed, why, and from where.
+                enrol_limiter.failed(address)
+                log_event("enrol_failed", reason=exc.code, client=address)
+            raise
 
     @app.post("/v1/sync/push", response_model=PushResponse, responses=ERRORS)
-    def push(body: PushRequest, dev: Annotated[Device, Depends(device_of)]) -> dict[str, Any]:
+    def push(
+        body: PushRequest,
+        dev: Annotated[Device, Depends(device_of)],
+        pending: Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)] = None,
+    ) -> dict[str, Any]:
         if body.device_id != dev.id:
             raise StoreError("forbidden", "The token belongs to a different device.", 403)
         check_versions(body.protocol_version, body.schema_version)
@@ -128,7 +174,7 @@ def create_app(
             m["fields"] = {
                 f: {k: v for k, v in fc.items() if v is not None or k == "v"} for f, fc in m["fields"].items()
             }
-        return store.push(dev, muts)  # type: ignore[arg-type]
+        return store.push(dev, muts, pending=pending)  # type: ignore[arg-type]
 
     @app.get(
         "/v1/sync/pull",
@@ -137,7 +183,7 @@ def create_app(
         dependencies=[Depends(versions)],
     )
     def pull(
-        dev: Annotated[Device, Depends(device_of)],
+        dev: Annotated[Device, Depends(reader_of)],
         cursor: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         epoch: Annotated[str | None, Query(max_length=64)] = None,
@@ -152,7 +198,7 @@ def create_app(
         dependencies=[Depends(versions)],
     )
     def snapshot(
-        dev: Annotated[Device, Depends(device_of)],
+        dev: Annotated[Device, Depends(reader_of)],
         after: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ) -> Response:

@@ -32,6 +32,29 @@ def _when(ms: int | None) -> str:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
+def _size(text: str) -> int:
+    """A byte count such as 65536, 64K or 8M."""
+    t = text.strip().upper().removesuffix("B")
+    mult = {"K": 1024, "M": 1024 * 1024}.get(t[-1:], 1)
+    try:
+        n = int(t[:-1] if mult > 1 else t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 64K or 8M") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least one byte")
+    return n
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return n
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -65,10 +88,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from sync.server.app import create_app
+    from sync.server.limits import Limits
     from sync.server.log import configure
 
     configure()
-    app = create_app(_store(args))
+    limits = Limits(
+        body_default=args.max_body,
+        body_paths={"/v1/devices/enrol": args.max_enrol_body, "/v1/sync/push": args.max_push_body},
+        enrol_per_address=args.enrol_attempts_per_address,
+        enrol_overall=args.enrol_attempts,
+        enrol_window_s=args.enrol_window,
+    )
+    app = create_app(_store(args), limits=limits)
     uvicorn.run(
         app,
         host=args.host,
@@ -95,9 +126,85 @@ def cmd_enrol_code(args: argparse.Namespace) -> int:
     return 0
 
 
+def _describe_device(d: dict[str, Any]) -> list[str]:
+    """What the server knows about a laptop, for the admin to read before revoking or retiring it."""
+    from sync.gate import visible
+
+    if d["pending_reported"] is None:
+        pending = "not reported (a laptop reports it when it syncs)"
+    else:
+        pending = f"{d['pending_reported']} (reported {_when(d['pending_reported_at'])})"
+    return [
+        f"Device:   {d['id']}",
+        f"Name:     {visible(d['name'])}",
+        f"Worker:   {d['worker_id']}",
+        f"Enrolled: {_when(d['enrolled_at'])}",
+        f"Last seen: {_when(d['last_seen'])}",
+        f"Changes waiting on the laptop: {pending}",
+    ]
+
+
+def _confirm(args: argparse.Namespace, question: str, refusal: str) -> None:
+    """Ask ``question`` at a terminal unless --yes; Failure(refusal) when there is no one to ask or they say no."""
+    if args.yes:
+        return
+    stdin = sys.stdin
+    if stdin is None or stdin.closed or not stdin.isatty():
+        raise Failure(refusal + " Run it again at a terminal to be asked, or add --yes.")
+    try:
+        answer = input(f"{question} [y/N] ")
+    except EOFError:
+        answer = ""
+    if answer.strip().lower() not in ("y", "yes"):
+        raise Failure(refusal)
+
+
 def cmd_device_revoke(args: argparse.Namespace) -> int:
-    _store(args).revoke_device(args.device_id)
+    store = _store(args)
+    d = store.device_info(args.device_id)
+    if d["revoked_at"] is not None:
+        print(f"Device {args.device_id} was already revoked on {_when(d['revoked_at'])}.")
+        return 0
+    for line in _describe_device(d):
+        print(line)
+    pending = d["pending_reported"]
+    if pending:
+        print(
+            f"Revoking erases the laptop's copy at its next sync and accepts nothing more from it: the {pending} "
+            "change(s) waiting on it will be lost. If the laptop is not lost or stolen, retire it instead "
+            f"(sprx-server device retire {args.device_id}) so it sends them first."
+        )
+    else:
+        print(
+            "Revoking erases the laptop's copy at its next sync and accepts nothing more from it; anything "
+            "it has not sent is lost. For a laptop that is not lost or stolen, use `sprx-server device retire`."
+        )
+    _confirm(args, "Revoke this laptop now?", "Nothing was revoked.")
+    store.revoke_device(args.device_id)
     print(f"Revoked device {args.device_id}; its next sync will fail and erase its local copy.")
+    return 0
+
+
+def cmd_device_retire(args: argparse.Namespace) -> int:
+    store = _store(args)
+    d = store.device_info(args.device_id)
+    if d["revoked_at"] is not None:
+        raise Failure(f"Device {args.device_id} was already revoked on {_when(d['revoked_at'])}; it cannot be retired.")
+    if d["retired_at"] is not None:
+        print(
+            f"Device {args.device_id} was already retired on {_when(d['retired_at'])}; "
+            "it erases itself at its next sync."
+        )
+        return 0
+    for line in _describe_device(d):
+        print(line)
+    print(
+        "Retiring lets the laptop send everything it holds at its next sync; then it erases its own copy "
+        "and can sync no more."
+    )
+    _confirm(args, "Retire this laptop?", "Nothing was retired.")
+    store.retire_device(args.device_id)
+    print(f"Retired device {args.device_id}; at its next sync it sends what it holds, then erases its local copy.")
     return 0
 
 
@@ -108,7 +215,12 @@ def cmd_device_list(args: argparse.Namespace) -> int:
         return 0
     print("device_id\tworker\tname\tenrolled\tlast_sync\tstatus")
     for d in rows:
-        status = f"revoked {_when(d['revoked_at'])}" if d["revoked_at"] else "active"
+        if d["retired_at"] and d["revoked_at"]:
+            status = f"retired {_when(d['retired_at'])}, erased {_when(d['revoked_at'])}"
+        elif d["retired_at"]:
+            status = f"retiring since {_when(d['retired_at'])}"
+        else:
+            status = f"revoked {_when(d['revoked_at'])}" if d["revoked_at"] else "active"
         print(f"{d['id']}\t{d['worker_id']}\t{d['name']}\t{_when(d['enrolled_at'])}\t{_when(d['last_seen'])}\t{status}")
     return 0
 
@@ -187,6 +299,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8443)
     s.add_argument("--tls-cert")
     s.add_argument("--tls-key")
+    s.add_argument("--max-body", type=_size, default="64K", help="request body limit in bytes (K/M suffix) (64K)")
+    s.add_argument("--max-enrol-body", type=_size, default="64K", help="enrolment body limit (64K)")
+    s.add_argument("--max-push-body", type=_size, default="8M", help="push body limit (8M)")
+    s.add_argument(
+        "--enrol-attempts-per-address", type=_positive, default=10, help="failed enrolments per address per window"
+    )
+    s.add_argument("--enrol-attempts", type=_positive, default=60, help="failed enrolments overall per window")
+    s.add_argument("--enrol-window", type=_positive, default=600, help="rate-limit window in seconds (600)")
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="manage link workers").add_subparsers(
@@ -205,9 +325,14 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("device", help="manage enrolled laptops").add_subparsers(
         dest="dcmd", required=True, parser_class=_Parser
     )
-    dr = d.add_parser("revoke", parents=[db], help="revoke a laptop")
+    dr = d.add_parser("revoke", parents=[db], help="lost or stolen: erase at once, accept nothing more")
     dr.add_argument("device_id")
+    dr.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     dr.set_defaults(fn=cmd_device_revoke)
+    dt_ = d.add_parser("retire", parents=[db], help="a laptop leaving service: it sends what it holds, then erases")
+    dt_.add_argument("device_id")
+    dt_.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
+    dt_.set_defaults(fn=cmd_device_retire)
     dl = d.add_parser("list", parents=[db], help="list laptops and their last sync")
     dl.set_defaults(fn=cmd_device_list)
 
@@ -245,6 +370,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sync.server.store import StoreError
 
     args = build_parser().parse_args(argv)
+    # Everything the server writes (its database, SQLite's -wal/-shm, keys, folders) is private.
+    from sync.server.private import PRIVATE_UMASK
+
+    os.umask(PRIVATE_UMASK)
     logging.getLogger("sprx").setLevel(logging.WARNING if args.cmd != "serve" else logging.INFO)
     try:
         return int(args.fn(args))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
-import os
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from sync.server.private import create_private_file, make_private_dir
 
 
 def fingerprint(cert_pem: bytes) -> str:
@@ -29,8 +30,8 @@ def spki_sha256(cert_pem: bytes) -> str:
 
 
 def make_self_signed(out_dir: Path, host: str = "127.0.0.1", days: int = 825) -> tuple[Path, Path]:
-    """Write server.crt and server.key (mode 0600) into ``out_dir``; returns their paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write server.crt and server.key (both 0600; a folder made for them 0700) into ``out_dir``."""
+    make_private_dir(out_dir)
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
     try:
@@ -59,10 +60,7 @@ def make_self_signed(out_dir: Path, host: str = "127.0.0.1", days: int = 825) ->
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    # Create the key file 0600 from the start so it is never briefly world-readable.
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_bytes)
-    os.chmod(key_path, 0o600)
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    # Created 0600 from the start (whatever the umask), so the key is never briefly readable by others.
+    create_private_file(key_path, key_bytes)
+    create_private_file(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return cert_path, key_path

@@ -298,7 +298,7 @@ def test_revoked_laptop_exits_5_and_its_vault_is_erased(world: World) -> None:
         device = get_state(store.engine, "device_id")
     finally:
         store.vault.lock()
-    r = admin(world.db, "device", "revoke", device)
+    r = admin(world.db, "device", "revoke", device, "--yes")
     assert "Revoked" in r.stdout
     r = sprx("sync", "--vault", str(world.vaults["B"]))
     assert r.returncode == 5, r.stderr

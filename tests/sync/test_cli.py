@@ -48,7 +48,7 @@ def test_admin_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     dev = store.enrol(enrol_code, "laptop")
     code, out, _ = run(capsys, "device", "list", *db)
     assert dev["device_id"] in out and "active" in out
-    assert run(capsys, "device", "revoke", dev["device_id"], *db)[0] == 0
+    assert run(capsys, "device", "revoke", dev["device_id"], "--yes", *db)[0] == 0
     assert "revoked" in run(capsys, "device", "list", *db)[1]
     code, _, err = run(capsys, "device", "revoke", "nope", *db)
     assert code == 1 and err.strip() == "There is no device nope."
