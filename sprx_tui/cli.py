@@ -311,20 +311,30 @@ def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
 # -- parser -----------------------------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _vault_options(vault: Any, passphrase_stdin: Any) -> argparse.ArgumentParser:
+    """--vault and --passphrase-stdin with the given defaults (a parent parser)."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--vault", type=Path, default=None, help="vault folder (default: your user data folder)")
+    common.add_argument("--vault", type=Path, default=vault, help="vault folder (default: your user data folder)")
     common.add_argument(
         "--passphrase-stdin",
         action="store_true",
+        default=passphrase_stdin,
         help="read the passphrase (one line) from standard input",
     )
+    return common
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sprx",
         description="Encrypted, offline-first case records for social prescribing link workers.",
-        parents=[common],
+        parents=[_vault_options(None, False)],
     )
+    # The one rule for options accepted both before and after the command: the top-level parser sets the
+    # defaults, and every subcommand's copy defaults to SUPPRESS, so it sets a value only when it is given.
+    # (A subparser's own default used to overwrite the top-level value: `sprx --vault X check` used the
+    # default vault.) Given in both places, the one after the command wins.
+    common = _vault_options(argparse.SUPPRESS, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
@@ -376,7 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Print caseload and outcome figures.",
     )
 
-    p = sub.add_parser("directory", help="Manage the local services directory.")
+    p = sub.add_parser("directory", parents=[common], help="Manage the local services directory.")
     dsub = p.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
     p = dsub.add_parser(
         "import",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -314,3 +315,112 @@ def test_read_only_folder_is_refused_plainly(tmp_path: Path) -> None:
         assert list(ro.iterdir()) == []
     finally:
         ro.chmod(0o700)
+
+
+# -- top-level options reach every command ---------------------------------------------------------
+
+VAULT_OPTION_PLACES = {
+    # Each option is given once, before or after the command; between them the two cases try both places.
+    "vault_first": (["--vault", "{X}"], ["--passphrase-stdin"]),
+    "vault_after": (["--passphrase-stdin"], ["--vault", "{X}"]),
+}
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[str]:
+    """Every command the parser knows, nested ones as "directory import"."""
+    found: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += [f"{name} {inner}" for inner in _commands(child)] or [name]
+    return found
+
+
+def _unlock_count(path: Path, recovery: str) -> int:
+    vault = Vault(path)
+    vault.unlock_with_recovery(recovery)
+    try:
+        with Session(vault.engine) as s:
+            return len(s.exec(select(AuditEvent).where(AuditEvent.action.in_(["UNLOCK", "CREATE_VAULT"]))).all())
+    finally:
+        vault.lock()
+
+
+@dataclass
+class OptionCase:
+    args: list[str]  # after the command
+    stdin: str = PASSPHRASE + "\n"
+    fresh: bool = False  # the command creates the vault at X
+    unlocks: bool = True  # the command unlocks X (and audits it)
+
+
+def _option_cases(tmp: Path) -> dict[str, OptionCase]:
+    from tests.sample_data import hsds_sample
+
+    return {
+        "init": OptionCase(["--fast-kdf"], fresh=True),
+        "demo": OptionCase(["--people", "1", "--fast-kdf", "--quiet"], fresh=True),
+        "check": OptionCase([]),
+        "passwd": OptionCase([], f"{PASSPHRASE}\n{NEW_PASSPHRASE}\n", unlocks=False),
+        "export": OptionCase(["--format", "csv", "--out", str(tmp / "out"), "--yes"]),
+        "enrol": OptionCase(["--server", "https://127.0.0.1:9", "--code", "AAAAA-BBBBB"]),
+        "sync": OptionCase([]),
+        "report": OptionCase([]),
+        "directory import": OptionCase([str(hsds_sample())]),
+    }
+
+
+def test_every_command_has_a_top_level_option_case(tmp_path: Path) -> None:
+    from sprx_tui.cli import build_parser
+
+    assert sorted(_commands(build_parser())) == sorted(_option_cases(tmp_path))
+
+
+@pytest.mark.parametrize("place", list(VAULT_OPTION_PLACES))
+@pytest.mark.parametrize("command", sorted(_option_cases(Path("."))))
+def test_vault_and_passphrase_stdin_work_before_or_after_every_command(
+    command: str,
+    place: str,
+    tmp_path: Path,
+    core_empty_template,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`sprx --vault X <cmd>` and `sprx <cmd> --vault X` both act on X (a subcommand's default once
+    overwrote the top-level value, so the default vault was used); the same for --passphrase-stdin."""
+    import io
+
+    from sprx_tui import cli
+
+    monkeypatch.setattr("sprx_tui.core.db.init_process_security", lambda *_a, **_k: None)
+    decoy = tmp_path / "default-vault"
+    monkeypatch.setenv("SPRX_VAULT", str(decoy))
+    case = _option_cases(tmp_path)[command]
+    x = tmp_path / "x"
+    if not case.fresh:
+        shutil.copytree(core_empty_template.path, x)
+        before_unlocks = _unlock_count(x, core_empty_template.recovery)
+        before_key = (x / "sprx.key").read_bytes()
+    before, after = ([a.replace("{X}", str(x)) for a in part] for part in VAULT_OPTION_PLACES[place])
+    monkeypatch.setattr("sys.stdin", io.StringIO(case.stdin))
+    cli.main([*before, *command.split(), *after, *case.args])
+    err = capsys.readouterr().err
+    assert "no vault" not in err.lower() and "no terminal" not in err.lower(), err
+    assert not decoy.exists()
+    if case.fresh:
+        assert (x / "sprx.key").is_file() and (x / "sprx.db").is_file(), err
+    elif case.unlocks:
+        assert _unlock_count(x, core_empty_template.recovery) == before_unlocks + 1, err
+    else:
+        assert (x / "sprx.key").read_bytes() != before_key, err
+
+
+def test_an_option_after_the_command_overrides_the_one_before(tmp_path: Path) -> None:
+    from sprx_tui.cli import build_parser
+
+    args = build_parser().parse_args(["--vault", str(tmp_path / "a"), "check", "--vault", str(tmp_path / "b")])
+    assert args.vault == tmp_path / "b"
+    args = build_parser().parse_args(["--vault", str(tmp_path / "a"), "--passphrase-stdin", "check"])
+    assert (args.vault, args.passphrase_stdin) == (tmp_path / "a", True)
+    args = build_parser().parse_args([])
+    assert (args.vault, args.passphrase_stdin) == (None, False)
