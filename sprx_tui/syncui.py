@@ -39,6 +39,7 @@ from sprx_tui.core import syncstore
 from sprx_tui.core.models import SYNCED_MODELS, Person, SyncOutbox
 from sprx_tui.messages import SyncStatusChanged
 from sync import hlc as hlc_mod
+from sync.client import capped_doubling
 from sync.merge import DELETED, SERVER_DEVICE
 
 if TYPE_CHECKING:
@@ -85,9 +86,7 @@ class Backoff:
 
     def ceiling(self) -> float:
         """The un-jittered wait after the current number of failures."""
-        if self.failures <= 0:
-            return 0.0
-        return min(self.cap, self.start * 2 ** (self.failures - 1))
+        return capped_doubling(self.start, self.cap, self.failures)
 
     def failed(self) -> float:
         """Count one more failure; the jittered wait before the next try."""

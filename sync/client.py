@@ -446,6 +446,19 @@ class LocalStore(Protocol):
 
 # ---------------------------------------------------------------- backoff
 
+_MAX_DOUBLINGS = 64
+"""2.0 ** 64 is past any cap; a failure count is never raised to a higher power (no OverflowError, no giant number)."""
+
+
+def capped_doubling(base: float, cap: float, failures: int) -> float:
+    """``base`` doubled once per failure after the first, at most ``cap``; 0 for no failures.
+
+    The exponent is capped before the power is computed, so a count of 10,000 costs what 64 does.
+    """
+    if failures <= 0:
+        return 0.0
+    return min(cap, base * 2.0 ** min(failures - 1, _MAX_DOUBLINGS))
+
 
 class Backoff:
     """Exponential backoff with full jitter (1 s doubling to a 5 minute cap), driven by a timer.
@@ -466,8 +479,7 @@ class Backoff:
         """The jittered wait after the current number of failures (0 when none)."""
         if self.failures == 0:
             return 0.0
-        ceiling = min(self.cap, self.base * 2 ** (self.failures - 1))
-        return self.rng() * ceiling
+        return self.rng() * capped_doubling(self.base, self.cap, self.failures)
 
     def failure(self, now: float) -> float:
         """Record a failed attempt at ``now``; returns when the next one is due."""

@@ -52,6 +52,9 @@ KEY_FILE_VERSION = 1
 MIN_PASSPHRASE_CHARS = 12
 BACKOFF_FREE_FAILURES = 3
 BACKOFF_CAP_SECONDS = 300.0
+# The back-off doubles per failure; past this exponent it is at the cap anyway (2 ** 9 s > 300 s). Capped
+# before the power is computed: a key file counting 1027 failures made 2.0 ** 1024 raise OverflowError.
+_BACKOFF_MAX_EXPONENT = math.ceil(math.log2(BACKOFF_CAP_SECONDS))
 
 _KEY_LEN = 32
 _SALT_LEN = 16
@@ -725,7 +728,8 @@ class Vault:
     def _backoff_remaining(self, keyfile: _KeyFile) -> float:
         if keyfile.failures < BACKOFF_FREE_FAILURES:
             return 0.0
-        wait = min(2.0 ** (keyfile.failures - BACKOFF_FREE_FAILURES), BACKOFF_CAP_SECONDS)
+        exponent = min(keyfile.failures - BACKOFF_FREE_FAILURES, _BACKOFF_MAX_EXPONENT)
+        wait = min(2.0**exponent, BACKOFF_CAP_SECONDS)
         now = self._clock()
         if now < keyfile.last_failure:
             # The clock went backwards; restart the wait from now rather than lock out for hours.

@@ -282,6 +282,27 @@ def test_backoff_is_capped_and_survives_clock_going_back(vault_copy: Made) -> No
     v.lock()
 
 
+@pytest.mark.parametrize("count", [1027, 10**9])
+def test_a_huge_failure_count_keeps_the_wait_at_the_cap(vault_copy: Made, count: int) -> None:
+    """2.0 ** (count - 3) overflowed from 1027 failures on: every unlock raised OverflowError."""
+    clock = FakeClock()
+    _edit_key_file(vault_copy.path / "sprx.key", lambda d: d.update(failures={"count": count, "last": clock.now}))
+    v = Vault(vault_copy.path, clock=clock)
+    with pytest.raises(BackoffActive) as waiting:
+        v.unlock(pw())
+    assert waiting.value.seconds == pytest.approx(300.0)
+    clock.now += 300
+    with pytest.raises(BadPassphrase) as wrong:
+        v.unlock(pw(b"definitely not my passphrase"))
+    assert str(wrong.value) == "That passphrase is not right; wait 300 seconds before trying again."
+    assert json.loads(v.key_path.read_text())["failures"]["count"] == count + 1
+    clock.now += 300
+    v.unlock(pw())
+    assert v.failed_attempts_before_unlock == count + 1
+    assert json.loads(v.key_path.read_text())["failures"]["count"] == 0
+    v.lock()
+
+
 # --- 5: lock, auto-lock, no silent reconnect -----------------------------------------------------
 
 
