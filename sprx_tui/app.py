@@ -66,6 +66,8 @@ FREEZE_AFTER_UNLOCK_SECONDS = 0.5
 KEY_IN_FLIGHT_SECONDS = 0.5  # the longest the next key waits for the last one (see _finish_key_in_flight)
 FREEZE_RETRY_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30.0
+QUIT_CONFIRM_SECONDS = 10.0
+"""With changes unsent for over a day, a first Ctrl+Q warns; a second within this long quits."""
 IDLE_GC_CHECK_SECONDS = 1.0
 IDLE_GC_AFTER_QUIET_SECONDS = 1.5
 """While unlocked, full garbage collections wait for a pause this long in the worker's typing."""
@@ -600,7 +602,38 @@ class SprxApp(App[int]):
         self.push_screen(SettingsScreen())
 
     def action_lock(self) -> None:
+        warning = self._unsent_warning()
         self.lock_now("manual")
+        if warning:
+            self.notify(warning, severity="warning", timeout=15)
+
+    def _unsent_warning(self) -> str | None:
+        """A plain sentence when changes have waited unsent for over a day (shown on quit and on lock)."""
+        if self.store is None:
+            return None
+        try:
+            from sprx_tui.core.syncstore import unsent_overdue
+
+            n = unsent_overdue(self.store, self.clock())
+        except Exception:  # noqa: BLE001 - a warning must never stop a lock or a quit
+            return None
+        if not n:
+            return None
+        waits = "1 change has" if n == 1 else f"{n} changes have"
+        return (
+            f"{waits} waited more than a day to be sent to the practice server; "
+            "sync when you can (F6), so they are not lost if this laptop is."
+        )
+
+    def _quit_after_warning(self) -> bool:
+        """False (having warned) on a first Ctrl+Q with changes unsent for over a day; a second one quits."""
+        warning = self._unsent_warning()
+        last = getattr(self, "_quit_warned_at", None)
+        if warning is None or (last is not None and time.monotonic() - last < QUIT_CONFIRM_SECONDS):
+            return True
+        self._quit_warned_at = time.monotonic()
+        self.notify(warning + " Press Ctrl+Q again to quit anyway.", severity="warning", timeout=QUIT_CONFIRM_SECONDS)
+        return False
 
     def action_toggle_theme(self) -> None:
         self.config.theme = "default" if self.config.theme == "high_contrast" else "high_contrast"
@@ -820,6 +853,8 @@ class SprxApp(App[int]):
             self.notify("Your unsaved work was kept safely; it will be offered back when you unlock.")
 
     async def action_quit(self) -> None:
+        if not self._quit_after_warning():
+            return
         self.lock_sync("quit")
         self.exit(return_code=0)
 

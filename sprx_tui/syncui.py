@@ -382,7 +382,7 @@ class SyncController:
                 outcome = SyncOutcome("failed", UNEXPECTED, "failed", manual=manual)
                 self.app.call_later(self._finished, generation, outcome)
             return
-        if result.status == "revoked":
+        if result.status in ("revoked", "retired"):
             # The vault is gone whatever happened meanwhile (even a lock): always say so.
             self.app.call_later(self._revoked, result.message, self._current(generation))
             return

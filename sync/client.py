@@ -74,6 +74,20 @@ class DeviceRevoked(SyncError):
     message = "This laptop's access was withdrawn by the practice, so its local copy has been erased."
 
 
+class DeviceRetired(SyncError):
+    """The practice retired this laptop: once everything is sent, it erases its local copy."""
+
+    message = (
+        "This laptop was retired by the practice; everything it held was sent, and its local copy has been erased."
+    )
+
+
+class TooLarge(SyncError):
+    """The server refused a request as too large (413); a push is resent in smaller pages."""
+
+    message = "The practice server refused a change as too large to send; your changes are kept."
+
+
 class UpgradeNeeded(SyncError):
     message = "This version of sprx is too old to sync; keep working and install the update, nothing is lost."
 
@@ -296,6 +310,10 @@ class Transport:
             raise Unauthorised()
         if r.status_code == 403 and code == "device_revoked":
             raise DeviceRevoked()
+        if r.status_code == 403 and code == "device_retired":
+            raise DeviceRetired()
+        if r.status_code == 413:
+            raise TooLarge()
         if r.status_code == 409 and code == "gap" and isinstance(body.get("expected"), int):
             raise Gap(int(body["expected"]))
         if r.status_code == 410:
@@ -570,9 +588,26 @@ class SyncEngine:
             return body
 
     def run(self) -> SyncReport:
-        self.push()
-        self.pull()
-        return self.report
+        # A retired laptop is told so on its pull, after its push was accepted. It erases itself only
+        # with nothing left unsent: a change saved during the sync is pushed first (a few rounds at most).
+        for _round in range(3):
+            self.push()
+            try:
+                self.pull()
+            except DeviceRetired:
+                if self.local.pending_count() == 0:
+                    raise
+                continue
+            return self.report
+        raise SyncError("This laptop was retired by the practice, but changes keep arriving; it will send them later.")
+
+    def _pending_header(self, in_request: int = 0) -> dict[str, str]:
+        """How many changes wait unsent besides those in this request (the server shows it to the admin)."""
+        try:
+            n = max(0, int(self.local.pending_count()) - in_request)
+        except Exception:  # noqa: BLE001 - a count is a courtesy to the admin; never fail a sync for it
+            return {}
+        return {protocol.PENDING_HEADER: str(n)}
 
     # -- push --
 
@@ -593,7 +628,13 @@ class SyncEngine:
                 "mutations": muts,
             }
             try:
-                resp = self._call("POST", "/v1/sync/push", json=body)
+                resp = self._call("POST", "/v1/sync/push", json=body, headers=self._pending_header(len(muts)))
+            except TooLarge:
+                # Nothing of a refused request was applied: send the same changes in smaller pages.
+                if len(muts) <= 1:
+                    raise
+                self.batch = max(1, len(muts) // 2)
+                continue
             except Gap as g:
                 gaps += 1
                 if gaps > 3:
@@ -634,7 +675,7 @@ class SyncEngine:
             if pos.epoch:
                 params["epoch"] = pos.epoch
             try:
-                page = self._call("GET", "/v1/sync/pull", params=params)
+                page = self._call("GET", "/v1/sync/pull", params=params, headers=self._pending_header())
             except ResyncRequired:
                 resyncs += 1
                 if resyncs > 2:
@@ -666,7 +707,7 @@ class SyncEngine:
             if pos.after:
                 params["after"] = pos.after
             try:
-                page = self._call("GET", "/v1/sync/snapshot", params=params)
+                page = self._call("GET", "/v1/sync/snapshot", params=params, headers=self._pending_header())
             except ResyncRequired:
                 restarts += 1
                 if restarts > 2:

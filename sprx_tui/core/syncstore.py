@@ -99,7 +99,8 @@ EXIT_CODES_HELP = """exit codes:
   1  other failure (the message says what; changes are kept)
   3  the practice server could not be reached; changes are kept and will sync later
   4  synced, but conflicts need a person to choose which version to keep
-  5  this laptop's access was withdrawn by the practice; its local copy has been erased
+  5  this laptop's access was withdrawn (revoked) or it was retired (after sending everything) by the
+     practice; its local copy has been erased
   6  this version of sprx (or the server) needs an update before syncing; changes are kept"""
 
 _CHUNK = 500
@@ -1072,7 +1073,7 @@ class SyncResult:
     """What one sync did. ``message`` is one plain sentence for the status line."""
 
     status: str
-    """synced | conflicts | offline | revoked | upgrade | failed | busy | not_enrolled"""
+    """synced | conflicts | offline | revoked | retired | upgrade | failed | busy | not_enrolled"""
     exit_code: int
     message: str
     pushed: int = 0
@@ -1189,6 +1190,32 @@ def sync_status(store: CaseStore) -> SyncStatus:
     )
 
 
+UNSENT_WARN_AFTER = dt.timedelta(days=1)
+"""The app warns on quit and on lock when changes have waited unsent longer than this."""
+
+
+def unsent_overdue(store: CaseStore, now: dt.datetime) -> int:
+    """How many changes wait unsent when the oldest has waited over a day; 0 otherwise or when not enrolled."""
+    with store.lock, Session(store.engine) as s:
+        if not _state(s, [K_TOKEN]).get(K_TOKEN):
+            return 0
+        oldest = s.exec(
+            select(SyncOutbox.created_at)
+            .where(SyncOutbox.status == "pending")
+            .order_by(col(SyncOutbox.mutation_id))
+            .limit(1)
+        ).first()
+        if oldest is None:
+            return 0
+        if oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=dt.UTC)
+        if now.tzinfo is None:
+            now = now.replace(tzinfo=dt.UTC)
+        if now - oldest <= UNSENT_WARN_AFTER:
+            return 0
+        return int(s.connection().exec_driver_sql(PENDING_COUNT_SQL).scalar() or 0)
+
+
 def _plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
@@ -1205,7 +1232,7 @@ def sync_now(
     """Push pending changes, then pull the caseload; never raises for network or server trouble.
 
     ``progress(phase, done, total)`` is called from the calling thread ("push" has a total; "pull"
-    and "snapshot" pass None). After status "revoked" the vault is erased and the store is dead.
+    and "snapshot" pass None). After status "revoked" or "retired" the vault is erased and the store is dead.
     """
     lock = _sync_lock(store)
     if not lock.acquire(blocking=False):
@@ -1257,6 +1284,11 @@ def _sync_locked(
         t.close()
         _erase(store)
         return SyncResult("revoked", EXIT_REVOKED, str(exc), report=engine.report)
+    except sc.DeviceRetired as exc:
+        # Retired, not lost: the engine raises this only once the outbox is empty (everything was sent).
+        t.close()
+        _erase(store)
+        return SyncResult("retired", EXIT_REVOKED, str(exc), report=engine.report)
     except sc.UpgradeNeeded as exc:
         status, code, message = "upgrade", EXIT_UPGRADE, str(exc)
     except sc.Offline as exc:

@@ -50,18 +50,18 @@ def create_app(
     protocol_version: int = protocol.PROTOCOL_VERSION,
     schema_version: int = schema.SCHEMA_VERSION,
     limits: Limits | None = None,
-    clock: Callable[[], float] = time.monotonic,
+    limits_clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
     """Build the app around a store; the version numbers are parameters so tests can skew them.
 
-    ``limits`` bounds request bodies and failed enrolment attempts; ``clock`` (seconds) drives the
+    ``limits`` bounds request bodies and failed enrolment attempts; ``limits_clock`` (seconds) drives the
     enrolment rate limit, so tests can move time instead of sleeping.
     """
     limits = limits or Limits()
     app = FastAPI(title="sprx sync server", version=str(protocol_version))
     app.state.store = store
     app.state.limits = limits
-    enrol_limiter = EnrolLimiter(limits, clock)
+    enrol_limiter = EnrolLimiter(limits, limits_clock)
     # Added first, so the logging middleware below wraps it and logs its 413s too.
     app.add_middleware(BodyLimit, limits=limits)
 

@@ -367,14 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from sync.server.store import StoreError
-
     args = build_parser().parse_args(argv)
     # Everything the server writes (its database, SQLite's -wal/-shm, keys, folders) is private.
     from sync.server.private import PRIVATE_UMASK
 
-    os.umask(PRIVATE_UMASK)
+    old_umask = os.umask(PRIVATE_UMASK)
     logging.getLogger("sprx").setLevel(logging.WARNING if args.cmd != "serve" else logging.INFO)
+    try:
+        return _run(args)
+    finally:
+        os.umask(old_umask)  # as it was, for a caller in the same process (tests)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sync.server.store import StoreError
+
     try:
         return int(args.fn(args))
     except Failure as e:
