@@ -460,6 +460,26 @@ class SyncRejected(SQLModel, table=True):
     rejected_at: dt.datetime = Field(default_factory=utcnow)
 
 
+class SyncQuarantine(SQLModel, table=True):
+    """A row (or conflict) from the server that the inbound gate (``sync.gate``) refused: set aside, not applied.
+
+    Kept: where it is, which field and the gate's plain reason, and the server's sequence number;
+    never the refused value itself, only a short excerpt made visible by ``gate.visible``. A later
+    version of the same row that passes the gate applies as usual and removes the entry (migration 0007).
+    """
+
+    __tablename__ = "sync_quarantine"
+    tbl: str = Field(primary_key=True)
+    """The table of the row, or "sync_conflict" for a conflict (row_id is then the conflict's id)."""
+    row_id: str = Field(primary_key=True)
+    person_id: str | None = Field(default=None, index=True)
+    field: str
+    reason: str
+    excerpt: str = ""
+    server_seq: int | None = None
+    set_aside_at: dt.datetime = Field(default_factory=utcnow)
+
+
 class Draft(SQLModel, table=True):
     """Unsaved form text kept (encrypted) across a lock, offered back after unlock."""
 

@@ -55,6 +55,7 @@ from sprx_tui.core.models import (
     utcnow,
 )
 from sprx_tui.core.wire import from_wire, row_values, to_wire
+from sync import gate
 from sync import hlc as hlc_clock
 from sync.schema import TABLES
 
@@ -78,6 +79,30 @@ class InvalidInput(ServiceError):
     def __init__(self, errors: dict[str, str]) -> None:
         self.errors = errors
         super().__init__(next(iter(errors.values())))
+
+
+class RefusedValue(InvalidInput, validate.ValidationError):
+    """A value the inbound gate (``sync.gate``) refuses, so it is never stored or queued for the server.
+
+    Both an ``InvalidInput`` (``errors`` by field, which forms show next to the input) and a
+    ``validate.ValidationError`` (``field``, ``message``). The message never repeats the value.
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        Exception.__init__(self, message)
+        self.errors = {field: message}
+        self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.message))
+
+
+def gate_check(tbl: str, row_id: str, fields: dict[str, Any]) -> None:
+    """Raise RefusedValue for the first field value (wire form) the inbound gate refuses."""
+    refusal = gate.check_values(tbl, fields, row_id)
+    if refusal is not None:
+        raise RefusedValue(refusal.field, f"{validate.field_label(refusal.field)} {refusal.problem}.")
 
 
 @dataclass(frozen=True)
@@ -239,11 +264,13 @@ class CaseService:
         row.created_at = self.clock()
         row.row_hlc = stamp
         row.field_meta = {f: {"hlc": stamp, "dev": self.actor.device_id, "seq": None} for f in spec.fields}
-        txn.session.add(row)
         values = row_values(row, spec)
+        gate_check(spec.name, row.id, values)  # before the session holds the row: a refusal writes nothing
+        txn.session.add(row)
         self._maybe_fail("row")
         self._outbox(
             txn,
+            gated=True,
             tbl=spec.name,
             row_id=row.id,
             person_id=row.person_id,
@@ -261,6 +288,8 @@ class CaseService:
         for name in changed:
             if name not in spec.patchable:
                 raise ServiceError(f"The {name.replace('_', ' ')} cannot be changed once saved.")
+        wire = {name: to_wire(value) for name, value in changed.items()}
+        gate_check(spec.name, row.id, wire)  # before the row changes: a refusal writes nothing
         stamp = self._tick(txn)
         meta = dict(row.field_meta or {})
         fields: dict[str, Any] = {}
@@ -268,12 +297,12 @@ class CaseService:
             base = (meta.get(name) or {}).get("seq")
             setattr(row, name, value)
             meta[name] = {"hlc": stamp, "dev": self.actor.device_id, "seq": base}
-            fields[name] = {"v": to_wire(value), "hlc": stamp, "base_seq": base}
+            fields[name] = {"v": wire[name], "hlc": stamp, "base_seq": base}
         row.field_meta = meta
         row.row_hlc = stamp
         txn.session.add(row)
         self._maybe_fail("row")
-        self._outbox(txn, tbl=spec.name, row_id=row.id, person_id=row.person_id, op="patch", fields=fields)
+        self._outbox(txn, gated=True, tbl=spec.name, row_id=row.id, person_id=row.person_id, op="patch", fields=fields)
         return changed
 
     def _tombstone(self, txn: _Txn, row: Synced) -> None:
@@ -293,7 +322,12 @@ class CaseService:
             fields={"_deleted": {"v": True, "hlc": stamp, "base_seq": row.server_seq}},
         )
 
-    def _outbox(self, txn: _Txn, **kwargs: Any) -> None:
+    def _outbox(self, txn: _Txn, *, gated: bool = False, **kwargs: Any) -> None:
+        """Queue one mutation; its values pass the inbound gate first (``gated``: already checked), so this
+        laptop never queues a change the server would refuse."""
+        if not gated:
+            fields = kwargs.get("fields") or {}
+            gate_check(kwargs["tbl"], kwargs["row_id"], {f: fc.get("v") for f, fc in fields.items()})
         self._maybe_fail("outbox")
         txn.outbox.append(
             {
@@ -1276,6 +1310,8 @@ __all__ = [
     "CaseService",
     "InvalidInput",
     "NotFound",
+    "RefusedValue",
     "ServiceError",
+    "gate_check",
     "position_between",
 ]

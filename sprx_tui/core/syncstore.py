@@ -43,6 +43,7 @@ from sprx_tui.core.models import (
     SyncConflict,
     Synced,
     SyncOutbox,
+    SyncQuarantine,
     SyncRejected,
     utcnow,
 )
@@ -50,6 +51,7 @@ from sprx_tui.core.service import Actor, search_text_for
 from sprx_tui.core.store import DEMO_MARK, CaseStore
 from sprx_tui.core.wire import from_wire
 from sync import client as sc
+from sync import gate
 from sync import hlc as hlc_mod
 from sync.client import (
     AckSummary,
@@ -257,6 +259,12 @@ class VaultSyncStore:
         """Pulled rows that brought something from elsewhere: this laptop's own changes come back in
         the feed too (the server's copy, with its sequence number) and are not news to the worker."""
         self._page_news = 0
+        self.set_aside = 0
+        """Pulled rows (and conflicts) the inbound gate refused in this sync: kept in sync_quarantine."""
+        self._page_aside: list[dict[str, Any]] = []
+        self._page_cleared: list[tuple[str, str]] = []
+        self._held: set[tuple[str, str]] = set()
+        """(tbl, row_id) of the quarantine entries when the page began."""
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -532,6 +540,7 @@ class VaultSyncStore:
             for name in [*SYNCED_MODELS, "community_service"]:
                 _sql(s, f"UPDATE {name} SET server_seq = -1")
             _sql(s, "UPDATE sync_conflict SET server_seq = -1 WHERE status = 'open'")
+            _sql(s, "UPDATE sync_quarantine SET server_seq = -1")
             _put(s, {K_PHASE: "snapshot", K_AFTER: None, K_STARTED: "1"})
 
     def apply_snapshot_page(self, page: dict[str, Any]) -> int:
@@ -547,6 +556,7 @@ class VaultSyncStore:
                                K_STARTED: None})  # fmt: skip
             self._flush_hlc(s)
             _put(s, values)
+        self.set_aside += len(self._page_aside)
         return n
 
     def apply_pull_page(self, page: dict[str, Any]) -> int:
@@ -569,6 +579,7 @@ class VaultSyncStore:
                 self._flush_hlc(s)
             _put(s, {K_CURSOR: str(cursor), K_EPOCH: epoch})
         self.news += self._page_news  # counted once the page is committed (a failed page is fetched again)
+        self.set_aside += len(self._page_aside)
         return n
 
     # -- applying server state --
@@ -599,6 +610,10 @@ class VaultSyncStore:
         dated: set[str] = set()  # people whose caseload dates depend on rows of this page
         applied = 0
         self._page_news = 0
+        self._page_aside, self._page_cleared = [], []
+        # One read per page (the table is empty unless something was set aside): a later good version clears it.
+        self._held = {(t, r) for t, r in _sql(s, "SELECT tbl, row_id FROM sync_quarantine").all()}
+        held = self._held
         me = self.device_id
         by_tbl: dict[str, list[dict[str, Any]]] = {}
         for c in changes:
@@ -627,6 +642,12 @@ class VaultSyncStore:
                 row = existing.get(c["id"])
                 if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
                     continue  # already applied (a replayed page)
+                refusal = _row_refusal(tbl, c)
+                if refusal is not None:
+                    self._set_aside(s, tbl, c, refusal, seq, row)
+                    continue
+                if held and (tbl, c["id"]) in held:
+                    self._page_cleared.append((tbl, c["id"]))
                 person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
                 touched.add(person_id)
                 if tbl in _DATED:
@@ -668,9 +689,41 @@ class VaultSyncStore:
                 s.connection().exec_driver_sql(bulk.sql, fresh)
         s.flush()
         self._apply_conflicts(s, conflicts, pending)
+        self._write_quarantine(s)
         self._purge(s, removed, touched)
         self._refresh_people(s, dated)
         return applied
+
+    def _set_aside(
+        self, s: Session, tbl: str, c: dict[str, Any], refusal: gate.Refusal, seq: int, row: Any = None
+    ) -> None:
+        """Keep a refused row out of the vault: where it is and why go to sync_quarantine, not its value.
+
+        A copy this laptop already holds stays as it was (in a snapshot it is kept, not removed as gone).
+        """
+        values = c.get("values")
+        value = values.get(refusal.field) if isinstance(values, dict) else None
+        person_id = c.get("person_id") or (c.get("id") if tbl == "person" else None)
+        self._page_aside.append(_quarantine_entry(tbl, c.get("id"), person_id, refusal, value, seq,
+                                                  self.store.service.clock()))  # fmt: skip
+        if row is not None and row.server_seq == -1:
+            row.server_seq = None
+            s.add(row)
+
+    def _write_quarantine(self, s: Session) -> None:
+        """Record this page's set-aside rows and drop the entries of rows that arrived good."""
+        table = SyncQuarantine.__table__  # type: ignore[attr-defined]
+        if self._page_aside:
+            stmt = sqlite_insert(table)
+            keep = ("person_id", "field", "reason", "excerpt", "server_seq", "set_aside_at")
+            s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["tbl", "row_id"], set_={k: getattr(stmt.excluded, k) for k in keep}
+                ),
+                self._page_aside,
+            )
+        for tbl, row_id in self._page_cleared:
+            s.execute(delete(table).where(table.c.tbl == tbl, table.c.row_id == row_id))
 
     def _reapply(self, row: Synced, model: type[Synced], pending: list[SyncOutbox]) -> None:
         """Pending local work wins locally until the server has acknowledged it (sync-anchors D2)."""
@@ -709,6 +762,12 @@ class VaultSyncStore:
             seq = int(c["seq"])
             if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
                 continue
+            refusal = None if c.get("deleted") else _row_refusal("community_service", c)
+            if refusal is not None:
+                self._set_aside(s, "community_service", c, refusal, seq, row)
+                continue
+            if ("community_service", c["id"]) in self._held:
+                self._page_cleared.append(("community_service", c["id"]))
             n += 1
             if c.get("deleted"):
                 if row is not None:
@@ -733,7 +792,17 @@ class VaultSyncStore:
         self, s: Session, conflicts: list[dict[str, Any]], pending: dict[tuple[str, str], list[SyncOutbox]]
     ) -> None:
         resolving = {ob.conflict_id for obs in pending.values() for ob in obs if ob.op == "resolve"}
+        now = self.store.service.clock()
         for c in conflicts:
+            refusal = _conflict_refusal(c)
+            if refusal is not None:
+                # Its versions are shown on the Sync screen: set aside like a row (the row itself is checked too).
+                seq = int(c.get("seq") or 0)
+                entry = _quarantine_entry("sync_conflict", c.get("id"), c.get("person_id"), refusal, None, seq, now)
+                self._page_aside.append(entry)
+                continue
+            if ("sync_conflict", c["id"]) in self._held:
+                self._page_cleared.append(("sync_conflict", c["id"]))
             row = s.get(SyncConflict, c["id"]) or SyncConflict(
                 id=c["id"], tbl=c["tbl"], row_id=c["row_id"], field=c["field"]
             )
@@ -768,7 +837,7 @@ class VaultSyncStore:
         )
         now = sorted(todo - busy)
         if now:
-            for name in [*SYNCED_MODELS, "sync_conflict"]:
+            for name in [*SYNCED_MODELS, "sync_conflict", "sync_quarantine"]:
                 _sql(s, f"DELETE FROM {name} WHERE person_id IN {_IN_IDS}", _ids(now))
         later = sorted(todo & busy)
         _put(s, {K_PURGE: json.dumps(later) if later else None})
@@ -790,6 +859,7 @@ class VaultSyncStore:
             # Rows kept for pending work are unacknowledged again.
             _sql(s, f"UPDATE {name} SET server_seq = NULL WHERE server_seq = -1")
         _sql(s, "DELETE FROM community_service WHERE server_seq = -1")
+        _sql(s, "DELETE FROM sync_quarantine WHERE server_seq = -1")  # rows the server no longer sends
         _sql(
             s,
             "UPDATE sync_conflict SET status = 'resolved', resolution = ?, server_seq = NULL WHERE server_seq = -1",
@@ -821,6 +891,73 @@ _NEXT_FOLLOW_UP_SQL = (
 )
 _DATED = frozenset({"contact", "follow_up"})
 """Tables whose rows set a person's caseload dates (last contact, next follow-up)."""
+
+
+EXCERPT_CHARS = 40
+"""At most this much of a refused value is kept in sync_quarantine, made visible (``gate.visible``)."""
+
+
+def _row_refusal(tbl: str, c: dict[str, Any]) -> gate.Refusal | None:
+    """The inbound gate on one pulled row: its ids, then every value it carries (one ``check_values``)."""
+    row_id = str(c.get("id"))
+    r = gate.check_identifier(c.get("id"), table=tbl, row_id=row_id, field="id") or gate.check_identifier(
+        c.get("person_id"), table=tbl, row_id=row_id, field="person_id"
+    )
+    if r is not None:
+        return r
+    values = c.get("values")
+    if values is None:
+        return None
+    if not isinstance(values, dict):
+        return gate.Refusal(tbl, row_id, "values", "is not a set of values")
+    return gate.check_values(tbl, values, row_id)
+
+
+def _conflict_refusal(c: dict[str, Any]) -> gate.Refusal | None:
+    """The inbound gate on one pulled conflict: its ids and every version the Sync screen would show."""
+    tbl, row_id, fld = str(c.get("tbl")), str(c.get("row_id")), str(c.get("field"))
+    for name in ("id", "tbl", "row_id", "person_id", "field"):
+        if (r := gate.check_identifier(c.get(name), table=tbl, row_id=row_id, field=name)) is not None:
+            return r
+    values = c.get("values")
+    if not isinstance(values, list):
+        return gate.Refusal(tbl, row_id, fld, "has versions that are not a list")
+    resolution = c.get("resolution")
+    versions = [*values, resolution] if isinstance(resolution, dict) else values
+    for v in versions:
+        if not isinstance(v, dict):
+            return gate.Refusal(tbl, row_id, fld, "has a version that cannot be read")
+        if (r := gate.check_identifier(v.get("dev"), table=tbl, row_id=row_id, field="device")) is not None:
+            return r
+        r = None
+        if c.get("kind", "concurrent_edit") == "concurrent_edit":
+            r = gate.check_value(tbl, fld, v.get("v"), row_id)
+        elif isinstance(v.get("v"), str):  # duplicate_person: a person id
+            r = gate.check_identifier(v.get("v"), table=tbl, row_id=row_id, field=fld)
+        if r is not None:
+            return r
+    return None
+
+
+def _quarantine_entry(
+    tbl: str, row_id: Any, person_id: Any, refusal: gate.Refusal, value: Any, seq: int, now: dt.datetime
+) -> dict[str, Any]:
+    """A sync_quarantine row: every text in it made visible, the value cut to an excerpt."""
+    if value is None:
+        excerpt = ""
+    else:
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        excerpt = gate.visible(text[:EXCERPT_CHARS])
+    return {
+        "tbl": gate.visible(tbl)[:64],
+        "row_id": gate.visible(row_id)[:200],
+        "person_id": gate.visible(person_id)[:200] if person_id else None,
+        "field": gate.visible(refusal.field)[:64],
+        "reason": gate.visible(refusal.sentence)[:500],
+        "excerpt": excerpt,
+        "server_seq": seq,
+        "set_aside_at": now,
+    }
 
 
 class _Bulk:
@@ -1088,6 +1225,8 @@ class SyncResult:
     rejected_total: int = 0
     finished_at: dt.datetime = dataclasses.field(default_factory=utcnow)
     report: sc.SyncReport | None = None
+    set_aside: int = 0
+    """Rows from the server set aside after this sync (the inbound gate refused them; see set_aside_sentence)."""
 
     @property
     def ok(self) -> bool:
@@ -1109,6 +1248,8 @@ class SyncStatus:
     rejected: int
     demo: bool = False
     """A demo vault of made-up people: it can never be enrolled (see enrol)."""
+    set_aside: int = 0
+    """Rows from the server set aside because the inbound gate refused them (sync_quarantine)."""
 
 
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
@@ -1127,6 +1268,21 @@ def _counts(store: CaseStore) -> tuple[int, int, int]:
         conflicts = s.exec(select(func.count()).select_from(SyncConflict).where(SyncConflict.status == "open")).one()
         rejected = s.exec(select(func.count()).select_from(SyncRejected)).one()
     return int(pending), int(conflicts), int(rejected)
+
+
+def set_aside_count(store: CaseStore) -> int:
+    """How many rows (and conflicts) from the server are set aside in sync_quarantine."""
+    with store.lock, store.engine.connect() as c:
+        return int(c.exec_driver_sql("SELECT count(*) FROM sync_quarantine").scalar() or 0)
+
+
+def set_aside_sentence(n: int) -> str:
+    """One plain sentence about rows set aside, for the Sync screen and `sprx sync`; empty for none."""
+    if n <= 0:
+        return ""
+    if n == 1:
+        return "1 row from the server was set aside (it holds text that cannot be shown safely)."
+    return f"{n} rows from the server were set aside (they hold text that cannot be shown safely)."
 
 
 _LAST_SYNC: dict[str, dict[str, str | None]] = {}
@@ -1187,6 +1343,7 @@ def sync_status(store: CaseStore) -> SyncStatus:
         conflicts=conflicts,
         rejected=rejected,
         demo=bool(st.get(K_DEMO)),
+        set_aside=set_aside_count(store),
     )
 
 
@@ -1334,6 +1491,7 @@ def _sync_locked(
         rejected_total=rejected_total,
         finished_at=now,
         report=r,
+        set_aside=set_aside_count(store),
     )
 
 
@@ -1451,6 +1609,8 @@ def cli_sync(args: argparse.Namespace) -> int:
         print(result.message)
         if result.pending:
             print(f"{_plural(result.pending, 'change is', 'changes are')} still waiting to be sent.")
+        if result.set_aside:
+            print(set_aside_sentence(result.set_aside))
     else:
         print(f"sprx: {result.message}", file=sys.stderr)
     return result.exit_code
@@ -1468,6 +1628,8 @@ __all__ = [
     "open_conflicts",
     "rejected_changes",
     "resolve_conflict",
+    "set_aside_count",
+    "set_aside_sentence",
     "sync_now",
     "sync_status",
 ]
