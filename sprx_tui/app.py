@@ -18,7 +18,6 @@ import functools
 import gc
 import importlib
 import inspect
-import signal
 import sys
 import threading
 import time
@@ -201,6 +200,7 @@ class SprxApp(App[int]):
         self._key_in_flight: events.Key | None = None  # see _finish_key_in_flight
         self._key_back = False
         self._keys_done: set[int] = set()
+        self.terminal_guard: Any | None = None  # terminal_guard.TerminalGuard, in a real terminal
         self.register_theme(SPRX_DEFAULT)
         self.register_theme(SPRX_HIGH_CONTRAST)
         self.theme = theme_name(self.config.theme)
@@ -235,16 +235,20 @@ class SprxApp(App[int]):
         return UnlockScreen() if Vault.exists(self.vault_path) else FirstRunScreen()
 
     def _install_signal_handlers(self) -> None:
-        """SIGTERM/SIGHUP (shutdown, terminal closed): lock, keeping drafts, then exit."""
-        try:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGHUP):
-                loop.add_signal_handler(sig, self._terminate, sig)
-        except (NotImplementedError, AttributeError, RuntimeError, ValueError):
-            pass  # Windows or a non-main thread: auto-lock and Ctrl+L still apply
+        """SIGTERM, SIGHUP or the terminal gone: lock first, then exit within seconds (terminal_guard).
+
+        Plain signal handlers and a watch thread, not `loop.add_signal_handler`: a dead terminal can
+        block this loop for ever, and handlers on it then never ran (issue 15).
+        """
+        from sprx_tui.terminal_guard import TerminalGuard
+
+        guard = TerminalGuard(self)
+        if guard.install():  # False on Windows or off the main thread: auto-lock and Ctrl+L still apply
+            self.terminal_guard = guard
 
     def _terminate(self, sig: int) -> None:
-        self.lock_sync("signal")
+        """Lock (bounded, keeping drafts), then exit with 128 + the signal."""
+        self.lock_before_exit("signal")
         self.exit(return_code=128 + int(sig))
 
     # -- unlock ------------------------------------------------------------------------------------
@@ -833,19 +837,63 @@ class SprxApp(App[int]):
         saved = 0
         with self.vault_guard:
             try:
-                for key, payload in drafts:
-                    try:
-                        store.service.save_draft(key, payload)
-                        saved += 1
-                    except Exception:  # noqa: S112 - keep locking: a lost draft beats an open vault
-                        continue
-                with contextlib.suppress(Exception):
-                    store.service.record_event("LOCK", detail=reason)
+                saved = self._keep_drafts_and_audit(store, drafts, reason)
             finally:
                 # Wait for any query in flight, then close the database and wipe the key.
                 with store.lock:
                     store.vault.lock()
         return saved
+
+    @staticmethod
+    def _keep_drafts_and_audit(store: CaseStore, drafts: list[tuple[str, dict[str, Any]]], reason: str) -> int:
+        """Save the drafts and the LOCK audit row (before the vault locks); how many drafts were saved."""
+        saved = 0
+        for key, payload in drafts:
+            try:
+                store.service.save_draft(key, payload)
+                saved += 1
+            except Exception:  # noqa: S112 - keep locking: a lost draft beats an open vault
+                continue
+        with contextlib.suppress(Exception):
+            store.service.record_event("LOCK", detail=reason)
+        return saved
+
+    def lock_before_exit(self, reason: str, wait: float = 1.0) -> bool:
+        """Lock now, whatever the screen is doing (SIGTERM, SIGHUP, the terminal gone); True if it was unlocked.
+
+        Called by terminal_guard from a signal handler on the UI thread (perhaps in the middle of a
+        drawing, or blocked on a dead terminal), or from its watch thread. Draws nothing, and every wait
+        is bounded by `wait` seconds: drafts (UI thread only) and the LOCK audit row are kept if the lock
+        or unlock in flight (`vault_guard`) and the query in flight on the one connection finish in time;
+        the key is wiped either way (`Vault.wipe_key`, leaving a still busy connection to the process's end).
+        """
+        was_unlocked = self.vault.is_unlocked
+        store, self.store = self.store, None
+        on_ui_thread = threading.current_thread() is threading.main_thread()
+        drafts = self._collect_drafts() if store is not None and on_ui_thread else []
+        got_guard = self.vault_guard.acquire(timeout=wait)
+        try:
+            engine = store.engine if store is not None else None
+            with contextlib.suppress(Locked):
+                engine = engine or self.vault.engine
+            connection = engine_lock(engine) if engine is not None else None
+            if connection is not None and not connection.acquire(timeout=wait):
+                self.vault.wipe_key()
+                if store is not None:
+                    store.vault.wipe_key()
+                return was_unlocked
+            try:
+                if store is not None:
+                    self._keep_drafts_and_audit(store, drafts, reason)
+                    store.vault.lock()
+                self.vault.lock()
+            finally:
+                if connection is not None:
+                    connection.release()
+        finally:
+            if got_guard:
+                self.vault_guard.release()
+        return was_unlocked
 
     @on(VaultLocked)
     def _vault_locked(self, message: VaultLocked) -> None:
@@ -1049,7 +1097,10 @@ def run_app(vault_path: Path) -> int:
         result = app.run()
     finally:
         # Whatever happened, the vault is never left unlocked by a finished process.
+        was_unlocked = app.vault.is_unlocked
         app.lock_vault_when_free()
+        if app.terminal_guard is not None:
+            app.terminal_guard.finished(was_unlocked)
     if app.return_code not in (None, 0):
         return int(app.return_code)
     return int(result or 0)

@@ -855,6 +855,18 @@ class Vault:
             self._generation += 1
             _wipe(dek)
 
+    def wipe_key(self) -> None:
+        """Wipe the key in place at once, without waiting for the database (the process is ending).
+
+        For when the one connection is busy in another thread and cannot be closed in time: no new
+        connection can open (the key provider sees the new generation), and the open one goes with the
+        process. Takes no lock, so it never waits; `lock()` still closes everything if called later.
+        """
+        dek = self._dek
+        self._generation += 1
+        self._dek = None
+        _wipe(dek)
+
     def touch(self) -> None:
         """Record user activity, postponing auto-lock."""
         self._last_activity = self._clock()
