@@ -33,6 +33,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.dom import DOMNode
 from textual.message import Message
+from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
@@ -44,6 +45,7 @@ from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
 from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state, load_actor
 from sprx_tui.core.vault import Locked, Vault, VaultError
+from sprx_tui.inert import visible
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
 from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, setting_for, theme_name
@@ -100,8 +102,11 @@ class FreshContextExecutor(ThreadPoolExecutor):
 
 def plain_sentence(exc: BaseException) -> str:
     """One sentence that is safe to show: our own errors say what happened; anything else gets a generic line."""
+    from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
     from sprx_tui.core.service import InvalidInput, ServiceError
 
+    if is_disk_full(exc):
+        return DISK_FULL  # a full disk is never "something went wrong", nor damage
     if isinstance(exc, InvalidInput) and getattr(exc, "errors", None):
         return next(iter(exc.errors.values()))
     if isinstance(exc, VaultError | ServiceError):
@@ -1019,6 +1024,19 @@ class SprxApp(App[int]):
         )
 
     # -- errors ------------------------------------------------------------------------------------
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = True,
+    ) -> None:
+        """Every notification is plain text: a name or a server's words in it are never markup, never escapes."""
+        message, title = visible(message, multiline=True), visible(title)
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=False)
 
     def show_error(self, exc: BaseException) -> None:
         """A plain notification, never a traceback and never personal data."""

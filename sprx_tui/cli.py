@@ -421,9 +421,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: never a traceback
         from sqlalchemy.exc import DatabaseError
 
+        from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
         from sprx_tui.core.service import ServiceError
 
-        if isinstance(exc, ServiceError):
+        if is_disk_full(exc, Path(args.vault)):
+            print(f"sprx: {DISK_FULL}", file=sys.stderr)
+        elif isinstance(exc, ServiceError):
             print(f"sprx: {exc}", file=sys.stderr)
         elif isinstance(exc, DatabaseError):
             # SQLCipher reports a damaged or altered page as "malformed" on the first read that touches it.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
+from sprx_tui.core.diskfull import DiskFull, disk_full_as_sentence, is_disk_full
 from sprx_tui.core.models import (
     Contact,
     ContactAmendment,
@@ -62,7 +64,9 @@ def prepare_export_dir(out: Path) -> None:
         raise ServiceError("The export folder already has files in it; choose an empty or new folder.")
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError:
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull() from None
         raise ServiceError("The export folder could not be created; check the path and permissions.") from None
 
 
@@ -72,8 +76,28 @@ def export_csv(
     *,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
-    """Write one CSV file per record type into `out` and audit the export; returns row counts."""
+    """Write one CSV file per record type into `out` and audit the export; returns row counts.
+
+    A failed export (a full disk, say) removes the files it wrote, and the folder if it made it.
+    """
+    made = not out.exists()
     prepare_export_dir(out)
+    written: list[Path] = []
+    try:
+        with disk_full_as_sentence(out):
+            return _write_csv(store, out, written, progress)
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _write_csv(
+    store: CaseStore, out: Path, written: list[Path], progress: Callable[[int], None] | None
+) -> dict[str, int]:
     counts: dict[str, int] = {}
     # The store's one connection is shared by every thread: read under its lock, or this session's
     # rollback at close would end a write transaction another thread has open.
@@ -81,6 +105,7 @@ def export_csv(
         for name, model in CSV_TABLES:
             columns = [c for c in model.model_fields if c not in _INTERNAL]
             fd = _open_private(out / f"{name}.csv")
+            written.append(out / f"{name}.csv")
             n = 0
             with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
                 writer = csv.writer(fh)
@@ -92,6 +117,7 @@ def export_csv(
             if progress:
                 progress(1)
     fd = _open_private(out / "README-UNENCRYPTED.txt")
+    written.append(out / "README-UNENCRYPTED.txt")
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(LEAVING_WARNING + "\n")
         fh.write(f"Exported {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')} by sprx.\n")
@@ -201,12 +227,14 @@ def export_fhir(
         raise ServiceError(
             "A file with that name already exists; exports never overwrite, so choose a new name."
         ) from None
-    except OSError:
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFull() from None
         raise ServiceError("The export file could not be created; check the path and permissions.") from None
     count = 0
     people = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with disk_full_as_sentence(out.parent), os.fdopen(fd, "w", encoding="utf-8") as fh:
             header = json.dumps(fhir.bundle_header(store.service.clock()), ensure_ascii=False)
             fh.write(header[:-1] + ', "entry": [\n')
             for resources in _people_batches(store, batch):
@@ -218,10 +246,11 @@ def export_fhir(
                 if progress:
                     progress(len(resources))
             fh.write("\n]}\n")
+        # An export that could not be audited (a full disk) is not left behind either.
+        store.service.record_event("EXPORT", detail=f"fhir resources={count} people={people}")
     except BaseException:
         out.unlink(missing_ok=True)
         raise
-    store.service.record_event("EXPORT", detail=f"fhir resources={count} people={people}")
     return count
 
 

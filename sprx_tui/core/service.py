@@ -18,6 +18,7 @@ from sqlmodel import Session, select
 
 from sprx_tui.core import outcomes as instruments
 from sprx_tui.core import validate
+from sprx_tui.core.diskfull import disk_full_as_sentence
 from sprx_tui.core.ids import uuid7
 from sprx_tui.core.models import (
     CONTACT_MODES,
@@ -208,7 +209,8 @@ class CaseService:
         if self._txn_stack:
             yield self._txn_stack[-1]
             return
-        with self.lock, Session(self.engine, expire_on_commit=False) as session:
+        # A full disk fails the write (or its commit) as a database error; it is told as DiskFull, not damage.
+        with disk_full_as_sentence(), self.lock, Session(self.engine, expire_on_commit=False) as session:
             with session.begin():
                 txn = _Txn(session)
                 self._txn_stack.append(txn)

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from sprx_tui.core import migrations
+from sprx_tui.core.diskfull import disk_full_as_sentence
 from sprx_tui.core.ids import uuid7
 from sprx_tui.core.models import SyncState, utcnow
 from sprx_tui.core.queries import CaseQueries
@@ -87,9 +88,11 @@ class CaseStore:
 def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> CaseStore:
     """Migrate the unlocked vault to the current schema and bind the service and queries."""
     engine = vault.engine
-    with engine_lock(engine):
-        migrations.upgrade(engine)
-    actor = load_actor(engine)
+    # Migrating, or the first device id, writes: with no space left that is a full disk, not a damaged vault.
+    with disk_full_as_sentence(vault.path):
+        with engine_lock(engine):
+            migrations.upgrade(engine)
+        actor = load_actor(engine)
     lock = engine_lock(engine)
     return CaseStore(
         vault=vault,

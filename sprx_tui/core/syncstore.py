@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
 from sprx_tui.core.models import (
     SYNCED_MODELS,
     CommunityService,
@@ -1300,20 +1301,25 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
     time is more than LAST_SYNC_PERSIST_S old (so a restart shows at most that much staleness).
     """
     key = str(Path(store.vault.path).resolve())
-    with store.lock, Session(store.engine) as s, s.begin():
-        stored = _state(s, values)
-        old_at = stored.get(K_LAST_AT)
-        fresh = False
-        if old_at and values.get(K_LAST_AT):
-            try:
-                age = dt.datetime.fromisoformat(str(values[K_LAST_AT])) - dt.datetime.fromisoformat(old_at)
-                fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
-            except ValueError:
-                fresh = False
-        if moved or stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
-            _put(s, values)
-            _LAST_SYNC.pop(key, None)
-            return
+    try:
+        with store.lock, Session(store.engine) as s, s.begin():
+            stored = _state(s, values)
+            old_at = stored.get(K_LAST_AT)
+            fresh = False
+            if old_at and values.get(K_LAST_AT):
+                try:
+                    age = dt.datetime.fromisoformat(str(values[K_LAST_AT])) - dt.datetime.fromisoformat(old_at)
+                    fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
+                except ValueError:
+                    fresh = False
+            if moved or stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
+                _put(s, values)
+                _LAST_SYNC.pop(key, None)
+                return
+    except Exception as exc:
+        if not is_disk_full(exc, store.vault.path):
+            raise
+        # No room to write it (the sync said so): kept in memory, which sync_status reads, until there is.
     _LAST_SYNC[key] = dict(values)
 
 
@@ -1456,6 +1462,8 @@ def _sync_locked(
         # Every page and every acknowledgement is its own transaction, so a failure leaves nothing half-applied.
         status, code = "failed", EXIT_FAILED
         message = f"Sync stopped because of an unexpected problem ({type(exc).__name__}); nothing was half-applied."
+        if is_disk_full(exc, store.vault.path):
+            message = DISK_FULL
     finally:
         t.close()
     r = engine.report

@@ -665,6 +665,10 @@ class Vault:
                     directory.rmdir()
             if isinstance(exc, VaultError | KeyboardInterrupt):
                 raise
+            from sprx_tui.core.diskfull import DiskFull, is_disk_full
+
+            if is_disk_full(exc, directory):
+                raise DiskFull() from None
             if isinstance(exc, OSError | SQLAlchemyError | db.DatabaseOpenError):
                 raise VaultUnwritable() from None
             raise
@@ -715,12 +719,17 @@ class Vault:
     def _write_key_file(self, keyfile: _KeyFile) -> None:
         try:
             _atomic_write(self.key_path, keyfile.to_bytes())
-        except OSError:
+        except OSError as exc:
+            from sprx_tui.core.diskfull import DiskFull, is_disk_full
+
+            if is_disk_full(exc):
+                raise DiskFull() from None
             raise VaultUnwritable("The key file could not be saved.") from None
 
     def _save_failures(self, keyfile: _KeyFile) -> None:
-        # Back-off only slows online guessing; failing to persist it must not hide the real error.
-        with contextlib.suppress(VaultUnwritable):
+        # Back-off only slows online guessing; failing to persist it (no permission, a full disk) must not
+        # hide the real error.
+        with contextlib.suppress(VaultError):
             self._write_key_file(keyfile)
 
     # -- back-off --
@@ -823,8 +832,13 @@ class Vault:
         try:
             with engine.connect() as conn:
                 row = conn.exec_driver_sql("SELECT v FROM vault_meta WHERE k = 'db_id'").fetchone()
-        except (db.DatabaseOpenError, SQLAlchemyError):
+        except (db.DatabaseOpenError, SQLAlchemyError) as exc:
             self._abort_session(engine)
+            from sprx_tui.core.diskfull import DiskFull, is_disk_full
+
+            # Opening creates the WAL files; with no space left that fails, which is not damage.
+            if is_disk_full(exc, self.path):
+                raise DiskFull() from None
             raise DatabaseCorrupt() from None
         except BaseException:
             self._abort_session(engine)

@@ -18,6 +18,7 @@ from textual.widgets import Button, Input, Label, Static
 from textual.worker import Worker
 
 from sprx_tui.core.validate import ValidationError, parse_date
+from sprx_tui.inert import inert
 
 try:
     # Link workers work in England: times are entered and shown in UK local time, stored in UTC.
@@ -160,9 +161,12 @@ def report_error(widget: Widget, exc: BaseException) -> None:
     if callable(show):
         show(exc)
         return
+    from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
     from sprx_tui.core.service import ServiceError
 
-    if isinstance(exc, ServiceError | ValidationError):
+    if is_disk_full(exc):
+        message = DISK_FULL
+    elif isinstance(exc, ServiceError | ValidationError):
         message = str(exc)
     else:
         message = "That did not work; please try again."
@@ -207,7 +211,7 @@ class ConfirmModal(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, classes="dialog-title", id="question")
+            yield Static(inert(self.question, multiline=True), classes="dialog-title", id="question")
             with Horizontal(classes="dialog-buttons"):
                 yield Button(f"{self.yes_label} (y)", id="yes", variant="error" if self.danger else "primary")
                 yield Button(f"{self.no_label} (n)", id="no")
@@ -255,9 +259,9 @@ class TextFieldsModal(ModalScreen[dict[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(inert(self.title_text), classes="dialog-title")
             if self.intro:
-                yield Static(self.intro, classes="dialog-intro")
+                yield Static(inert(self.intro, multiline=True), classes="dialog-intro")
             for name, label, value in self.fields:
                 words = self.suggestions.get(name)
                 suggester = SuggestFromList(words, case_sensitive=False) if words else None

@@ -30,6 +30,7 @@ from sprx_tui.core import syncstore
 from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drafts import discard_later
+from sprx_tui.inert import inert, inert_cells, inert_lines
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.syncui import (
@@ -236,7 +237,7 @@ class SyncScreen(AreaScreen):
                     "delete_vs_edit": "deleted + edited",
                     "duplicate_person": "same NHS number",
                 }.get(c.kind, c.kind)
-                table.add_row(c.person or "—", c.what, kind, when_text(c.since, today), key=c.id)
+                table.add_row(*inert_cells(c.person or "—", c.what, kind, when_text(c.since, today)), key=c.id)
             table.border_subtitle = "" if view.conflicts else "nothing to resolve"
             table.border_title = f"Conflicts to resolve ({len(view.conflicts)})"
             if view.conflicts:
@@ -245,7 +246,8 @@ class SyncScreen(AreaScreen):
             pending = self.query_one("#pending", DataTable)
             pending.clear()
             for i, g in enumerate(view.pending_groups):
-                pending.add_row(g.what, g.change, str(g.count), when_text(g.latest, today), key=f"p{i}")
+                cells = inert_cells(g.what, g.change, str(g.count), when_text(g.latest, today))
+                pending.add_row(*cells, key=f"p{i}")
             pending.border_subtitle = "" if view.pending_groups else "nothing waiting"
             if view.status.demo:  # never enrolled, so never sent
                 pending.border_title = f"Changes kept in this demo vault ({view.pending_total})"
@@ -255,7 +257,8 @@ class SyncScreen(AreaScreen):
             rejected = self.query_one("#rejected", DataTable)
             rejected.clear()
             for r in view.rejected:
-                rejected.add_row(r.what, r.reason, when_text(r.when, today), r.person, r.change, key=str(r.mutation_id))
+                cells = inert_cells(r.what, r.reason, when_text(r.when, today), r.person, r.change)
+                rejected.add_row(*cells, key=str(r.mutation_id))
             rejected.border_subtitle = "" if view.rejected else "nothing refused"
             # Conflicts and refusals come from a server: a laptop that never enrolled has none to show.
             table.display = view.status.enrolled or bool(view.conflicts)
@@ -272,7 +275,7 @@ class SyncScreen(AreaScreen):
         command = self.query_one("#sync-enrol-command", Static)
         if status.enrolled:
             who = f" as {status.user_id}" if status.user_id else ""
-            server.update(f"Practice server: {status.server_url or 'unknown'} (enrolled{who})")
+            server.update(inert(f"Practice server: {status.server_url or 'unknown'} (enrolled{who})"))
             enrol.display = command.display = False
         elif status.demo:
             server.update(
@@ -297,7 +300,7 @@ class SyncScreen(AreaScreen):
         problem = (last.status if last is not None else status.last_status) in ("offline", "failed", "upgrade")
         if not status.enrolled:
             text, problem = "", False
-        message.update(text)
+        message.update(inert(text, multiline=True))
         message.display = bool(text)
         message.set_class(problem, "-problem")
 
@@ -429,7 +432,7 @@ class MergeScreen(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(inert(self.title_text), classes="dialog-title")
             yield Static(
                 "It starts with every version; edit it to say what should be kept. F7 selects all the text.",
                 classes="hint",
@@ -542,7 +545,7 @@ class ConflictScreen(Screen):
             "duplicate_person": "is recorded twice with one NHS number",
         }.get(c.kind, "needs a decision")
         with Vertical(id="conflict-head"):
-            yield Static(f"{c.what}{whose} {kind}.", id="conflict-title")
+            yield Static(inert(f"{c.what}{whose} {kind}."), id="conflict-title")
             if c.kind == "concurrent_edit":
                 hint = "Both versions are kept until you choose: 1 keeps the left, 2 the right, m combines them."
             else:
@@ -550,7 +553,7 @@ class ConflictScreen(Screen):
             yield Static(hint, classes="hint")
             if c.context:
                 label = "The record says: " if c.kind == "delete_vs_edit" else ""
-                yield Static(f"{label}{c.context}", id="conflict-context")
+                yield Static(inert(f"{label}{c.context}", multiline=True), id="conflict-context")
         count = len(c.versions)
         with Horizontal(id="versions"):
             for i, v in enumerate(c.versions):
@@ -560,11 +563,10 @@ class ConflictScreen(Screen):
                 if v.shown:
                     box.border_subtitle = "shown now"
                 with box:
-                    yield Static(
-                        f"By: {v.author}\nOn: {v.device}\nWhen: {when_text(v.when, today) or 'unknown'}",
-                        classes="version-meta",
-                    )
-                    yield Static(v.text, classes="version-text", markup=False)
+                    when = when_text(v.when, today) or "unknown"
+                    meta = inert_lines(f"By: {v.author}", f"On: {v.device}", f"When: {when}")
+                    yield Static(meta, classes="version-meta")
+                    yield Static(inert(v.text, multiline=True), classes="version-text")
         yield StatusBar()
         yield KeysFooter()
 

@@ -24,6 +24,7 @@ from sync.server import store as tables
 from sync.server.limits import KIB, Limits
 from sync.server.store import QUARANTINE_PAYLOAD_MAX, Store
 from sync.server.testing import TestServer, free_port
+from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
 
 MB = 1 << 20
 
@@ -347,3 +348,27 @@ def test_an_old_device_table_gains_the_new_columns(tmp_path: Path) -> None:
         assert st.device_info(dev["device_id"])["pending_reported"] is None
     finally:
         st.close()
+
+
+# -- the laptop's side of the push limit ------------------------------------------------------------
+
+
+def test_a_laptop_sends_a_refused_push_again_in_smaller_pages(tmp_path: Path, vault_template: VaultTemplate) -> None:  # noqa: F811
+    """A page over the server's push limit is refused whole (413, nothing applied); the laptop halves its
+    page and sends the same changes again, so a sync never stops on a page that is simply too big."""
+    from tests.sync.client_harness import Net
+
+    limits = Limits(body_paths={"/v1/devices/enrol": 64 * KIB, "/v1/sync/push": 16 * KIB})
+    net = Net(tmp_path, vault_template, limits=limits)
+    try:
+        lap = net.laptop("A")
+        for i in range(40):
+            person = lap.service.add_person(given_name=f"Person{i}", family_name="Example")
+            lap.service.record_contact(person.id, mode="phone", notes="n" * 400)
+        r = lap.sync()
+        assert r.status == "synced", r.message
+        assert not lap.outbox("pending")
+        assert lap.dump() == net.server_dump("alice")
+        assert lap.transport.count("/v1/sync/push") > 2
+    finally:
+        net.close()
