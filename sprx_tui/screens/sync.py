@@ -167,6 +167,7 @@ class SyncScreen(AreaScreen):
             yield Static("", id="sync-enrol-command")
             yield Static("", id="sync-last")
             yield Static("", id="sync-message")
+            yield Static("", id="sync-set-aside")
             with Horizontal(id="sync-progress-row"):
                 yield Static("", id="sync-phase")
                 yield ProgressBar(id="sync-progress", show_eta=False)
@@ -190,7 +191,7 @@ class SyncScreen(AreaScreen):
         yield KeysFooter()
 
     def on_mount(self) -> None:
-        for name in ("#sync-enrol", "#sync-enrol-command"):
+        for name in ("#sync-enrol", "#sync-enrol-command", "#sync-set-aside"):
             self.query_one(name).display = False
         self.set_interval(1.0, self._show_schedule, name="sync-screen-clock")
         controller = _controller(self.app)
@@ -303,6 +304,10 @@ class SyncScreen(AreaScreen):
         message.update(inert(text, multiline=True))
         message.display = bool(text)
         message.set_class(problem, "-problem")
+        # Rows the inbound gate refused on this laptop: said in one sentence, only when there are any.
+        aside = self.query_one("#sync-set-aside", Static)
+        aside.update(syncstore.set_aside_sentence(status.set_aside))
+        aside.display = status.set_aside > 0
 
     def _show_last(self, view: SyncView | None = None) -> None:
         view = view or self.view
