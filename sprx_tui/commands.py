@@ -8,7 +8,10 @@ from functools import partial
 from typing import Any
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual.content import Content
+from textual.fuzzy import Matcher
 
+from sprx_tui.inert import visible
 from sprx_tui.widgets.status_bar import AREAS
 
 PERSON_HITS = 20
@@ -29,11 +32,24 @@ class PersonProvider(Provider):
             return  # locked mid-search, or the store closed: the palette simply shows nothing
         matcher = self.matcher(query)
         for row in rows:
-            label = f"Open {row.name}" + (f"  {row.nhs_number}" if row.nhs_number else "")
+            # Names are record text: shown as Content (a str prompt or help is read as markup) and visible().
+            label = visible(f"Open {row.name}" + (f"  {row.nhs_number}" if row.nhs_number else ""))
             score = matcher.match(label)
             # SQL already matched (e.g. a postcode the label does not show); keep such hits, ranked lower.
-            display = matcher.highlight(label) if score > 0 else label
-            yield Hit(max(score, 0.1), display, partial(app.open_person, row.id), text=label, help=row.postcode or None)
+            display = highlight(matcher, label) if score > 0 else Content(label)
+            if row.postcode:  # on the hit's second line, where Hit.help would go (help is read as markup)
+                display = Content.assemble(display, "\n", Content.styled(visible(row.postcode), "$text-muted"))
+            yield Hit(max(score, 0.1), display, partial(app.open_person, row.id), text=label)
+
+
+def highlight(matcher: Matcher, label: str) -> Content:
+    """`matcher.highlight(label)` without reading `label` as markup (a name is not ours to style)."""
+    content = Content(label)
+    score, offsets = matcher.fuzzy_search.match(matcher.query, label)
+    for offset in offsets if score else ():
+        if not label[offset].isspace():
+            content = content.stylize(matcher.match_style, offset, offset + 1)
+    return content
 
 
 class ShellCommandsProvider(Provider):

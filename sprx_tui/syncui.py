@@ -37,6 +37,7 @@ from textual.widgets import Button, Static
 
 from sprx_tui.core import syncstore
 from sprx_tui.core.models import SYNCED_MODELS, Person, SyncOutbox
+from sprx_tui.inert import inert
 from sprx_tui.messages import SyncStatusChanged
 from sync import hlc as hlc_mod
 from sync.client import capped_doubling
@@ -484,7 +485,7 @@ class RevokedScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical():
             yield Static("This laptop can no longer sync", id="revoked-title")
-            yield Static(self.sentence, id="revoked-text")
+            yield Static(inert(self.sentence, multiline=True), id="revoked-text")
             yield Static(
                 "The encrypted records and their key were deleted from this laptop. If you think this is a "
                 "mistake, ask your practice admin for a new enrolment code.",

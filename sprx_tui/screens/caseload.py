@@ -8,7 +8,6 @@ import sys
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, ClassVar
 
-from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -18,6 +17,7 @@ from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drawing import draw_now
+from sprx_tui.inert import inert_cells
 from sprx_tui.messages import CaseloadLoaded
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.widgets.fast_table import FastTextTable
@@ -234,8 +234,8 @@ class CaseloadScreen(AreaScreen):
                 if row_id in table.rows:
                     continue
                 # Text, not str: a str cell is parsed as markup on every render (slower, and a "[" in a
-                # name would be read as a style tag).
-                table.add_row(*(Text(cell, no_wrap=True, end="") for cell in cells), key=row_id)
+                # name would be read as a style tag); escapes and controls in it shown as placeholders.
+                table.add_row(*inert_cells(*cells), key=row_id)
                 added.append((row_id, cells))
             self._shown += tuple(added)
             if keep_key is not None and keep_key in table.rows:

@@ -23,6 +23,7 @@ from sprx_tui.core.models import CONTACT_MODES, REFERRAL_SOURCES, Person, Referr
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.validate import ValidationError
 from sprx_tui.drafts import KeptFieldsModal, discard_later, push_person
+from sprx_tui.inert import inert, visible
 from sprx_tui.screens.forms import (
     ConfirmModal,
     FormField,
@@ -171,7 +172,7 @@ class ContactScreen(Screen[str | None]):
         picker = ModePicker(id="mode")
         picker.value = start["mode"] if start["mode"] in CONTACT_MODES else DEFAULT_MODE
         yield PersonHeader(id="person-header")
-        yield Static(self._title(None), id="form-title")
+        yield Static(inert(self._title(None)), id="form-title")
         with Vertical(id="contact-form"):
             with Horizontal(classes="form-row"):
                 yield FormField(
@@ -194,7 +195,7 @@ class ContactScreen(Screen[str | None]):
             yield FormField("How it happened (press the letter, or ← →)", picker, field="mode")
             yield FormField(
                 "Notes",
-                TextArea(str(start["notes"] or ""), id="notes", soft_wrap=True, tab_behavior="focus"),
+                TextArea(visible(start["notes"], multiline=True), id="notes", soft_wrap=True, tab_behavior="focus"),
                 field="notes",
             )
             with Horizontal(classes="form-row"):
@@ -340,7 +341,7 @@ class ContactScreen(Screen[str | None]):
     def _context_loaded(self, message: ContactContextLoaded) -> None:
         if message.person is not None:
             self.query_one(PersonHeader).show_person(message.person, local(self.app.clock()).date())
-        self.query_one("#form-title", Static).update(self._title(message.referral))
+        self.query_one("#form-title", Static).update(inert(self._title(message.referral)))
 
     @work(thread=True, group="contact-save", exit_on_error=False)
     def _save(self, fields: dict[str, Any]) -> None:

@@ -35,6 +35,7 @@ from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
+from sprx_tui.inert import inert, visible
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
 from sprx_tui.widgets.keys_footer import KeysFooter
@@ -177,11 +178,12 @@ def uptake_sentence(u: directory.ServiceUptake | None) -> str:
 
 def detail_content(service: CommunityService, uptake: directory.ServiceUptake | None, today: dt.date) -> Content:
     """Everything a worker needs before referring: warnings first, then contact, eligibility and uptake."""
-    lines: list[Content] = [Content.styled(service.name, "bold")]
+    # Directory text comes from outside (HSDS, the server): never markup, escapes shown as placeholders.
+    lines: list[Content] = [Content.styled(visible(service.name), "bold")]
     kinds = ", ".join(category_label(c) for c in service.categories or [])
     sub = " · ".join(p for p in (service.organisation, kinds, service.area) if p)
     if sub:
-        lines.append(Content.styled(sub, "$text-muted"))
+        lines.append(Content.styled(visible(sub), "$text-muted"))
     if not service.active:
         lines.append(
             Content.styled(
@@ -199,7 +201,7 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
     # Descriptions come from HSDS and may carry HTML; shown as plain text, never as markup.
     description = html_to_text(service.description)
     if description:
-        lines += [Content(""), Content(description)]
+        lines += [Content(""), Content(visible(description, multiline=True))]
     rows: list[tuple[str, str]] = [
         ("Uptake", uptake_sentence(uptake)),
         ("Phone", format_phone(service.phone)),
@@ -218,7 +220,8 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
     lines.append(Content(""))
     for label, value in rows:
         if value:
-            lines.append(Content.assemble(Content.styled(label.ljust(width), "$text-muted"), Content(value)))
+            shown = Content(visible(value, multiline=True))
+            lines.append(Content.assemble(Content.styled(label.ljust(width), "$text-muted"), shown))
     return Content("\n").join(lines)
 
 
@@ -308,7 +311,7 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(f"Flag a change to {self.service_name}", classes="dialog-title")
+            yield Static(inert(f"Flag a change to {self.service_name}"), classes="dialog-title")
             yield Static(
                 "The directory team checks it and updates the entry for everyone. "
                 "Do not include anyone's personal details.",
@@ -607,8 +610,8 @@ class DirectoryScreen(AreaScreen):
         chosen = category.value, area.value
         # Select.set_options empties the choice: a filter the worker chose stays chosen if still offered.
         with self.prevent(Select.Changed):
-            category.set_options([(f"{category_label(c)} ({n})", c) for c, n in message.categories])
-            area.set_options([(a, a) for a in message.areas])
+            category.set_options([(inert(f"{category_label(c)} ({n})"), c) for c, n in message.categories])
+            area.set_options([(inert(a), a) for a in message.areas])
             if chosen[0] in {c for c, _n in message.categories}:
                 category.value = chosen[0]
             if chosen[1] in message.areas:
@@ -629,11 +632,12 @@ class DirectoryScreen(AreaScreen):
         self.person_reasons = message.reasons
         pieces: list[Content | str] = [
             Content.styled("For: ", "bold"),
-            Content.styled(message.person.display_name, "bold"),
-            f"  ·  {nhs_display(message.person.nhs_number)}",
+            Content.styled(visible(message.person.display_name), "bold"),
+            f"  ·  {visible(nhs_display(message.person.nhs_number))}",
         ]
         if message.reasons:
-            pieces.append("  ·  referred for " + ", ".join(REFERRAL_REASONS.get(r, r).lower() for r in message.reasons))
+            reasons = ", ".join(REFERRAL_REASONS.get(r, r).lower() for r in message.reasons)
+            pieces.append("  ·  referred for " + visible(reasons))
         banner.update(Content.assemble(*pieces))
 
     def _add_row(self, table: ServiceTable, row: directory.ServiceRow) -> None:
@@ -651,7 +655,9 @@ class DirectoryScreen(AreaScreen):
         widths = {k: w for k, _h, w in self._columns}
         # Rich Text, not str: DataTable reads a str as markup, and directory text is not ours ("[free]").
         shown = [
-            v if isinstance(v, Content) else Text(fit(v, widths[k]), end="") for k, v in cells.items() if k in widths
+            v if isinstance(v, Content) else Text(fit(visible(v), widths[k]), end="")
+            for k, v in cells.items()
+            if k in widths
         ]
         table.add_row(*shown, key=row.id)
 
@@ -684,7 +690,7 @@ class DirectoryScreen(AreaScreen):
         ]
         what = " · ".join(f for f in filters if f)
         noun = "service" if self.total == 1 else "services"
-        table.border_title = f"{self.total} {noun}" + (f" · {what}" if what else "")
+        table.border_title = Content(visible(f"{self.total} {noun}" + (f" · {what}" if what else "")))
         position = table.cursor_row + 1 if table.row_count else 0
         table.border_subtitle = f"{position} / {self.total}"
 

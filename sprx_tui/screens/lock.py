@@ -10,6 +10,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Static
 
+from sprx_tui.inert import inert
+
 
 class Backdrop(Screen):
     """The locked app's base screen: deliberately empty, so nothing personal can show through."""
@@ -50,7 +52,7 @@ class DraftOfferScreen(ModalScreen[bool | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical():
-            yield Static(self.sentence, id="draft-question")
+            yield Static(inert(self.sentence, multiline=True), id="draft-question")
             yield Static("y restore · n discard · Esc ask me next time", classes="hint")
             with Horizontal():
                 yield Button("Restore", id="restore", variant="primary")

@@ -36,6 +36,7 @@ from sprx_tui.core.queries import GoalWithActions, TimelineEntry
 from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
+from sprx_tui.inert import inert_cells, visible
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
@@ -149,7 +150,8 @@ def overview_content(person: Person, today: dt.date) -> Content:
     ]
     width = max(len(label) for label, _ in rows) + 2
     lines = [
-        Content.assemble(Content.styled(label.ljust(width), "$text-muted"), Content(value)) for label, value in rows
+        Content.assemble(Content.styled(label.ljust(width), "$text-muted"), Content(visible(value, multiline=True)))
+        for label, value in rows
     ]
     return Content("\n").join(lines)
 
@@ -166,17 +168,19 @@ def _follow_up_text(due: dt.date | None, today: dt.date) -> str:
 
 def referral_detail(referral: Referral) -> Content:
     parts: list[Content | str] = [
-        Content.styled(REFERRAL_SOURCES.get(referral.source, referral.source), "bold"),
-        f" · {referral.referrer_name}" if referral.referrer_name else "",
+        Content.styled(visible(REFERRAL_SOURCES.get(referral.source, referral.source)), "bold"),
+        f" · {visible(referral.referrer_name)}" if referral.referrer_name else "",
         "\n",
-        Content(referral.referral_text or "No referral text."),
+        Content(visible(referral.referral_text or "No referral text.", multiline=True)),
     ]
     if referral.status == "received":
         parts.append(Content.styled("\nPress a to accept with the first contact, d to decline.", "$text-muted"))
     if referral.decline_reason:
-        parts.append(Content.styled(f"\nDeclined: {referral.decline_reason}", "$text-warning"))
+        parts.append(Content.styled(f"\nDeclined: {visible(referral.decline_reason, multiline=True)}", "$text-warning"))
     if referral.snomed_code:
-        parts.append(Content.styled(f"\nSNOMED CT {referral.snomed_code} sent to the GP record", "$text-muted"))
+        parts.append(
+            Content.styled(f"\nSNOMED CT {visible(referral.snomed_code)} sent to the GP record", "$text-muted")
+        )
     return Content.assemble(*parts)
 
 
@@ -434,15 +438,15 @@ class PersonScreen(Screen[None]):
         for r in message.referrals:
             reasons = ", ".join(REFERRAL_REASONS.get(x, x) for x in r.reasons or [])
             status = REFERRAL_STATUS.get(r.status, r.status)
+            status = visible(status)
             status_cell = Content.styled(status, "bold $text-warning") if r.status == "received" else Content(status)
-            table.add_row(
+            cells = inert_cells(
                 fmt_date(r.received_on),
                 REFERRAL_SOURCES.get(r.source, r.source),
                 reasons,
                 URGENCY.get(r.urgency, r.urgency),
-                status_cell,
-                key=r.id,
             )
+            table.add_row(*cells, status_cell, key=r.id)
         table.loading = False
         table.border_title = "Referrals"
         self._restore_cursor(table, keep)
@@ -478,15 +482,15 @@ class PersonScreen(Screen[None]):
         keep = selected_row_key(table)
         table.clear()
         for o in message.onward:
-            table.add_row(
+            cells = inert_cells(
                 o.service_name,
                 ONWARD_KINDS.get(o.kind, o.kind),
                 fmt_date(o.made_on),
                 REFERRAL_REASONS.get(o.need or "", o.need or ""),
                 ONWARD_OUTCOMES.get(o.outcome, o.outcome),
                 fmt_date(o.outcome_on),
-                key=o.id,
             )
+            table.add_row(*cells, key=o.id)
         table.loading = False
         table.border_title = "Onward referrals"
         table.border_subtitle = f"{len(message.onward)} made"

@@ -21,6 +21,7 @@ from sprx_tui.core.queries import GoalWithActions
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.validate import ValidationError
 from sprx_tui.drafts import discard_later, push_person
+from sprx_tui.inert import inert, visible
 from sprx_tui.screens.forms import (
     MODAL_CSS,
     ConfirmModal,
@@ -146,14 +147,15 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
                 continue
             if spec.kind == "select" and value not in {v for _label, v in spec.options}:
                 continue  # an option this version does not have: keep the field as it was
-            self.start[spec.name] = value
+            self.start[spec.name] = visible(value, multiline=True)  # kept text is shown, never sent raw
         self.restored = self.start != self.baseline
         self.draft_key: str | None = None
         self.draft_payload: dict[str, Any] = {}
 
     @staticmethod
     def _as_text(value: Any) -> str:
-        return value if isinstance(value, str) else str(value or "")
+        # Stored text is shown in an Input as written; any control character in it as a visible placeholder.
+        return visible(value, multiline=True) if isinstance(value, str) else str(value or "")
 
     @classmethod
     def from_draft(cls, payload: dict[str, Any], today: dt.date) -> PlanFormModal:
@@ -214,7 +216,7 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
         from textual.suggester import SuggestFromList
 
         with Vertical(classes="dialog"):
-            yield Static(self.title_text, classes="dialog-title")
+            yield Static(inert(self.title_text), classes="dialog-title")
             for spec in self.specs:
                 start = self.start[spec.name]
                 if spec.kind == "select":

@@ -15,6 +15,7 @@ from textual.widgets.option_list import Option
 from sprx_tui.core.models import ONWARD_OUTCOMES, REFERRAL_SOURCES, Referral
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.drafts import KeptFieldsModal, push_person
+from sprx_tui.inert import inert
 from sprx_tui.screens.contact import ContactScreen
 from sprx_tui.screens.forms import MODAL_CSS, fmt_date
 
@@ -96,7 +97,7 @@ class OnwardOutcomeModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(f"Outcome of the referral to {self.service_name}", classes="dialog-title")
+            yield Static(inert(f"Outcome of the referral to {self.service_name}"), classes="dialog-title")
             yield OptionList(*[Option(label, id=key) for key, label in ONWARD_OUTCOMES.items()], id="outcomes")
 
     def on_mount(self) -> None:

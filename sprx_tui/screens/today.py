@@ -19,6 +19,7 @@ from textual.worker import Worker
 from sprx_tui.core.models import REFERRAL_SOURCES
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drawing import draw_now
+from sprx_tui.inert import inert_cells
 from sprx_tui.messages import TodayLoaded
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.caseload import flag_marks, short_date
@@ -195,7 +196,7 @@ class TodayScreen(AreaScreen):
                 for key, person_id, cells in items:
                     self._people[key] = person_id
                     # Text, not str: a str cell is parsed as markup (a "[" in a name would be a style tag).
-                    table.add_row(*(Text(cell or "", no_wrap=True, end="") for cell in cells), key=key)
+                    table.add_row(*inert_cells(*cells), key=key)
                 if not items:
                     table.add_row(Text(EMPTY[table_id], no_wrap=True, end=""), key=f"none:{table_id}")
                 # A list that goes on says so, and where to see it whole; its length comes with TodayTotals.

@@ -10,6 +10,8 @@ from textual.content import Content
 from textual.geometry import Size
 from textual.widget import Widget
 
+from sprx_tui.inert import visible
+
 # Eighths of a cell, so a bar of 3.4 cells does not look the same as one of 3.
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 _FULL = "█"
@@ -86,7 +88,8 @@ class BarChart(Widget):
         scale = self.scale if self.scale is not None else max((b.value for b in self.bars), default=0.0)
         out = []
         for b in self.bars:
-            label = b.label if len(b.label) <= label_w else b.label[: label_w - 1] + "…"
+            label = visible(b.label)  # labels can be codes from records: shown as written, never escapes
+            label = label if len(label) <= label_w else label[: label_w - 1] + "…"
             bar = bar_text(b.value, scale, bar_w, self.ascii_only)
             out.append(
                 Content.assemble(

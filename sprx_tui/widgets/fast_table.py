@@ -14,12 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from rich.cells import cell_len, set_cell_size
-from rich.control import strip_control_codes
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual._types import SegmentLines
 from textual.widgets import DataTable
+
+from sprx_tui.inert import visible
 
 
 class _FixedStyles:
@@ -123,7 +124,8 @@ class FastTextTable(DataTable):
             self.cursor_background_priority == "css",
         )
         style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
-        text = set_cell_size(strip_control_codes(value.plain), width - 2 * pad)
+        # Cells are record text: any escape or control character still in one is drawn as a placeholder.
+        text = set_cell_size(visible(value.plain), width - 2 * pad)
         lines: SegmentLines = [[Segment(f"{' ' * pad}{text}{' ' * pad}", style + post_style)]]
         self._cell_render_cache[key] = lines
         return lines

@@ -10,6 +10,7 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, WhatMatters
 from sprx_tui.core.queries import GoalWithActions
+from sprx_tui.inert import visible
 from sprx_tui.screens.forms import fmt_date
 
 STATUS_STYLES = {
@@ -25,9 +26,9 @@ def goal_content(goal: GoalWithActions) -> Content:
     text_style = "strike $text-muted" if g.status == "dropped" else "bold"
     parts: list[Content | str] = [
         Content.styled("◆ ", STATUS_STYLES.get(g.status, "")),
-        Content.styled(g.text, text_style),
+        Content.styled(visible(g.text, multiline=True), text_style),
         "  ",
-        Content.styled(f"[{GOAL_STATUSES.get(g.status, g.status)}]", STATUS_STYLES.get(g.status, "")),
+        Content.styled(f"[{visible(GOAL_STATUSES.get(g.status, g.status))}]", STATUS_STYLES.get(g.status, "")),
     ]
     if g.target_on:
         parts.append(Content.styled(f"  by {fmt_date(g.target_on)}", "$text-muted"))
@@ -44,8 +45,8 @@ def action_content(goal: GoalWithActions, index: int) -> Content:
         "    ",
         box,
         " ",
-        Content.styled(a.what, "$text-muted" if a.done else ""),
-        Content.styled(f"  — {a.who}", "$text-muted"),
+        Content.styled(visible(a.what, multiline=True), "$text-muted" if a.done else ""),
+        Content.styled(f"  — {visible(a.who)}", "$text-muted"),
     ]
     if a.due_on:
         parts.append(Content.styled(f" · by {fmt_date(a.due_on)}", "$text-muted"))
@@ -54,8 +55,8 @@ def action_content(goal: GoalWithActions, index: int) -> Content:
 
 def what_matters_content(row: WhatMatters) -> Content:
     return Content.assemble(
-        Content.styled(f"“{row.text}”", "italic"),
-        Content.styled(f"  — {LIFE_AREAS.get(row.life_area, row.life_area)}", "$text-muted"),
+        Content.styled(f"“{visible(row.text, multiline=True)}”", "italic"),
+        Content.styled(f"  — {visible(LIFE_AREAS.get(row.life_area, row.life_area))}", "$text-muted"),
     )
 
 

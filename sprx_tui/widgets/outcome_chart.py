@@ -13,6 +13,7 @@ from textual.widgets import Static
 from sprx_tui.core import outcomes
 from sprx_tui.core.models import OutcomeResponse
 from sprx_tui.core.validate import ValidationError
+from sprx_tui.inert import visible
 
 # Eight heights for one reading; a trend is one small bar per time point, so it reads without colour (NO_COLOR).
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -201,7 +202,8 @@ class OutcomeMeasureCard(Widget):
         hidden = len(rows) - len(shown)
 
         def cell(text: str, style: str = "") -> Content:
-            return Content.styled(text[: COLUMN_WIDTH - 1].ljust(COLUMN_WIDTH), style)
+            # Time points and figures are stored values: shown as written, never as escapes.
+            return Content.styled(visible(text)[: COLUMN_WIDTH - 1].ljust(COLUMN_WIDTH), style)
 
         head: list[Content | str] = [" " * LABEL_WIDTH]
         dates: list[Content | str] = [" " * LABEL_WIDTH]

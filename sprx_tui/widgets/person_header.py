@@ -12,6 +12,7 @@ from textual.widgets import Static
 from sprx_tui.core.models import SAFETY_FLAGS, Person
 from sprx_tui.core.queries import age_on
 from sprx_tui.core.validate import ValidationError, format_nhs_number
+from sprx_tui.inert import visible
 
 # Flags that change whether or how to visit at all are shown as errors; the rest as warnings.
 DANGER_FLAGS = frozenset({"do_not_visit_alone", "aggression"})
@@ -37,12 +38,12 @@ def nhs_display(number: str | None) -> str:
 def identity_line(person: Person, today: dt.date) -> Content:
     """ "Ada Abbot · 82 years · NHS 999 123 4567 · Active" with the name in bold."""
     age = age_on(person.date_of_birth, today)
-    parts: list[Content] = [Content.styled(person.display_name, "bold")]
+    parts: list[Content] = [Content.styled(visible(person.display_name), "bold")]
     if person.preferred_name and person.preferred_name != person.given_name:
-        parts.append(Content.styled(f" ({person.given_name})", "$text-muted"))
+        parts.append(Content.styled(f" ({visible(person.given_name)})", "$text-muted"))
     details = [f"{age} years" if age is not None else "Age not known", nhs_display(person.nhs_number)]
     details.append(STATUS_LABELS.get(person.status, person.status))
-    parts.append(Content("  ·  " + "  ·  ".join(details)))
+    parts.append(Content(visible("  ·  " + "  ·  ".join(details))))
     return Content.assemble(*parts)
 
 
@@ -56,7 +57,7 @@ def flags_line(person: Person) -> Content:
         if i:
             pieces.append(" · ")
         style = "bold $text-error" if flag in DANGER_FLAGS else "bold $text-warning"
-        pieces.append(Content.styled(SAFETY_FLAGS.get(flag, flag.replace("_", " ")), style))
+        pieces.append(Content.styled(visible(SAFETY_FLAGS.get(flag, str(flag).replace("_", " "))), style))
     return Content.assemble(*pieces)
 
 
@@ -91,7 +92,8 @@ class PersonHeader(Vertical):
         self.query_one("#identity", Static).update(identity_line(person, today))
         self.query_one("#flags", Static).update(flags_line(person))
         notes = (person.safety_notes or "").strip()
-        self.query_one("#safety-notes", Static).update(Content(f"Safety notes: {notes}") if notes else "")
+        shown = Content(visible(f"Safety notes: {notes}", multiline=True)) if notes else ""
+        self.query_one("#safety-notes", Static).update(shown)
         self.set_class(bool(notes), "-has-notes")
         self.set_class(bool(person.safety_flags), "-flagged")
 

@@ -10,6 +10,8 @@ from textual.app import RenderResult
 from textual.content import Content
 from textual.widgets import Static
 
+from sprx_tui.inert import visible
+
 try:
     _LONDON: dt.tzinfo = ZoneInfo("Europe/London")
 except ZoneInfoNotFoundError:  # pragma: no cover - no tz database
@@ -113,6 +115,7 @@ class StatusBar(Static):
             if i:
                 pieces.append(" · ")
             colour = {"error": "$error bold", "warning": "$warning"}.get(style, "")
+            text = visible(text)  # a detail can quote the server
             pieces.append(Content.styled(text, colour) if colour else text)
         return Content.assemble(*pieces)
 

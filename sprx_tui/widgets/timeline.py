@@ -10,6 +10,7 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from sprx_tui.core.models import CONTACT_MODES
 from sprx_tui.core.queries import TimelineEntry
+from sprx_tui.inert import visible
 from sprx_tui.screens.forms import fmt_date, fmt_datetime, local
 
 
@@ -20,7 +21,7 @@ def entry_content(entry: TimelineEntry) -> Content:
     heading = [
         Content.styled(when, "bold"),
         "  ·  ",
-        CONTACT_MODES.get(c.mode, c.mode),
+        visible(CONTACT_MODES.get(c.mode, c.mode)),
         "  ·  ",
         f"{c.duration_minutes} min",
     ]
@@ -33,19 +34,19 @@ def entry_content(entry: TimelineEntry) -> Content:
         lines.append(
             Content.assemble(
                 Content.styled("ENTERED IN ERROR", "bold reverse $text-error"),
-                Content.styled(f"  {c.error_reason or ''}", "$text-error"),
+                Content.styled(f"  {visible(c.error_reason or '', multiline=True)}", "$text-error"),
             )
         )
-    notes = c.notes.strip() or "(no notes)"
+    notes = visible(c.notes.strip(), multiline=True) or "(no notes)"
     lines.append(Content.styled(notes, "strike $text-muted" if c.entered_in_error else ""))
     for a in entry.amendments:
         note = f"  ↳ Amended {fmt_datetime(a.amended_at)}"
         if a.author:
-            note += f" by {a.author}"
+            note += f" by {visible(a.author)}"
         if a.reason:
-            note += f" ({a.reason})"
+            note += f" ({visible(a.reason, multiline=True)})"
         lines.append(Content.styled(note + ":", "bold $text-accent"))
-        lines.append(Content.styled("    " + a.text, "$text-accent"))
+        lines.append(Content.styled("    " + visible(a.text, multiline=True), "$text-accent"))
     return Content("\n").join(lines)
 
 
