@@ -554,6 +554,7 @@ REASONS = {
     "missing_person": "The person this belongs to is not on the practice server.",
     "conflict_closed": "Someone had already resolved this conflict.",
     "invalid": "The practice server could not accept the change as it was.",
+    "invalid_value": "A value holds characters that cannot be stored or shown safely, or is too long.",
 }
 
 
