@@ -209,6 +209,8 @@ def cmd_device_retire(args: argparse.Namespace) -> int:
 
 
 def cmd_device_list(args: argparse.Namespace) -> int:
+    from sync.gate import visible  # names come from laptops: escapes are printed as placeholders
+
     rows = _store(args).list_devices()
     if not rows:
         print("No devices enrolled.")
@@ -221,7 +223,8 @@ def cmd_device_list(args: argparse.Namespace) -> int:
             status = f"retiring since {_when(d['retired_at'])}"
         else:
             status = f"revoked {_when(d['revoked_at'])}" if d["revoked_at"] else "active"
-        print(f"{d['id']}\t{d['worker_id']}\t{d['name']}\t{_when(d['enrolled_at'])}\t{_when(d['last_seen'])}\t{status}")
+        who = "\t".join(visible(d[k]) for k in ("id", "worker_id", "name"))
+        print(f"{who}\t{_when(d['enrolled_at'])}\t{_when(d['last_seen'])}\t{status}")
     return 0
 
 
@@ -232,6 +235,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_import_referrals(args: argparse.Namespace) -> int:
+    from sync.gate import visible
     from sync.server.importer import ImportFileError, import_referrals
 
     try:
@@ -240,11 +244,12 @@ def cmd_import_referrals(args: argparse.Namespace) -> int:
         raise Failure(str(e)) from None
     print(f"Imported {rep.imported} referral(s); {rep.already_present} already present.")
     for line, reason in rep.errors:
-        print(f"Line {line}: {reason}.", file=sys.stderr)
+        print(f"Line {line}: {visible(reason)}.", file=sys.stderr)  # a reason can quote the file
     return 1 if rep.errors else 0
 
 
 def cmd_import_directory(args: argparse.Namespace) -> int:
+    from sync.gate import visible
     from sync.server.directory import DirectoryError, import_directory
 
     try:
@@ -253,15 +258,16 @@ def cmd_import_directory(args: argparse.Namespace) -> int:
         raise Failure(str(e)) from None
     print(f"Imported or updated {n} service(s).")
     for line, reason in errors:
-        print(f"Line {line}: {reason}.", file=sys.stderr)
+        print(f"Line {line}: {visible(reason)}.", file=sys.stderr)  # a reason can quote the file
     return 1 if errors else 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from sync.gate import visible
     from sync.server.report import practice_report
 
     for line in practice_report(_store(args), args.practice):
-        print(line)
+        print(visible(line))
     return 0
 
 
@@ -380,14 +386,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from sync.gate import visible
     from sync.server.store import StoreError
 
     try:
         return int(args.fn(args))
     except Failure as e:
-        print(str(e), file=sys.stderr)
+        print(visible(str(e), multiline=True), file=sys.stderr)  # messages can quote a file or a name
     except StoreError as e:
-        print(e.message, file=sys.stderr)
+        print(visible(e.message, multiline=True), file=sys.stderr)
     except KeyboardInterrupt:
         print("Interrupted.", file=sys.stderr)
     except BrokenPipeError:
