@@ -49,9 +49,7 @@ def enrolled_with_evil_name(db: list[str], capsys: pytest.CaptureFixture[str]) -
     return device_id
 
 
-def test_device_list_prints_an_escape_laden_name_inertly(
-    db: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_device_list_prints_an_escape_laden_name_inertly(db: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     device_id = enrolled_with_evil_name(db, capsys)
     code, out, err = run(capsys, "device", "list", *db)
     assert code == 0 and err == ""
