@@ -259,3 +259,20 @@ def test_server_write_refuses_what_the_gate_refuses(sqlite_server: TestServer) -
             "community_service", "s1", {"name": "Walk\x1b[2J", "active": True}, practice_id="P1"
         )
     assert exc.value.code == "invalid_value" and "name of community_service s1" in exc.value.message
+
+
+def test_fast_path_relies_on_isprintable_being_false_for_every_refused_character() -> None:
+    refused = [c for c in range(0x110000) if gate.text_problem(chr(c), gate.Text.LINE) is not None]
+    assert len(refused) > 2000  # C0, C1, surrogates, breaks, bidi controls
+    assert not [hex(c) for c in refused if chr(c).isprintable()]
+
+
+def test_fast_and_general_paths_agree() -> None:
+    samples: list[Any] = [None, True, 0, 2**40, "", "Ann", "a\nb", "a\x1bb", "\ud800", "x" * 40_000,
+                          "2026-01-02", "2026-02-30", "2026-01-02T03:04:05+00:00", "2026-01-02\x1b03:04:05",
+                          ["a"], {"q": 1}]  # fmt: skip
+    for table, fields in gate.FIELDS.items():
+        for field, ft in fields.items():
+            for v in samples:
+                fast = gate.check_values(table, {field: v}) is None
+                assert fast == (gate.value_problem(ft, v) is None), (table, field, v)
