@@ -72,7 +72,7 @@ class Device(threading.Thread):
         super().__init__(daemon=True)
         import httpx
 
-        from sync.server.testing import version_headers
+        from tests.sync.server_harness import version_headers
 
         self.http = httpx.Client(base_url=url, verify=verify, timeout=600)
         body = self.http.post("/v1/devices/enrol", json={"code": code, "device_name": f"load-{index}"}).json()
@@ -299,7 +299,7 @@ def main() -> int:
     if args.db in ("sqlite", "both"):
         results["sqlite"] = run_once("sqlite", f"sqlite:///{work}/server.db", f"sqlite:///{work}/bulk.db", args, work)
     if args.db in ("postgres", "both"):
-        from sync.server.testing import create_database, find_pg_bin, postgres_cluster
+        from tests.sync.server_harness import create_database, find_pg_bin, postgres_cluster
 
         if find_pg_bin() is None:
             results["postgres"] = "PostgreSQL is not installed here."

@@ -104,7 +104,7 @@ def _checkpoint(path: Path) -> None:
 def load_via_push(db_url: str, worker: str, tag: str, people: int, contacts: int) -> dict[str, float]:
     """PEOPLE people with CONTACTS contacts each, pushed by a scripted device of WORKER (real push path)."""
     from sync import hlc as hlc_mod
-    from sync.server.testing import TestServer
+    from tests.sync.server_harness import TestServer
 
     ts = TestServer(db_url, clock=hlc_mod.wall_ms)
     try:
@@ -254,7 +254,7 @@ class Writer:
     def __init__(self, url: str, cafile: str, code: str) -> None:
         import httpx
 
-        from sync.server.testing import version_headers
+        from tests.sync.server_harness import version_headers
 
         self.http = httpx.Client(base_url=url, verify=ssl.create_default_context(cafile=cafile), timeout=120)
         body = self.http.post("/v1/devices/enrol", json={"code": code, "device_name": "writer"}).json()
@@ -318,7 +318,7 @@ class ScriptedLaptop:
         return httpx.Client(base_url=self.url, verify=self.ctx, timeout=300, headers=self.headers)
 
     def enrol(self, code: str) -> None:
-        from sync.server.testing import version_headers
+        from tests.sync.server_harness import version_headers
 
         with self._client() as http:
             body = http.post("/v1/devices/enrol", json={"code": code, "device_name": "bench laptop"}).json()
@@ -644,12 +644,12 @@ def run_client(spec: dict[str, Any]) -> dict[str, Any]:
 def serve(db_url: str, cert: Path | None, key: Path | None, log: Path) -> Iterator[str]:
     """`sprx-server serve` (real uvicorn) on a free loopback port; its log goes to a file.
 
-    Not sync.server.testing.uvicorn_server: that pipes stderr without reading it, and the server logs
+    Not tests.sync.server_harness.uvicorn_server: that pipes stderr without reading it, and the server logs
     one line per request, so a long benchmark fills the pipe and the server blocks on write.
     """
     import httpx
 
-    from sync.server.testing import free_port
+    from tests.sync.server_harness import free_port
 
     port = free_port()
     cmd = [str(Path(PY).parent / "sprx-server"), "serve", "--db", db_url, "--host", "127.0.0.1", "--port", str(port)]

@@ -22,7 +22,7 @@ from sprx_tui.core.vault import FLOOR, Vault
 from sprx_tui.core.wire import row_values
 from sync.schema import TABLES
 from sync.server import store as server_tables
-from sync.server.testing import TestServer
+from tests.sync.server_harness import TestServer
 
 PASSPHRASE = "walking group on tuesday"
 START = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.server.testing import TestServer, create_database, find_pg_bin, postgres_cluster
+from tests.sync.server_harness import TestServer, create_database, find_pg_bin, postgres_cluster
 
 
 @pytest.fixture(scope="session")

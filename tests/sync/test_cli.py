@@ -16,8 +16,8 @@ import pytest
 from sync.server.cli import main
 from sync.server.nhs import valid_nhs
 from sync.server.store import Store
-from sync.server.testing import uvicorn_server, version_headers
 from sync.server.tls import fingerprint
+from tests.sync.server_harness import uvicorn_server, version_headers
 
 HEADER = (
     "nhs_number,given_name,family_name,date_of_birth,postcode,phone,source,referrer_name,"

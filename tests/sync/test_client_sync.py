@@ -489,7 +489,7 @@ def test_server_restore_forces_a_resync_that_keeps_pending_work(net: Net) -> Non
 def test_old_client_gets_426_keeps_its_outbox_and_drains_after_the_upgrade(net: Net, tmp_path: Path) -> None:
     a = net.laptop("A")
     synced(a)
-    from sync.server.testing import TestServer
+    from tests.sync.server_harness import TestServer
 
     newer = TestServer(net.db_url, clock=net.clock.ms, schema_version=schema.SCHEMA_VERSION + 2)
     try:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from sync import gate, protocol, schema
 from sync.server.importer import COLUMNS, import_referrals
 from sync.server.store import quarantine
-from sync.server.testing import Laptop, TestServer
+from tests.sync.server_harness import Laptop, TestServer
 
 # Adversarial pieces: each is either refused by the gate or harmless text.
 NASTY = [

@@ -33,8 +33,8 @@ from sprx_tui.core.vault import Vault
 from sprx_tui.syncui import load_sync_view
 from sync.merge import SERVER_DEVICE
 from sync.server import store as st
-from sync.server.testing import uvicorn_server
 from tests.sync.client_harness import PASSPHRASE, VaultTemplate, vault_template  # noqa: F401 - fixture
+from tests.sync.server_harness import uvicorn_server
 
 SURROGATE = "\ud800"
 OSC_TITLE = "\x1b]0;PWNED\x07"

@@ -25,8 +25,8 @@ from sync import protocol
 from sync.server import store as tables
 from sync.server.cli import main
 from sync.server.store import Store
-from sync.server.testing import TestServer, uvicorn_server, version_headers
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
+from tests.sync.server_harness import TestServer, uvicorn_server, version_headers
 
 RETIRED = "This laptop was retired by the practice; everything it held was sent, and its local copy has been erased."
 REVOKED = "This laptop's access was withdrawn by the practice, so its local copy has been erased."

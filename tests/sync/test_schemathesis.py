@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from sync import protocol, schema
-from sync.server.testing import Laptop, TestServer, version_headers
+from tests.sync.server_harness import Laptop, TestServer, version_headers
 
 MAX_EXAMPLES = 25
 """Per operation, on top of the coverage phase's fixed cases: keeps the module near 30 s on 2 cores."""

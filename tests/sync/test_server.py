@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from sync import hlc
 from sync.server.store import ACTIVE_DEVICE_MS, ENROL_CODE_TTL_MS
-from sync.server.testing import FakeClock, Laptop, TestServer, version_headers
+from tests.sync.server_harness import FakeClock, Laptop, TestServer, version_headers
 
 NHS = "9434765919"
 
@@ -604,7 +604,7 @@ def test_uvicorn_server_log_never_blocks_the_server(tmp_path: Any) -> None:
     the server blocked on its next log line and every client hung."""
     import httpx
 
-    from sync.server.testing import uvicorn_server
+    from tests.sync.server_harness import uvicorn_server
 
     log = tmp_path / "server.log"
     with uvicorn_server(f"sqlite:///{tmp_path}/s.db", log=log) as base, httpx.Client(base_url=base, timeout=10) as c:

@@ -24,8 +24,8 @@ from sync.server import report as server_report
 from sync.server.cli import main as server_main
 from sync.server.directory import DirectoryError, import_directory, import_hsds
 from sync.server.store import record
-from sync.server.testing import TestServer
 from tests.sample_data import hsds_sample
+from tests.sync.server_harness import TestServer
 
 SAMPLE = hsds_sample()
 NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from sync.server import store as tables
 from sync.server.limits import KIB, Limits
 from sync.server.store import QUARANTINE_PAYLOAD_MAX, Store
-from sync.server.testing import TestServer, free_port
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
+from tests.sync.server_harness import TestServer, free_port
 
 MB = 1 << 20
 

@@ -41,7 +41,7 @@ from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sprx_tui.syncui import Backoff, RevokedScreen, SyncController
 from sync.server import store as server_tables
 from sync.server.store import Store
-from sync.server.testing import free_port, uvicorn_server
+from tests.sync.server_harness import free_port, uvicorn_server
 from tests.tui.conftest import PASSPHRASE, frozen_clock
 from tests.tui.settling import settle
 
