@@ -98,6 +98,7 @@ class TerminalGuard:
         self._main_ident = threading.main_thread().ident
         self._terminal_fds: list[int] = []
         self._watch: threading.Thread | None = None
+        self.exit_timer: threading.Timer | None = None  # ends the process if the app's exit takes too long
 
     # -- setting up --
 
@@ -174,6 +175,7 @@ class TerminalGuard:
         timer.name = "sprx-exit-timer"
         timer.daemon = True
         timer.start()
+        self.exit_timer = timer
 
     def _ask_app_to_exit(self, code: int) -> None:
         loop = self._loop
