@@ -16,6 +16,7 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
+from sprx_rules import gate
 from sprx_tui.core import outcomes as instruments
 from sprx_tui.core import validate
 from sprx_tui.core.diskfull import disk_full_as_sentence
@@ -56,7 +57,6 @@ from sprx_tui.core.models import (
     utcnow,
 )
 from sprx_tui.core.wire import from_wire, row_values, to_wire
-from sync import gate
 from sync import hlc as hlc_clock
 from sync.schema import TABLES
 
@@ -83,7 +83,7 @@ class InvalidInput(ServiceError):
 
 
 class RefusedValue(InvalidInput, validate.ValidationError):
-    """A value the inbound gate (``sync.gate``) refuses, so it is never stored or queued for the server.
+    """A value the inbound gate (``sprx_rules.gate``) refuses, so it is never stored or queued for the server.
 
     Both an ``InvalidInput`` (``errors`` by field, which forms show next to the input) and a
     ``validate.ValidationError`` (``field``, ``message``). The message never repeats the value.
@@ -184,8 +184,6 @@ class CaseService:
         self.lock = lock or threading.RLock()
         # Per thread: a nested call joins its own thread's transaction; another thread waits for the lock.
         self._local = threading.local()
-        # Tests inject a failure at a named step to prove a write is all-or-nothing.
-        self.fail_at: str | None = None
         # Server clock minus laptop clock, set by sync: HLCs use the corrected time (sync-anchors D8).
         self.hlc_offset_ms = 0
 
@@ -235,10 +233,6 @@ class CaseService:
                 .on_conflict_do_update(index_elements=["id"], set_={"last": txn.hlc_last})
             )
 
-    def _maybe_fail(self, step: str) -> None:
-        if self.fail_at == step:
-            raise RuntimeError(f"injected failure at {step}")
-
     def _tick(self, txn: _Txn) -> int:
         if txn.hlc_last is None:
             last = txn.session.execute(select(HlcState.last).where(HlcState.id == 1)).scalar()
@@ -269,7 +263,6 @@ class CaseService:
         values = row_values(row, spec)
         gate_check(spec.name, row.id, values)  # before the session holds the row: a refusal writes nothing
         txn.session.add(row)
-        self._maybe_fail("row")
         self._outbox(
             txn,
             gated=True,
@@ -303,7 +296,6 @@ class CaseService:
         row.field_meta = meta
         row.row_hlc = stamp
         txn.session.add(row)
-        self._maybe_fail("row")
         self._outbox(txn, gated=True, tbl=spec.name, row_id=row.id, person_id=row.person_id, op="patch", fields=fields)
         return changed
 
@@ -330,7 +322,6 @@ class CaseService:
         if not gated:
             fields = kwargs.get("fields") or {}
             gate_check(kwargs["tbl"], kwargs["row_id"], {f: fc.get("v") for f, fc in fields.items()})
-        self._maybe_fail("outbox")
         txn.outbox.append(
             {
                 "payload_ver": 1,
@@ -354,7 +345,6 @@ class CaseService:
         record_id: str = "",
         detail: str = "",
     ) -> AuditEvent:
-        self._maybe_fail("audit")
         if txn.prev_hash is None:
             head = txn.session.execute(
                 select(AuditEvent.hash).order_by(AuditEvent.seq.desc()).limit(1)  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from sprx_tui.core.hsds import NEED_KEYWORDS, Problem, html_to_text, parse_datap
 from sprx_tui.core.models import REFERRAL_REASONS, AuditEvent, CommunityService
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.vault import FLOOR, Vault
+from tests.core.failure_injection import failing_at
 from tests.sample_data import hsds_sample
 
 SAMPLE = hsds_sample()
@@ -204,10 +205,9 @@ def test_import_then_reimport_updates_without_duplicates(core_store: CaseStore, 
 
 
 def test_import_is_one_transaction(core_store: CaseStore) -> None:
-    core_store.service.fail_at = "audit"  # the IMPORT audit event fails after every row was written
-    with pytest.raises(RuntimeError):
+    # The IMPORT audit event fails after every row was written.
+    with failing_at(core_store.service, "audit"), pytest.raises(RuntimeError, match="injected failure at audit"):
         directory.import_hsds(core_store, SAMPLE)
-    core_store.service.fail_at = None
     assert directory_count(core_store) == 0
 
 

@@ -28,6 +28,7 @@ from sprx_tui.core.service import GENESIS_HASH, InvalidInput, NotFound, ServiceE
 from sprx_tui.core.store import CaseStore
 from sync import hlc as hlc_clock
 from sync.schema import TABLES
+from tests.core.failure_injection import STEPS, failing_at
 
 NHS_A = "9992914173"
 NHS_B = "9997763173"
@@ -123,7 +124,7 @@ def test_add_person_stores_row_outbox_and_audit_together(core_store: CaseStore) 
     assert "Ada" not in event.detail and NHS_A not in event.detail
 
 
-FAILURE_STEPS = ["row", "outbox", "audit"]
+FAILURE_STEPS = list(STEPS)
 
 
 def _op_add_person(store: CaseStore, ctx: dict) -> None:
@@ -170,15 +171,13 @@ def test_injected_failure_leaves_nothing_behind(core_store: CaseStore, core_coun
     before = snapshot(core_store, core_counts)
     if step == "row" and op == "delete_goal":
         step = "outbox"  # a tombstone has no separate row step; its outbox entry is the first write
-    core_store.service.fail_at = step
-    with pytest.raises(RuntimeError, match=f"injected failure at {step}"):
+    with failing_at(core_store.service, step), pytest.raises(RuntimeError, match=f"injected failure at {step}"):
         OPERATIONS[op](core_store, ctx)
     assert snapshot(core_store, core_counts) == before
     assert get(core_store, Referral, r.id).status == "received"
     assert get(core_store, Goal, goal.id).deleted is False
     assert get(core_store, Person, p.id).family_name == "Ashdown"
     # The service is still usable and the same operation now succeeds.
-    core_store.service.fail_at = None
     OPERATIONS[op](core_store, ctx)
     after = snapshot(core_store, core_counts)
     assert after[0]["sync_outbox"] > before[0]["sync_outbox"]
