@@ -6,7 +6,11 @@ STAMP := $(VENV)/.installed
 DEMO_VAULT ?= demo-vault
 DEMO_PASSPHRASE ?= walking group on tuesday
 
-.PHONY: demo test lint bench clean
+.PHONY: demo check test lint bench clean
+
+# Tests run in parallel on two workers (pytest-xdist); a test that must share a worker with others
+# says so with @pytest.mark.xdist_group (--dist loadgroup), the rest spread freely.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +22,18 @@ demo: $(STAMP)
 	@test -d $(DEMO_VAULT) || (echo "$(DEMO_PASSPHRASE)" | $(VENV)/bin/sprx demo --vault $(DEMO_VAULT) --passphrase-stdin)
 	$(VENV)/bin/sprx --vault $(DEMO_VAULT)
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check sprx_tui sync tests bench
-	$(PY) -m pytest -q
+# Before each commit: lint, formatting, import contracts and the fast tier (everything not marked slow).
+check: lint
+	$(PYTEST) -m "not slow"
+
+# Before a push and in CI (.ci/run): the same lint and every test, slow ones included.
+test: lint
+	$(PYTEST)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check sprx_tui sync tests bench
-	$(VENV)/bin/ruff format --check sprx_tui sync tests bench
+	$(VENV)/bin/ruff check
+	$(VENV)/bin/ruff format --check
+	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) $(DEMO_VAULT) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(DEMO_VAULT) .pytest_cache .hypothesis .import_linter_cache
