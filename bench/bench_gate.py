@@ -5,7 +5,7 @@
 Each round builds a fresh SQLite server store and pushes the same realistic batches (500 mutations a
 push: a person, referral, contacts with visit notes, goals, plan actions) straight into
 ``Store.push`` — the code every HTTP push runs — once with the gate and once with it switched off
-(``sync.gate.check_mutation`` replaced by a no-op for that pass only), alternating which goes first.
+(``sprx_rules.gate.check_mutation`` replaced by a no-op for that pass only), alternating which goes first.
 It reports the CPU seconds of each (process time, median of the rounds) and the ratio.
 The target (issue 9): the gate costs at most 10% of push CPU.
 """
@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from sync import gate  # noqa: E402
+from sprx_rules import gate  # noqa: E402
 from sync import hlc as hlc_mod  # noqa: E402
 from sync.server.store import Store  # noqa: E402
 

@@ -4,7 +4,7 @@ A `str` given to a Static, a DataTable cell, a notification or a palette hit is 
 `Jones [/bold]` would stop the app with a MarkupError, `[@click=app.quit]` would become a live action.
 And whatever is stored is written to the terminal as it is: an ESC in a name is the start of a terminal
 command (a changed window title, a clipboard write). `inert()` gives such text as plain `Text` with every
-escape, control and bidi character shown as a visible placeholder (`sync.gate.visible`); for `Content`
+escape, control and bidi character shown as a visible placeholder (`sprx_rules.gate.visible`); for `Content`
 built with a style, wrap the value in `visible()` (`Content.styled(visible(name), "bold")`).
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.text import Text
 
-from sync.gate import visible
+from sprx_rules.gate import visible
 
 __all__ = ["inert", "inert_cells", "inert_lines", "visible"]
 

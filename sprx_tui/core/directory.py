@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from sprx_tui.core.hsds import HsdsError, Problem, ServiceRecord, parse_datapackage
+from sprx_rules.hsds import HsdsError, Problem, ServiceRecord, parse_datapackage
 from sprx_tui.core.models import REFERRAL_REASONS, CommunityService, OnwardReferral
 from sprx_tui.core.store import CaseStore
 

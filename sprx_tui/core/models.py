@@ -461,7 +461,7 @@ class SyncRejected(SQLModel, table=True):
 
 
 class SyncQuarantine(SQLModel, table=True):
-    """A row (or conflict) from the server that the inbound gate (``sync.gate``) refused: set aside, not applied.
+    """A row (or conflict) from the server that the inbound gate (``sprx_rules.gate``) refused: set aside, not applied.
 
     Kept: where it is, which field and the gate's plain reason, and the server's sequence number;
     never the refused value itself, only a short excerpt made visible by ``gate.visible``. A later

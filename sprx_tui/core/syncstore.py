@@ -35,6 +35,7 @@ from sqlalchemy import delete, func, insert, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
+from sprx_rules import gate
 from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
 from sprx_tui.core.models import (
     SYNCED_MODELS,
@@ -52,7 +53,6 @@ from sprx_tui.core.service import Actor, search_text_for
 from sprx_tui.core.store import DEMO_MARK, CaseStore
 from sprx_tui.core.wire import from_wire
 from sync import client as sc
-from sync import gate
 from sync import hlc as hlc_mod
 from sync.client import (
     AckSummary,

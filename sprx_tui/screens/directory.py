@@ -28,8 +28,8 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet, Select, Static
 from textual.worker import Worker, get_current_worker
 
+from sprx_rules.hsds import html_to_text
 from sprx_tui.core import directory
-from sprx_tui.core.hsds import html_to_text
 from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityService, Person
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore

@@ -128,7 +128,7 @@ def cmd_enrol_code(args: argparse.Namespace) -> int:
 
 def _describe_device(d: dict[str, Any]) -> list[str]:
     """What the server knows about a laptop, for the admin to read before revoking or retiring it."""
-    from sync.gate import visible
+    from sprx_rules.gate import visible
 
     if d["pending_reported"] is None:
         pending = "not reported (a laptop reports it when it syncs)"
@@ -209,7 +209,7 @@ def cmd_device_retire(args: argparse.Namespace) -> int:
 
 
 def cmd_device_list(args: argparse.Namespace) -> int:
-    from sync.gate import visible  # names come from laptops: escapes are printed as placeholders
+    from sprx_rules.gate import visible  # names come from laptops: escapes are printed as placeholders
 
     rows = _store(args).list_devices()
     if not rows:
@@ -235,7 +235,7 @@ def cmd_assign(args: argparse.Namespace) -> int:
 
 
 def cmd_import_referrals(args: argparse.Namespace) -> int:
-    from sync.gate import visible
+    from sprx_rules.gate import visible
     from sync.server.importer import ImportFileError, import_referrals
 
     try:
@@ -249,7 +249,7 @@ def cmd_import_referrals(args: argparse.Namespace) -> int:
 
 
 def cmd_import_directory(args: argparse.Namespace) -> int:
-    from sync.gate import visible
+    from sprx_rules.gate import visible
     from sync.server.directory import DirectoryError, import_directory
 
     try:
@@ -263,7 +263,7 @@ def cmd_import_directory(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from sync.gate import visible
+    from sprx_rules.gate import visible
     from sync.server.report import practice_report
 
     for line in practice_report(_store(args), args.practice):
@@ -386,7 +386,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from sync.gate import visible
+    from sprx_rules.gate import visible
     from sync.server.store import StoreError
 
     try:

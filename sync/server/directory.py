@@ -2,7 +2,7 @@
 
 Each service becomes one record (table "community_service", person_id NULL) written through
 `Store.server_write`, so it is merged, logged in the change feed and pulled by every laptop of
-the practice. Ids are `sync.hsds.service_id(practice_id, HSDS id)`: re-importing updates in place.
+the practice. Ids are `sprx_rules.hsds.service_id(practice_id, HSDS id)`: re-importing updates in place.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from sync import gate
-from sync.hsds import HsdsError, Problem, parse_datapackage
+from sprx_rules import gate
+from sprx_rules.hsds import HsdsError, Problem, parse_datapackage
 from sync.server.log import log_event
 from sync.server.store import Store, record
 

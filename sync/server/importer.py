@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sync import gate
+from sprx_rules import gate
 from sync.server.nhs import normalise_nhs, valid_nhs
 from sync.server.store import Store, StoreError
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from sprx_rules.hsds import service_id
 from sprx_tui import cli
 from sprx_tui.core import directory, reports
-from sprx_tui.core.hsds import service_id
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
 from tests.sample_data import hsds_sample

@@ -13,12 +13,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from sprx_rules.hsds import service_id
 from sprx_tui.core import outcomes, reports
 from sprx_tui.core.models import SYNCED_MODELS
 from sprx_tui.core.store import open_store
 from sprx_tui.core.vault import FLOOR, Vault
 from sprx_tui.core.wire import row_values
-from sync.hsds import service_id
 from sync.schema import TABLES
 from sync.server import report as server_report
 from sync.server.cli import main as server_main

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from textual.pilot import Pilot
 from textual.widgets import DataTable
 
+from sprx_rules.gate import visible
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.models import SyncConflict, SyncRejected
@@ -35,7 +36,6 @@ from sprx_tui.screens.directory import DirectoryScreen
 from sprx_tui.screens.person import PersonScreen
 from sprx_tui.screens.sync import ConflictScreen, SyncScreen
 from sync import hlc as hlc_mod
-from sync.gate import visible
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 from tests.tui.settling import open_area, settle
 

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
-from sync import gate, merge, schema
+from sprx_rules import gate
+from sync import merge, schema
 from sync import hlc as hlc_mod
 from sync.merge import SERVER_DEVICE, Conflict, Mutation, RowState
 from sync.schema import TABLES, Kind
