@@ -290,52 +290,80 @@ def _json_problem(value: Any, depth: int, budget: list[int]) -> str | None:
     return "holds a value of a kind that cannot be stored"
 
 
+def _text_value(ft: FieldType, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "is not text"
+    return text_problem(value, ft.text, ft.max_len)
+
+
+def _bool_value(_ft: FieldType, value: Any) -> str | None:
+    return None if isinstance(value, bool) else "is not yes or no"
+
+
+def _int_value(_ft: FieldType, value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return "is not a whole number"
+    return None if -(2**31) <= value < 2**31 else "is out of range"
+
+
+def _date_value(ft: FieldType, value: Any) -> str | None:
+    """A date (YYYY-MM-DD, possibly with a time after it) or an ISO date and time, by the field's kind."""
+    kind = ft.kind
+    if not isinstance(value, str) or len(value) > 40:
+        return "is not a date"
+    if (p := text_problem(value, Text.LINE, 40)) is not None:
+        return p
+    try:
+        if kind == "date":
+            if not _DATE.match(value):
+                return "is not a date"
+            dt.date.fromisoformat(value[:10])
+        else:
+            dt.datetime.fromisoformat(value)
+    except ValueError:
+        return "is not a date" if kind == "date" else "is not a date and time"
+    return None
+
+
+def _list_value(ft: FieldType, value: Any) -> str | None:
+    if not isinstance(value, list):
+        return "is not a list"
+    if len(value) > MAX_ITEMS:
+        return "holds too many items"
+    for item in value:
+        if not isinstance(item, str):
+            return "holds an item that is not text"
+        if (p := text_problem(item, Text.LINE, ft.max_len)) is not None:
+            return p
+    return None
+
+
+def _json_value(ft: FieldType, value: Any) -> str | None:
+    if not isinstance(value, dict | list):
+        return "is not a set of answers"
+    return _json_problem(value, 0, [ft.max_len])
+
+
+_VALUE_CHECKS: dict[str, Callable[[FieldType, Any], str | None]] = {
+    "text": _text_value,
+    "bool": _bool_value,
+    "int": _int_value,
+    "date": _date_value,
+    "datetime": _date_value,
+    "list": _list_value,
+    "json": _json_value,
+}
+"""One checker per field kind; ``value_problem`` picks it (the fast path is ``_fast``)."""
+
+
 def value_problem(ft: FieldType, value: Any) -> str | None:
     """Why this value does not fit the field type, or None when it does."""
     if value is None:
         return None if ft.nullable or ft.kind in ("list", "json") else "is empty but must have a value"
-    kind = ft.kind
-    if kind == "text":
-        if not isinstance(value, str):
-            return "is not text"
-        return text_problem(value, ft.text, ft.max_len)
-    if kind == "bool":
-        return None if isinstance(value, bool) else "is not yes or no"
-    if kind == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            return "is not a whole number"
-        return None if -(2**31) <= value < 2**31 else "is out of range"
-    if kind in ("date", "datetime"):
-        if not isinstance(value, str) or len(value) > 40:
-            return "is not a date"
-        if (p := text_problem(value, Text.LINE, 40)) is not None:
-            return p
-        try:
-            if kind == "date":
-                if not _DATE.match(value):
-                    return "is not a date"
-                dt.date.fromisoformat(value[:10])
-            else:
-                dt.datetime.fromisoformat(value)
-        except ValueError:
-            return "is not a date" if kind == "date" else "is not a date and time"
-        return None
-    if kind == "list":
-        if not isinstance(value, list):
-            return "is not a list"
-        if len(value) > MAX_ITEMS:
-            return "holds too many items"
-        for item in value:
-            if not isinstance(item, str):
-                return "holds an item that is not text"
-            if (p := text_problem(item, Text.LINE, ft.max_len)) is not None:
-                return p
-        return None
-    if kind == "json":
-        if not isinstance(value, dict | list):
-            return "is not a set of answers"
-        return _json_problem(value, 0, [ft.max_len])
-    return "has a type the gate does not know"  # pragma: no cover - FIELDS uses the kinds above
+    check = _VALUE_CHECKS.get(ft.kind)
+    if check is None:  # pragma: no cover - FIELDS uses the kinds above
+        return "has a type the gate does not know"
+    return check(ft, value)
 
 
 def check_value(table: str, field: str, value: Any, row_id: str = "") -> Refusal | None:

@@ -526,146 +526,215 @@ def parse_datapackage(path: Path | str, practice_id: str = "local") -> tuple[lis
     services = reader.table("service")
     if services is None:
         return [], sorted(problems, key=lambda p: (p.file, p.line))
+    tables = _load_tables(reader, problems)
+    out: list[ServiceRecord] = []
+    seen: set[str] = set()
+    for line, row in services.rows:
+        checked = _check_service(row, services.file, line, seen, problems)
+        if checked is not None:
+            src, name, active = checked
+            out.append(_service_record(row, src, name, active, tables, practice_id, services.file, line, problems))
+    problems.sort(key=lambda p: (p.file, p.line))  # file by file, top to bottom, whatever order they were found
+    return out, problems
+
+
+@dataclass
+class _Tables:
+    """The package's files other than services.csv, indexed for lookups from one service."""
+
+    organisations: dict[str, dict[str, str]]
+    locations: dict[str, dict[str, str]]
+    sal_by_service: dict[str, list[dict[str, str]]]
+    phones_by: dict[str, dict[str, list[dict[str, str]]]]  # by service, service-at-location, location, organisation
+    addresses: dict[str, list[dict[str, str]]]
+    schedules_by_service: dict[str, list[dict[str, str]]]
+    schedules_by_location: dict[str, list[dict[str, str]]]
+    eligibility: dict[str, list[dict[str, str]]]
+    areas: dict[str, list[dict[str, str]]]
+    access: dict[str, list[dict[str, str]]]
+    taxonomy: dict[str, dict[str, str]]
+    service_terms: dict[str, list[dict[str, str]]]
+    verified: dict[str, dt.date]  # resource id -> latest metadata change
+
+
+def _load_tables(reader: _Reader, problems: list[Problem]) -> _Tables:
+    """Read and index every optional file, in a fixed order (problems are reported as found)."""
     organisations = {
         (r.get("id") or "").strip(): r for _l, r in _rows(reader.table("organization")) if (r.get("id") or "").strip()
     }
     locations = {(r.get("id") or "").strip(): r for _l, r in _rows(reader.table("location"))}
-    sal_table = reader.table("service_at_location")
-    sal_by_service = _index(sal_table, "service_id")
+    sal_by_service = _index(reader.table("service_at_location"), "service_id")
     phones_table = reader.table("phone")
-    phones_by = {key: _index(phones_table, key) for key in ("service_id", "service_at_location_id", "location_id",
-                                                             "organization_id")}  # fmt: skip
+    phones_by = {
+        key: _index(phones_table, key)
+        for key in ("service_id", "service_at_location_id", "location_id", "organization_id")
+    }
     addresses = _index(reader.table("physical_address"), "location_id")
     schedules_table = reader.table("regular_schedule")
-    schedules_by_service = _index(schedules_table, "service_id")
-    schedules_by_location = _index(schedules_table, "location_id")
-    eligibility = _index(reader.table("eligibility"), "service_id")
-    areas = _index(reader.table("service_area"), "service_id")
-    access = _index(reader.table("accessibility_for_disabilities"), "location_id")
-    taxonomy = {(r.get("id") or "").strip(): r for _l, r in _rows(reader.table("taxonomy"))}
-    service_terms = _index(reader.table("service_taxonomy"), "service_id")
-    verified = _metadata_dates(reader.table("metadata"), problems)
+    return _Tables(
+        organisations=organisations,
+        locations=locations,
+        sal_by_service=sal_by_service,
+        phones_by=phones_by,
+        addresses=addresses,
+        schedules_by_service=_index(schedules_table, "service_id"),
+        schedules_by_location=_index(schedules_table, "location_id"),
+        eligibility=_index(reader.table("eligibility"), "service_id"),
+        areas=_index(reader.table("service_area"), "service_id"),
+        access=_index(reader.table("accessibility_for_disabilities"), "location_id"),
+        taxonomy={(r.get("id") or "").strip(): r for _l, r in _rows(reader.table("taxonomy"))},
+        service_terms=_index(reader.table("service_taxonomy"), "service_id"),
+        verified=_metadata_dates(reader.table("metadata"), problems),
+    )
 
-    out: list[ServiceRecord] = []
-    seen: set[str] = set()
-    file = services.file
-    for line, row in services.rows:
-        src = clean_text(row.get("id"), 100)
-        name = html_to_text(row.get("name"), MAX_SHORT)
-        if not src:
-            problems.append(Problem(file, line, "the service has no id"))
-            continue
-        if not name:
-            problems.append(Problem(file, line, "the service has no name"))
-            continue
-        if src in seen:
-            problems.append(Problem(file, line, "the service id appears more than once; only the first was used"))
-            continue
-        status = (row.get("status") or "").strip().lower()
-        if status and status not in STATUS_ACTIVE:
-            # Unknown status: imported but marked inactive, so nobody is sent to a closed door.
-            problems.append(
-                Problem(file, line, "the status is not one HSDS defines, so the service is marked inactive")
-            )
-        active = STATUS_ACTIVE.get(status, not status)
-        seen.add(src)
 
-        org = organisations.get((row.get("organization_id") or "").strip())
-        if (row.get("organization_id") or "").strip() and org is None and organisations:
-            problems.append(Problem(file, line, "the organisation it names is not in the organisations file"))
-        sals = sal_by_service.get(src, [])
-        locs = [locations[s["location_id"].strip()] for s in sals if s.get("location_id", "").strip() in locations]
-        loc_ids = [(loc.get("id") or "").strip() for loc in locs]
+def _check_service(
+    row: dict[str, str], file: str, line: int, seen: set[str], problems: list[Problem]
+) -> tuple[str, str, bool] | None:
+    """(HSDS id, name, active) of a usable services.csv row, or None with the reason reported."""
+    src = clean_text(row.get("id"), 100)
+    name = html_to_text(row.get("name"), MAX_SHORT)
+    if not src:
+        problems.append(Problem(file, line, "the service has no id"))
+        return None
+    if not name:
+        problems.append(Problem(file, line, "the service has no name"))
+        return None
+    if src in seen:
+        problems.append(Problem(file, line, "the service id appears more than once; only the first was used"))
+        return None
+    status = (row.get("status") or "").strip().lower()
+    if status and status not in STATUS_ACTIVE:
+        # Unknown status: imported but marked inactive, so nobody is sent to a closed door.
+        problems.append(Problem(file, line, "the status is not one HSDS defines, so the service is marked inactive"))
+    seen.add(src)
+    return src, name, STATUS_ACTIVE.get(status, not status)
 
-        address_parts: list[str] = []
-        postcode = ""
-        cities: list[str] = []
-        for loc in locs:
-            address_parts.append(clean_text(loc.get("name"), MAX_SHORT))
-            for a in addresses.get((loc.get("id") or "").strip(), []):
-                address_parts += [clean_text(a.get(k), MAX_SHORT) for k in ("address_1", "address_2", "city")]
-                cities.append(clean_text(a.get("city"), 100))
-                postcode = postcode or _postcode(a.get("postal_code") or "")
-        area = _join_unique([clean_text(a.get("service_area"), 100) for a in areas.get(src, [])], ", ")
-        area = area or _join_unique(cities, ", ")
 
-        phone = _phone(phones_by["service_id"].get(src, []))
-        for s in sals:
-            phone = phone or _phone(phones_by["service_at_location_id"].get((s.get("id") or "").strip(), []))
-        for lid in loc_ids:
-            phone = phone or _phone(phones_by["location_id"].get(lid, []))
-        phone = phone or _phone(phones_by["organization_id"].get((row.get("organization_id") or "").strip(), []))
+def _service_record(
+    row: dict[str, str],
+    src: str,
+    name: str,
+    active: bool,
+    t: _Tables,
+    practice_id: str,
+    file: str,
+    line: int,
+    problems: list[Problem],
+) -> ServiceRecord:
+    """One directory entry from a checked services.csv row and the package's other files."""
+    org_id = (row.get("organization_id") or "").strip()
+    org = t.organisations.get(org_id)
+    if org_id and org is None and t.organisations:
+        problems.append(Problem(file, line, "the organisation it names is not in the organisations file"))
+    sals = t.sal_by_service.get(src, [])
+    locs = [t.locations[s["location_id"].strip()] for s in sals if s.get("location_id", "").strip() in t.locations]
+    loc_ids = [(loc.get("id") or "").strip() for loc in locs]
+    address, postcode, cities = _address(locs, t)
+    area = _join_unique([clean_text(a.get("service_area"), 100) for a in t.areas.get(src, [])], ", ")
+    description = html_to_text(row.get("description"))
+    terms = _taxonomy_terms(row, src, t)
+    categories, needs = classify(" ".join(terms), name, description)
+    return ServiceRecord(
+        id=service_id(practice_id, src),
+        source_id=src,
+        name=name,
+        organisation=clean_text((org or {}).get("name"), MAX_SHORT),
+        description=description,
+        categories=[c for c in dict.fromkeys([_slug(term) for term in terms if term] + categories) if c],
+        needs=needs,
+        area=area or _join_unique(cities, ", "),
+        address=address,
+        postcode=postcode,
+        phone=_service_phone(src, org_id, sals, loc_ids, t),
+        email=clean_text(row.get("email") or (org or {}).get("email"), MAX_SHORT),
+        url=clean_text(row.get("url") or (org or {}).get("url"), MAX_SHORT),
+        eligibility=_join_unique([html_to_text(e.get("eligibility"), MAX_SHORT) for e in t.eligibility.get(src, [])]),
+        cost=html_to_text(row.get("fees"), MAX_SHORT),
+        referral_route=_referral_route(row),
+        opening_times=_opening_times(src, loc_ids, t),
+        accessibility=_accessibility(row, loc_ids, t),
+        last_verified=_last_verified(row, src, [*loc_ids, org_id], t.verified),
+        active=active,
+    )
 
-        schedule_rows = list(schedules_by_service.get(src, []))
-        for lid in loc_ids:
-            schedule_rows += schedules_by_location.get(lid, [])
-        accessibility_parts = []
-        for lid in loc_ids:
-            for a in access.get(lid, []):
-                detail = clean_text(a.get("details"), MAX_SHORT)
-                what = clean_text(a.get("accessibility"), MAX_SHORT)
-                accessibility_parts.append(f"{what} ({detail})" if detail else what)
-        interpretation = clean_text(row.get("interpretation_services"), MAX_SHORT)
-        if interpretation:
-            accessibility_parts.append(f"Interpretation: {interpretation}")
 
-        route = html_to_text(row.get("application_process"), MAX_SHORT)
-        wait = clean_text(row.get("wait_time"), 100)
-        if wait:
-            route = f"{route}. Waiting time: {wait}" if route else f"Waiting time: {wait}"
+def _address(locs: list[dict[str, str]], t: _Tables) -> tuple[str, str, list[str]]:
+    """(address, first good postcode, cities) from the service's locations and their physical addresses."""
+    parts: list[str] = []
+    postcode = ""
+    cities: list[str] = []
+    for loc in locs:
+        parts.append(clean_text(loc.get("name"), MAX_SHORT))
+        for a in t.addresses.get((loc.get("id") or "").strip(), []):
+            parts += [clean_text(a.get(k), MAX_SHORT) for k in ("address_1", "address_2", "city")]
+            cities.append(clean_text(a.get("city"), 100))
+            postcode = postcode or _postcode(a.get("postal_code") or "")
+    return _join_unique(parts, ", "), postcode, cities
 
-        terms: list[str] = []
-        for st in service_terms.get(src, []):
-            t = taxonomy.get((st.get("taxonomy_id") or "").strip())
-            if t is not None:
-                terms.append(clean_text(t.get("name"), 100))
-        for tid in re.split(r"[,;|]", row.get("taxonomy_ids") or ""):
-            t = taxonomy.get(tid.strip())
-            if t is not None:
-                terms.append(clean_text(t.get("name"), 100))
-        description = html_to_text(row.get("description"))
-        categories, needs = classify(" ".join(terms), name, description)
-        categories = [c for c in dict.fromkeys([_slug(t) for t in terms if t] + categories) if c]
 
-        own_dates = [d for d in (_date(row.get(c) or "") for c in VERIFIED_COLUMNS) if d is not None]
-        # Metadata of the service itself; publishers that log changes per organisation or location
-        # only (as the Open Referral sample does) get the latest of those instead.
-        logged = verified.get(src)
-        if logged is None:
-            nearby = [verified[k] for k in [*loc_ids, (row.get("organization_id") or "").strip()] if k in verified]
-            logged = max(nearby) if nearby else None
-        dates = own_dates + ([logged] if logged else [])
+def _service_phone(src: str, org_id: str, sals: list[dict[str, str]], loc_ids: list[str], t: _Tables) -> str:
+    """The first phone of the service, else of its service-at-location, location, organisation."""
+    phone = _phone(t.phones_by["service_id"].get(src, []))
+    for s in sals:
+        phone = phone or _phone(t.phones_by["service_at_location_id"].get((s.get("id") or "").strip(), []))
+    for lid in loc_ids:
+        phone = phone or _phone(t.phones_by["location_id"].get(lid, []))
+    return phone or _phone(t.phones_by["organization_id"].get(org_id, []))
 
-        out.append(
-            ServiceRecord(
-                id=service_id(practice_id, src),
-                source_id=src,
-                name=name,
-                organisation=clean_text((org or {}).get("name"), MAX_SHORT),
-                description=description,
-                categories=categories,
-                needs=needs,
-                area=area,
-                address=_join_unique(address_parts, ", "),
-                postcode=postcode,
-                phone=phone,
-                email=clean_text(row.get("email") or (org or {}).get("email"), MAX_SHORT),
-                url=clean_text(row.get("url") or (org or {}).get("url"), MAX_SHORT),
-                eligibility=_join_unique(
-                    [html_to_text(e.get("eligibility"), MAX_SHORT) for e in eligibility.get(src, [])]
-                ),
-                cost=html_to_text(row.get("fees"), MAX_SHORT),
-                referral_route=route,
-                opening_times=_schedule(schedule_rows),
-                accessibility=_join_unique(accessibility_parts),
-                # The later of the service's own date and its latest metadata change: either means
-                # someone looked at the entry then.
-                last_verified=max(dates) if dates else None,
-                active=active,
-            )
-        )
-    problems.sort(key=lambda p: (p.file, p.line))  # file by file, top to bottom, whatever order they were found
-    return out, problems
+
+def _opening_times(src: str, loc_ids: list[str], t: _Tables) -> str:
+    """The service's own regular schedule, then its locations'."""
+    rows = list(t.schedules_by_service.get(src, []))
+    for lid in loc_ids:
+        rows += t.schedules_by_location.get(lid, [])
+    return _schedule(rows)
+
+
+def _accessibility(row: dict[str, str], loc_ids: list[str], t: _Tables) -> str:
+    parts = []
+    for lid in loc_ids:
+        for a in t.access.get(lid, []):
+            detail = clean_text(a.get("details"), MAX_SHORT)
+            what = clean_text(a.get("accessibility"), MAX_SHORT)
+            parts.append(f"{what} ({detail})" if detail else what)
+    interpretation = clean_text(row.get("interpretation_services"), MAX_SHORT)
+    if interpretation:
+        parts.append(f"Interpretation: {interpretation}")
+    return _join_unique(parts)
+
+
+def _referral_route(row: dict[str, str]) -> str:
+    route = html_to_text(row.get("application_process"), MAX_SHORT)
+    wait = clean_text(row.get("wait_time"), 100)
+    if wait:
+        route = f"{route}. Waiting time: {wait}" if route else f"Waiting time: {wait}"
+    return route
+
+
+def _taxonomy_terms(row: dict[str, str], src: str, t: _Tables) -> list[str]:
+    """Taxonomy names from services_taxonomy.csv, then from the service's own taxonomy_ids column."""
+    ids = [(st.get("taxonomy_id") or "").strip() for st in t.service_terms.get(src, [])]
+    ids += [tid.strip() for tid in re.split(r"[,;|]", row.get("taxonomy_ids") or "")]
+    return [clean_text(t.taxonomy[tid].get("name"), 100) for tid in ids if tid in t.taxonomy]
+
+
+def _last_verified(
+    row: dict[str, str], src: str, nearby_ids: list[str], verified: dict[str, dt.date]
+) -> dt.date | None:
+    """The later of the service's own verification date and its latest metadata change.
+
+    Either means someone looked at the entry then. Publishers that log changes per organisation or
+    location only (as the Open Referral sample does) get the latest of those instead.
+    """
+    dates = [d for d in (_date(row.get(c) or "") for c in VERIFIED_COLUMNS) if d is not None]
+    logged = verified.get(src)
+    if logged is None:
+        nearby = [verified[k] for k in nearby_ids if k in verified]
+        logged = max(nearby) if nearby else None
+    if logged:
+        dates.append(logged)
+    return max(dates) if dates else None
 
 
 def _metadata_dates(table: _Table | None, problems: list[Problem]) -> dict[str, dt.date]:
