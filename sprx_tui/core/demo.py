@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from sqlmodel import Session
 
-from sprx_tui.core import outcomes as instruments
+from sprx_rules import outcomes as instruments
 from sprx_tui.core.ids import stable_id
 from sprx_tui.core.models import (
     CONTACT_MODES,

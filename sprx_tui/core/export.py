@@ -327,7 +327,8 @@ def closing_summary(store: CaseStore, person_id: str) -> dict[str, Any] | str:
 
 def _outcome_changes(rows: list[OutcomeResponse]) -> list[dict[str, Any]]:
     """Earliest complete baseline and latest complete discharge of each measure, figure by figure."""
-    from sprx_tui.core import fhir, outcomes
+    from sprx_rules import outcomes
+    from sprx_tui.core import fhir
 
     live = [r for r in rows if r.complete and not r.entered_in_error and not r.deleted]
     out = []

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sprx_tui.core import outcomes
+from sprx_rules import outcomes
 from sprx_tui.core.models import (
     CONTACT_MODES,
     LIFE_AREAS,

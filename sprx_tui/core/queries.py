@@ -14,6 +14,7 @@ from sqlalchemy import Engine, func, literal_column
 from sqlalchemy import text as sql_text
 from sqlmodel import Session, select
 
+from sprx_rules.nhs import format_nhs_number
 from sprx_tui.core.models import (
     URGENCY_RANK,
     Contact,
@@ -32,7 +33,6 @@ from sprx_tui.core.models import (
     WhatMatters,
     utcnow,
 )
-from sprx_tui.core.validate import format_nhs_number
 
 # The caseload's orders, as SQL. Each one leads a covering index of migration 0004, written identically:
 # SQLite uses an index on an expression only for the identical expression (a bound value would not do).

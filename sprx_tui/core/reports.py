@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from sprx_tui.core import outcomes
+from sprx_rules import outcomes
 from sprx_tui.core.models import (
     CONTACT_MODES,
     NEED_CATEGORIES,

@@ -16,9 +16,8 @@ from sqlalchemy import Engine, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from sprx_rules import gate
-from sprx_tui.core import outcomes as instruments
-from sprx_tui.core import validate
+from sprx_rules import gate, nhs, validate
+from sprx_rules import outcomes as instruments
 from sprx_tui.core.diskfull import disk_full_as_sentence
 from sprx_tui.core.ids import uuid7
 from sprx_tui.core.models import (
@@ -412,7 +411,7 @@ class CaseService:
             )
         if fields.get("nhs_number"):
             out["nhs_number"] = _check(
-                errors, "nhs_number", lambda: validate.normalise_nhs_number(fields["nhs_number"])
+                errors, "nhs_number", lambda: nhs.normalise_nhs_number(fields["nhs_number"])
             )
         elif "nhs_number" in fields:
             out["nhs_number"] = None

@@ -19,9 +19,9 @@ from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Static, TextArea
 from textual.worker import Worker, WorkerState
 
+from sprx_rules.validate import ValidationError
 from sprx_tui.core.models import CONTACT_MODES, REFERRAL_SOURCES, Person, Referral
 from sprx_tui.core.service import InvalidInput
-from sprx_tui.core.validate import ValidationError
 from sprx_tui.drafts import KeptFieldsModal, discard_later, push_person
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.forms import (

@@ -29,11 +29,11 @@ from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet, Sel
 from textual.worker import Worker, get_current_worker
 
 from sprx_rules.hsds import html_to_text
+from sprx_rules.validate import format_phone
 from sprx_tui.core import directory
 from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityService, Person
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore
-from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.area import AreaScreen

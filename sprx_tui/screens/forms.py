@@ -17,7 +17,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
 from textual.worker import Worker
 
-from sprx_tui.core.validate import ValidationError, parse_date
+from sprx_rules.validate import ValidationError, parse_date
 from sprx_tui.inert import inert
 
 try:

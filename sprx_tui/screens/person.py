@@ -21,6 +21,7 @@ from textual.widget import Widget
 from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
+from sprx_rules.validate import format_phone
 from sprx_tui.core.models import (
     ONWARD_KINDS,
     ONWARD_OUTCOMES,
@@ -33,7 +34,6 @@ from sprx_tui.core.models import (
     WhatMatters,
 )
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
-from sprx_tui.core.validate import format_phone
 from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells, visible

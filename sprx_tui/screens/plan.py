@@ -16,10 +16,10 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, Input, OptionList, Select, Static
 from textual.worker import Worker, WorkerState
 
+from sprx_rules.validate import ValidationError
 from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, Person, WhatMatters
 from sprx_tui.core.queries import GoalWithActions
 from sprx_tui.core.service import InvalidInput
-from sprx_tui.core.validate import ValidationError
 from sprx_tui.drafts import discard_later, push_person
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.forms import (

@@ -24,7 +24,7 @@ from textual.widgets import Digits, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
-from sprx_tui.core import outcomes
+from sprx_rules import outcomes
 from sprx_tui.core.models import OutcomeResponse
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.drafts import discard_later, push_person

@@ -10,9 +10,9 @@ from textual.content import Content
 from textual.widget import Widget
 from textual.widgets import Static
 
-from sprx_tui.core import outcomes
+from sprx_rules import outcomes
+from sprx_rules.validate import ValidationError
 from sprx_tui.core.models import OutcomeResponse
-from sprx_tui.core.validate import ValidationError
 from sprx_tui.inert import visible
 
 # Eight heights for one reading; a trend is one small bar per time point, so it reads without colour (NO_COLOR).

@@ -9,9 +9,10 @@ from textual.containers import Vertical
 from textual.content import Content
 from textual.widgets import Static
 
+from sprx_rules.nhs import format_nhs_number
+from sprx_rules.validate import ValidationError
 from sprx_tui.core.models import SAFETY_FLAGS, Person
 from sprx_tui.core.queries import age_on
-from sprx_tui.core.validate import ValidationError, format_nhs_number
 from sprx_tui.inert import visible
 
 # Flags that change whether or how to visit at all are shown as errors; the rest as warnings.

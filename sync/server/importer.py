@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sprx_rules import gate
-from sync.server.nhs import normalise_nhs, valid_nhs
+from sprx_rules.nhs import normalise_nhs_number
+from sprx_rules.validate import ValidationError, normalise_phone, normalise_postcode
 from sync.server.store import Store, StoreError
 
 COLUMNS = [
     "nhs_number", "given_name", "family_name", "date_of_birth", "postcode", "phone", "source",
     "referrer_name", "received_on", "reasons", "urgency", "referral_text", "worker",
 ]  # fmt: skip
-POSTCODE = re.compile(r"^[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2}$")
-PHONE = re.compile(r"^\+?[0-9 ()-]{7,20}$")
 
 
 @dataclass
@@ -41,26 +40,35 @@ def _date(raw: str, what: str, *, past: bool = True) -> str:
     return d.isoformat()
 
 
+def _rule(check: Callable[[str], str], raw: str, reason: str) -> str:
+    """`check(raw)` (a sprx_rules normaliser), or ValueError with the importer's own plain reason."""
+    try:
+        return check(raw)
+    except ValidationError:
+        raise ValueError(reason) from None
+
+
 def _check_row(row: dict[str, str]) -> dict[str, object]:
-    """The cleaned row, or ValueError with a plain reason (never quoting the value)."""
+    """The cleaned row, or ValueError with a plain reason (never quoting the value).
+
+    NHS number, postcode and phone follow the laptop's rules (sprx_rules) and are stored in the same
+    form the laptop stores them: 10 digits, "LS1 4AP", "+441134960000".
+    """
     g = {k: (row.get(k) or "").strip() for k in COLUMNS}
-    if not valid_nhs(g["nhs_number"]):
-        raise ValueError("the NHS number is not valid")
+    nhs = _rule(normalise_nhs_number, g["nhs_number"], "the NHS number is not valid")
     for k, what in (("given_name", "given name"), ("family_name", "family name"),
                     ("source", "source"), ("worker", "worker")):  # fmt: skip
         if not g[k]:
             raise ValueError(f"the {what} is missing")
-    postcode = g["postcode"].upper()
-    if postcode and not POSTCODE.match(postcode):
-        raise ValueError("the postcode is not a UK postcode")
-    if g["phone"] and not PHONE.match(g["phone"]):
-        raise ValueError("the phone number is not valid")
+    postcode = _rule(normalise_postcode, g["postcode"], "the postcode is not a UK postcode") if g["postcode"] else ""
+    phone = _rule(normalise_phone, g["phone"], "the phone number is not valid") if g["phone"] else ""
     return {
-        "nhs": normalise_nhs(g["nhs_number"]),
+        "nhs": nhs,
         "dob": _date(g["date_of_birth"], "the date of birth"),
         "received_on": _date(g["received_on"], "the received date"),
-        "postcode": postcode,
         **g,
+        "postcode": postcode,
+        "phone": phone,
     }
 
 

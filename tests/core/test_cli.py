@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from sprx_rules.nhs import format_nhs_number
 from sprx_tui.core.models import AuditEvent
 from sprx_tui.core.store import open_store
-from sprx_tui.core.validate import format_nhs_number
 from sprx_tui.core.vault import Vault
 
 SPRX = str(Path(sys.executable).with_name("sprx"))

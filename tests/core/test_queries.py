@@ -328,8 +328,8 @@ def test_demo_is_deterministic(demo_pair: tuple[CaseStore, CaseStore]) -> None:
 def test_demo_covers_every_state_a_screen_can_show(demo_pair: tuple[CaseStore, CaseStore]) -> None:
     from sqlmodel import Session, select
 
+    from sprx_rules.nhs import is_valid_nhs_number
     from sprx_tui.core.models import CommunityService, OutcomeResponse, Person, PersonStatus, Referral
-    from sprx_tui.core.validate import is_valid_nhs_number
 
     store = demo_pair[0]
     q = store.queries

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from sync.server.cli import main
-from sync.server.nhs import valid_nhs
 from sync.server.store import Store
 from sync.server.tls import fingerprint
 from tests.sync.server_harness import uvicorn_server, version_headers
@@ -29,11 +28,6 @@ def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(list(args))
     out, err = capsys.readouterr()
     return code, out, err
-
-
-def test_nhs_modulus_11() -> None:
-    assert valid_nhs("9434765919") and valid_nhs("943 476 5919")
-    assert not valid_nhs("9434765918") and not valid_nhs("123") and not valid_nhs("94347659199")
 
 
 def test_admin_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

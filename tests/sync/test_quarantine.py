@@ -24,11 +24,11 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
+from sprx_rules.validate import ValidationError
 from sprx_tui.core import syncstore
 from sprx_tui.core.models import Goal, Person, SyncConflict, SyncOutbox, SyncQuarantine
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore, open_store
-from sprx_tui.core.validate import ValidationError
 from sprx_tui.core.vault import Vault
 from sprx_tui.syncui import load_sync_view
 from sync.merge import SERVER_DEVICE

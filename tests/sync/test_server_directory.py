@@ -14,7 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from sprx_rules.hsds import service_id
-from sprx_tui.core import outcomes, reports
+from sprx_rules import outcomes
+from sprx_tui.core import reports
 from sprx_tui.core.models import SYNCED_MODELS
 from sprx_tui.core.store import open_store
 from sprx_tui.core.vault import FLOOR, Vault

@@ -17,9 +17,10 @@ from sqlmodel import Session, col, select
 from textual.pilot import Pilot
 from textual.widgets import DataTable, Input, Static, TextArea
 
+from sprx_rules import outcomes
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
-from sprx_tui.core import directory, outcomes
+from sprx_tui.core import directory
 from sprx_tui.core.models import DirectorySuggestion, Goal, SyncConflict
 from sprx_tui.core.store import CaseStore, open_store, set_state
 from sprx_tui.core.vault import Vault

@@ -11,8 +11,8 @@ from textual.app import App
 from textual.pilot import Pilot
 from textual.widgets import Digits
 
+from sprx_rules import outcomes
 from sprx_tui.app import SprxApp
-from sprx_tui.core import outcomes
 from sprx_tui.core.models import OutcomeResponse
 from sprx_tui.core.store import CaseStore
 from sprx_tui.screens.forms import ConfirmModal

@@ -1,4 +1,8 @@
-"""Field validation for people's details: NHS number, postcode, dates, phone, email and text."""
+"""Field validation for people's details: postcode, dates, phone, email and text (NHS number: sprx_rules.nhs).
+
+Pure rules shared by the laptop's forms and the server's referral import: ValidationError carries
+the field and one plain sentence that never repeats what was typed.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,7 @@ __all__ = [
     "ValidationError",
     "collect_errors",
     "field_label",
-    "format_nhs_number",
-    "is_valid_nhs_number",
-    "nhs_check_digit",
-    "normalise_nhs_number",
+    "format_phone",
     "normalise_phone",
     "normalise_postcode",
     "parse_birth_date",
@@ -66,74 +67,6 @@ def field_label(field: str) -> str:
     return words[:1].upper() + words[1:] if words else "This field"
 
 
-# --------------------------------------------------------------------------- NHS number
-
-_NHS_WEIGHTS = (10, 9, 8, 7, 6, 5, 4, 3, 2)
-# Hyphen plus the common Unicode dashes that word processors substitute when text is pasted.
-_NHS_ALLOWED = re.compile(r"[0-9 \t\-\u2010-\u2014]*")
-
-
-def nhs_check_digit(first_nine: str) -> int | None:
-    """Return the Modulus 11 check digit for nine digits, or None when no valid digit exists."""
-    if len(first_nine) != 9 or not first_nine.isascii() or not first_nine.isdigit():
-        raise ValueError("nhs_check_digit needs exactly nine ASCII digits.")
-    total = sum(int(d) * w for d, w in zip(first_nine, _NHS_WEIGHTS, strict=True))
-    check = 11 - (total % 11)
-    if check == 11:
-        return 0
-    if check == 10:
-        # Numbers whose check would be 10 are never issued.
-        return None
-    return check
-
-
-def normalise_nhs_number(text: str) -> str:
-    """Return the 10 digits of an NHS number typed with optional spaces or dashes.
-
-    Raises ValidationError(field="nhs_number") with a sentence saying what is wrong.
-    """
-    stripped = (text or "").strip()
-    if not stripped:
-        raise ValidationError("nhs_number", "The NHS number is empty; enter its 10 digits.")
-    if not _NHS_ALLOWED.fullmatch(stripped):
-        raise ValidationError(
-            "nhs_number",
-            "The NHS number can contain only digits, with spaces or dashes between groups.",
-        )
-    digits = re.sub(r"[^0-9]", "", stripped)
-    if len(digits) != 10:
-        raise ValidationError(
-            "nhs_number",
-            f"The NHS number must have 10 digits, but {len(digits)} were entered.",
-        )
-    if len(set(digits)) == 1:
-        # Repeated digits pass Modulus 11 (for any d, the check of ddddddddd is d) but are
-        # never issued; they are usually placeholders typed to get past a required field.
-        raise ValidationError(
-            "nhs_number", "The NHS number cannot be one digit repeated; enter the real number."
-        )
-    if nhs_check_digit(digits[:9]) != int(digits[9]):
-        raise ValidationError(
-            "nhs_number", "The NHS number does not pass the check-digit test; check each digit."
-        )
-    return digits
-
-
-def is_valid_nhs_number(text: str) -> bool:
-    """Return True when `text` is a well-formed NHS number with a correct check digit."""
-    try:
-        normalise_nhs_number(text)
-    except ValidationError:
-        return False
-    return True
-
-
-def format_nhs_number(digits: str) -> str:
-    """Return an NHS number in the 3-3-4 display form, e.g. "943 476 5919"."""
-    d = normalise_nhs_number(digits)
-    return f"{d[:3]} {d[3:6]} {d[6:]}"
-
-
 # --------------------------------------------------------------------------- Postcode
 
 # The UK Government's published postcode pattern (outward code, space, inward code), applied
@@ -153,9 +86,7 @@ def normalise_postcode(text: str) -> str:
     # The inward code is always the last three characters, so the space position is fixed.
     canonical = f"{compact[:-3]} {compact[-3:]}" if len(compact) >= 5 else compact
     if not _POSTCODE.fullmatch(canonical):
-        raise ValidationError(
-            "postcode", "The postcode is not a UK postcode like LS1 4AP; check it."
-        )
+        raise ValidationError("postcode", "The postcode is not a UK postcode like LS1 4AP; check it.")
     return canonical
 
 
@@ -181,15 +112,11 @@ def parse_date(text: str, field: str) -> dt.date:
         # A two-digit year is ambiguous for birth dates (19xx or 20xx), so ask for all four.
         raise ValidationError(field, f"{label} needs a four-digit year, such as 22/11/2026.")
     else:
-        raise ValidationError(
-            field, f"{label} must be a date written like 22/11/2026 or 2026-11-22."
-        )
+        raise ValidationError(field, f"{label} must be a date written like 22/11/2026 or 2026-11-22.")
     try:
         return dt.date(year, month, day)
     except ValueError:
-        raise ValidationError(
-            field, f"{label} is not a real calendar date; check the day and month."
-        ) from None
+        raise ValidationError(field, f"{label} is not a real calendar date; check the day and month.") from None
 
 
 def validate_not_future(d: dt.date, today: dt.date, field: str) -> dt.date:
@@ -211,9 +138,7 @@ def validate_birth_date(d: dt.date, today: dt.date, field: str = "date_of_birth"
     """Return a date of birth if it is not in the future and not more than 120 years ago."""
     validate_not_future(d, today, field)
     if d < _years_before(today, 120):
-        raise ValidationError(
-            field, f"{field_label(field)} is more than 120 years ago; check the year."
-        )
+        raise ValidationError(field, f"{field_label(field)} is more than 120 years ago; check the year.")
     return d
 
 
@@ -251,9 +176,7 @@ def normalise_phone(text: str, field: str = "phone") -> str:
     else:
         raise ValidationError(field, "A UK phone number starts with 0 or +44.")
     if not 9 <= len(national) <= 10 or national.startswith("0"):
-        raise ValidationError(
-            field, "A UK phone number has 10 or 11 digits, counting the leading 0."
-        )
+        raise ValidationError(field, "A UK phone number has 10 or 11 digits, counting the leading 0.")
     return "+44" + national
 
 
@@ -284,9 +207,7 @@ def validate_email(text: str, field: str = "email") -> str:
     if not s:
         raise ValidationError(field, "The email address is empty; enter an email address.")
     if len(s) > 254 or not _EMAIL.fullmatch(s):
-        raise ValidationError(
-            field, "The email address does not look right; it should be like name@example.org."
-        )
+        raise ValidationError(field, "The email address does not look right; it should be like name@example.org.")
     return s
 
 

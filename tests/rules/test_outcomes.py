@@ -1,7 +1,9 @@
-"""Tests for sprx_tui.core.outcomes: instrument data, scoring, bands, change and improvement."""
+"""Tests for sprx_rules.outcomes: instrument data, scoring, bands, change and improvement."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,11 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sprx_tui.core.outcomes import (
+from sprx_rules.outcomes import (
     HEALTH_USE,
     IMPROVEMENT_DEFINITIONS,
     INSTRUMENTS,
     ONS4,
+    REPORTED_FIGURES,
     SWEMWBS,
     SWEMWBS_METRIC,
     TIME_POINTS,
@@ -22,12 +25,14 @@ from sprx_tui.core.outcomes import (
     Instrument,
     OutcomeScore,
     change,
+    figures_from_score,
     get_instrument,
     improved,
+    improved_figures,
     ons4_band,
     score,
 )
-from sprx_tui.core.validate import ValidationError
+from sprx_rules.validate import ValidationError
 
 # Copied a second time from domain-standards.md section 6.3, as an independent check on the
 # module's table (rows laid out as in the reference: three raw/metric columns).
@@ -71,14 +76,12 @@ def responses(instrument: Instrument, values: list[int]) -> dict[str, int | None
 def test_no_ui_libraries_imported() -> None:
     # The core must stay importable without the TUI extras; check in a fresh interpreter.
     code = (
-        "import sys, sprx_tui.core.outcomes, sprx_tui.core.validate; "
+        "import sys, sprx_rules.outcomes, sprx_rules.validate; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('textual', 'rich')))"
     )
     # Run from the repository root so the package imports whether or not it is installed.
     root = Path(__file__).resolve().parents[2]
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
-    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root)
     assert out.stdout.strip() == "[]"
 
 
@@ -320,9 +323,7 @@ def test_unknown_item_and_instrument_rejected() -> None:
 
 
 def complete_responses(instrument: Instrument) -> st.SearchStrategy[dict[str, int]]:
-    return st.fixed_dictionaries(
-        {it.id: st.integers(it.min_value, it.max_value) for it in instrument.items}
-    )
+    return st.fixed_dictionaries({it.id: st.integers(it.min_value, it.max_value) for it in instrument.items})
 
 
 def partial_responses(instrument: Instrument) -> st.SearchStrategy[dict[str, int | None]]:
@@ -391,9 +392,7 @@ def test_any_out_of_range_value_rejected(inst: Instrument, data: st.DataObject) 
     r: dict[str, int | None] = dict(data.draw(complete_responses(inst)))
     item = data.draw(st.sampled_from(inst.items))
     r[item.id] = data.draw(
-        st.one_of(
-            st.integers(max_value=item.min_value - 1), st.integers(min_value=item.max_value + 1)
-        )
+        st.one_of(st.integers(max_value=item.min_value - 1), st.integers(min_value=item.max_value + 1))
     )
     with pytest.raises(ValidationError):
         score(inst.code, r)
@@ -492,3 +491,28 @@ def test_mismatched_instruments_rejected() -> None:
 def test_outcome_score_is_plain_data() -> None:
     s = OutcomeScore(instrument="UCLA3", complete=False, missing=["left_out"], items={})
     assert s.total is None and s.bands == {}
+
+
+# ------------------------------------------------------------------ stored scores (the server's view)
+
+
+def _answer_sets(code: str) -> list[dict[str, int | None]]:
+    inst = INSTRUMENTS[code]
+    lo, hi = inst.items[0].min_value, min(inst.items[0].max_value, inst.items[0].min_value + 3)
+    full = [
+        dict(zip(inst.item_ids, v, strict=True)) for v in itertools.product(range(lo, hi + 1), repeat=len(inst.items))
+    ]
+    return full[:: max(1, len(full) // 40)] + [{inst.item_ids[0]: lo}]  # and one incomplete
+
+
+@pytest.mark.parametrize("code", list(INSTRUMENTS))
+def test_a_stored_score_gives_the_same_figures_and_improvement(code: str) -> None:
+    """The server reads scores as JSON dicts synced from laptops; they must judge as the scores do."""
+    scored = [score(code, a) for a in _answer_sets(code)]
+    for s in scored:
+        stored = dataclasses.asdict(s)
+        assert figures_from_score(code, stored) == s.figures()
+    for before, after in itertools.product(scored[:12], repeat=2):
+        b, a = figures_from_score(code, dataclasses.asdict(before)), figures_from_score(code, dataclasses.asdict(after))
+        assert improved_figures(code, b, a) == improved(code, before, after)
+        assert set(improved(code, before, after)) == {name for name, _label in REPORTED_FIGURES[code]}

@@ -1,12 +1,17 @@
-"""Outcome instruments (ONS4, UCLA3, SWEMWBS, health use) as data, with scoring and change."""
+"""Outcome instruments (ONS4, UCLA3, SWEMWBS, health use) as data, with scoring, change and improvement.
+
+The laptop scores questionnaires with these; the server judges improvement on the scores laptops
+synced (`improved_figures` on figure dicts). Both build their reports from `REPORTED_FIGURES`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
-from sprx_tui.core.validate import ValidationError
+from sprx_rules.validate import ValidationError
 
 __all__ = [
     "HEALTH_USE",
@@ -18,6 +23,7 @@ __all__ = [
     "ONS4_ANXIETY_BANDS",
     "ONS4_POSITIVE_BANDS",
     "OutcomeScore",
+    "REPORTED_FIGURES",
     "ResponseOption",
     "SWEMWBS",
     "SWEMWBS_MEANINGFUL_CHANGE",
@@ -26,8 +32,10 @@ __all__ = [
     "UCLA3",
     "UCLA3_LONELY_CUTOFF",
     "change",
+    "figures_from_score",
     "get_instrument",
     "improved",
+    "improved_figures",
     "ons4_band",
     "score",
 ]
@@ -80,9 +88,7 @@ class Instrument:
 
 def _scale_0_10(low: str, high: str) -> tuple[ResponseOption, ...]:
     # ONS labels only the ends of the scale; the middle points are just numbers.
-    return tuple(
-        ResponseOption(v, low if v == 0 else high if v == 10 else str(v)) for v in range(11)
-    )
+    return tuple(ResponseOption(v, low if v == 0 else high if v == 10 else str(v)) for v in range(11))
 
 
 # ----------------------------------------------------------------------------- ONS4
@@ -108,8 +114,7 @@ ONS4 = Instrument(
         Item(
             "worthwhile",
             "Worthwhile",
-            "Overall, to what extent do you feel that the things you do in your life are "
-            "worthwhile?",
+            "Overall, to what extent do you feel that the things you do in your life are worthwhile?",
             0,
             10,
             _scale_0_10("Not at all worthwhile", "Completely worthwhile"),
@@ -198,9 +203,7 @@ UCLA3 = Instrument(
             _UCLA3_OPTIONS,
         ),
     ),
-    attribution=(
-        "UCLA 3-item Loneliness Scale, Hughes et al. (2004). Total 3 to 9; higher means lonelier."
-    ),
+    attribution=("UCLA 3-item Loneliness Scale, Hughes et al. (2004). Total 3 to 9; higher means lonelier."),
 )
 
 # Research convention (Steptoe et al.), marked unverified in the reference: 6-9 counts as lonely.
@@ -315,9 +318,7 @@ HEALTH_USE = Instrument(
     time_points=("baseline", "discharge"),
 )
 
-INSTRUMENTS: Mapping[str, Instrument] = MappingProxyType(
-    {i.code: i for i in (ONS4, UCLA3, SWEMWBS, HEALTH_USE)}
-)
+INSTRUMENTS: Mapping[str, Instrument] = MappingProxyType({i.code: i for i in (ONS4, UCLA3, SWEMWBS, HEALTH_USE)})
 
 IMPROVEMENT_DEFINITIONS: Mapping[str, str] = MappingProxyType(
     {
@@ -339,14 +340,25 @@ IMPROVEMENT_DEFINITIONS: Mapping[str, str] = MappingProxyType(
 )
 
 
+# The figures each instrument reports and is judged on, with their labels: ONS4 and health use item
+# by item (no composite), UCLA3 by its total, SWEMWBS by its metric score (the raw score is kept but
+# not judged).
+REPORTED_FIGURES: Mapping[str, tuple[tuple[str, str], ...]] = MappingProxyType(
+    {
+        "ONS4": tuple((it.id, it.label) for it in ONS4.items),
+        "UCLA3": (("total", "Total score"),),
+        "SWEMWBS": (("metric", "Metric score"),),
+        "HEALTH_USE": tuple((it.id, it.label) for it in HEALTH_USE.items),
+    }
+)
+
+
 def get_instrument(code: str) -> Instrument:
     """Return the instrument for a code, with a plain sentence if it is unknown."""
     try:
         return INSTRUMENTS[code]
     except KeyError:
-        raise ValidationError(
-            "instrument", "That outcome measure is not known to this version of sprx."
-        ) from None
+        raise ValidationError("instrument", "That outcome measure is not known to this version of sprx.") from None
 
 
 # ----------------------------------------------------------------------------- Scoring
@@ -367,12 +379,17 @@ class OutcomeScore:
 
     def figures(self) -> dict[str, float | int | None]:
         """The numbers this instrument reports, by name; these are what `change` compares."""
-        if self.instrument == "UCLA3":
-            return {"total": self.total}
-        if self.instrument == "SWEMWBS":
-            return {"raw": self.total, "metric": self.metric}
-        # ONS4 has no composite and the health-use counts are separate: report item by item.
-        return dict(self.items)
+        return figures_from_score(self.instrument, {"total": self.total, "metric": self.metric, "items": self.items})
+
+
+def figures_from_score(instrument_code: str, score: Mapping[str, Any]) -> dict[str, float | int | None]:
+    """The figures of a score given as a mapping (an OutcomeScore's fields, as stored and synced)."""
+    if instrument_code == "UCLA3":
+        return {"total": score.get("total")}
+    if instrument_code == "SWEMWBS":
+        return {"raw": score.get("total"), "metric": score.get("metric")}
+    # ONS4 has no composite and the health-use counts are separate: report item by item.
+    return dict(score.get("items") or {})
 
 
 def _check_value(instrument: Instrument, item: Item, value: object) -> int:
@@ -385,8 +402,7 @@ def _check_value(instrument: Instrument, item: Item, value: object) -> int:
     if not item.min_value <= value <= item.max_value:
         raise ValidationError(
             item.id,
-            f"The answer to '{item.label}' in {instrument.code} must be between "
-            f"{item.min_value} and {item.max_value}.",
+            f"The answer to '{item.label}' in {instrument.code} must be between {item.min_value} and {item.max_value}.",
         )
     return value
 
@@ -401,9 +417,7 @@ def score(instrument_code: str, responses: Mapping[str, int | None]) -> OutcomeS
     instrument = get_instrument(instrument_code)
     unknown = sorted(set(responses) - set(instrument.item_ids))
     if unknown:
-        raise ValidationError(
-            unknown[0], f"{instrument.code} has no question called '{unknown[0]}'."
-        )
+        raise ValidationError(unknown[0], f"{instrument.code} has no question called '{unknown[0]}'.")
     items: dict[str, int | None] = {}
     missing: list[str] = []
     for it in instrument.items:
@@ -449,9 +463,7 @@ def _check_pair(instrument_code: str, baseline: OutcomeScore, later: OutcomeScor
     return instrument
 
 
-def change(
-    instrument_code: str, baseline: OutcomeScore, later: OutcomeScore
-) -> dict[str, float | int | None]:
+def change(instrument_code: str, baseline: OutcomeScore, later: OutcomeScore) -> dict[str, float | int | None]:
     """Return later minus baseline for each reported figure; None where either side is missing.
 
     Totals are None for incomplete scores, so an incomplete side gives None for them. ONS4 and
@@ -461,37 +473,38 @@ def change(
     before, after = baseline.figures(), later.figures()
     deltas: dict[str, float | int | None] = {}
     for name, b in before.items():
-        a = after[name]
-        if a is None or b is None:
-            deltas[name] = None
-        elif isinstance(a, float) or isinstance(b, float):
-            # Table values have two decimals; round away float noise such as 2.4800000000000004.
-            deltas[name] = round(a - b, 2)
-        else:
-            deltas[name] = a - b
+        deltas[name] = _delta(b, after[name])
     return deltas
 
 
-def improved(
-    instrument_code: str, baseline: OutcomeScore, later: OutcomeScore
+def _delta(before: float | int | None, after: float | int | None) -> float | int | None:
+    if after is None or before is None:
+        return None
+    if isinstance(after, float) or isinstance(before, float):
+        # Table values have two decimals; round away float noise such as 2.4800000000000004.
+        return round(after - before, 2)
+    return after - before
+
+
+def improved_figures(
+    instrument_code: str, before: Mapping[str, float | int | None], after: Mapping[str, float | int | None]
 ) -> dict[str, bool | None]:
+    """Apply IMPROVEMENT_DEFINITIONS to two figure dicts; None where either side lacks the figure."""
+    out: dict[str, bool | None] = {}
+    for name, _label in REPORTED_FIGURES[instrument_code]:
+        d = _delta(before.get(name), after.get(name))
+        if d is None:
+            out[name] = None
+        elif instrument_code == "ONS4":
+            out[name] = d <= -1 if name == "anxiety" else d >= 1
+        elif instrument_code == "SWEMWBS":
+            out[name] = d >= SWEMWBS_MEANINGFUL_CHANGE
+        else:  # UCLA3 total and health-use counts: lower is better (fewer visits is reduced use)
+            out[name] = d <= -1
+    return out
+
+
+def improved(instrument_code: str, baseline: OutcomeScore, later: OutcomeScore) -> dict[str, bool | None]:
     """Apply IMPROVEMENT_DEFINITIONS; None where either side lacks the figure (incomplete)."""
     instrument = _check_pair(instrument_code, baseline, later)
-    deltas = change(instrument_code, baseline, later)
-
-    def judged(delta: float | int | None, test: bool) -> bool | None:
-        return None if delta is None else test
-
-    if instrument is ONS4:
-        return {
-            k: judged(d, d is not None and (d <= -1 if k == "anxiety" else d >= 1))
-            for k, d in deltas.items()
-        }
-    if instrument is UCLA3:
-        d = deltas["total"]
-        return {"total": judged(d, d is not None and d <= -1)}
-    if instrument is SWEMWBS:
-        d = deltas["metric"]
-        return {"metric": judged(d, d is not None and d >= SWEMWBS_MEANINGFUL_CHANGE)}
-    # HEALTH_USE: fewer visits than at baseline counts as reduced use.
-    return {k: judged(d, d is not None and d <= -1) for k, d in deltas.items()}
+    return improved_figures(instrument.code, baseline.figures(), later.figures())
