@@ -4,7 +4,7 @@
 
 Each round builds a fresh SQLite server store and pushes the same realistic batches (500 mutations a
 push: a person, referral, contacts with visit notes, goals, plan actions) straight into
-``Store.push`` — the code every HTTP push runs — once with the gate and once with it switched off
+``ServerStore.push`` — the code every HTTP push runs — once with the gate and once with it switched off
 (``sprx_rules.gate.check_mutation`` replaced by a no-op for that pass only), alternating which goes first.
 It reports the CPU seconds of each (process time, median of the rounds) and the ratio.
 The target (issue 9): the gate costs at most 10% of push CPU.
@@ -27,7 +27,7 @@ from tqdm import tqdm  # noqa: E402
 
 from sprx_rules import gate  # noqa: E402
 from sync import hlc as hlc_mod  # noqa: E402
-from sync.server.store import Store  # noqa: E402
+from sync.server.store import ServerStore  # noqa: E402
 
 NOTE = (
     "Visited at home. Talked about the walking group on Tuesdays and how she might get there; "
@@ -95,7 +95,7 @@ def _renumber(batches: list[list[dict[str, Any]]]) -> None:
 
 
 def _one(batches: list[list[dict[str, Any]]], gate_on: bool, folder: Path) -> float:
-    store = Store(f"sqlite:///{folder}/server-{uuid.uuid4().hex}.db", now_ms=lambda: 1_750_000_000_000)
+    store = ServerStore(f"sqlite:///{folder}/server-{uuid.uuid4().hex}.db", now_ms=lambda: 1_750_000_000_000)
     store.add_worker("asmith", "P1")
     code, _ = store.issue_enrol_code("asmith")
     dev = store.authenticate(store.enrol(code, "bench")["token"])

@@ -145,7 +145,7 @@ def verify_server(db_url: str, devices: list[Device], pairs: dict[str, list[Devi
 
     from sync.server import store as s
 
-    st = s.Store(db_url)
+    st = s.ServerStore(db_url)
     try:
         with st.engine.connect() as c:
             n = {t: int(c.execute(sa.select(sa.func.count()).select_from(s.md.tables[t])).scalar_one())
@@ -201,14 +201,14 @@ def raw_bulk_insert(src_url: str, dst_url: str) -> dict[str, Any]:
 
     from sync.server import store as s
 
-    src = s.Store(src_url)
+    src = s.ServerStore(src_url)
     with src.engine.connect() as c:
         rows = {t: [dict(r._mapping) for r in c.execute(sa.select(s.md.tables[t]))]
                 for t in ("record", "change_log", "applied_mutation")}  # fmt: skip
     src.close()
     out: dict[str, Any] = {}
     for label, tables in (("record_only", ["record"]), ("record+feed+ledger", list(rows))):
-        dst = s.Store(dst_url)
+        dst = s.ServerStore(dst_url)
         with dst.engine.begin() as c:
             for t in tables:
                 c.execute(s.md.tables[t].delete())
@@ -223,9 +223,9 @@ def raw_bulk_insert(src_url: str, dst_url: str) -> dict[str, Any]:
 
 
 def run_once(kind: str, db_url: str, bulk_url: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from sync.server.store import Store
+    from sync.server.store import ServerStore
 
-    st = Store(db_url)
+    st = ServerStore(db_url)
     codes = []
     workers = [f"lw{i:02d}" for i in range(args.devices // 2)]
     for w in workers:

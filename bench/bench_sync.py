@@ -151,9 +151,9 @@ def bulk_rows(db_url: str, worker: str, tag: str, people: int, contacts: int) ->
     import sqlalchemy as sa
 
     from sync import hlc as hlc_mod
-    from sync.server.store import Store, assignment, canonical, change_log, record, server_meta
+    from sync.server.store import ServerStore, assignment, canonical, change_log, record, server_meta
 
-    st = Store(db_url)
+    st = ServerStore(db_url)
     try:
         if worker not in _workers(st):
             st.add_worker(worker, PRACTICE)
@@ -220,9 +220,9 @@ def server_db(name: str, build: Any, rebuild: bool, work: Path) -> tuple[str, di
 
 
 def issue_code(db_url: str, worker: str) -> str:
-    from sync.server.store import Store
+    from sync.server.store import ServerStore
 
-    st = Store(db_url)
+    st = ServerStore(db_url)
     try:
         return st.issue_enrol_code(worker)[0]
     finally:
@@ -230,9 +230,9 @@ def issue_code(db_url: str, worker: str) -> str:
 
 
 def count_rows(db_url: str) -> int:
-    from sync.server.store import Store
+    from sync.server.store import ServerStore
 
-    st = Store(db_url)
+    st = ServerStore(db_url)
     try:
         return st.count("record")
     finally:

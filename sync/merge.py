@@ -227,15 +227,7 @@ def _head(v: Any, writers: list[Writer]) -> ConflictValue:
 def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
     st = cx.st
     existing = cx.open.get((fld, "concurrent_edit"))
-    if existing is not None:
-        heads = list(existing["values"])
-    elif fld in st["meta"]:
-        m = st["meta"][fld]
-        heads = [ConflictValue(v=st["values"].get(fld), hlc=m["hlc"], dev=m["dev"], seq=m["seq"])]
-        if m.get("also"):
-            heads[0]["also"] = list(m["also"])
-    else:
-        heads = []
+    heads = _field_heads(st, fld, existing)
     key = _key(v)
     if any(_key(h["v"]) == key and any(w["dev"] == cx.dev and w["hlc"] == hlc for w in _writers(h)) for h in heads):
         return  # this exact write is already a head
@@ -266,9 +258,27 @@ def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
         meta["also"] = winner["also"]
     st["meta"][fld] = meta
     cx.changed = True
+    _put_heads(cx, fld, existing, heads2)
+
+
+def _field_heads(st: RowState, fld: str, existing: Conflict | None) -> list[ConflictValue]:
+    """A field's live values: the open concurrent_edit conflict's, else its one stored value (if ever written)."""
+    if existing is not None:
+        return list(existing["values"])
+    if fld not in st["meta"]:
+        return []
+    m = st["meta"][fld]
+    heads = [ConflictValue(v=st["values"].get(fld), hlc=m["hlc"], dev=m["dev"], seq=m["seq"])]
+    if m.get("also"):
+        heads[0]["also"] = list(m["also"])
+    return heads
+
+
+def _put_heads(cx: _Ctx, fld: str, existing: Conflict | None, heads2: list[ConflictValue]) -> None:
+    """Open or widen the concurrent_edit conflict while two or more values are live; close it at one."""
     if len(heads2) > 1:
         if existing is None:
-            c = _mk_conflict(st, fld, "concurrent_edit", heads2, cx.seq, len(heads2) - 1)
+            c = _mk_conflict(cx.st, fld, "concurrent_edit", heads2, cx.seq, len(heads2) - 1)
         else:
             c = copy.deepcopy(existing)
             c["values"] = heads2
@@ -276,6 +286,7 @@ def _apply_mvr(cx: _Ctx, fld: str, v: Any, hlc: int, base: int) -> None:
             c["seq"] = cx.seq
         cx.put(c)
     elif existing is not None:
+        winner = heads2[-1]
         res = {"v": winner["v"], "hlc": winner["hlc"], "dev": winner["dev"], "by": "edit"}
         cx.put(_close(existing, res, cx.seq))
 
@@ -455,6 +466,42 @@ def _resolve(cx: _Ctx, m: Mutation) -> MergeResult:
     return cx.result()
 
 
+def _refuse_fields(state: RowState | None, m: Mutation, ts: TableSpec, device_id: str) -> MergeResult | None:
+    """A refusal for who may write the table and which fields it carries (known, not too large), or None."""
+    if ts.kind is Kind.SERVER and device_id != SERVER_DEVICE:
+        return _reject(state, "read_only", "The services directory is maintained on the server.")
+    op = m.get("op")
+    fields = m.get("fields") or {}
+    if op != "resolve":
+        for f in fields:
+            if f not in ts.fields and not (op == "delete" and f == DELETED):
+                return _reject(state, "unknown_field", f"The field {_shown(f)} does not sync.")
+    for f, fc in fields.items():
+        if _too_large(fc.get("v") if isinstance(fc, dict) else None):
+            return _reject(
+                state,
+                "too_large",
+                f"The field {_shown(f)} is too long to sync (over {MAX_VALUE_BYTES // 1024} KiB); "
+                "shorten it and save again.",
+            )
+    return None
+
+
+def _refuse_change(state: RowState, m: Mutation, ts: TableSpec) -> MergeResult | None:
+    """A refusal for a change to an existing row (another person's, sent-once, immutable fields), or None."""
+    pid = m.get("person_id")
+    if pid and state["person_id"] and pid != state["person_id"]:
+        return _reject(state, "person_mismatch", "This record belongs to a different person.")
+    if ts.kind is Kind.PUSH_ONLY:
+        return _reject(state, "push_only", "This record cannot be changed once sent.")
+    fields = m.get("fields") or {}
+    if m.get("op") == "patch" and ts.kind is Kind.APPEND:
+        for f in fields:
+            if ts.rule(f) is Rule.IMMUTABLE and _key(fields[f]["v"]) != _key(state["values"].get(f)):
+                return _reject(state, "immutable_field", f"The field {f} cannot be changed.")
+    return None
+
+
 def apply_mutation(
     state: RowState | None,
     m: Mutation,
@@ -472,37 +519,19 @@ def apply_mutation(
     ts = TABLES.get(m.get("tbl", ""))
     if ts is None:
         return _reject(state, "unknown_table", "This kind of record does not sync.")
-    if ts.kind is Kind.SERVER and device_id != SERVER_DEVICE:
-        return _reject(state, "read_only", "The services directory is maintained on the server.")
+    refused = _refuse_fields(state, m, ts, device_id)
+    if refused is not None:
+        return refused
     op = m.get("op")
-    fields = m.get("fields") or {}
-    if op != "resolve":
-        for f in fields:
-            if f not in ts.fields and not (op == "delete" and f == DELETED):
-                return _reject(state, "unknown_field", f"The field {_shown(f)} does not sync.")
-    for f, fc in fields.items():
-        if _too_large(fc.get("v") if isinstance(fc, dict) else None):
-            return _reject(
-                state,
-                "too_large",
-                f"The field {_shown(f)} is too long to sync (over {MAX_VALUE_BYTES // 1024} KiB); "
-                "shorten it and save again.",
-            )
     if op == "insert":
         return _insert(state, m, ts, device_id, seq, practice_id)
     if op not in ("patch", "delete", "resolve"):
         return _reject(state, "invalid", "Unknown operation.")
     if state is None:
         return _reject(None, "not_found", "This record does not exist on the server.")
-    pid = m.get("person_id")
-    if pid and state["person_id"] and pid != state["person_id"]:
-        return _reject(state, "person_mismatch", "This record belongs to a different person.")
-    if ts.kind is Kind.PUSH_ONLY:
-        return _reject(state, "push_only", "This record cannot be changed once sent.")
-    if op == "patch" and ts.kind is Kind.APPEND:
-        for f in fields:
-            if ts.rule(f) is Rule.IMMUTABLE and _key(fields[f]["v"]) != _key(state["values"].get(f)):
-                return _reject(state, "immutable_field", f"The field {f} cannot be changed.")
+    refused = _refuse_change(state, m, ts)
+    if refused is not None:
+        return refused
     cx = _Ctx(copy.deepcopy(state), open_conflicts, device_id, seq)
     if op == "patch":
         return _patch(cx, m, ts)

@@ -25,7 +25,7 @@ from sync.protocol import (
 )
 from sync.server.limits import BodyLimit, EnrolLimiter, Limits
 from sync.server.log import log_event, logger
-from sync.server.store import Device, Store, StoreError
+from sync.server.store import Device, ServerStore, StoreError
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 413, 422, 426, 429)
@@ -44,8 +44,69 @@ def _error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(status_code=status, content=body)
 
 
+# ---------------------------------------------------------------- dependencies
+
+
+def store_of(request: Request) -> ServerStore:
+    """The store the app was built around (``create_app`` keeps it on ``app.state``)."""
+    store: ServerStore = request.app.state.store
+    return store
+
+
+StoreDep = Annotated[ServerStore, Depends(store_of)]
+
+
+def device_of(store: StoreDep, authorization: Annotated[str | None, Header()] = None) -> Device:
+    """The device a bearer token belongs to: 401 without a token or with a bad one, 403 once revoked."""
+    if not authorization or not authorization.lower().startswith("bearer "):
+        raise StoreError("unauthorised", "A device token is needed.", 401)
+    return store.authenticate(authorization[7:].strip())
+
+
+CurrentDevice = Annotated[Device, Depends(device_of)]
+"""The authenticated laptop; every route under /v1/sync takes one (resolved once per request)."""
+
+Pending = Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)]
+"""How many changes the laptop holds unsent, as it reports them (kept for the admin's device list)."""
+
+
+def check_versions(request: Request, proto: int, sch: int) -> None:
+    """426 when the laptop's protocol or schema version and the server's are too far apart."""
+    for client, server in ((proto, request.app.state.protocol_version), (sch, request.app.state.schema_version)):
+        err = protocol.version_error(client, server)
+        if err == "client_too_old":
+            raise StoreError("client_too_old", "This laptop needs an update to sync.", 426)
+        if err == "server_too_old":
+            raise StoreError("server_too_old", "The practice server needs an update.", 426)
+
+
+def header_versions(
+    request: Request,
+    x_sprx_protocol: Annotated[int, Header(alias=PROTOCOL_HEADER)],
+    x_sprx_schema: Annotated[int, Header(alias=SCHEMA_HEADER)],
+) -> None:
+    """The version check for reads, whose versions come as headers (a push carries them in its body)."""
+    check_versions(request, x_sprx_protocol, x_sprx_schema)
+
+
+def not_retired(store: StoreDep, dev: CurrentDevice, pending: Pending = None) -> None:
+    """For pull and snapshot: a retired laptop is told to erase itself (see ``ServerStore.retired``).
+
+    A retired laptop may still push what it holds, so push does not take this. What the laptop reports
+    unsent is noted when it changed.
+    """
+    if dev.retired_at is not None:
+        store.retired(dev, pending)
+    if pending is not None and pending != dev.pending_reported:
+        store.note_pending(dev, pending)
+
+
+READ_CHECKS = [Depends(header_versions), Depends(not_retired)]
+"""Pull and snapshot: versions first, then the device (authenticated once, shared with the route's ``dev``)."""
+
+
 def create_app(
-    store: Store,
+    store: ServerStore,
     *,
     protocol_version: int = protocol.PROTOCOL_VERSION,
     schema_version: int = schema.SCHEMA_VERSION,
@@ -61,6 +122,8 @@ def create_app(
     app = FastAPI(title="sprx sync server", version=str(protocol_version))
     app.state.store = store
     app.state.limits = limits
+    app.state.protocol_version = protocol_version
+    app.state.schema_version = schema_version
     enrol_limiter = EnrolLimiter(limits, limits_clock)
     # Added first, so the logging middleware below wraps it and logs its 413s too.
     app.add_middleware(BodyLimit, limits=limits)
@@ -104,36 +167,6 @@ def create_app(
         )
         return response
 
-    def check_versions(proto: int, sch: int) -> None:
-        for client, server in ((proto, protocol_version), (sch, schema_version)):
-            err = protocol.version_error(client, server)
-            if err == "client_too_old":
-                raise StoreError("client_too_old", "This laptop needs an update to sync.", 426)
-            if err == "server_too_old":
-                raise StoreError("server_too_old", "The practice server needs an update.", 426)
-
-    def device_of(authorization: Annotated[str | None, Header()] = None) -> Device:
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise StoreError("unauthorised", "A device token is needed.", 401)
-        return store.authenticate(authorization[7:].strip())
-
-    def reader_of(
-        dev: Annotated[Device, Depends(device_of)],
-        pending: Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)] = None,
-    ) -> Device:
-        # A retired laptop may still push what it holds; a pull tells it to erase itself (see Store.retired).
-        if dev.retired_at is not None:
-            store.retired(dev, pending)
-        if pending is not None and pending != dev.pending_reported:
-            store.note_pending(dev, pending)
-        return dev
-
-    def versions(
-        x_sprx_protocol: Annotated[int, Header(alias=PROTOCOL_HEADER)],
-        x_sprx_schema: Annotated[int, Header(alias=SCHEMA_HEADER)],
-    ) -> None:
-        check_versions(x_sprx_protocol, x_sprx_schema)
-
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         info = store.server_info()
@@ -160,14 +193,10 @@ def create_app(
             raise
 
     @app.post("/v1/sync/push", response_model=PushResponse, responses=ERRORS)
-    def push(
-        body: PushRequest,
-        dev: Annotated[Device, Depends(device_of)],
-        pending: Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)] = None,
-    ) -> dict[str, Any]:
+    def push(body: PushRequest, dev: CurrentDevice, request: Request, pending: Pending = None) -> dict[str, Any]:
         if body.device_id != dev.id:
             raise StoreError("forbidden", "The token belongs to a different device.", 403)
-        check_versions(body.protocol_version, body.schema_version)
+        check_versions(request, body.protocol_version, body.schema_version)
         muts = [m.model_dump() for m in body.mutations]
         for m in muts:
             # Drop absent optional parts so the payload hash matches what the laptop meant.
@@ -180,10 +209,10 @@ def create_app(
         "/v1/sync/pull",
         response_model=PullResponse,
         responses=ERRORS,
-        dependencies=[Depends(versions)],
+        dependencies=READ_CHECKS,
     )
     def pull(
-        dev: Annotated[Device, Depends(reader_of)],
+        dev: CurrentDevice,
         cursor: Annotated[int, Query(ge=0)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
         epoch: Annotated[str | None, Query(max_length=64)] = None,
@@ -195,10 +224,10 @@ def create_app(
         "/v1/sync/snapshot",
         response_model=SnapshotResponse,
         responses=ERRORS,
-        dependencies=[Depends(versions)],
+        dependencies=READ_CHECKS,
     )
     def snapshot(
-        dev: Annotated[Device, Depends(reader_of)],
+        dev: CurrentDevice,
         after: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
     ) -> Response:

@@ -67,10 +67,10 @@ def _is_loopback(host: str) -> bool:
 def _store(args: argparse.Namespace) -> Any:
     from sqlalchemy.exc import SQLAlchemyError
 
-    from sync.server.store import Store
+    from sync.server.store import ServerStore
 
     try:
-        return Store(args.db)
+        return ServerStore(args.db)
     except SQLAlchemyError:
         raise Failure("Cannot open the server database; check --db or SPRX_SERVER_DB.") from None
     except ModuleNotFoundError as e:

@@ -1,7 +1,7 @@
 """Services-directory import on the server: an HSDS 1.1 datapackage into practice-wide community_service records.
 
 Each service becomes one record (table "community_service", person_id NULL) written through
-`Store.server_write`, so it is merged, logged in the change feed and pulled by every laptop of
+`ServerStore.server_write`, so it is merged, logged in the change feed and pulled by every laptop of
 the practice. Ids are `sprx_rules.hsds.service_id(practice_id, HSDS id)`: re-importing updates in place.
 """
 
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sprx_rules import gate
 from sprx_rules.hsds import HsdsError, Problem, parse_datapackage
 from sync.server.log import log_event
-from sync.server.store import Store, record
+from sync.server.store import ServerStore, record
 
 __all__ = ["DirectoryError", "DirectoryImport", "import_directory", "import_hsds"]
 
@@ -38,7 +38,7 @@ class DirectoryImport:
         return self.added + self.updated + self.unchanged
 
 
-def import_hsds(store: Store, path: Path, practice_id: str) -> DirectoryImport:
+def import_hsds(store: ServerStore, path: Path, practice_id: str) -> DirectoryImport:
     """Add or update the practice's directory from an HSDS datapackage folder, in one transaction.
 
     Bad rows are reported as problems (file, line, reason) and the rest are imported. Services
@@ -85,7 +85,7 @@ def import_hsds(store: Store, path: Path, practice_id: str) -> DirectoryImport:
     return result
 
 
-def import_directory(store: Store, path: Path, practice_id: str) -> tuple[int, list[tuple[int, str]]]:
+def import_directory(store: ServerStore, path: Path, practice_id: str) -> tuple[int, list[tuple[int, str]]]:
     """Compatibility wrapper for the CLI: (services imported, [(line, "file: reason")])."""
     result = import_hsds(store, Path(path), practice_id)
     return result.imported, [(p.line, f"{p.file}: {p.reason}") for p in result.problems]

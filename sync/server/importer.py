@@ -11,7 +11,7 @@ from pathlib import Path
 from sprx_rules import gate
 from sprx_rules.nhs import normalise_nhs_number
 from sprx_rules.validate import ValidationError, normalise_phone, normalise_postcode
-from sync.server.store import Store, StoreError
+from sync.server.store import ServerStore, StoreError
 
 COLUMNS = [
     "nhs_number", "given_name", "family_name", "date_of_birth", "postcode", "phone", "source",
@@ -72,7 +72,7 @@ def _check_row(row: dict[str, str]) -> dict[str, object]:
     }
 
 
-def import_referrals(store: Store, path: Path) -> ImportReport:
+def import_referrals(store: ServerStore, path: Path) -> ImportReport:
     """Import every good row; bad rows are reported with their line number and reason."""
     try:
         fh = path.open(newline="", encoding="utf-8-sig")

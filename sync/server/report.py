@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from sync.server.store import Store
+    from sync.server.store import ServerStore
 
 __all__ = [
     "CONTACT_BUCKETS",
@@ -477,69 +477,74 @@ def _figures_from_score(instrument: str, score: Mapping[str, Any]) -> dict[str, 
     return dict(score.get("items") or {})
 
 
-def build_practice_report(store: Store, practice_id: str, today: dt.date | None = None) -> Report:
-    """The same figures as `sprx report`, over every record the server holds for one practice."""
-    import sqlalchemy as sa
+@dataclass
+class _PracticeTally:
+    """The practice's counts, gathered in one pass over its live records (one method per table)."""
 
-    from sync.server.store import record
+    people: int = 0
+    status: Counter[str] = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)
+    decisions: Counter[str] = field(default_factory=Counter)
+    per_person: Counter[str] = field(default_factory=Counter)
+    modes: Counter[str] = field(default_factory=Counter)
+    dna: int = 0
+    outcome_rows: list[tuple[str, str, str, str, str, Any]] = field(default_factory=list)
+    unmet: Counter[str] = field(default_factory=Counter)
+    unmet_people: set[str] = field(default_factory=set)
+    kinds: Counter[str] = field(default_factory=Counter)
+    onward_outcomes: Counter[str] = field(default_factory=Counter)
+    services: set[str] = field(default_factory=set)
+    days: list[float] = field(default_factory=list)
 
-    tables = ("person", "referral", "contact", "outcome_response", "need", "onward_referral")
-    status: Counter[str] = Counter()
-    sources: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
-    decisions: Counter[str] = Counter()
-    per_person: Counter[str] = Counter()
-    modes: Counter[str] = Counter()
-    dna = 0
-    outcome_rows: list[tuple[str, str, str, str, str, Any]] = []
-    unmet: Counter[str] = Counter()
-    unmet_people: set[str] = set()
-    kinds: Counter[str] = Counter()
-    onward_outcomes: Counter[str] = Counter()
-    services: set[str] = set()
-    days: list[float] = []
-    people = 0
-    with store.engine.connect() as conn:
-        result = conn.execution_options(yield_per=2000).execute(
-            sa.select(record.c.tbl, record.c.id, record.c.person_id, record.c["values"]).where(
-                record.c.practice_id == practice_id, record.c.tbl.in_(tables), record.c.deleted.is_(False)
-            )
-        )
-        for tbl, row_id, person_id, raw in result:
-            v = json.loads(raw)
-            if tbl == "person":
-                people += 1
-                status[str(v.get("status") or "referred")] += 1
-            elif tbl == "referral":
-                sources[str(v.get("source") or "unknown")] += 1
-                decisions[str(v.get("status") or "received")] += 1
-                for r in v.get("reasons") or []:
-                    reasons[str(r)] += 1
-            elif tbl == "contact":
-                if v.get("entered_in_error"):
-                    continue
-                per_person[str(person_id)] += 1
-                modes[str(v.get("mode") or "unknown")] += 1
-                dna += 1 if v.get("did_not_attend") else 0
-            elif tbl == "outcome_response":
-                if v.get("complete") and not v.get("entered_in_error"):
-                    outcome_rows.append(
-                        (str(person_id), v.get("instrument"), v.get("time_point"), v.get("taken_on"), row_id,
-                         v.get("score") or {})
-                    )  # fmt: skip
-            elif tbl == "need":
-                if v.get("status") == "unmet":
-                    unmet[str(v.get("category"))] += 1
-                    unmet_people.add(str(person_id))
-            elif tbl == "onward_referral":
-                kinds[str(v.get("kind") or "signposted")] += 1
-                onward_outcomes[str(v.get("outcome") or "pending")] += 1
-                services.add(str(v.get("service_id")))
-                first, made = v.get("first_response_on"), v.get("made_on")
-                if first and made:
-                    d = dt.date.fromisoformat(first[:10]) - dt.date.fromisoformat(made[:10])
-                    days.append(float(d.days))
-    outcomes = []
+    TABLES = ("person", "referral", "contact", "outcome_response", "need", "onward_referral")
+
+    def add(self, tbl: str, row_id: str, person_id: str | None, v: dict[str, Any]) -> None:
+        getattr(self, tbl)(row_id, str(person_id), v)
+
+    def person(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+        self.people += 1
+        self.status[str(v.get("status") or "referred")] += 1
+
+    def referral(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+        self.sources[str(v.get("source") or "unknown")] += 1
+        self.decisions[str(v.get("status") or "received")] += 1
+        for r in v.get("reasons") or []:
+            self.reasons[str(r)] += 1
+
+    def contact(self, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
+        if v.get("entered_in_error"):
+            return
+        self.per_person[person_id] += 1
+        self.modes[str(v.get("mode") or "unknown")] += 1
+        self.dna += 1 if v.get("did_not_attend") else 0
+
+    def outcome_response(self, row_id: str, person_id: str, v: dict[str, Any]) -> None:
+        if v.get("complete") and not v.get("entered_in_error"):
+            self.outcome_rows.append(
+                (person_id, v.get("instrument"), v.get("time_point"), v.get("taken_on"), row_id, v.get("score") or {})
+            )  # fmt: skip
+
+    def need(self, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
+        if v.get("status") == "unmet":
+            self.unmet[str(v.get("category"))] += 1
+            self.unmet_people.add(person_id)
+
+    def onward_referral(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+        self.kinds[str(v.get("kind") or "signposted")] += 1
+        self.onward_outcomes[str(v.get("outcome") or "pending")] += 1
+        self.services.add(str(v.get("service_id")))
+        first, made = v.get("first_response_on"), v.get("made_on")
+        if first and made:
+            d = dt.date.fromisoformat(first[:10]) - dt.date.fromisoformat(made[:10])
+            self.days.append(float(d.days))
+
+
+def _outcome_figures(
+    outcome_rows: list[tuple[str, str, str, str, str, Any]],
+) -> tuple[list[Any], list[HealthUseChange]]:
+    """Baseline-to-latest changes per instrument from the laptops' scores, and the health-use detail."""
+    outcomes: list[OutcomeChange] = []
     health: list[HealthUseChange] = []
     paired = pair_outcomes(outcome_rows)
     for instrument in OUTCOME_FIGURES:
@@ -550,25 +555,44 @@ def build_practice_report(store: Store, practice_id: str, today: dt.date | None 
         outcomes.append(outcome_change(instrument, pairs))
         if instrument == "HEALTH_USE":
             health = health_use_changes(pairs)
+    return outcomes, health
+
+
+def build_practice_report(store: ServerStore, practice_id: str, today: dt.date | None = None) -> Report:
+    """The same figures as `sprx report`, over every record the server holds for one practice."""
+    import sqlalchemy as sa
+
+    from sync.server.store import record
+
+    t = _PracticeTally()
+    with store.engine.connect() as conn:
+        result = conn.execution_options(yield_per=2000).execute(
+            sa.select(record.c.tbl, record.c.id, record.c.person_id, record.c["values"]).where(
+                record.c.practice_id == practice_id, record.c.tbl.in_(t.TABLES), record.c.deleted.is_(False)
+            )
+        )
+        for tbl, row_id, person_id, raw in result:
+            t.add(tbl, row_id, person_id, json.loads(raw))
+    outcomes, health = _outcome_figures(t.outcome_rows)
     return Report(
         generated_on=today or dt.datetime.now(dt.UTC).date(),
         scope=f"practice {practice_id}",
-        people=people,
-        caseload_by_status=ordered(status, STATUS_ORDER),
-        referrals=sum(sources.values()),
-        referrals_by_source=ordered(sources),
-        referrals_by_reason=ordered(reasons),
-        referrals_by_status=ordered(decisions, REFERRAL_STATUS_ORDER),
-        contacts=contact_figures(per_person.values(), dna, modes),
+        people=t.people,
+        caseload_by_status=ordered(t.status, STATUS_ORDER),
+        referrals=sum(t.sources.values()),
+        referrals_by_source=ordered(t.sources),
+        referrals_by_reason=ordered(t.reasons),
+        referrals_by_status=ordered(t.decisions, REFERRAL_STATUS_ORDER),
+        contacts=contact_figures(t.per_person.values(), t.dna, t.modes),
         outcomes=outcomes,
         health_use=health,
-        unmet_needs=ordered(unmet),
-        unmet_needs_people=len(unmet_people),
-        uptake=uptake_figures(kinds, onward_outcomes, days, len(services)),
+        unmet_needs=ordered(t.unmet),
+        unmet_needs_people=len(t.unmet_people),
+        uptake=uptake_figures(t.kinds, t.onward_outcomes, t.days, len(t.services)),
     )
 
 
-def practice_report(store: Store, practice_id: str) -> list[str]:
+def practice_report(store: ServerStore, practice_id: str) -> list[str]:
     """The practice report as lines of text (for `sprx-server report --practice P`), then sync health."""
     import sqlalchemy as sa
 

@@ -21,7 +21,7 @@ import httpx
 from sync import hlc as hlc_mod
 from sync import protocol, schema
 from sync.server.app import create_app
-from sync.server.store import Store
+from sync.server.store import ServerStore
 
 PG_BIN_DIRS = ["/usr/local/bin", "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin"]
 
@@ -96,7 +96,7 @@ def create_database(base_url: str, name: str) -> str:
 
 
 class FakeClock:
-    """A settable millisecond clock for Store(now_ms=...)."""
+    """A settable millisecond clock for ServerStore(now_ms=...)."""
 
     def __init__(self, start_ms: int = 1_750_000_000_000) -> None:
         self.ms = start_ms
@@ -208,7 +208,7 @@ class TestServer:
 
     def __init__(self, db_url: str, clock: Callable[[], int] | None = None, **app_kw: Any) -> None:
         self.clock = clock or FakeClock()
-        self.store = Store(db_url, now_ms=self.clock)
+        self.store = ServerStore(db_url, now_ms=self.clock)
         self.app = create_app(self.store, **app_kw)
         # Starlette's TestClient is an httpx.Client over an in-process ASGI transport.
         with warnings.catch_warnings():

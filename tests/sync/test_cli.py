@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from sync.server.cli import main
-from sync.server.store import Store
+from sync.server.store import ServerStore
 from sync.server.tls import fingerprint
 from tests.sync.server_harness import uvicorn_server, version_headers
 
@@ -38,7 +38,7 @@ def test_admin_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     code, out, _ = run(capsys, "enrol-code", "alice", *db)
     assert code == 0 and "expires" in out
     enrol_code = out.split(": ")[1].split()[0]
-    store = Store(f"sqlite:///{tmp_path}/s.db")
+    store = ServerStore(f"sqlite:///{tmp_path}/s.db")
     dev = store.enrol(enrol_code, "laptop")
     code, out, _ = run(capsys, "device", "list", *db)
     assert dev["device_id"] in out and "active" in out
@@ -85,7 +85,7 @@ def test_import_referrals_with_bad_rows(tmp_path: Path, capsys: pytest.CaptureFi
     assert "Ann" not in err and "9434765918" not in err  # no personal data in messages
     code, out, _ = run(capsys, "import-referrals", str(csv), "--db", url)
     assert "Imported 0 referral(s); 2 already present." in out
-    store = Store(url)
+    store = ServerStore(url)
     assert store.count("record") == 3  # one person, two referrals
     pid = store.find_person_by_nhs("P1", "9434765919")
     assert pid is not None

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from sync.server import store as server_tables
 from sync.server.cli import main
-from sync.server.store import Store
+from sync.server.store import ServerStore
 
 EVIL_NAME = "\x1b]0;PWNED\x07\x1b]52;c;SGVsbG8=\x07\x1b[2J\x9b31mEvil\u202e laptop"
 CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -37,7 +37,7 @@ def enrolled_with_evil_name(db: list[str], capsys: pytest.CaptureFixture[str]) -
     assert run(capsys, "worker", "add", "alice", "--practice", "P1", *db)[0] == 0
     code, out, _ = run(capsys, "enrol-code", "alice", *db)
     enrol_code = out.split(": ")[1].split()[0]
-    store = Store(db[1])
+    store = ServerStore(db[1])
     try:
         device_id = str(store.enrol(enrol_code, "laptop")["device_id"])
         with store.engine.begin() as conn:

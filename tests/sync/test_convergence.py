@@ -40,7 +40,7 @@ from sprx_tui.core.vault import Vault
 from sync import hlc
 from sync.server import store as server_tables
 from sync.server.app import create_app
-from sync.server.store import Store
+from sync.server.store import ServerStore
 from tests.sync.client_harness import (
     FaultTransport,
     Laptop,
@@ -86,7 +86,7 @@ class Pool:
             vault.unlock_with_recovery(template.recovery)
             open_store(vault)  # migrations, once
             self.vaults.append(vault)
-        self.server = Store(f"sqlite:///{tmp}/server.db", now_ms=self.sim.ms)
+        self.server = ServerStore(f"sqlite:///{tmp}/server.db", now_ms=self.sim.ms)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from fastapi.testclient import TestClient
@@ -380,7 +380,7 @@ class _ServerView:
     pool: Pool
 
     @property
-    def store(self) -> Store:
+    def store(self) -> ServerStore:
         return self.pool.server
 
 

@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 class Practice:
     """An admin's handle on the server's store (the same SQLite file the uvicorn process serves)."""
 
-    store: st.Store
+    store: st.ServerStore
     url: str
     people: dict[str, str]  # person id -> goal id
 
@@ -112,7 +112,7 @@ class Practice:
 @pytest.fixture
 def practice(tmp_path: Path) -> Iterator[Practice]:
     db_url = f"sqlite:///{tmp_path}/server.db"
-    admin = st.Store(db_url)
+    admin = st.ServerStore(db_url)
     admin.add_worker("alice", "P1")
     try:
         with uvicorn_server(db_url) as url:

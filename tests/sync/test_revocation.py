@@ -24,7 +24,7 @@ from sprx_tui.core.vault import Vault
 from sync import protocol
 from sync.server import store as tables
 from sync.server.cli import main
-from sync.server.store import Store
+from sync.server.store import ServerStore
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
 from tests.sync.server_harness import TestServer, uvicorn_server, version_headers
 
@@ -37,7 +37,7 @@ class Practice:
     tmp: Path
     db_url: str
     url: str
-    admin: Store
+    admin: ServerStore
     template: VaultTemplate
 
     def laptop(self, name: str, worker: str = "alice") -> CaseStore:
@@ -66,7 +66,7 @@ class Practice:
 @pytest.fixture
 def practice(tmp_path: Path, vault_template: VaultTemplate) -> Iterator[Practice]:  # noqa: F811
     db_url = f"sqlite:///{tmp_path}/server.db"
-    admin = Store(db_url)
+    admin = ServerStore(db_url)
     admin.add_worker("alice", "P1")
     with uvicorn_server(db_url) as url:
         yield Practice(tmp_path, db_url, url, admin, vault_template)

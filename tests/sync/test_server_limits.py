@@ -22,7 +22,7 @@ import sqlalchemy as sa
 
 from sync.server import store as tables
 from sync.server.limits import KIB, Limits
-from sync.server.store import QUARANTINE_PAYLOAD_MAX, Store
+from sync.server.store import QUARANTINE_PAYLOAD_MAX, ServerStore
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
 from tests.sync.server_harness import TestServer, free_port
 
@@ -301,7 +301,7 @@ def test_the_server_files_are_private_whatever_the_umask(tmp_path: Path, umask: 
 
 
 def test_the_store_itself_makes_its_files_private_and_mends_old_ones(tmp_path: Path) -> None:
-    """Not only the command: a Store opened under umask 000 (a test, an embedding) keeps its files private,
+    """Not only the command: a ServerStore opened under umask 000 (a test, an embedding) keeps its files private,
     and a database made 0644 by an older version is made 0600 when opened."""
     old = os.umask(0)
     try:
@@ -312,7 +312,7 @@ def test_the_store_itself_makes_its_files_private_and_mends_old_ones(tmp_path: P
         wal.touch()
         os.chmod(wal, 0o644)
         wal.unlink()  # a stale -wal would be replayed; only its mode matters here, so start without it
-        st = Store(f"sqlite:///{db}")
+        st = ServerStore(f"sqlite:///{db}")
         st.add_worker("alice", "P1")
         with st.engine.connect() as conn:
             conn.exec_driver_sql("SELECT 1")
@@ -322,7 +322,7 @@ def test_the_store_itself_makes_its_files_private_and_mends_old_ones(tmp_path: P
                 assert side.exists() and oct(_mode(side)) == "0o600", suffix
         st.close()
         fresh = tmp_path / "new" / "deeper" / "s.db"
-        Store(f"sqlite:///{fresh}").close()
+        ServerStore(f"sqlite:///{fresh}").close()
         assert oct(_mode(fresh)) == "0o600"
         assert oct(_mode(fresh.parent)) == "0o700" and oct(_mode(fresh.parent.parent)) == "0o700"
     finally:
@@ -332,7 +332,7 @@ def test_the_store_itself_makes_its_files_private_and_mends_old_ones(tmp_path: P
 def test_an_old_device_table_gains_the_new_columns(tmp_path: Path) -> None:
     """A database made before retirement existed opens, and its laptops keep working."""
     url = f"sqlite:///{tmp_path}/old.db"
-    st = Store(url)
+    st = ServerStore(url)
     st.add_worker("alice", "P1")
     code, _ = st.issue_enrol_code("alice")
     dev = st.enrol(code, "laptop")
@@ -342,7 +342,7 @@ def test_an_old_device_table_gains_the_new_columns(tmp_path: Path) -> None:
         for col in ("retired_at", "pending_reported", "pending_reported_at"):
             conn.exec_driver_sql(f"ALTER TABLE device DROP COLUMN {col}")
     eng.dispose()
-    st = Store(url)
+    st = ServerStore(url)
     try:
         assert st.authenticate(dev["token"]).retired_at is None
         assert st.device_info(dev["device_id"])["pending_reported"] is None

@@ -40,7 +40,7 @@ from sprx_tui.screens.help import HelpScreen, key_rows
 from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sprx_tui.syncui import Backoff, RevokedScreen, SyncController
 from sync.server import store as server_tables
-from sync.server.store import Store
+from sync.server.store import ServerStore
 from tests.sync.server_harness import free_port, uvicorn_server
 from tests.tui.conftest import PASSPHRASE, frozen_clock
 from tests.tui.settling import settle
@@ -59,7 +59,7 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @dataclass
 class Server:
     base: str
-    admin: Store
+    admin: ServerStore
 
     def worker(self) -> str:
         name = f"w{uuid.uuid4().hex[:8]}"
@@ -85,7 +85,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     url = f"sqlite:///{tmp_path_factory.mktemp('sync-ui-server')}/server.db"
-    admin = Store(url)  # creates the schema before the server process opens the file
+    admin = ServerStore(url)  # creates the schema before the server process opens the file
     try:
         with uvicorn_server(url) as base:
             yield Server(base, admin)
@@ -511,7 +511,7 @@ async def test_offline_backs_off_on_a_timer_then_syncs_when_the_server_returns(
     tmp_path: Path, laptops: Callable[[str], CaseStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     db_url = f"sqlite:///{tmp_path}/own-server.db"
-    admin = Store(db_url)
+    admin = ServerStore(db_url)
     admin.add_worker("olu", "P1")
     port = free_port()
     store = laptops("off")
@@ -621,7 +621,7 @@ async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
     tmp_path: Path, laptops: Callable[[str], CaseStore]
 ) -> None:
     db_url = f"sqlite:///{tmp_path}/own-server.db"
-    admin = Store(db_url)
+    admin = ServerStore(db_url)
     admin.add_worker("lou", "P1")
     port = free_port()
     store = laptops("lock")
@@ -662,7 +662,7 @@ async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
 
 async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], CaseStore]) -> None:
     db_url = f"sqlite:///{tmp_path}/own-server.db"
-    admin = Store(db_url)
+    admin = ServerStore(db_url)
     admin.add_worker("tio", "P1")
     port = free_port()
     store = laptops("two")
