@@ -220,7 +220,11 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
             for spec in self.specs:
                 start = self.start[spec.name]
                 if spec.kind == "select":
-                    control: Any = Select(spec.options, value=start, allow_blank=False, id=spec.name)
+                    options: list[tuple[Any, str]] = list(spec.options)
+                    if start not in {value for _label, value in options}:
+                        # A code this version does not know (from another laptop): kept, shown as written.
+                        options.append((inert(start), start))
+                    control: Any = Select(options, value=start, allow_blank=False, id=spec.name)
                 else:
                     suggester = SuggestFromList(spec.suggestions, case_sensitive=False) if spec.suggestions else None
                     control = Input(start, placeholder=spec.placeholder, id=spec.name, suggester=suggester)

@@ -30,7 +30,7 @@ from sprx_tui.core import syncstore
 from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drafts import discard_later
-from sprx_tui.inert import inert, inert_cells, inert_lines
+from sprx_tui.inert import inert, inert_cells, inert_lines, visible
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.syncui import (
@@ -430,7 +430,7 @@ class MergeScreen(ModalScreen[str | None]):
     ) -> None:
         super().__init__()
         self.title_text = title
-        self.text = text
+        self.text = visible(text, multiline=True)  # versions come from other laptops; an editor draws escapes raw
         self.draft_key = draft_key
         self.draft_payload = dict(draft_payload or {})
         self.restored = restored

@@ -34,7 +34,8 @@ from sprx_tui.core.vault import Vault
 from sprx_tui.screens.caseload import CaseloadScreen
 from sprx_tui.screens.directory import DirectoryScreen
 from sprx_tui.screens.person import PersonScreen
-from sprx_tui.screens.sync import ConflictScreen, SyncScreen
+from sprx_tui.screens.plan import PlanFormModal, PlanScreen
+from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 from tests.tui.settling import open_area, settle
@@ -279,6 +280,20 @@ async def walk(store: CaseStore, person_id: str, literal: str | None) -> None:
             await pilot.press(letter)
             await settle(pilot, rounds=4)
             assert_inert(app, f"person {tab}", literal)
+        # The plan editor, and the goal's text in its edit form (an Input draws escapes raw).
+        await pilot.press("p")
+        await settle(pilot, rounds=4)
+        assert isinstance(app.screen, PlanScreen)
+        assert_inert(app, "plan", literal)
+        await pilot.press("e")
+        await settle(pilot)
+        assert isinstance(app.screen, PlanFormModal)
+        assert_inert(app, "goal edit form", literal)
+        await pilot.press("escape")
+        await settle(pilot)
+        await pilot.press("escape")
+        await settle(pilot, rounds=4)
+        assert isinstance(app.screen, PersonScreen)
         # The onward referral's outcome dialog names the service.
         person.query_one("#onward-table", DataTable).focus()
         await pilot.press("t")
@@ -321,6 +336,10 @@ async def walk(store: CaseStore, person_id: str, literal: str | None) -> None:
         await settle(pilot)
         assert isinstance(app.screen, ConflictScreen)
         assert_inert(app, "conflict", literal)
+        await pilot.press("m")  # the merged text starts with every version, in an editor
+        await settle(pilot)
+        assert isinstance(app.screen, MergeScreen)
+        assert_inert(app, "merged text editor", literal)
     assert app.return_code in (None, 0), "the app stopped with an error"
 
 
