@@ -1,8 +1,8 @@
 """Caseload and outcome figures from the vault (`sprx report`), aggregated in SQL; counts only, no personal data.
 
-The Report shape and its text rendering are shared with the server's practice-wide report
-(sync/server/report.py), so a practice manager and a link worker read the same figures the same way.
-Improvement is judged with `outcomes.improved` on scores recomputed from the stored answers.
+The counting is here; the Report shape, its figures and its text are sprx_rules.report, which the
+server's practice-wide report (sync/server/report.py) uses too, so a practice manager and a link
+worker read the same figures the same way. Improvement is judged with `outcomes.improved_figures`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from sprx_rules import outcomes
+from sprx_rules.report import Report, Tallies, report_from_tallies
+from sprx_rules.report import render_text as _render
 from sprx_tui.core.models import (
     CONTACT_MODES,
     NEED_CATEGORIES,
@@ -29,43 +31,8 @@ from sprx_tui.core.models import (
     REFERRAL_SOURCES,
 )
 from sprx_tui.core.store import CaseStore
-from sync.server.report import (
-    CONTACT_BUCKETS,
-    OUTCOME_FIGURES,
-    REFERRAL_STATUS_ORDER,
-    STATUS_ORDER,
-    ContactFigures,
-    FigureChange,
-    HealthUseChange,
-    OutcomeChange,
-    Pair,
-    Report,
-    UptakeFigures,
-    contact_figures,
-    health_use_changes,
-    ordered,
-    outcome_change,
-    pair_outcomes,
-    report_to_dict,
-    uptake_figures,
-)
-from sync.server.report import render_text as _render
 
-__all__ = [
-    "CONTACT_BUCKETS",
-    "LABELS",
-    "ContactFigures",
-    "FigureChange",
-    "HealthUseChange",
-    "OutcomeChange",
-    "Report",
-    "UptakeFigures",
-    "build_report",
-    "cli_report",
-    "render_text",
-    "report_to_dict",
-    "write_report",
-]
+__all__ = ["LABELS", "build_report", "cli_report", "render_text", "write_report"]
 
 LABELS: dict[str, str] = {
     "referred": "Referred",
@@ -106,10 +73,10 @@ _ITEM_IDS = {code: set(inst.item_ids) for code, inst in outcomes.INSTRUMENTS.ite
 _SCORE_FIELDS = {f.name for f in dataclasses.fields(outcomes.OutcomeScore)}
 
 
-def _scored(
-    conn: sa.Connection, instrument: str, row_id: str, stored: str | None
-) -> tuple[outcomes.OutcomeScore, dict[str, Any]]:
-    """The score saved with the measure (the service scores on save); rescored from its answers if unusable."""
+def _figures(conn: sa.Connection, instrument: str, payload: tuple[str, str | None]) -> dict[str, Any]:
+    """The figures of the score saved with the measure (the service scores on save); rescored from its
+    answers if unusable. `payload` is (row id, stored score JSON)."""
+    row_id, stored = payload
     try:
         data = json.loads(stored) if isinstance(stored, str) else stored
         if not isinstance(data, dict) or set(data) != _SCORE_FIELDS or data.get("instrument") != instrument:
@@ -119,7 +86,7 @@ def _scored(
         found = conn.execute(sa.text("SELECT responses FROM outcome_response WHERE id = :id"), {"id": row_id}).scalar()
         answers = json.loads(found) if isinstance(found, str) else (found or {})
         result = outcomes.score(instrument, {k: v for k, v in answers.items() if k in _ITEM_IDS[instrument]})
-    return result, dict(result.figures())
+    return dict(result.figures())
 
 
 def build_report(store: CaseStore, today: dt.date | None = None) -> Report:
@@ -131,26 +98,24 @@ def build_report(store: CaseStore, today: dt.date | None = None) -> Report:
     allocator, which made a GROUP BY over 80,000 contacts take 1.5 s instead of 0.1 s.
     """
     today = today or store.queries.today()
+    t = Tallies()
     with store.lock, store.engine.connect() as conn:
-        status = _counts(conn, f"SELECT status, count(*) FROM person WHERE {_LIVE} GROUP BY status")
-        sources: Counter[str] = Counter()
-        decisions: Counter[str] = Counter()
-        reasons: Counter[str] = Counter()
+        t.status.update(_counts(conn, f"SELECT status, count(*) FROM person WHERE {_LIVE} GROUP BY status"))
         for source, decision, reason_list in _rows(conn, f"SELECT source, status, reasons FROM referral WHERE {_LIVE}"):
-            sources[str(source)] += 1
-            decisions[str(decision)] += 1
+            t.sources[str(source)] += 1
+            t.decisions[str(decision)] += 1
             for reason in json.loads(reason_list) if reason_list else ():
-                reasons[str(reason)] += 1
+                t.reasons[str(reason)] += 1
         contacts = _rows(conn, f"SELECT person_id, mode FROM contact WHERE {_LIVE} AND entered_in_error = 0")
-        per_person = Counter(map(itemgetter(0), contacts))
-        modes = Counter(map(itemgetter(1), contacts))
+        t.contacts_per_person = Counter(map(itemgetter(0), contacts))
+        t.modes = Counter(map(itemgetter(1), contacts))
         del contacts
-        dna = _rows(
+        t.did_not_attend = _rows(
             conn, f"SELECT count(*) FROM contact WHERE {_LIVE} AND entered_in_error = 0 AND did_not_attend = 1"
         )[0][0]
         # Only people with a complete discharge measure can be paired, so baselines of everyone
         # else are never read. EXISTS probes the index; a DISTINCT subquery would build a temp table.
-        outcome_rows = [
+        t.outcome_rows = [
             (person_id, instrument, point, str(taken_on)[:10], row_id, (row_id, score))
             for person_id, instrument, point, taken_on, row_id, score in _rows(
                 conn,
@@ -161,58 +126,26 @@ def build_report(store: CaseStore, today: dt.date | None = None) -> Report:
                 "AND d.instrument = o.instrument AND d.person_id = o.person_id "
                 "AND d.complete = 1 AND d.entered_in_error = 0 AND d.deleted = 0)",
             )
-            if instrument in OUTCOME_FIGURES
+            if instrument in outcomes.REPORTED_FIGURES
         ]
-        unmet: Counter[str] = Counter()
-        unmet_people: set[str] = set()
         for category, person_id in _rows(
             conn, f"SELECT category, person_id FROM need WHERE {_LIVE} AND status = 'unmet'"
         ):
-            unmet[str(category)] += 1
-            unmet_people.add(person_id)
-        kinds: Counter[str] = Counter()
-        onward_outcomes: Counter[str] = Counter()
-        services: set[str] = set()
-        days: list[float] = []
+            t.unmet[str(category)] += 1
+            t.unmet_people.add(person_id)
         for kind, outcome, service_id, response_days in _rows(
             conn,
             f"SELECT kind, outcome, service_id, julianday(first_response_on) - julianday(made_on) "
             f"FROM onward_referral WHERE {_LIVE}",
         ):
-            kinds[str(kind)] += 1
-            onward_outcomes[str(outcome)] += 1
-            services.add(service_id)
+            t.onward_kinds[str(kind)] += 1
+            t.onward_outcomes[str(outcome)] += 1
+            t.services.add(service_id)
             if response_days is not None:
-                days.append(float(response_days))
-
-        outcome_list: list[OutcomeChange] = []
-        health: list[HealthUseChange] = []
-        paired = pair_outcomes(outcome_rows)
-        for instrument in OUTCOME_FIGURES:
-            pairs: list[Pair] = []
-            for (b_id, b_stored), (d_id, d_stored) in paired.get(instrument, {}).values():
-                b_score, b = _scored(conn, instrument, b_id, b_stored)
-                d_score, a = _scored(conn, instrument, d_id, d_stored)
-                pairs.append((b, a, outcomes.improved(instrument, b_score, d_score)))
-            outcome_list.append(outcome_change(instrument, pairs))
-            if instrument == "HEALTH_USE":
-                health = health_use_changes(pairs)
-    return Report(
-        generated_on=today,
-        scope="this laptop's caseload",
-        people=sum(status.values()),
-        caseload_by_status=ordered(status, STATUS_ORDER),
-        referrals=sum(sources.values()),
-        referrals_by_source=ordered(sources),
-        referrals_by_reason=ordered(reasons),
-        referrals_by_status=ordered(decisions, REFERRAL_STATUS_ORDER),
-        contacts=contact_figures(per_person.values(), dna, modes),
-        outcomes=outcome_list,
-        health_use=health,
-        unmet_needs=ordered(unmet),
-        unmet_needs_people=len(unmet_people),
-        uptake=uptake_figures(kinds, onward_outcomes, days, len(services)),
-    )
+                t.response_days.append(float(response_days))
+        return report_from_tallies(
+            t, today, "this laptop's caseload", lambda instrument, payload: _figures(conn, instrument, payload)
+        )
 
 
 def render_text(report: Report) -> str:

@@ -1,561 +1,80 @@
-"""Caseload and outcome figures: the Report shape and its text, shared with `sprx report`, built practice-wide here.
+"""The practice-wide report (`sprx-server report --practice P`): the server's counting of one practice's records.
 
-The laptop builds a Report from its vault with SQL (sprx_tui/core/reports.py); the server builds
-the same Report from its records (JSON values) for a whole practice (`sprx-server report`). Both
-render with `render_text`. Figures are counts and means only: no names, no free text.
-
-sync must not import sprx_tui, so the outcome labels and "improved" rules are mirrored here from
-sprx_tui/core/outcomes.py; tests/sync/test_server_directory.py checks they agree exactly.
+The Report shape, its figures and its text are sprx_rules.report, shared with the laptop's
+`sprx report` (sprx_tui/core/reports.py), so a practice manager and a link worker read the same
+figures the same way; only reading the records is here. Outcome figures come from the scores the
+laptops computed and synced, judged with the one improvement rule (sprx_rules.outcomes).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
-import statistics
-import textwrap
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from sprx_rules.outcomes import figures_from_score
+from sprx_rules.report import Report, Tallies, render_text, report_from_tallies
 
 if TYPE_CHECKING:
     from sync.server.store import ServerStore
 
-__all__ = [
-    "CONTACT_BUCKETS",
-    "OUTCOME_FIGURES",
-    "ContactFigures",
-    "FigureChange",
-    "HealthUseChange",
-    "OutcomeChange",
-    "Report",
-    "UptakeFigures",
-    "build_practice_report",
-    "practice_report",
-    "render_text",
-    "report_to_dict",
-]
+__all__ = ["build_practice_report", "practice_report"]
 
-STATUS_ORDER = ("referred", "active", "discharged", "declined", "did_not_engage")
-REFERRAL_STATUS_ORDER = ("received", "accepted", "declined", "closed")
-ONWARD_KIND_ORDER = ("signposted", "referred", "accompanied")
-ONWARD_OUTCOME_ORDER = ("pending", "waiting", "attended", "not_attended", "declined")
-KNOWN_OUTCOMES = ("attended", "not_attended", "declined")
 
-# (label, lowest, highest or None): the NHSE benchmark is 6-12 contacts per person.
-CONTACT_BUCKETS: tuple[tuple[str, int, int | None], ...] = (
-    ("1-2", 1, 2),
-    ("3-5", 3, 5),
-    ("6-8", 6, 8),
-    ("9-12", 9, 12),
-    ("13+", 13, None),
-)
+# -- one counting step per table: (tallies, row id, person id, values) -----------------------------
 
-# Mirrors sprx_tui/core/outcomes.py (titles, labels, definitions, copyright); kept equal by a test.
-INSTRUMENT_TITLES: dict[str, str] = {
-    "ONS4": "ONS personal well-being (ONS4)",
-    "UCLA3": "UCLA 3-item Loneliness Scale",
-    "SWEMWBS": "Short Warwick-Edinburgh Mental Wellbeing Scale (SWEMWBS)",
-    "HEALTH_USE": "Health service use (self-reported)",
+
+def _person(t: Tallies, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+    t.status[str(v.get("status") or "referred")] += 1
+
+
+def _referral(t: Tallies, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+    t.sources[str(v.get("source") or "unknown")] += 1
+    t.decisions[str(v.get("status") or "received")] += 1
+    for r in v.get("reasons") or []:
+        t.reasons[str(r)] += 1
+
+
+def _contact(t: Tallies, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
+    if v.get("entered_in_error"):
+        return
+    t.contacts_per_person[person_id] += 1
+    t.modes[str(v.get("mode") or "unknown")] += 1
+    t.did_not_attend += 1 if v.get("did_not_attend") else 0
+
+
+def _outcome_response(t: Tallies, row_id: str, person_id: str, v: dict[str, Any]) -> None:
+    if v.get("complete") and not v.get("entered_in_error"):
+        t.outcome_rows.append(
+            (person_id, v.get("instrument"), v.get("time_point"), v.get("taken_on"), row_id, v.get("score") or {})
+        )  # fmt: skip
+
+
+def _need(t: Tallies, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
+    if v.get("status") == "unmet":
+        t.unmet[str(v.get("category"))] += 1
+        t.unmet_people.add(person_id)
+
+
+def _onward_referral(t: Tallies, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
+    t.onward_kinds[str(v.get("kind") or "signposted")] += 1
+    t.onward_outcomes[str(v.get("outcome") or "pending")] += 1
+    t.services.add(str(v.get("service_id")))
+    first, made = v.get("first_response_on"), v.get("made_on")
+    if first and made:
+        d = dt.date.fromisoformat(first[:10]) - dt.date.fromisoformat(made[:10])
+        t.response_days.append(float(d.days))
+
+
+_COUNT: dict[str, Callable[[Tallies, str, str, dict[str, Any]], None]] = {
+    "person": _person,
+    "referral": _referral,
+    "contact": _contact,
+    "outcome_response": _outcome_response,
+    "need": _need,
+    "onward_referral": _onward_referral,
 }
-# The figures each instrument reports and is judged on (ONS4 item by item: no composite).
-OUTCOME_FIGURES: dict[str, tuple[tuple[str, str], ...]] = {
-    "ONS4": (
-        ("life_satisfaction", "Life satisfaction"),
-        ("worthwhile", "Worthwhile"),
-        ("happiness", "Happiness"),
-        ("anxiety", "Anxiety"),
-    ),
-    "UCLA3": (("total", "Total score"),),
-    "SWEMWBS": (("metric", "Metric score"),),
-    "HEALTH_USE": (("gp_appointments", "GP appointments"), ("ae_attendances", "A&E attendances")),
-}
-IMPROVEMENT_DEFINITIONS: dict[str, str] = {
-    "ONS4": (
-        "Each item is judged on its own: life satisfaction, worthwhile and happiness "
-        "improve when they rise by 1 point or more, and anxiety improves when it falls by "
-        "1 point or more."
-    ),
-    "UCLA3": "Loneliness improves when the total score falls by 1 point or more.",
-    "SWEMWBS": (
-        "Wellbeing improves when the metric score rises by 3 points or more, the strict end "
-        "of the 1 to 3 point range for meaningful individual change (Shah et al. 2018)."
-    ),
-    "HEALTH_USE": (
-        "Each count is judged on its own: use is reduced when there are fewer GP "
-        "appointments or A&E attendances than at baseline."
-    ),
-}
-SWEMWBS_MEANINGFUL_CHANGE = 3.0
-SWEMWBS_COPYRIGHT = (
-    "Short Warwick Edinburgh Mental Wellbeing Scale (SWEMWBS) © NHS Health Scotland, "
-    "University of Warwick and University of Edinburgh, 2008, all rights reserved."
-)
-
-DEFINITIONS: dict[str, str] = {
-    "contacts": (
-        "Contacts are every contact not marked entered in error, including did-not-attend; "
-        "per-person figures are over people with at least one contact."
-    ),
-    "outcomes": (
-        "Outcome change pairs each person's earliest complete baseline with their latest "
-        "complete discharge measure; people without both complete are not counted."
-    ),
-    "unmet_needs": "An unmet need is one recorded with no suitable local service: a gap in provision.",
-    "attendance": (
-        "Attendance rate is attended / (attended + did not attend + declined): only onward "
-        "referrals with a known outcome count; waiting and pending ones do not."
-    ),
-    "response": "Days to first response is the median of (first response date - referral date).",
-}
-
-
-@dataclass
-class ContactFigures:
-    total: int = 0
-    people: int = 0
-    mean: float | None = None
-    median: float | None = None
-    buckets: list[tuple[str, int]] = field(default_factory=list)
-    did_not_attend: int = 0
-    by_mode: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class FigureChange:
-    """One reported figure of one instrument, baseline to discharge, over the paired people."""
-
-    figure: str
-    label: str
-    people: int
-    baseline_mean: float | None
-    discharge_mean: float | None
-    mean_change: float | None
-    improved: int
-    improved_pct: float | None
-
-
-@dataclass
-class OutcomeChange:
-    instrument: str
-    title: str
-    definition: str
-    paired: int  # people with a complete baseline AND a complete discharge
-    figures: list[FigureChange] = field(default_factory=list)
-    copyright: str | None = None
-
-
-@dataclass
-class HealthUseChange:
-    item: str
-    label: str
-    people: int
-    baseline_total: int
-    discharge_total: int
-    mean_change: float | None
-
-
-@dataclass
-class UptakeFigures:
-    onward_referrals: int = 0
-    services: int = 0
-    by_kind: dict[str, int] = field(default_factory=dict)
-    by_outcome: dict[str, int] = field(default_factory=dict)
-    attended: int = 0
-    known_outcome: int = 0
-    attendance_rate: float | None = None
-    median_days_to_first_response: float | None = None
-    responses_timed: int = 0
-
-
-@dataclass
-class Report:
-    """Caseload and outcome figures for one laptop or one practice. No personal data."""
-
-    generated_on: dt.date
-    scope: str
-    people: int = 0
-    caseload_by_status: dict[str, int] = field(default_factory=dict)
-    referrals: int = 0
-    referrals_by_source: dict[str, int] = field(default_factory=dict)
-    referrals_by_reason: dict[str, int] = field(default_factory=dict)
-    referrals_by_status: dict[str, int] = field(default_factory=dict)
-    contacts: ContactFigures = field(default_factory=ContactFigures)
-    outcomes: list[OutcomeChange] = field(default_factory=list)
-    health_use: list[HealthUseChange] = field(default_factory=list)
-    unmet_needs: dict[str, int] = field(default_factory=dict)
-    unmet_needs_people: int = 0
-    uptake: UptakeFigures = field(default_factory=UptakeFigures)
-    definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
-
-
-# -- pure builders (used by both sides) -------------------------------------------------------------
-
-
-def _round(x: float | None) -> float | None:
-    # Two decimals: sums taken in a different order on laptop and server must give equal reports.
-    return None if x is None else round(x + 0.0, 2)
-
-
-def ordered(counts: Mapping[str, int], order: Iterable[str] = ()) -> dict[str, int]:
-    """Counts in a fixed order first, then the rest by size; zero counts in `order` kept."""
-    out = {k: int(counts.get(k, 0)) for k in order}
-    for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        if k not in out:
-            out[k] = int(n)
-    return out
-
-
-def contact_figures(per_person: Iterable[int], did_not_attend: int, by_mode: Mapping[str, int]) -> ContactFigures:
-    counts = [int(n) for n in per_person if n > 0]
-    buckets = []
-    for label, lo, hi in CONTACT_BUCKETS:
-        buckets.append((label, sum(1 for n in counts if n >= lo and (hi is None or n <= hi))))
-    return ContactFigures(
-        total=sum(counts),
-        people=len(counts),
-        mean=_round(statistics.fmean(counts)) if counts else None,
-        median=float(statistics.median(counts)) if counts else None,
-        buckets=buckets,
-        did_not_attend=int(did_not_attend),
-        by_mode=ordered(by_mode),
-    )
-
-
-Figures = Mapping[str, float | int | None]
-
-
-def improved_from_figures(instrument: str, before: Figures, after: Figures) -> dict[str, bool | None]:
-    """The server's copy of outcomes.improved, on figure dicts (see IMPROVEMENT_DEFINITIONS)."""
-    out: dict[str, bool | None] = {}
-    for name, _label in OUTCOME_FIGURES[instrument]:
-        b, a = before.get(name), after.get(name)
-        if a is None or b is None:
-            out[name] = None
-            continue
-        d = round(a - b, 2) if isinstance(a, float) or isinstance(b, float) else a - b
-        if instrument == "ONS4":
-            out[name] = d <= -1 if name == "anxiety" else d >= 1
-        elif instrument == "SWEMWBS":
-            out[name] = d >= SWEMWBS_MEANINGFUL_CHANGE
-        else:  # UCLA3 total and health-use counts: lower is better
-            out[name] = d <= -1
-    return out
-
-
-Pair = tuple[Figures, Figures, Mapping[str, bool | None]]
-
-
-def outcome_change(instrument: str, pairs: list[Pair]) -> OutcomeChange:
-    """Summarise (baseline figures, discharge figures, improved) for the people paired on one instrument."""
-    figures = []
-    for name, label in OUTCOME_FIGURES[instrument]:
-        rows = [(b[name], a[name], imp.get(name)) for b, a, imp in pairs if b.get(name) is not None]
-        rows = [r for r in rows if r[1] is not None]
-        n = len(rows)
-        improved = sum(1 for _b, _a, i in rows if i)
-        figures.append(
-            FigureChange(
-                figure=name,
-                label=label,
-                people=n,
-                baseline_mean=_round(statistics.fmean(float(b) for b, _a, _i in rows)) if n else None,  # type: ignore[arg-type]
-                discharge_mean=_round(statistics.fmean(float(a) for _b, a, _i in rows)) if n else None,  # type: ignore[arg-type]
-                mean_change=_round(statistics.fmean(float(a) - float(b) for b, a, _i in rows)) if n else None,  # type: ignore[arg-type]
-                improved=improved,
-                improved_pct=_round(100.0 * improved / n) if n else None,
-            )
-        )
-    return OutcomeChange(
-        instrument=instrument,
-        title=INSTRUMENT_TITLES[instrument],
-        definition=IMPROVEMENT_DEFINITIONS[instrument],
-        paired=len(pairs),
-        figures=figures,
-        copyright=SWEMWBS_COPYRIGHT if instrument == "SWEMWBS" else None,
-    )
-
-
-def health_use_changes(pairs: list[Pair]) -> list[HealthUseChange]:
-    out = []
-    for name, label in OUTCOME_FIGURES["HEALTH_USE"]:
-        rows = [
-            (int(b[name]), int(a[name])) for b, a, _i in pairs if b.get(name) is not None and a.get(name) is not None
-        ]  # type: ignore[arg-type]
-        out.append(
-            HealthUseChange(
-                item=name,
-                label=label,
-                people=len(rows),
-                baseline_total=sum(b for b, _a in rows),
-                discharge_total=sum(a for _b, a in rows),
-                mean_change=_round(statistics.fmean(a - b for b, a in rows)) if rows else None,
-            )
-        )
-    return out
-
-
-def pair_outcomes(
-    rows: Iterable[tuple[str, str, str, str, str, Any]],
-) -> dict[str, dict[str, tuple[Any, Any]]]:
-    """instrument -> person -> (earliest baseline payload, latest discharge payload).
-
-    `rows` are (person_id, instrument, time_point, taken_on ISO date, row id, payload) of complete,
-    live measures; ties on the date go to the lower (earlier UUIDv7) id. People without both are dropped.
-    """
-    best: dict[tuple[str, str], dict[str, tuple[str, str, Any]]] = {}
-    for person, instrument, point, taken_on, row_id, payload in rows:
-        slot = best.setdefault((instrument, person), {})
-        key = (str(taken_on), str(row_id))
-        cur = slot.get(point)
-        if point == "baseline":
-            if cur is None or key < (cur[0], cur[1]):
-                slot[point] = (key[0], key[1], payload)
-        elif point == "discharge":
-            if cur is None or key > (cur[0], cur[1]):
-                slot[point] = (key[0], key[1], payload)
-    out: dict[str, dict[str, tuple[Any, Any]]] = {}
-    for (instrument, person), slot in best.items():
-        if "baseline" in slot and "discharge" in slot:
-            out.setdefault(instrument, {})[person] = (slot["baseline"][2], slot["discharge"][2])
-    return out
-
-
-def uptake_figures(
-    by_kind: Mapping[str, int], by_outcome: Mapping[str, int], response_days: list[float], services: int
-) -> UptakeFigures:
-    attended = int(by_outcome.get("attended", 0))
-    known = sum(int(by_outcome.get(k, 0)) for k in KNOWN_OUTCOMES)
-    return UptakeFigures(
-        onward_referrals=sum(by_kind.values()),
-        services=services,
-        by_kind=ordered(by_kind, ONWARD_KIND_ORDER),
-        by_outcome=ordered(by_outcome, ONWARD_OUTCOME_ORDER),
-        attended=attended,
-        known_outcome=known,
-        attendance_rate=_round(attended / known) if known else None,
-        median_days_to_first_response=float(statistics.median(response_days)) if response_days else None,
-        responses_timed=len(response_days),
-    )
-
-
-def report_to_dict(report: Report) -> dict[str, Any]:
-    """JSON-ready figures (dates as ISO strings)."""
-    d = dataclasses.asdict(report)
-    d["generated_on"] = report.generated_on.isoformat()
-    return d
-
-
-# -- text ------------------------------------------------------------------------------------------
-
-WIDTH = 96
-BAR = 36
-
-
-def _label(key: str, labels: Mapping[str, str] | None) -> str:
-    if labels and key in labels:
-        return labels[key]
-    return key.replace("_", " ").capitalize()
-
-
-def _bars(counts: Mapping[str, int], labels: Mapping[str, str] | None, indent: str = "  ") -> list[str]:
-    if not counts:
-        return [indent + "none"]
-    names = [_label(k, labels) for k in counts]
-    w = min(max(len(n) for n in names), 36)
-    top = max(counts.values()) or 1
-    total = sum(counts.values()) or 1
-    out = []
-    for name, n in zip(names, counts.values(), strict=True):
-        bar = "#" * (round(BAR * n / top) if n else 0)
-        out.append(f"{indent}{name[:w]:<{w}} {n:>6} {100 * n / total:5.1f}%  {bar}".rstrip())
-    return out
-
-
-def _num(x: float | None, sign: bool = False) -> str:
-    if x is None:
-        return "-"
-    return f"{x:+.2f}" if sign else f"{x:.2f}"
-
-
-def _wrap(text: str, indent: str = "  ") -> list[str]:
-    return textwrap.wrap(text, WIDTH, initial_indent=indent, subsequent_indent=indent)
-
-
-def render_text(report: Report, labels: Mapping[str, str] | None = None) -> str:
-    """Plain-text tables with simple '#' bar charts; `labels` maps codes (gp, low_mood ...) to words."""
-    out: list[str] = []
-    title = f"Caseload and outcomes: {report.scope}, {report.generated_on:%d %B %Y}"
-    out += [title, "=" * len(title), ""]
-
-    out.append(f"Caseload by status ({report.people} people)")
-    out += _bars(report.caseload_by_status, labels)
-    out.append("")
-
-    out.append(f"Referrals received ({report.referrals})")
-    out.append(" By source")
-    out += _bars(report.referrals_by_source, labels)
-    out.append(" By reason (a referral can give several reasons)")
-    out += _bars(report.referrals_by_reason, labels)
-    out.append(" By decision")
-    out += _bars(report.referrals_by_status, labels)
-    out.append("")
-
-    c = report.contacts
-    out.append(f"Contacts per person ({c.total} contacts with {c.people} people; {c.did_not_attend} did not attend)")
-    out.append(f"  Mean {_num(c.mean)}, median {_num(c.median)}")
-    out += _bars(dict(c.buckets), {b[0]: f"{b[0]} contacts" for b in c.buckets})
-    out.append(" By how the contact happened")
-    out += _bars(c.by_mode, labels)
-    out.append("")
-
-    out.append("Outcomes, baseline to discharge")
-    for oc in report.outcomes:
-        if oc.instrument == "HEALTH_USE":
-            continue
-        out.append(f" {oc.title}: {oc.paired} people with both measures complete")
-        if oc.paired:
-            out.append(f"  {'Figure':<20} {'Baseline':>9} {'Discharge':>10} {'Change':>8} {'Improved':>16}")
-            for f in oc.figures:
-                improved = f"{f.improved} ({f.improved_pct:.1f}%)" if f.improved_pct is not None else "-"
-                out.append(
-                    f"  {f.label:<20} {_num(f.baseline_mean):>9} {_num(f.discharge_mean):>10} "
-                    f"{_num(f.mean_change, True):>8} {improved:>16}"
-                )
-        out += _wrap("Improved: " + oc.definition)
-        if oc.copyright:
-            out += _wrap(oc.copyright)
-    out.append("")
-
-    people = max((h.people for h in report.health_use), default=0)
-    out.append(f"Health service use in the previous 3 months, baseline to discharge ({people} people)")
-    out.append(f"  {'Service':<20} {'People':>7} {'Baseline':>9} {'Discharge':>10} {'Mean change':>12}")
-    for h in report.health_use:
-        out.append(
-            f"  {h.label:<20} {h.people:>7} {h.baseline_total:>9} {h.discharge_total:>10} "
-            f"{_num(h.mean_change, True):>12}"
-        )
-    hu = next((o for o in report.outcomes if o.instrument == "HEALTH_USE"), None)
-    if hu is not None:
-        for f in hu.figures:
-            if f.improved_pct is not None:
-                out.append(f"  {f.label}: fewer than at baseline for {f.improved} people ({f.improved_pct:.1f}%)")
-    out.append("")
-
-    out.append(f"Unmet needs: gaps in local provision ({report.unmet_needs_people} people)")
-    out += _bars(report.unmet_needs, labels)
-    out.append("")
-
-    u = report.uptake
-    out.append(f"Onward referrals ({u.onward_referrals} to {u.services} services)")
-    out += _bars(u.by_kind, labels)
-    out.append(" Outcome")
-    out += _bars(u.by_outcome, labels)
-    rate = f"{100 * u.attendance_rate:.1f}%" if u.attendance_rate is not None else "-"
-    out.append(f"  Attendance rate {rate} ({u.attended} attended of {u.known_outcome} with a known outcome)")
-    days = f"{u.median_days_to_first_response:.1f}" if u.median_days_to_first_response is not None else "-"
-    out.append(f"  Median days to first response {days} (over {u.responses_timed} referrals)")
-    out.append("")
-
-    out.append("Definitions")
-    for text in report.definitions.values():
-        out += _wrap(text, "  ")
-    return "\n".join(out) + "\n"
-
-
-# -- the server side ---------------------------------------------------------------------------------
-
-
-def _figures_from_score(instrument: str, score: Mapping[str, Any]) -> dict[str, float | int | None]:
-    """The reported figures from a laptop-computed score (outcomes.OutcomeScore as a dict)."""
-    if instrument == "UCLA3":
-        return {"total": score.get("total")}
-    if instrument == "SWEMWBS":
-        return {"raw": score.get("total"), "metric": score.get("metric")}
-    return dict(score.get("items") or {})
-
-
-@dataclass
-class _PracticeTally:
-    """The practice's counts, gathered in one pass over its live records (one method per table)."""
-
-    people: int = 0
-    status: Counter[str] = field(default_factory=Counter)
-    sources: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)
-    decisions: Counter[str] = field(default_factory=Counter)
-    per_person: Counter[str] = field(default_factory=Counter)
-    modes: Counter[str] = field(default_factory=Counter)
-    dna: int = 0
-    outcome_rows: list[tuple[str, str, str, str, str, Any]] = field(default_factory=list)
-    unmet: Counter[str] = field(default_factory=Counter)
-    unmet_people: set[str] = field(default_factory=set)
-    kinds: Counter[str] = field(default_factory=Counter)
-    onward_outcomes: Counter[str] = field(default_factory=Counter)
-    services: set[str] = field(default_factory=set)
-    days: list[float] = field(default_factory=list)
-
-    TABLES = ("person", "referral", "contact", "outcome_response", "need", "onward_referral")
-
-    def add(self, tbl: str, row_id: str, person_id: str | None, v: dict[str, Any]) -> None:
-        getattr(self, tbl)(row_id, str(person_id), v)
-
-    def person(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
-        self.people += 1
-        self.status[str(v.get("status") or "referred")] += 1
-
-    def referral(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
-        self.sources[str(v.get("source") or "unknown")] += 1
-        self.decisions[str(v.get("status") or "received")] += 1
-        for r in v.get("reasons") or []:
-            self.reasons[str(r)] += 1
-
-    def contact(self, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
-        if v.get("entered_in_error"):
-            return
-        self.per_person[person_id] += 1
-        self.modes[str(v.get("mode") or "unknown")] += 1
-        self.dna += 1 if v.get("did_not_attend") else 0
-
-    def outcome_response(self, row_id: str, person_id: str, v: dict[str, Any]) -> None:
-        if v.get("complete") and not v.get("entered_in_error"):
-            self.outcome_rows.append(
-                (person_id, v.get("instrument"), v.get("time_point"), v.get("taken_on"), row_id, v.get("score") or {})
-            )  # fmt: skip
-
-    def need(self, _row_id: str, person_id: str, v: dict[str, Any]) -> None:
-        if v.get("status") == "unmet":
-            self.unmet[str(v.get("category"))] += 1
-            self.unmet_people.add(person_id)
-
-    def onward_referral(self, _row_id: str, _person_id: str, v: dict[str, Any]) -> None:
-        self.kinds[str(v.get("kind") or "signposted")] += 1
-        self.onward_outcomes[str(v.get("outcome") or "pending")] += 1
-        self.services.add(str(v.get("service_id")))
-        first, made = v.get("first_response_on"), v.get("made_on")
-        if first and made:
-            d = dt.date.fromisoformat(first[:10]) - dt.date.fromisoformat(made[:10])
-            self.days.append(float(d.days))
-
-
-def _outcome_figures(
-    outcome_rows: list[tuple[str, str, str, str, str, Any]],
-) -> tuple[list[Any], list[HealthUseChange]]:
-    """Baseline-to-latest changes per instrument from the laptops' scores, and the health-use detail."""
-    outcomes: list[OutcomeChange] = []
-    health: list[HealthUseChange] = []
-    paired = pair_outcomes(outcome_rows)
-    for instrument in OUTCOME_FIGURES:
-        pairs: list[Pair] = []
-        for b_score, d_score in paired.get(instrument, {}).values():
-            b, a = _figures_from_score(instrument, b_score), _figures_from_score(instrument, d_score)
-            pairs.append((b, a, improved_from_figures(instrument, b, a)))
-        outcomes.append(outcome_change(instrument, pairs))
-        if instrument == "HEALTH_USE":
-            health = health_use_changes(pairs)
-    return outcomes, health
 
 
 def build_practice_report(store: ServerStore, practice_id: str, today: dt.date | None = None) -> Report:
@@ -564,31 +83,17 @@ def build_practice_report(store: ServerStore, practice_id: str, today: dt.date |
 
     from sync.server.store import record
 
-    t = _PracticeTally()
+    t = Tallies()
     with store.engine.connect() as conn:
         result = conn.execution_options(yield_per=2000).execute(
             sa.select(record.c.tbl, record.c.id, record.c.person_id, record.c["values"]).where(
-                record.c.practice_id == practice_id, record.c.tbl.in_(t.TABLES), record.c.deleted.is_(False)
+                record.c.practice_id == practice_id, record.c.tbl.in_(tuple(_COUNT)), record.c.deleted.is_(False)
             )
         )
         for tbl, row_id, person_id, raw in result:
-            t.add(tbl, row_id, person_id, json.loads(raw))
-    outcomes, health = _outcome_figures(t.outcome_rows)
-    return Report(
-        generated_on=today or dt.datetime.now(dt.UTC).date(),
-        scope=f"practice {practice_id}",
-        people=t.people,
-        caseload_by_status=ordered(t.status, STATUS_ORDER),
-        referrals=sum(t.sources.values()),
-        referrals_by_source=ordered(t.sources),
-        referrals_by_reason=ordered(t.reasons),
-        referrals_by_status=ordered(t.decisions, REFERRAL_STATUS_ORDER),
-        contacts=contact_figures(t.per_person.values(), t.dna, t.modes),
-        outcomes=outcomes,
-        health_use=health,
-        unmet_needs=ordered(t.unmet),
-        unmet_needs_people=len(t.unmet_people),
-        uptake=uptake_figures(t.kinds, t.onward_outcomes, t.days, len(t.services)),
+            _COUNT[tbl](t, row_id, str(person_id), json.loads(raw))
+    return report_from_tallies(
+        t, today or dt.datetime.now(dt.UTC).date(), f"practice {practice_id}", figures_from_score
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sprx_rules.hsds import service_id
+from sprx_rules.report import FigureChange
 from sprx_tui import cli
 from sprx_tui.core import directory, reports
 from sprx_tui.core.store import CaseStore, open_store
@@ -167,7 +168,7 @@ def test_contacts_per_person(report: reports.Report) -> None:
     assert sum(c.by_mode.values()) == 25 and c.by_mode["phone"] >= 13
 
 
-def figures(report: reports.Report, instrument: str) -> tuple[int, dict[str, reports.FigureChange]]:
+def figures(report: reports.Report, instrument: str) -> tuple[int, dict[str, FigureChange]]:
     oc = next(o for o in report.outcomes if o.instrument == instrument)
     return oc.paired, {f.figure: f for f in oc.figures}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -14,16 +13,16 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from sprx_rules.hsds import service_id
-from sprx_rules import outcomes
+from sprx_rules.report import Report, report_to_dict
 from sprx_tui.core import reports
 from sprx_tui.core.models import SYNCED_MODELS
 from sprx_tui.core.store import open_store
 from sprx_tui.core.vault import FLOOR, Vault
 from sprx_tui.core.wire import row_values
 from sync.schema import TABLES
-from sync.server import report as server_report
 from sync.server.cli import main as server_main
 from sync.server.directory import DirectoryError, import_directory, import_hsds
+from sync.server.report import build_practice_report
 from sync.server.store import record
 from tests.sample_data import hsds_sample
 from tests.sync.server_harness import TestServer
@@ -95,7 +94,7 @@ REPORT_TABLES = ("person", "referral", "contact", "outcome_response", "need", "o
 
 
 @pytest.fixture(scope="module")
-def local_caseload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[reports.Report, list[tuple]]]:
+def local_caseload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Report, list[tuple]]]:
     """The hand-built caseload of tests/core/test_reports.py, its laptop report, and its synced rows."""
     from tests.core.test_reports import build_caseload
 
@@ -116,21 +115,21 @@ def local_caseload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[r
 
 
 def test_practice_report_gives_the_laptop_report_figures(
-    server: TestServer, local_caseload: tuple[reports.Report, list[tuple]]
+    server: TestServer, local_caseload: tuple[Report, list[tuple]]
 ) -> None:
     mine, rows = local_caseload
     # Put the laptop's rows into the server's records, as a completed sync would.
     with server.store._write() as conn:
         for tbl, row_id, person_id, values in rows:
             server.store.server_write(tbl, row_id, values, practice_id="P1", person_id=person_id, conn=conn)
-    theirs = server_report.build_practice_report(server.store, "P1", today=NOW.date())
+    theirs = build_practice_report(server.store, "P1", today=NOW.date())
     assert theirs.scope == "practice P1"
     theirs.scope = mine.scope
-    assert server_report.report_to_dict(theirs) == server_report.report_to_dict(mine)
+    assert report_to_dict(theirs) == report_to_dict(mine)
     # Every section has figures, so this is not a comparison of empty reports.
     assert mine.people == 7 and mine.contacts.total == 25 and mine.uptake.onward_referrals == 5
     assert all(o.paired == 4 for o in mine.outcomes) and mine.unmet_needs == {"housing": 2, "money": 1}
-    empty = server_report.build_practice_report(server.store, "P9")
+    empty = build_practice_report(server.store, "P9")
     assert empty.people == 0 and empty.contacts.mean is None
 
 
@@ -143,46 +142,3 @@ def test_server_cli_import_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     out, _err = capsys.readouterr()
     assert out.startswith("Caseload and outcomes: practice P1,")
     assert "Caseload by status (0 people)" in out and "Sync: 0 open conflicts" in out
-
-
-# -- the server's copies of the outcome rules agree with sprx_tui/core/outcomes.py ------------------
-
-
-def test_mirrored_labels_and_definitions_match_outcomes() -> None:
-    assert server_report.INSTRUMENT_TITLES == {c: i.title for c, i in outcomes.INSTRUMENTS.items()}
-    assert server_report.IMPROVEMENT_DEFINITIONS == dict(outcomes.IMPROVEMENT_DEFINITIONS)
-    assert server_report.SWEMWBS_COPYRIGHT == outcomes.SWEMWBS.copyright
-    assert server_report.SWEMWBS_MEANINGFUL_CHANGE == outcomes.SWEMWBS_MEANINGFUL_CHANGE
-    for code in ("ONS4", "HEALTH_USE"):
-        inst = outcomes.INSTRUMENTS[code]
-        assert server_report.OUTCOME_FIGURES[code] == tuple((it.id, it.label) for it in inst.items)
-
-
-def answers(code: str) -> list[dict[str, int]]:
-    inst = outcomes.INSTRUMENTS[code]
-    if code == "UCLA3":
-        return [dict(zip(inst.item_ids, v, strict=True)) for v in itertools.product((1, 2, 3), repeat=3)]
-    if code == "SWEMWBS":  # one answer set per raw total 7..35
-        return [dict(zip(inst.item_ids, _spread(total), strict=True)) for total in range(7, 36)]
-    if code == "ONS4":
-        return [dict(zip(inst.item_ids, (v, (v + 3) % 11, 10 - v, v), strict=True)) for v in range(11)]
-    return [{"gp_appointments": g, "ae_attendances": a} for g in range(4) for a in range(3)]
-
-
-def _spread(total: int) -> list[int]:
-    values = [1] * 7
-    left = total - 7
-    for i in range(7):
-        add = min(4, left)
-        values[i] += add
-        left -= add
-    return values
-
-
-@pytest.mark.parametrize("code", ["ONS4", "UCLA3", "SWEMWBS", "HEALTH_USE"])
-def test_mirrored_improvement_rule_matches_outcomes_improved(code: str) -> None:
-    scored = [outcomes.score(code, a) for a in answers(code)]
-    for before, after in itertools.product(scored, repeat=2):
-        mine = server_report.improved_from_figures(code, before.figures(), after.figures())
-        theirs = outcomes.improved(code, before, after)
-        assert mine == theirs
