@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = ("sprx_tui", "sync", "bench")
+SHIPPED = ("sprx_rules", "sprx_tui", "sync", "bench")
 # Either call makes an unencrypted copy of the vault (ATTACH ... KEY '' then sqlcipher_export).
 PLAINTEXT_EXPORT = re.compile(r"sqlcipher_export\s*\(|KEY\s+''|KEY\s+\"\"", re.IGNORECASE)
 
