@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from textual.pilot import Pilot
@@ -23,6 +25,15 @@ async def settle(pilot: Pilot[Any], rounds: int = 3) -> None:
                 await worker.wait()
             except WorkerCancelled:
                 pass
+        await pilot.pause()
+
+
+async def wait_until(pilot: Pilot[Any], condition: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
+    """Let the app run until `condition()` holds: a worker's result, a message handled, a timer's tick, a thread's
+    effect. Never a fixed sleep: each round is `pilot.pause()`, which returns as soon as the process is idle."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout:g} s waiting for {what or 'the app'}"
         await pilot.pause()
 
 

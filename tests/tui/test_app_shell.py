@@ -7,11 +7,13 @@ import datetime as dt
 import html
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlmodel import Session, select
+from textual.command import CommandList
 from textual.screen import Screen
 from textual.widgets import DataTable, Input, Static, TabbedContent
 
@@ -31,7 +33,7 @@ from sprx_tui.screens.settings import SettingsScreen
 from sprx_tui.screens.today import TodayScreen
 from sprx_tui.screens.unlock import FirstRunScreen, RecoveryKeyScreen, UnlockScreen
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 SIZE = (120, 40)
 
@@ -70,6 +72,11 @@ def screen_text(app: SprxApp) -> str:
     return html.unescape(" ".join(re.sub(r"<[^>]+>", "", p) for p in parts)).replace("\xa0", " ")
 
 
+def palette_hits(app: SprxApp) -> int:
+    """How many commands the open command palette lists."""
+    return app.screen.query_one(CommandList).option_count
+
+
 async def type_text(pilot: Any, text: str) -> None:
     await pilot.press(*text)
 
@@ -97,6 +104,7 @@ async def unlock(app: SprxApp, pilot: Any, passphrase: str = PASSPHRASE, *, type
 # -- first run ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # creates a vault and unlocks it through the screens
 async def test_first_run_creates_vault_and_requires_the_recovery_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -162,15 +170,14 @@ async def test_first_run_creates_vault_and_requires_the_recovery_key(
 async def test_today_lists_are_capped_with_their_whole_length_and_where_the_rest_is(
     demo_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    expected = reopen(demo_vault)
-    totals = expected.queries.today_totals()
-    first_referral = expected.queries.new_referrals(limit=1)[0]
-    expected.vault.lock()
+    store = reopen(demo_vault)
+    totals = store.queries.today_totals()
+    first_referral = store.queries.new_referrals(limit=1)[0]
     assert totals["referrals"] > 1, "the demo data should have several referrals waiting"
     monkeypatch.setattr(today_module, "LIST_ROWS", 1)
-    app = make_app(demo_vault)
+    app = make_app(demo_vault, store=store)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot, typed=True)
+        await settle(pilot)
         table = app.screen.query_one("#referrals", DataTable)
         assert table.row_count == 1
         assert table.border_title == f"New referrals ({totals['referrals']:,})"
@@ -178,6 +185,7 @@ async def test_today_lists_are_capped_with_their_whole_length_and_where_the_rest
         assert first_referral.name in screen_text(app)
 
 
+@pytest.mark.slow  # one of the few tests that unlock through the screen (the real key derivation)
 async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
     expected = reopen(demo_vault)
     due = expected.queries.due_today()
@@ -223,6 +231,7 @@ async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
         assert "UNLOCK" in actions
 
 
+@pytest.mark.slow  # unlocks through the screen
 async def test_wrong_passphrase_says_so_then_backs_off(demo_vault: Path) -> None:
     clock = FakeClock()
     app = make_app(demo_vault, clock=clock)
@@ -247,8 +256,9 @@ async def test_wrong_passphrase_says_so_then_backs_off(demo_vault: Path) -> None
         assert "Too many wrong passphrases" in str(app.screen.query_one("#message", Static).content)
         assert app.store is None
         clock.advance(seconds=5)
-        await pilot.pause(1.5)  # the on-screen countdown runs on real seconds
-        assert "try again now" in str(app.screen.query_one("#countdown", Static).content)
+        # The on-screen countdown ticks each real second and reads the (fake) clock: wait for its next tick.
+        countdown = app.screen.query_one("#countdown", Static)
+        await wait_until(pilot, lambda: "try again now" in str(countdown.content), what="the countdown's tick")
         assert app.focused is app.screen.query_one("#passphrase", Input)
         await unlock(app, pilot, typed=True)
         assert isinstance(app.screen, TodayScreen)
@@ -378,10 +388,10 @@ async def test_caseload_loads_one_page_at_a_time(
 # -- locking ------------------------------------------------------------------------------------
 
 
-async def test_ctrl_l_locks_and_leaves_nothing_personal_on_screen(demo_vault: Path) -> None:
-    app = make_app(demo_vault)
+async def test_ctrl_l_locks_and_leaves_nothing_personal_on_screen(unlocked_store: CaseStore, demo_vault: Path) -> None:
+    app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         store = app.store
         assert store is not None
         rows, _ = store.queries.caseload(limit=100)
@@ -413,11 +423,11 @@ async def test_ctrl_l_locks_and_leaves_nothing_personal_on_screen(demo_vault: Pa
         assert ("LOCK", "manual") in audit_actions(app.store)
 
 
-async def test_idle_auto_lock_follows_the_clock(demo_vault: Path) -> None:
+async def test_idle_auto_lock_follows_the_clock(unlocked_store: CaseStore, demo_vault: Path) -> None:
     clock = FakeClock()
-    app = make_app(demo_vault, clock=clock, auto_lock_minutes=5)
+    app = make_app(demo_vault, store=unlocked_store, clock=clock, auto_lock_minutes=5)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         assert app.store is not None
         clock.advance(minutes=4)
         assert app.check_auto_lock() is False
@@ -431,10 +441,10 @@ async def test_idle_auto_lock_follows_the_clock(demo_vault: Path) -> None:
         assert isinstance(app.screen, UnlockScreen)
 
 
-async def test_quit_locks_the_vault(demo_vault: Path) -> None:
-    app = make_app(demo_vault)
+async def test_quit_locks_the_vault(unlocked_store: CaseStore, demo_vault: Path) -> None:
+    app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         vault = app.store.vault
         await pilot.press("ctrl+q")
         await pilot.pause()
@@ -442,17 +452,49 @@ async def test_quit_locks_the_vault(demo_vault: Path) -> None:
     assert app.return_code == 0
 
 
-async def test_quitting_straight_after_ctrl_l_waits_for_the_lock_to_finish(demo_vault: Path) -> None:
+class WatchedLock:
+    """A stand-in for the app's vault_guard that counts the threads waiting for it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = threading.Lock()
+        self.waiting = 0
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        with self._count:
+            self.waiting += 1
+        try:
+            return self._lock.acquire(blocking, timeout)
+        finally:
+            with self._count:
+                self.waiting -= 1
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> WatchedLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+async def test_quitting_straight_after_ctrl_l_waits_for_the_lock_to_finish(
+    unlocked_store: CaseStore, demo_vault: Path
+) -> None:
     """Ctrl+L locks in a worker; Ctrl+Q at once used to lock the vault under it, losing its audit row."""
-    app = make_app(demo_vault)
+    app = make_app(demo_vault, store=unlocked_store)
+    guard = app.vault_guard = WatchedLock()  # type: ignore[assignment]
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         vault = app.store.vault
-        with app.vault_guard:  # hold the lock's worker at its start, as a busy machine would
+        with guard:  # hold the lock's worker at its start, as a busy machine would
             await pilot.press("ctrl+l")
             await pilot.pause()
             quit_done = asyncio.get_running_loop().run_in_executor(None, app.lock_sync, "quit")
-            await asyncio.sleep(0.2)
+            # Both the lock's worker and the quit are now queued behind the guard.
+            await wait_until(pilot, lambda: guard.waiting == 2, what="the lock and the quit to wait for the guard")
             assert not quit_done.done()  # the quit waits for the lock in flight
         await quit_done
         await settle(pilot)
@@ -462,7 +504,8 @@ async def test_quitting_straight_after_ctrl_l_waits_for_the_lock_to_finish(demo_
         actions = [action for action, _detail in audit_actions(store)]
     finally:
         store.vault.lock()
-    assert actions[-2:] == ["UNLOCK", "LOCK"]  # the session's lock was recorded (reopening records nothing)
+    assert actions[-1] == "LOCK"  # the session's lock was recorded (reopening records nothing)
+    assert actions.count("LOCK") == 1  # once: the quit found the vault already locked
 
 
 class DraftingScreen(Screen):
@@ -486,9 +529,9 @@ async def test_drafts_are_kept_across_a_lock_and_offered_back(
     import sprx_tui.screens.contact as contact_module
 
     monkeypatch.setattr(contact_module, "restore_draft", lambda app, key, payload: restored.append((key, payload)))
-    app = make_app(demo_vault)
+    app = make_app(demo_vault, store=reopen(demo_vault))
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         person = app.store.queries.caseload(limit=1)[0][0]
         await app.push_screen(DraftingScreen(person.id))
         await pilot.press("ctrl+l")
@@ -572,14 +615,14 @@ async def test_palette_has_no_screenshot_and_finds_people(unlocked_store: CaseSt
         assert "Screenshot" not in titles and "Quit" in titles
         await pilot.press("ctrl+p")
         await type_text(pilot, "screensh")
-        await pilot.pause(0.3)
+        await settle(pilot)  # the palette's search is a worker
         assert "Screenshot" not in screen_text(app)
         opened: list[str] = []
         app.open_person = lambda pid, tab=None: opened.append(pid)  # type: ignore[method-assign]
         app.screen.query_one(Input).value = ""
         await type_text(pilot, person.nhs_number)
-        await pilot.pause(0.5)
-        assert f"Open {person.name}" in screen_text(app)
+        await settle(pilot)
+        await wait_until(pilot, lambda: f"Open {person.name}" in screen_text(app), what="the person in the palette")
         await pilot.press("enter")
         await pilot.pause()
         assert opened == [person.id]
@@ -591,13 +634,15 @@ async def test_palette_offers_lock_and_area_switching(unlocked_store: CaseStore,
         await settle(pilot)
         await pilot.press("ctrl+p")
         await type_text(pilot, "go to caseload")
-        await pilot.pause(0.3)
+        await settle(pilot)
+        await wait_until(pilot, lambda: palette_hits(app) > 0, what="the command in the palette")
         await pilot.press("enter")
         await settle(pilot)
         assert isinstance(app.screen, CaseloadScreen)
         await pilot.press("ctrl+p")
         await type_text(pilot, "lock now")
-        await pilot.pause(0.3)
+        await settle(pilot)
+        await wait_until(pilot, lambda: palette_hits(app) > 0, what="the command in the palette")
         await pilot.press("enter")
         await settle(pilot)
         assert app.store is None
@@ -731,6 +776,7 @@ def test_high_contrast_theme_meets_aaa() -> None:
         assert ratio(colour, d.background) >= 4.5, colour
 
 
+@pytest.mark.slow  # unlocks with the recovery key through the screen
 async def test_forgotten_passphrase_uses_the_recovery_key(tmp_path: Path) -> None:
     path = tmp_path / "vault"
     vault, recovery = Vault.create(path, bytearray(PASSPHRASE.encode()), kdf=FLOOR)
@@ -788,12 +834,12 @@ async def test_status_bar_follows_sync_reports(unlocked_store: CaseStore, demo_v
         assert bar() == "Sync: offline, last synced 22 Nov 16:40"
 
 
-async def test_sigterm_keeps_drafts_and_locks(demo_vault: Path) -> None:
+async def test_sigterm_keeps_drafts_and_locks(unlocked_store: CaseStore, demo_vault: Path) -> None:
     import signal
 
-    app = make_app(demo_vault)
+    app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await settle(pilot)
         person = app.store.queries.caseload(limit=1)[0][0]
         vault = app.store.vault
         await app.push_screen(DraftingScreen(person.id))
@@ -831,9 +877,8 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
     unlocked_store: CaseStore, demo_vault: Path
 ) -> None:
     """The 30-second count refresh may finish after a sync did: it brings counts, never an older state."""
-    import time
-
     from sprx_tui.core.store import set_state
+    from sprx_tui.messages import SyncCountsRead
     from sprx_tui.widgets.status_bar import StatusBar, SyncSummary
 
     last = "2026-11-23T08:05:00+00:00"
@@ -847,12 +892,22 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
         await settle(pilot)
         app._stop_sync()  # this test plays the controller's part itself
         app.sync_summary = SyncSummary("syncing", 0, 0, None, "sending changes 2 of 9")
+        counts_posted = threading.Event()
+        real_post = app.post_message
+
+        def post(message: Any) -> bool:
+            posted = real_post(message)
+            if isinstance(message, SyncCountsRead):
+                counts_posted.set()
+            return posted
+
+        app.post_message = post  # type: ignore[method-assign]
         with unlocked_store.lock:  # the count worker starts while a sync is running, and waits for the database
             app.refresh_sync_summary()
             await pilot.pause()
             set_state(unlocked_store.engine, {"last_successful_sync_at": last})
-        # Block the event loop so the worker's counts are queued before the sync's end is reported.
-        time.sleep(0.5)
+        # Block the event loop until the worker's counts are queued, so they arrive after the sync's end below.
+        assert counts_posted.wait(30), "the count worker never reported"
         app.sync_summary = SyncSummary("failed", 0, 0, None, "details on F6")  # the sync ended, as reported
         await settle(pilot)
         assert app.sync_summary == SyncSummary("failed", pending, 0, last, "details on F6")
@@ -873,13 +928,15 @@ async def test_late_count_refresh_keeps_the_latest_sync_state_and_detail(
         assert unlocked_store.actor == unlocked_store.service.actor == Actor("alice", "device-from-enrol", "P1")
 
 
-async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(demo_vault: Path) -> None:
+async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(
+    unlocked_store: CaseStore, demo_vault: Path
+) -> None:
     """SQLite's own checkpoint (every 1,000 log pages) stopped about every 50th save for 250-475 ms."""
     import time
 
-    app = make_app(demo_vault)
+    app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot, typed=True)
+        await settle(pilot)
         store = app.store
         assert store is not None
         with store.lock, store.engine.connect() as conn:
@@ -910,6 +967,7 @@ async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(demo_vault
         assert app._checkpoint_timer is None
 
 
+@pytest.mark.slow  # unlocks through the screen, twice
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
     """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it, and the
     session's objects (the store, the screens with their rows) must be freed by the lock: idle worker
@@ -924,11 +982,7 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
         await unlock(app, pilot, typed=True)
-        for _ in range(40):
-            if gc.get_freeze_count():
-                break
-            await pilot.pause(0.05)
-        assert gc.get_freeze_count() > 0
+        await wait_until(pilot, lambda: gc.get_freeze_count() > 0, what="the heap freeze after the unlock")
         # Full collections wait for a pause in the typing; young generations are collected as usual.
         assert gc.get_threshold()[:2] == own[:2] and gc.get_threshold()[2] > own[2]
         full_before = gc.get_stats()[2]["collections"]
@@ -946,19 +1000,11 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         await settle(pilot)
         # The lock thaws the heap; the unlock screen freezes it again once its preparation is done, but
         # only after the session's objects are gone: none of them may be kept out of the collector.
-        for _ in range(80):
-            if app._heap_frozen:
-                break
-            await pilot.pause(0.05)
-        assert app._heap_frozen
+        await wait_until(pilot, lambda: app._heap_frozen, what="the unlock screen's heap freeze")
         gc.collect()
         assert [ref() for ref in session] == [None, None]
         await unlock(app, pilot, typed=True)
-        for _ in range(40):
-            if gc.get_freeze_count():
-                break
-            await pilot.pause(0.05)
-        assert gc.get_freeze_count() > 0
+        await wait_until(pilot, lambda: gc.get_freeze_count() > 0, what="the heap freeze after the unlock")
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == own
     # A freeze asked for after the exit (the warm-up thread finishing late, a timer) is refused.
