@@ -237,6 +237,10 @@ def export_fhir(
         with disk_full_as_sentence(out.parent), os.fdopen(fd, "w", encoding="utf-8") as fh:
             header = json.dumps(fhir.bundle_header(store.service.clock()), ensure_ascii=False)
             fh.write(header[:-1] + ', "entry": [\n')
+            # The instruments' Questionnaires once, ahead of the people whose responses name them.
+            for resource in fhir.questionnaires():
+                fh.write((",\n" if count else "") + json.dumps(fhir.entry(resource), ensure_ascii=False))
+                count += 1
             for resources in _people_batches(store, batch):
                 for resource in resources:
                     if resource["resourceType"] == "Patient":

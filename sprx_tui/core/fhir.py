@@ -1,12 +1,18 @@
 """FHIR R4 resources from case-record rows: pure builders (dicts in, dicts out), no database access.
 
-`export.export_fhir` streams a Bundle (type "collection") built person by person with
-`person_resources`. Every resource is referenced by `urn:uuid:<id>` and carries our row id.
+`export.export_fhir` streams a Bundle (type "collection"): the instrument Questionnaires first
+(`questionnaires`), then person by person (`person_resources`). Every resource is referenced by
+`urn:uuid:<id>` and carries our row id.
 
-Codes: SNOMED CT 871731000000106 "Referral to social prescribing service" on an accepted referral,
-871711000000103 "Social prescribing declined" as the reason code of a declined one. Our own
-vocabularies (referral sources and reasons, contact modes, outcome figures) use local code systems
-under `urn:sprx:`; they have no national equivalent yet (see domain-standards.md 3.1 and 3.6).
+Profiles: every resource of a type UK Core profiles declares that profile in meta.profile
+(`UK_CORE_PROFILES`). UK Core has no Goal profile, so Goal declares none.
+
+Codes: SNOMED CT 871731000000106 "Referral to social prescribing service" on an accepted referral;
+871711000000103 "Social prescribing declined" as its own Observation for a declined one (never a
+reason). The SWEMWBS score carries SNOMED CT 718466001 (`NATIONAL_FIGURE_CODES`), with our local
+code second. Our own vocabularies (referral sources and reasons, contact modes, outcome figures)
+use local code systems under `urn:sprx:`; no national code was found for them, nor for the UCLA3
+and ONS4 scores (see domain-standards.md 3.1 and 3.6). Scores are UCUM `{score}` quantities.
 """
 
 from __future__ import annotations
@@ -39,11 +45,15 @@ from sprx_tui.core.models import (
 )
 
 __all__ = [
+    "NATIONAL_FIGURE_CODES",
     "NHS_NUMBER_SYSTEM",
+    "NHS_NUMBER_VERIFICATION",
     "SNOMED",
     "SNOMED_DISPLAY",
+    "UK_CORE_PROFILES",
     "bundle_header",
     "care_plan",
+    "decline_observation",
     "derived_id",
     "encounter",
     "entry",
@@ -52,7 +62,10 @@ __all__ = [
     "onward_service_request",
     "patient",
     "person_resources",
+    "questionnaire",
     "questionnaire_response",
+    "questionnaire_url",
+    "questionnaires",
     "ref",
     "referral_service_request",
 ]
@@ -64,11 +77,60 @@ OBSERVATION_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-catego
 GOAL_ACHIEVEMENT = "http://terminology.hl7.org/CodeSystem/goal-achievement"
 UCUM = "http://unitsofmeasure.org"
 LOCAL = "urn:sprx:"
+# A score has no physical unit; UCUM writes it as the annotation {score} (LOINC's example unit
+# for scores, e.g. https://loinc.org/100946-3).
+SCORE_UNIT = {"unit": "score", "system": UCUM, "code": "{score}"}
 RESOURCE_NS = uuid.UUID("0d8f3c2e-5b7a-5e61-8f0c-3a9d2b4e6c71")
 
 SNOMED_DISPLAY = {
     SNOMED_REFERRAL_ACCEPTED: "Referral to social prescribing service",
     SNOMED_SP_DECLINED: "Social prescribing declined",
+}
+
+# UK Core profiles (HL7 UK), each `https://fhir.hl7.org.uk/StructureDefinition/UKCore-<Type>`.
+# Sources: "Official URL: https://fhir.hl7.org.uk/StructureDefinition/UKCore-Patient"
+# (https://build.fhir.org/ig/HL7-UK/UK-Core-Access/StructureDefinition-UKCore-Patient.html); the
+# profiles UKCore-Patient, -Observation, -Encounter, -ServiceRequest, -CarePlan, -Questionnaire,
+# -QuestionnaireResponse, -Organization and -Bundle in NHSDigital/FHIR-R4-UKCORE-STAGING-MAIN
+# (structuredefinitions/UKCore-<Type>.xml). That repository has no UKCore-Goal, so Goal stays base R4.
+UK_CORE = "https://fhir.hl7.org.uk/StructureDefinition/"
+UK_CORE_PROFILES = {
+    kind: f"{UK_CORE}UKCore-{kind}"
+    for kind in (
+        "Patient",
+        "Observation",
+        "Encounter",
+        "ServiceRequest",
+        "CarePlan",
+        "Questionnaire",
+        "QuestionnaireResponse",
+        "Organization",
+        "Bundle",
+    )
+}
+
+# NHS number verification status (England), UK Core extension on Patient.identifier.
+# Sources: NHSDigital/FHIR-R4-UKCORE-STAGING-MAIN structuredefinitions/
+# Extension-UKCore-NHSNumberVerificationStatus.xml (url below; context Patient.identifier; value a
+# CodeableConcept) and codesystems/CodeSystem-UKCore-NHSNumberVerificationStatusEngland.xml (codes
+# from the NHS Data Dictionary "NHS Number Status Indicator Code"). sprx never traces a number
+# against PDS (it is typed in or comes with a referral), so it is honestly "02", never "01".
+NHS_NUMBER_VERIFICATION_EXTENSION = f"{UK_CORE}Extension-UKCore-NHSNumberVerificationStatus"
+NHS_NUMBER_VERIFICATION_SYSTEM = "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland"
+NHS_NUMBER_VERIFICATION = ("02", "Number present but not traced")
+
+# National codes for outcome figures, (instrument, figure) -> (SNOMED CT code, display).
+# 718466001 "Short Warwick-Edinburgh Mental Well-being Scale score" (range 7-35): the Mental Health
+# Services Data Set assessment-tool reference table in NHS Digital's published statistics code,
+# NHSDigital/mental-health-monthly-statistics
+# (menh_publications/notebooks/06_CYP_Outcome_Measures/01_Prepare/LoadRefData.sql, table MH_ASS,
+# SNOMED "v2" row; the older UK-extension "v1" code 960481000000107 is not used). The SWEMWBS score
+# is the raw sum converted through Warwick's table
+# (https://warwick.ac.uk/fac/med/research/platform/wemwbs/researchers/guidance/), so the metric carries it.
+# No national SNOMED CT code could be confirmed for the UCLA 3-item loneliness total or the four
+# ONS personal well-being items: they keep only the local coding (never an invented code).
+NATIONAL_FIGURE_CODES: dict[tuple[str, str], tuple[str, str]] = {
+    ("SWEMWBS", "metric"): ("718466001", "Short Warwick-Edinburgh Mental Well-being Scale score"),
 }
 
 # Contact mode -> Encounter.class (HL7 v3 ActCode): a home visit is HH, calls are virtual.
@@ -150,6 +212,17 @@ def _compact(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if v is not None and (v or v is False or v == 0)}
 
 
+def _resource(resource: dict[str, Any]) -> dict[str, Any]:
+    """A finished resource: compacted, and declaring its UK Core profile when UK Core has one."""
+    out = _compact(resource)
+    profile = UK_CORE_PROFILES.get(out["resourceType"])
+    if profile is None:
+        return out
+    meta = {"profile": [profile], **out.get("meta", {})}
+    head = {"resourceType": out["resourceType"], "id": out["id"], "meta": meta}
+    return head | {k: v for k, v in out.items() if k not in head}
+
+
 # -- resources ----------------------------------------------------------------------------------------
 
 
@@ -168,11 +241,19 @@ def patient(person: Person) -> dict[str, Any]:
         {"use": "home", "line": [person.address] if person.address else [], "postalCode": person.postcode}
     )
     gender = (person.gender or "").lower()
-    return _compact(
+    code, display = NHS_NUMBER_VERIFICATION
+    verification = {
+        "url": NHS_NUMBER_VERIFICATION_EXTENSION,
+        "valueCodeableConcept": {
+            "coding": [{"system": NHS_NUMBER_VERIFICATION_SYSTEM, "code": code, "display": display}]
+        },
+    }
+    nhs_number = {"extension": [verification], "system": NHS_NUMBER_SYSTEM, "value": person.nhs_number}
+    return _resource(
         {
             "resourceType": "Patient",
             "id": person.id,
-            "identifier": [{"system": NHS_NUMBER_SYSTEM, "value": person.nhs_number}] if person.nhs_number else [],
+            "identifier": [nhs_number] if person.nhs_number else [],
             "active": True,
             "name": names,
             "telecom": telecom,
@@ -190,7 +271,10 @@ def patient(person: Person) -> dict[str, Any]:
 
 
 def referral_service_request(referral: Referral, person: Person) -> dict[str, Any]:
-    """ServiceRequest for a referral in: coded 871731000000106 once accepted; declined = revoked + 871711000000103."""
+    """ServiceRequest for a referral in: coded 871731000000106 once accepted; declined = revoked.
+
+    The decline itself (871711000000103) is its own Observation (`decline_observation`), not a reason.
+    """
     if referral.status == "declined":
         status = "revoked"
     elif referral.status == "closed" or (referral.status == "accepted" and person.status == "discharged"):
@@ -200,14 +284,12 @@ def referral_service_request(referral: Referral, person: Person) -> dict[str, An
     code = referral.snomed_code if referral.snomed_code in SNOMED_DISPLAY else None
     accepted = referral.status == "accepted" or code == SNOMED_REFERRAL_ACCEPTED
     reasons = [_local("referral-reason", r, REFERRAL_REASONS.get(r)) for r in referral.reasons or []]
-    if referral.status == "declined":
-        reasons.append(_snomed(SNOMED_SP_DECLINED))
     notes = []
     if referral.referral_text:
         notes.append({"text": referral.referral_text})
     if referral.status == "declined" and referral.decline_reason:
         notes.append({"text": f"Declined: {referral.decline_reason}"})
-    return _compact(
+    return _resource(
         {
             "resourceType": "ServiceRequest",
             "id": referral.id,
@@ -223,6 +305,27 @@ def referral_service_request(referral: Referral, person: Person) -> dict[str, An
             "requester": {"display": referral.referrer_name} if referral.referrer_name else None,
             "reasonCode": reasons,
             "note": notes,
+        }
+    )
+
+
+def decline_observation(referral: Referral, person: Person) -> dict[str, Any] | None:
+    """The decline of a referral as a coded entry of its own (SNOMED CT 871711000000103), dated when decided.
+
+    It points at the referral it declines (basedOn); the person's words about why stay in that
+    ServiceRequest's note, so the coded entry carries no free text.
+    """
+    if referral.status != "declined":
+        return None
+    return _resource(
+        {
+            "resourceType": "Observation",
+            "id": derived_id(referral.id, "declined"),
+            "basedOn": [ref(referral.id)],
+            "status": "final",
+            "code": _snomed(SNOMED_SP_DECLINED),
+            "subject": ref(person.id),
+            "effectiveDateTime": _date(referral.decided_on or referral.received_on),
         }
     )
 
@@ -253,7 +356,7 @@ def encounter(contact: Contact, amendments: Sequence[ContactAmendment] = ()) -> 
     type_text = CONTACT_MODES.get(contact.mode, contact.mode)
     if contact.did_not_attend:
         type_text += " (did not attend)"
-    return _compact(
+    return _resource(
         {
             "resourceType": "Encounter",
             "id": contact.id,
@@ -276,7 +379,7 @@ def encounter(contact: Contact, amendments: Sequence[ContactAmendment] = ()) -> 
 
 def goal(row: Goal) -> dict[str, Any]:
     achieved = GOAL_ACHIEVED.get(row.status)
-    return _compact(
+    return _resource(
         {
             "resourceType": "Goal",
             "id": row.id,
@@ -302,7 +405,7 @@ def onward_service_request(row: OnwardReferral) -> dict[str, Any]:
         notes.append({"text": f"First response from the service: {row.first_response_on.isoformat()}"})
     if row.notes:
         notes.append({"text": row.notes})
-    return _compact(
+    return _resource(
         {
             "resourceType": "ServiceRequest",
             "id": row.id,
@@ -345,7 +448,7 @@ def care_plan(
     notes = [
         {"text": f"What matters to me ({LIFE_AREAS.get(w.life_area, w.life_area)}): {w.text}"} for w in what_matters
     ]
-    return _compact(
+    return _resource(
         {
             "resourceType": "CarePlan",
             "id": derived_id(person.id, "care-plan"),
@@ -372,24 +475,73 @@ def _time_point_tag(point: str) -> dict[str, Any]:
     return {"tag": [{"system": LOCAL + "time-point", "code": point}]}
 
 
+def questionnaire_url(instrument: str) -> str:
+    """The canonical url of an instrument's Questionnaire (what QuestionnaireResponse.questionnaire holds)."""
+    return f"{LOCAL}questionnaire:{instrument}"
+
+
+def _question(it: outcomes.Item) -> dict[str, Any]:
+    item: dict[str, Any] = {"linkId": it.id, "text": it.text, "type": "integer"}
+    if it.options:
+        item["answerOption"] = [{"valueInteger": o.value} for o in it.options]
+        # What each answer means, where the instrument words it (ONS4 words only the ends).
+        meanings = "; ".join(f"{o.value} = {o.label}" for o in it.options if o.label != str(o.value))
+        if meanings:
+            item["item"] = [{"linkId": f"{it.id}.answers", "text": meanings, "type": "display"}]
+    else:
+        item["extension"] = [
+            {"url": "http://hl7.org/fhir/StructureDefinition/minValue", "valueInteger": it.min_value},
+            {"url": "http://hl7.org/fhir/StructureDefinition/maxValue", "valueInteger": it.max_value},
+        ]
+    return item
+
+
+def questionnaire(instrument: outcomes.Instrument) -> dict[str, Any]:
+    """The Questionnaire of an instrument, as sprx asks it: exact wording, allowed answers, attribution."""
+    return _resource(
+        {
+            "resourceType": "Questionnaire",
+            "id": derived_id("questionnaire", instrument.code),
+            "url": questionnaire_url(instrument.code),
+            "name": instrument.code,
+            "title": instrument.title,
+            "status": "active",
+            "subjectType": ["Patient"],
+            "description": instrument.attribution,
+            "copyright": instrument.copyright,
+            "item": [{"linkId": "instructions", "text": instrument.instructions, "type": "display"}]
+            + [_question(it) for it in instrument.items],
+        }
+    )
+
+
+def questionnaires() -> list[dict[str, Any]]:
+    """One Questionnaire per instrument sprx scores; a bundle carries them once, ahead of the people."""
+    return [questionnaire(inst) for inst in outcomes.INSTRUMENTS.values()]
+
+
 def questionnaire_response(row: OutcomeResponse) -> dict[str, Any]:
-    """QuestionnaireResponse with every answered item; the time point is a meta tag."""
-    labels = _ITEM_LABELS.get(row.instrument, {})
+    """QuestionnaireResponse with every answered item; the time point is a meta tag.
+
+    It names its Questionnaire by canonical url (one of `questionnaires()`, in the same bundle).
+    """
+    instrument = outcomes.INSTRUMENTS.get(row.instrument)
+    wording = {it.id: it.text for it in instrument.items} if instrument else {}
     items = []
     for item_id, value in (row.responses or {}).items():
-        label = labels.get(item_id, item_id)
+        label = wording.get(item_id, item_id)
         answer = [{"valueInteger": int(value)}] if isinstance(value, int) and not isinstance(value, bool) else []
         items.append(_compact({"linkId": item_id, "text": label, "answer": answer}))
     if row.entered_in_error:
         status = "entered-in-error"
     else:
         status = "completed" if row.complete else "in-progress"
-    return _compact(
+    return _resource(
         {
             "resourceType": "QuestionnaireResponse",
             "id": row.id,
             "meta": _time_point_tag(row.time_point),
-            "questionnaire": f"{LOCAL}questionnaire:{row.instrument}",
+            "questionnaire": questionnaire_url(row.instrument) if instrument else None,
             "status": status,
             "subject": ref(row.person_id),
             "authored": _date(row.taken_on),
@@ -426,21 +578,26 @@ def observations(row: OutcomeResponse) -> list[dict[str, Any]]:
         value = figures.get(figure)
         if value is None:
             continue
-        if isinstance(value, float):
-            val: dict[str, Any] = {"valueQuantity": {"value": value, "unit": "score"}}
-        elif figure in ("gp_appointments", "ae_attendances"):
-            val = {"valueQuantity": {"value": value, "unit": "count", "system": UCUM, "code": "{count}"}}
+        if figure in ("gp_appointments", "ae_attendances"):
+            val: dict[str, Any] = {
+                "valueQuantity": {"value": value, "unit": "count", "system": UCUM, "code": "{count}"}
+            }
         else:
-            val = {"valueInteger": int(value)}
+            val = {"valueQuantity": {"value": value, **SCORE_UNIT}}
+        code = _local("outcome-figure", f"{row.instrument}.{figure}", display)
+        national = NATIONAL_FIGURE_CODES.get((row.instrument, figure))
+        if national:
+            # The national code first; the local one stays as a second coding.
+            code["coding"].insert(0, {"system": SNOMED, "code": national[0], "display": national[1]})
         out.append(
-            _compact(
+            _resource(
                 {
                     "resourceType": "Observation",
                     "id": derived_id(row.id, figure),
                     "meta": _time_point_tag(row.time_point),
                     "status": "entered-in-error" if row.entered_in_error else "final",
                     "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "survey", "display": "Survey"}]}],
-                    "code": _local("outcome-figure", f"{row.instrument}.{figure}", display),
+                    "code": code,
                     "subject": ref(row.person_id),
                     "effectiveDateTime": _date(row.taken_on),
                     **val,
@@ -469,7 +626,11 @@ def person_resources(
     for a in amendments:
         by_contact.setdefault(a.contact_id, []).append(a)
     out: list[dict[str, Any]] = [patient(person)]
-    out += [referral_service_request(r, person) for r in referrals]
+    for r in referrals:
+        out.append(referral_service_request(r, person))
+        declined = decline_observation(r, person)
+        if declined is not None:
+            out.append(declined)
     out += [encounter(c, by_contact.get(c.id, ())) for c in contacts]
     out += [goal(g) for g in goals]
     out += [onward_service_request(o) for o in onward]
@@ -486,7 +647,7 @@ def bundle_header(now: dt.datetime, bundle_id: str | None = None) -> dict[str, A
     return {
         "resourceType": "Bundle",
         "id": bid,
-        "meta": {"lastUpdated": _datetime(now)},
+        "meta": {"profile": [UK_CORE_PROFILES["Bundle"]], "lastUpdated": _datetime(now)},
         "identifier": {"system": LOCAL + "export", "value": bid},
         "type": "collection",
         "timestamp": _datetime(now),

@@ -23,6 +23,16 @@ from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
 
 NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)
+SNOMED = "http://snomed.info/sct"
+UCUM = "http://unitsofmeasure.org"
+FIGURE = "urn:sprx:outcome-figure"
+DECLINED = "871711000000103"
+# UK Core profile of each resource type the export writes (HL7 UK; UK Core has no Goal profile).
+UK_CORE = {
+    kind: f"https://fhir.hl7.org.uk/StructureDefinition/UKCore-{kind}"
+    for kind in ("Patient", "Observation", "Encounter", "ServiceRequest", "CarePlan", "Questionnaire",
+                 "QuestionnaireResponse", "Organization")
+}  # fmt: skip
 NHS = "9434765919"
 NOTE = "Confidential note: talked about the eviction letter."
 WRONG = "Entered on the wrong record: about somebody else entirely."
@@ -124,7 +134,8 @@ def test_bundle_validates_and_every_resource_type_validates(bundle: dict[str, An
     assert parsed.type == "collection" and len(parsed.entry) == len(body["entry"])
     kinds = Counter(e["resource"]["resourceType"] for e in body["entry"])
     assert set(kinds) == {
-        "Patient", "ServiceRequest", "Encounter", "CarePlan", "Goal", "QuestionnaireResponse", "Observation",
+        "Patient", "ServiceRequest", "Encounter", "CarePlan", "Goal", "Questionnaire", "QuestionnaireResponse",
+        "Observation",
     }  # fmt: skip
     for e in body["entry"]:
         validator(e["resource"]["resourceType"]).model_validate(e["resource"])
@@ -134,6 +145,98 @@ def test_bundle_validates_and_every_resource_type_validates(bundle: dict[str, An
     refs = set(re.findall(r'"reference": "(urn:uuid:[^"]+)"', json.dumps(body)))
     assert refs and refs <= urls
     assert kinds["Patient"] == kinds["CarePlan"] == 16
+    assert kinds["Questionnaire"] == 4  # ONS4, UCLA3, SWEMWBS and health use, once each
+
+
+def local_code(concept: dict[str, Any]) -> str:
+    """The code of a concept's local (urn:sprx:) coding."""
+    (code,) = [c["code"] for c in concept["coding"] if c["system"].startswith("urn:sprx:")]
+    return code
+
+
+def test_every_resource_of_a_uk_core_type_declares_its_profile(bundle: dict[str, Any]) -> None:
+    assert bundle["meta"]["profile"] == ["https://fhir.hl7.org.uk/StructureDefinition/UKCore-Bundle"]
+    checked = Counter()
+    for e in bundle["entry"]:
+        resource = e["resource"]
+        kind = resource["resourceType"]
+        if kind in UK_CORE:
+            assert resource["meta"]["profile"] == [UK_CORE[kind]], resource["id"]
+            checked[kind] += 1
+        else:
+            assert kind == "Goal" and "profile" not in resource.get("meta", {})
+    assert set(checked) == set(UK_CORE) - {"Organization"}  # the export has no Organization resource yet
+    # Tags already in meta (the outcome time point) are kept beside the profile.
+    answers = resources(bundle, "QuestionnaireResponse")
+    assert all(q["meta"]["tag"][0]["system"] == "urn:sprx:time-point" for q in answers)
+
+
+def test_nhs_number_carries_its_verification_status(bundle: dict[str, Any], people: dict[str, str]) -> None:
+    untraced = {
+        "url": "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus",
+        "valueCodeableConcept": {"coding": [{
+            "system": "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland",
+            "code": "02", "display": "Number present but not traced",
+        }]},
+    }  # fmt: skip
+    numbered = [p for p in resources(bundle, "Patient") if "identifier" in p]
+    assert len(numbered) >= 3
+    for patient in numbered:
+        (nhs,) = [i for i in patient["identifier"] if i["system"] == "https://fhir.nhs.uk/Id/nhs-number"]
+        assert nhs["extension"] == [untraced]  # sprx never traces a number, so never "01"
+    (cy,) = resources(bundle, "Patient", people["cy"])
+    assert "identifier" not in cy
+
+
+def outcome_figures(bundle: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Observations of outcome figures by instrument (from their local figure code, e.g. "SWEMWBS.metric")."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for o in resources(bundle, "Observation"):
+        if any(c["system"] == FIGURE for c in o["code"]["coding"]):
+            out.setdefault(local_code(o["code"]).split(".")[0], []).append(o)
+    return out
+
+
+def test_instrument_observations_carry_the_national_code_and_the_local_one(bundle: dict[str, Any]) -> None:
+    figures = outcome_figures(bundle)
+    assert len(figures["SWEMWBS"]) >= 2 and len(figures["ONS4"]) >= 3 and len(figures["UCLA3"]) >= 1
+    for o in figures["SWEMWBS"]:
+        # SNOMED CT first (NHS mental health data set reference table), our own code second.
+        assert o["code"]["coding"] == [
+            {"system": SNOMED, "code": "718466001", "display": "Short Warwick-Edinburgh Mental Well-being Scale score"},
+            {"system": FIGURE, "code": "SWEMWBS.metric", "display": "SWEMWBS metric score"},
+        ]
+    # No national code could be confirmed for UCLA3 or the ONS4 items: the local coding alone.
+    for o in figures["UCLA3"] + figures["ONS4"] + figures["HEALTH_USE"]:
+        assert [c["system"] for c in o["code"]["coding"]] == [FIGURE]
+
+
+def test_scores_are_ucum_quantities(bundle: dict[str, Any]) -> None:
+    quantities = [o["valueQuantity"] for o in resources(bundle, "Observation") if "valueQuantity" in o]
+    assert quantities and all(q["system"] == UCUM for q in quantities)
+    figures = outcome_figures(bundle)
+    for o in figures["SWEMWBS"] + figures["UCLA3"] + figures["ONS4"]:
+        assert "valueInteger" not in o
+        assert (o["valueQuantity"]["system"], o["valueQuantity"]["code"]) == (UCUM, "{score}"), o["code"]
+    assert figures["HEALTH_USE"] and all(o["valueQuantity"]["code"] == "{count}" for o in figures["HEALTH_USE"])
+
+
+def test_questionnaires_are_in_the_bundle_and_named_canonically(bundle: dict[str, Any]) -> None:
+    by_url = {q["url"]: q for q in resources(bundle, "Questionnaire")}
+    assert len(by_url) == 4 and all(q["status"] == "active" for q in by_url.values())
+    names = {q["name"] for q in by_url.values()}
+    assert {"ONS4", "UCLA3", "SWEMWBS"} <= names
+    swem = next(q for q in by_url.values() if q["name"] == "SWEMWBS")
+    assert "NHS Health Scotland" in swem["copyright"]
+    useful = next(i for i in swem["item"] if i["linkId"] == "useful")
+    assert useful["text"] == "I've been feeling useful" and useful["type"] == "integer"
+    assert [o["valueInteger"] for o in useful["answerOption"]] == [1, 2, 3, 4, 5]
+    answers = resources(bundle, "QuestionnaireResponse")
+    assert answers
+    for qr in answers:
+        assert qr["questionnaire"] in by_url  # the canonical url of a Questionnaire in this bundle
+        asked = {i["linkId"] for i in by_url[qr["questionnaire"]]["item"]}
+        assert {i["linkId"] for i in qr["item"]} <= asked
 
 
 def test_export_file_is_private_new_and_audited(store: CaseStore, bundle: dict[str, Any], tmp_path: Path) -> None:
@@ -152,7 +255,8 @@ def test_export_file_is_private_new_and_audited(store: CaseStore, bundle: dict[s
 
 def test_patient_has_nhs_number_and_demographics(bundle: dict[str, Any], people: dict[str, str]) -> None:
     (patient,) = resources(bundle, "Patient", people["ada"])
-    assert patient["identifier"] == [{"system": "https://fhir.nhs.uk/Id/nhs-number", "value": NHS}]
+    (nhs,) = patient["identifier"]
+    assert (nhs["system"], nhs["value"]) == ("https://fhir.nhs.uk/Id/nhs-number", NHS)
     assert patient["name"][0] == {"use": "official", "family": "Testcase", "given": ["Ada"]}
     assert patient["name"][1] == {"use": "usual", "given": ["Addie"]}
     assert patient["birthDate"] == "1950-02-03"
@@ -172,8 +276,17 @@ def test_referrals_carry_the_snomed_codes(bundle: dict[str, Any], people: dict[s
     (declined,) = resources(bundle, "ServiceRequest", people["bob"])
     assert declined["status"] == "revoked"
     codes = [c["code"] for rc in declined["reasonCode"] for c in rc["coding"]]
-    assert "871711000000103" in codes and "money" in codes
+    assert codes == ["money"]  # the decline is not a reason
     assert "871731000000106" not in json.dumps(declined)
+    # The decline is its own coded entry, dated when decided and pointing at the referral it declines.
+    (decline,) = resources(bundle, "Observation", people["bob"])
+    assert decline["code"]["coding"] == [{"system": SNOMED, "code": DECLINED, "display": "Social prescribing declined"}]
+    assert decline["status"] == "final" and decline["basedOn"] == [{"reference": f"urn:uuid:{declined['id']}"}]
+    assert decline["effectiveDateTime"] == NOW.date().isoformat()
+    assert "note" not in decline and "Moved away" not in json.dumps(decline)
+    # Nowhere in the bundle is the decline a reason.
+    for request in resources(bundle, "ServiceRequest"):
+        assert DECLINED not in json.dumps(request.get("reasonCode", []))
 
 
 def test_encounters_from_contacts(bundle: dict[str, Any], people: dict[str, str]) -> None:
@@ -212,15 +325,15 @@ def test_questionnaires_and_scores(bundle: dict[str, Any], people: dict[str, str
     assert ons["status"] == "in-progress"  # one item skipped
     assert {i["linkId"] for i in ons["item"] if "answer" in i} == {"life_satisfaction", "happiness", "anxiety"}
     obs = resources(bundle, "Observation", people["ada"])
-    by_code = Counter(o["code"]["coding"][0]["code"] for o in obs)
+    by_code = Counter(local_code(o["code"]) for o in obs)
     # SWEMWBS metric twice; the three answered ONS4 items; GP and A&E counts.
     assert by_code == Counter({
         "SWEMWBS.metric": 2, "ONS4.life_satisfaction": 1, "ONS4.happiness": 1, "ONS4.anxiety": 1,
         "HEALTH_USE.gp_appointments": 1, "HEALTH_USE.ae_attendances": 1,
     })  # fmt: skip
-    metrics = sorted(o["valueQuantity"]["value"] for o in obs if o["code"]["coding"][0]["code"] == "SWEMWBS.metric")
+    metrics = sorted(o["valueQuantity"]["value"] for o in obs if local_code(o["code"]) == "SWEMWBS.metric")
     assert metrics == [19.25, 20.73]  # raw 21 -> 23
-    swem = next(o for o in obs if o["code"]["coding"][0]["code"] == "SWEMWBS.metric")
+    swem = next(o for o in obs if local_code(o["code"]) == "SWEMWBS.metric")
     assert "NHS Health Scotland" in swem["note"][0]["text"]
     assert swem["derivedFrom"][0]["reference"] in {f"urn:uuid:{q['id']}" for q in answers}
 
@@ -297,4 +410,5 @@ def test_no_consent_means_no_summary(store: CaseStore, people: dict[str, str]) -
 def test_builders_are_pure() -> None:
     assert fhir.derived_id("a", "b") == fhir.derived_id("a", "b") != fhir.derived_id("a", "c")
     header = fhir.bundle_header(NOW, "bundle-1")
+    assert fhir.questionnaires() == fhir.questionnaires()
     assert header["type"] == "collection" and header["timestamp"] == "2026-11-23T10:30:00+00:00"
