@@ -4,6 +4,11 @@ Each child process runs one app: `bare` is a plain Textual app showing a DataTab
 (the yardstick of DESIGN.md section 10), `sprx` is the real SprxApp on a copy of the 10k vault.
 The parent alternates them round by round and reports medians and the ratio from one invocation.
 
+`--without each` (or a comma-separated list of names from `sprx_tui._textual_hacks.HACKS`) adds one more
+`sprx` child per named workaround, run with that workaround switched off (the environment variable
+`SPRX_TEXTUAL_HACKS_OFF`, read by `_textual_hacks` only), alternating with the others in the same rounds;
+the table then gives what each one saves on unlock -> caseload, filter, open and save.
+
 What "updated" means here: the moment Textual composes the first screen update after the message
 that carries the new data has been dispatched (App._display is called; headless, so nothing is
 written to a terminal, but layout and rendering of the lines have happened). A wrapper on
@@ -17,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import gc
 import os
 import random
 import shutil
@@ -51,6 +55,13 @@ from common import (
 SCRIPT = str(Path(__file__).resolve())
 SIZE = (120, 40)
 MODES = ("bare", "sprx")
+OFF_VARIABLE = "SPRX_TEXTUAL_HACKS_OFF"  # read by sprx_tui._textual_hacks
+MEASURES = (  # (key in a child's JSON, p95 sub-key or None, label) for the with/without comparison
+    ("unlock_to_caseload_ms", None, "unlock -> caseload"),
+    ("filter_keystroke_ms", "p95", "filter p95"),
+    ("open_person_ms", "p95", "open p95"),
+    ("save_contact_ms", "p95", "save p95"),
+)
 _now = time.perf_counter
 
 
@@ -241,6 +252,7 @@ def _filter_mix(rows: list[tuple[str, str, str | None, str | None]], n: int, see
 def child_sprx(args: argparse.Namespace) -> None:
     config_dir = scratch_dir("app-config-")  # the app's settings go here, never to the user's folder
     os.environ["SPRX_CONFIG_DIR"] = str(config_dir)
+    os.environ[OFF_VARIABLE] = args.hacks_off  # before sprx_tui is imported: _textual_hacks reads it once
     from sqlmodel import Session, select
     from textual.widgets import DataTable, Input, TextArea
 
@@ -282,7 +294,9 @@ def child_sprx(args: argparse.Namespace) -> None:
             ContactSaved,
         )
     )
-    out: dict[str, Any] = {"mode": "sprx"}
+    from sprx_tui import _textual_hacks
+
+    out: dict[str, Any] = {"mode": "sprx", "hacks_off": sorted(_textual_hacks.SWITCHED_OFF)}
 
     async def wait_for(cond: Callable[[], bool], timeout: float = 30.0) -> None:
         deadline = _now() + timeout
@@ -345,7 +359,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             # A person takes seconds to type a passphrase; the unlock screen uses them to prepare (Today
             # built, modules imported, styles parsed, the heap frozen). Enter comes once that is done,
             # as it would for a person, and how long it took is reported.
-            await wait_for(lambda: app._heap_frozen, timeout=10.0)
+            await wait_for(lambda: app.unlock_prepared, timeout=10.0)
             out["unlock_screen_prepared_ms"] = round((_now() - t_screen) * 1000, 1)
             today_ms, today_cpu = await measured(
                 pilot, "enter", lambda t0: lambda m: m.kind is TodayLoaded, "TodayScreen"
@@ -370,12 +384,6 @@ def child_sprx(args: argparse.Namespace) -> None:
                 "to_lists_read": round((t_lists - t_open) * 1000, 1),
                 "to_today_drawn": round((t_drawn - t_lists) * 1000, 1),
             }
-            if args.gc_freeze:
-                # Experiment (not what the app does): move everything alive after the unlock out of the
-                # cyclic collector's reach, so a full collection no longer walks ~200k long-lived objects.
-                gc.collect()
-                gc.freeze()
-            out["gc_freeze"] = bool(args.gc_freeze)
             reset = reset_peak_rss()
             caseload_ms, caseload_cpu = await measured(
                 pilot, "f3", lambda t0: lambda m: m.kind is CaseloadLoaded and m.offset == 0, "CaseloadScreen"
@@ -477,16 +485,31 @@ def child_sprx(args: argparse.Namespace) -> None:
 # =========================================================================================
 
 
+def hacks_named(spec: str) -> list[str]:
+    """The workarounds `--without` names ("each": all of them), checked against _textual_hacks.HACKS."""
+    if not spec:
+        return []
+    from sprx_tui._textual_hacks import HACKS
+
+    names = list(HACKS) if spec == "each" else [n.strip() for n in spec.split(",") if n.strip()]
+    unknown = [n for n in names if n not in HACKS and n != "all"]
+    if unknown:
+        raise SystemExit(f"unknown workaround(s) {unknown}; known: {', '.join(HACKS)}, all")
+    return names
+
+
 def run_parent(args: argparse.Namespace) -> None:
     vault = copy_vault(Path(args.vault), "app-")  # saving contacts writes to it
     load_before = machine()
-    results: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    without = hacks_named(args.without)
+    modes = [*MODES, *(f"sprx-no-{name}" for name in without)]
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     try:
-        for r, mode in alternating(MODES, args.rounds):
-            argv = [PYTHON, SCRIPT, "child", mode, "--vault", str(vault), "--seed", str(args.seed + r)]
+        for r, mode in alternating(modes, args.rounds):
+            kind, _, off = mode.partition("-no-")
+            argv = [PYTHON, SCRIPT, "child", kind, "--vault", str(vault), "--seed", str(args.seed + r)]
             argv += ["--queries", str(args.queries), "--opens", str(args.opens), "--saves", str(args.saves)]
-            if args.gc_freeze:
-                argv.append("--gc-freeze")
+            argv += ["--hacks-off", off]
             run = run_child(argv)
             if run.returncode != 0:
                 sys.stderr.write(run.stdout[-3000:] + run.stderr[-6000:])
@@ -503,6 +526,8 @@ def run_parent(args: argparse.Namespace) -> None:
                 f"open p95 {data['open_person_ms']['p95']:.0f} ms, save p95 {data['save_contact_ms']['p95']:.0f} ms"
             )
             print(f"  round {r + 1}/{args.rounds} {mode:<5} {brief}", file=sys.stderr, flush=True)
+            if kind == "sprx" and off and data.get("hacks_off") != [off] and off != "all":
+                raise SystemExit(f"{mode}: the child ran with {data.get('hacks_off')} switched off")
     finally:
         shutil.rmtree(vault.parent, ignore_errors=True)
     bare = median(d["start_to_table_ms"] for d in results["bare"])
@@ -576,6 +601,7 @@ def run_parent(args: argparse.Namespace) -> None:
     people = sprx[0]["caseload_total"]
     print(f"\nApp, headless (Pilot), {SIZE[0]}x{SIZE[1]}, {people} people; medians over {args.rounds} rounds")
     print_table(["measure", "wall ms", "CPU ms", "target", "note (p95 per round)"], rows)
+    savings = compare_without(results, without, bare)
     emit_json(
         {
             "bench": "app",
@@ -590,9 +616,34 @@ def run_parent(args: argparse.Namespace) -> None:
             "open_person_p95_ms": med("open_person_ms", "p95"),
             "save_contact_p95_ms": med("save_contact_ms", "p95"),
             "peak_rss_after_unlock_mb": med("peak_rss_after_unlock_mb"),
+            "savings_ms": savings,
             "runs": results,
         }
     )
+
+
+def compare_without(results: dict[str, list[dict[str, Any]]], without: list[str], bare: float) -> dict[str, Any]:
+    """Medians of each run without one workaround, and what the workaround saves (without - with)."""
+    if not without:
+        return {}
+
+    def med(runs: list[dict[str, Any]], key: str, sub: str | None) -> float:
+        return median(d[key][sub] if sub else d[key] for d in runs)
+
+    base = {label: med(results["sprx"], key, sub) for key, sub, label in MEASURES}
+    rows: list[tuple[Any, ...]] = [("all workarounds on", *(f"{base[label]:.1f}" for *_k, label in MEASURES), "")]
+    savings: dict[str, Any] = {}
+    for name in without:
+        runs = results[f"sprx-no-{name}"]
+        values = {label: med(runs, key, sub) for key, sub, label in MEASURES}
+        saved = {label: round(values[label] - base[label], 1) for label in values}
+        savings[name] = {"without": values, "saved": saved}
+        cells = [f"{values[label]:.1f} ({saved[label]:+.1f})" for *_k, label in MEASURES]
+        ratio = values["unlock -> caseload"] / bare
+        rows.append((f"without {name}", *cells, f"{ratio:.2f}x bare"))
+    print("\nWithout each workaround (same rounds; medians; in brackets: what it saves, without - with)")
+    print_table(["run", *(label + " ms" for *_k, label in MEASURES), "unlock vs bare"], rows)
+    return savings
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -602,13 +653,19 @@ def main(argv: list[str] | None = None) -> None:
         p = sub.add_parser(name)
         if name == "child":
             p.add_argument("kind", choices=MODES)
+            p.add_argument("--hacks-off", default="", help="workarounds switched off in this child")
         p.add_argument("--vault", default=str(VAULT_10K))
         p.add_argument("--rounds", type=int, default=3)
         p.add_argument("--queries", type=int, default=40, help="filter texts typed per round (each key measured)")
         p.add_argument("--opens", type=int, default=20)
         p.add_argument("--saves", type=int, default=15)
         p.add_argument("--seed", type=int, default=1)
-        p.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() once the vault is open")
+        if name == "run":
+            p.add_argument(
+                "--without",
+                default="",
+                help="also run the app without each named workaround of sprx_tui._textual_hacks (or 'each')",
+            )
     args = parser.parse_args(argv)
     if args.cmd == "child":
         {"bare": child_bare, "sprx": child_sprx}[args.kind](args)

@@ -1,19 +1,86 @@
 """Every reliance on Textual's internals, in one place, each with the upstream issue it works around.
 
 Keep this module small: prefer Textual's public API, and when something here is no longer needed (the
-upstream issue fixed in the version we require), delete it. `TEXTUAL_TESTED` names the releases these
-were checked against; `textual_is_tested()` says whether the running Textual is one of them, so a
-caller can fall back to public behaviour on an untested version.
+upstream issue fixed in the version we require), delete it. Nothing else in `sprx_tui` may use a private
+Textual name (`textual._*`, `obj._something` on a Textual object) or change the garbage collector.
+
+Each workaround has a name (`HACKS`), the Textual versions it was checked on, and a draft upstream report
+in bench/UPSTREAM.md ("draft, to file": there is no GitHub access from where these were written; once filed,
+put the URL next to the name). `active(name)` is False - and the caller falls back to Textual's public
+behaviour - when the running Textual is outside that range, or when the environment variable
+`SPRX_TEXTUAL_HACKS_OFF` names it (a comma-separated list, or `all`). That variable is read here only; it
+is how `bench/bench_app.py` measures the app with and without each workaround in the same run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import os
+import re
 import threading
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import textual
+from textual import events
+from textual.screen import Screen
 
 TEXTUAL_TESTED = ("8.",)
-"""Textual release prefixes these workarounds were checked against (textual.__version__)."""
+"""Textual release prefixes the writer-thread check was made against (textual.__version__)."""
+
+OFF_VARIABLE = "SPRX_TEXTUAL_HACKS_OFF"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        parts.append(int(match.group()) if match else 0)
+    return tuple(parts)
+
+
+TEXTUAL_VERSION = _version(str(getattr(textual, "__version__", "0")))
+
+
+@dataclass(frozen=True)
+class Hack:
+    name: str
+    verified: tuple[tuple[int, ...], tuple[int, ...]]  # [from, to) Textual versions it was checked on
+    upstream: str  # the issue it works around (a heading of bench/UPSTREAM.md until filed)
+
+
+_CHECKED_ON_8_2 = ((8, 2, 0), (8, 3, 0))
+
+HACKS: dict[str, Hack] = {
+    hack.name: hack
+    for hack in (
+        Hack("gc_freeze", _CHECKED_ON_8_2, "UPSTREAM.md#gc-freeze (draft, to file)"),
+        Hack("prepare_areas", _CHECKED_ON_8_2, "UPSTREAM.md#prepare-areas (draft, to file)"),
+        Hack("draw_now", _CHECKED_ON_8_2, "UPSTREAM.md#draw-now (draft, to file)"),
+        Hack("warm_css", _CHECKED_ON_8_2, "UPSTREAM.md#warm-css (draft, to file)"),
+        Hack("no_switch_hold", _CHECKED_ON_8_2, "UPSTREAM.md#no-switch-hold (draft, to file)"),
+        Hack("keep_area_styles", _CHECKED_ON_8_2, "UPSTREAM.md#keep-area-styles (draft, to file)"),
+        Hack("lay_out_behind", _CHECKED_ON_8_2, "UPSTREAM.md#lay-out-behind (draft, to file)"),
+        Hack("fast_table", _CHECKED_ON_8_2, "UPSTREAM.md#fast-table (draft, to file)"),
+    )
+}
+
+
+def _switched_off() -> frozenset[str]:
+    names = {n.strip() for n in os.environ.get(OFF_VARIABLE, "").split(",") if n.strip()}
+    return frozenset(HACKS) if "all" in names else frozenset(names)
+
+
+SWITCHED_OFF = _switched_off()
+
+
+def active(name: str) -> bool:
+    """Whether the workaround `name` applies: verified on this Textual, and not switched off."""
+    hack = HACKS[name]
+    low, high = hack.verified
+    return low <= TEXTUAL_VERSION < high and name not in SWITCHED_OFF
 
 
 def textual_is_tested() -> bool:
@@ -44,3 +111,179 @@ def is_terminal_writer(thread: threading.Thread | None) -> bool:
     if textual_is_tested():
         return thread.name == OUTPUT_THREAD_NAME
     return "output" in thread.name
+
+
+# -- gc_freeze: long-lived objects out of the collector's walks -------------------------------------
+#
+# Upstream: bench/UPSTREAM.md "gc-freeze" (draft, to file): Textual's DOM, style caches and compositor
+# keep ~200k long-lived objects; every full collection walks them all, and one lands inside a keystroke
+# or a save (50-180 ms here). Not Textual's private API, but a process-wide change made for it.
+# Fallback: the collector's own settings.
+
+
+class HeapFreeze:
+    """gc.freeze() the long-lived heap and hold full collections for a pause in the typing."""
+
+    def __init__(self) -> None:
+        self.frozen = False
+        self._thresholds: tuple[int, int, int] | None = None
+
+    def freeze(self, *, full_collect: bool) -> bool:
+        """Collect (fully, or the young generations) and freeze what is left; False when switched off."""
+        if not active("gc_freeze"):
+            return False
+        gc.collect() if full_collect else gc.collect(1)
+        gc.freeze()
+        self.frozen = True
+        if self._thresholds is None:
+            self._thresholds = gc.get_threshold()
+            young, middle, _old = self._thresholds
+            gc.set_threshold(young, middle, 1_000_000)
+        return True
+
+    @staticmethod
+    def full_collections_waiting() -> int:
+        """How many middle-generation collections have passed since the last full one."""
+        return gc.get_count()[2]
+
+    @staticmethod
+    def collect() -> None:
+        gc.collect()
+
+    def thaw(self) -> None:
+        """Back to the collector's own settings; the frozen objects become collectable again."""
+        if self._thresholds is not None:
+            gc.set_threshold(*self._thresholds)
+            self._thresholds = None
+        if self.frozen:
+            gc.unfreeze()
+            self.frozen = False
+
+
+# -- prepare_areas: a mode's screen built behind the current one ------------------------------------
+#
+# Upstream: bench/UPSTREAM.md "prepare-areas" (draft, to file): App has no public way to build a mode's
+# screen without switching to it (`_init_mode` is private). Fallback: the screen is built by its key.
+
+
+def init_mode(app: Any, mode: str) -> bool:
+    """Build `mode`'s screen stack now, without switching to it; False if not done."""
+    init = getattr(app, "_init_mode", None)
+    if not active("prepare_areas") or init is None:
+        return False
+    init(mode)
+    return True
+
+
+# -- no_switch_hold: no 50 ms hold on drawing when switching to a screen built ahead ------------------
+#
+# Upstream: bench/UPSTREAM.md "no-switch-hold" (draft, to file): App.switch_mode always calls
+# delay_update() (50 ms without drawing) to hide a new screen's unstyled first layout, even when the
+# mode's screen already exists and is laid out. Relies on switch_mode calling self.delay_update().
+
+
+@contextlib.contextmanager
+def no_update_hold(app: Any, screen_exists: bool) -> Iterator[None]:
+    """Within this block App.delay_update does nothing, if the screen switched to already exists."""
+    if not (screen_exists and active("no_switch_hold")):
+        yield
+        return
+    app.delay_update = _no_hold  # an instance attribute, shadowing the method for this block only
+    try:
+        yield
+    finally:
+        with contextlib.suppress(AttributeError):
+            del app.delay_update
+
+
+def _no_hold(delay: float = 0.05) -> None:
+    return None
+
+
+# -- keep_area_styles: an area's screen styled once, not again at every switch ------------------------
+#
+# Upstream: bench/UPSTREAM.md "keep-area-styles" (draft, to file): a mode's screen is restyled from
+# scratch each time it is switched to, and a new mode's screen restyles the whole app, even when nothing
+# its styles depend on changed (`Screen._css_update_count` against `App._css_update_count`; ScreenResume's
+# refresh_styles). Fallback: Textual's restyles.
+
+
+def mark_new_screen_styled(app: Any, screen: Screen) -> None:
+    """A screen about to be installed as a mode's: styled as its widgets mount, not by a whole-app restyle."""
+    if active("keep_area_styles") and hasattr(app, "_css_update_count"):
+        screen._css_update_count = app._css_update_count
+
+
+class KeepStylesOnResume(Screen):
+    """A screen switched back to is shown as it was styled, when nothing its styles depend on changed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._styled_for: tuple[object, ...] | None = None
+
+    def _style_inputs(self) -> tuple[object, ...]:
+        app = self.app
+        return (getattr(app, "_css_update_count", None), app.theme, app.app_focus, self._css_update_count)
+
+    def mark_styled(self) -> None:
+        """Record that the screen is styled for the app as it is now (it was built ahead, or is leaving)."""
+        if active("keep_area_styles"):
+            self._styled_for = self._style_inputs()
+
+    def _on_screen_suspend(self) -> None:
+        self.mark_styled()
+
+    def _on_screen_resume(self, event: events.ScreenResume) -> None:
+        # Runs before Screen's own handler, which reads the flag (handlers run down the class tree).
+        if active("keep_area_styles") and self._styled_for is not None and self._styled_for == self._style_inputs():
+            event.refresh_styles = False
+
+
+# -- lay_out_behind: lay out a screen that is not shown -------------------------------------------------
+#
+# Upstream: bench/UPSTREAM.md "lay-out-behind" (draft, to file): a screen not on display is laid out
+# only when shown; each widget resized then asks for a second layout. Fallback: laid out when shown.
+
+
+def lay_out_behind(screen: Screen) -> None:
+    if active("lay_out_behind") and screen.is_attached and not screen.is_current:
+        with contextlib.suppress(Exception):
+            screen._refresh_layout(screen.app.size)
+
+
+# -- draw_now: draw a screen's pending changes at once, not at the next 1/60 s frame --------------------
+#
+# Upstream: bench/UPSTREAM.md "draw-now" (draft, to file): no public "flush the screen now"; a change
+# made just after a frame waits up to 16.7 ms. Fallback: the next frame draws it.
+
+
+def draw_now(screen: Screen) -> None:
+    if not active("draw_now"):
+        return
+    if screen.is_current and not getattr(screen.app, "_batch_count", 1):
+        with contextlib.suppress(Exception):  # at worst the next frame draws it
+            screen._on_timer_update()
+
+
+# -- warm_css: parse the default CSS of widget classes before their first mount -----------------------
+#
+# Upstream: bench/UPSTREAM.md "warm-css" (draft, to file): the stylesheet is parsed again whenever a
+# widget class it has not seen is mounted (~50 ms each); no public way to add a class's DEFAULT_CSS
+# ahead. Uses DOMNode._get_default_css on a stand-in object and DOMNode._css_bases.
+# Fallback: parsed at the first mount.
+
+
+def add_default_css(stylesheet: Any, widget_classes: Iterable[type]) -> bool:
+    """Add the default CSS of `widget_classes` to `stylesheet` and parse it now; False if not done."""
+    if not active("warm_css"):
+        return False
+    from types import SimpleNamespace
+
+    from textual.dom import DOMNode
+
+    for widget_class in widget_classes:
+        shim = SimpleNamespace(_node_bases=widget_class._css_bases(widget_class))  # type: ignore[attr-defined]
+        for read_from, css, tie_breaker, scope in DOMNode._get_default_css(shim):  # type: ignore[arg-type]
+            stylesheet.add_source(css, read_from=read_from, is_default_css=True, tie_breaker=tie_breaker, scope=scope)
+    stylesheet.rules  # noqa: B018 - parses now, not at the first mount that needs it
+    return True

@@ -15,13 +15,11 @@ import contextlib
 import contextvars
 import datetime as dt
 import functools
-import gc
 import importlib
 import inspect
 import sys
 import threading
 import time
-import types
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,8 +29,6 @@ from typing import Any, ClassVar
 from textual import events, on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.dom import DOMNode
-from textual.message import Message
 from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -40,6 +36,7 @@ from textual.timer import Timer
 from textual.widget import AwaitMount, Widget
 from textual.worker import Worker, WorkerState
 
+from sprx_tui import _textual_hacks as hacks
 from sprx_tui.commands import PersonProvider, ShellCommandsProvider
 from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
@@ -64,7 +61,6 @@ IDLE_CHECK_SECONDS = 5.0
 LISTS_WAITED_FOR_SECONDS = 0.25
 """At the unlock, Today is shown when its lists are read, or after this long (then with loading marks)."""
 FREEZE_AFTER_UNLOCK_SECONDS = 0.5
-KEY_IN_FLIGHT_SECONDS = 0.5  # the longest the next key waits for the last one (see _finish_key_in_flight)
 FREEZE_RETRY_SECONDS = 1.0
 LOCK_WAIT_SECONDS = 30.0
 QUIT_CONFIRM_SECONDS = 10.0
@@ -189,12 +185,11 @@ class SprxApp(App[int]):
         self._area_modes: set[str] = set()
         self._last_input = clock()
         self._sync: Any | None = None
-        self._heap_frozen = False
+        self._heap = hacks.HeapFreeze()
+        self.unlock_prepared = False  # the unlock screen's preparation is done (Today built, styles parsed)
         self._session_refs: list[weakref.ref[Any]] = []  # the last session's store and screens, after a lock
         self._freeze_retries = 0
-        self._switching_to_built = False  # see switch_mode
         self._shown_store: CaseStore | None = None  # the store whose unlock has left the unlock screen
-        self._gc_thresholds: tuple[int, int, int] | None = None  # the collector's own, while ours apply
         self._last_input_at = time.monotonic()  # real time, for the idle collection (the clock may be fake)
         self._last_full_gc_at = 0.0
         self._idle_gc_timer: Timer | None = None
@@ -202,9 +197,6 @@ class SprxApp(App[int]):
         self._last_checkpoint_at = 0.0
         self.last_checkpoint: tuple[int, int, int] | None = None  # SQLite's (busy, log frames, checkpointed)
         self._draft_offers: list[tuple[str, dict[str, Any], str]] = []
-        self._key_in_flight: events.Key | None = None  # see _finish_key_in_flight
-        self._key_back = False
-        self._keys_done: set[int] = set()
         self.terminal_guard: Any | None = None  # terminal_guard.TerminalGuard, in a real terminal
         self.register_theme(SPRX_DEFAULT)
         self.register_theme(SPRX_HIGH_CONTRAST)
@@ -300,11 +292,17 @@ class SprxApp(App[int]):
 
     def _prepared_screen(self, mode: str) -> Screen | None:
         """The screen `prepare_area` built for `mode`, if there is one."""
-        stacks = getattr(self, "_screen_stacks", None)
-        if mode not in self._area_modes or not isinstance(stacks, dict):
+        if mode not in self._area_modes:
             return None
-        stack = stacks.get(mode) or []
+        stack = self._stack_of(mode)
         return stack[0] if stack else None
+
+    def _stack_of(self, mode: str) -> list[Screen]:
+        """The screens of `mode` (none if its screen was never built)."""
+        try:
+            return self.get_screen_stack(mode)
+        except KeyError:
+            return []
 
     def on_unmount(self) -> None:
         # However the app ends (quit, a test finishing), leave the collector as it was found.
@@ -326,43 +324,39 @@ class SprxApp(App[int]):
             # has thawed the heap, and nothing would thaw it again.
             return
         if self.store is None:
-            gc.collect()
+            if not hacks.active("gc_freeze"):
+                return
+            hacks.HeapFreeze.collect()
             if any(ref() is not None for ref in self._session_refs):
                 if self._freeze_retries > 0:  # a lock still finishing holds them: try again shortly
                     self._freeze_retries -= 1
                     self.set_timer(FREEZE_RETRY_SECONDS, self._freeze_before_unlock)
                 return
             self._session_refs = []
-        else:
-            gc.collect(1)
-        gc.freeze()
-        self._heap_frozen = True
         # Full (oldest-generation) collections still walked every object made since, 50-150 ms,
         # landing in the middle of a save or a keystroke (save p95 186 ms, 48 ms without them).
         # Young generations are still collected as usual; the full one waits for a pause.
-        if self._gc_thresholds is None:
-            self._gc_thresholds = gc.get_threshold()
-            young, middle, _old = self._gc_thresholds
-            gc.set_threshold(young, middle, 1_000_000)
+        if not self._heap.freeze(full_collect=self.store is None):
+            return
         self._last_full_gc_at = time.monotonic()
         if self._idle_gc_timer is None:
             self._idle_gc_timer = self.set_interval(IDLE_GC_CHECK_SECONDS, self._collect_when_idle)
 
     def _freeze_before_unlock(self) -> None:
-        if self.store is None and not self._heap_frozen:
+        if self.store is None and not self._heap.frozen:
             self._freeze_heap()
 
     def _collect_when_idle(self) -> None:
         """A full collection while the worker is not typing (at most every 20 s), or when overdue."""
-        if not self._heap_frozen:
+        if not self._heap.frozen:
             return
-        overdue = gc.get_count()[2] >= IDLE_GC_BACKLOG
+        overdue = self._heap.full_collections_waiting() >= IDLE_GC_BACKLOG
         if not overdue and not self._quiet_and_due(
             IDLE_GC_AFTER_QUIET_SECONDS, self._last_full_gc_at, IDLE_GC_AT_MOST_EVERY_SECONDS
         ):
             return
         self._last_full_gc_at = time.monotonic()
-        gc.collect()
+        self._heap.collect()
 
     def _quiet_and_due(self, quiet: float, last_at: float, every: float) -> bool:
         """Whether nothing was typed for `quiet` seconds and `every` seconds passed since `last_at`."""
@@ -374,12 +368,7 @@ class SprxApp(App[int]):
         if self._idle_gc_timer is not None:
             self._idle_gc_timer.stop()
             self._idle_gc_timer = None
-        if self._gc_thresholds is not None:
-            gc.set_threshold(*self._gc_thresholds)
-            self._gc_thresholds = None
-        if self._heap_frozen:
-            gc.unfreeze()
-            self._heap_frozen = False
+        self._heap.thaw()
 
     def _start_checkpoints(self, store: CaseStore) -> None:
         """Leave the write-ahead log's copying to pauses in the work (see WAL_AUTOCHECKPOINT_PAGES)."""
@@ -452,16 +441,8 @@ class SprxApp(App[int]):
         screen's first, unstyled layout. A screen built by `prepare_area` is already composed, styled
         and laid out, so there is nothing to hide and the hold only delayed Today and the caseload.
         """
-        stacks = getattr(self, "_screen_stacks", None)
-        self._switching_to_built = isinstance(stacks, dict) and bool(stacks.get(mode))
-        try:
+        with hacks.no_update_hold(self, screen_exists=bool(self._stack_of(mode))):
             return super().switch_mode(mode)
-        finally:
-            self._switching_to_built = False
-
-    def delay_update(self, delay: float = 0.05) -> None:
-        if not self._switching_to_built:
-            super().delay_update(delay)
 
     def _add_area(self, mode: str, *, quiet: bool = False) -> bool:
         """Register an area's mode (once per unlock); False, having said why, if it cannot be shown."""
@@ -484,7 +465,7 @@ class SprxApp(App[int]):
         the CSS afterwards (a theme) still restyles it when it is next shown.
         """
         screen = screen_class()
-        screen._css_update_count = self._css_update_count
+        hacks.mark_new_screen_styled(self, screen)
         return screen
 
     def prepare_area(self, mode: str, *, before_unlock: bool = False) -> None:
@@ -503,13 +484,12 @@ class SprxApp(App[int]):
             return
         if self.current_mode == mode or not self._add_area(mode, quiet=True):
             return
-        init_mode = getattr(self, "_init_mode", None)
-        stacks = getattr(self, "_screen_stacks", None)
-        if init_mode is None or not isinstance(stacks, dict) or mode in stacks:
+        if self._stack_of(mode):
             return
         with contextlib.suppress(Exception):
-            init_mode(mode)
-            for screen in stacks.get(mode, []):
+            if not hacks.init_mode(self, mode):
+                return
+            for screen in self._stack_of(mode):
                 mark_styled = getattr(screen, "mark_styled", None)
                 if mark_styled is not None:
                     mark_styled()  # styled as it mounts, behind the current screen
@@ -547,15 +527,10 @@ class SprxApp(App[int]):
         if self.store is not None:
             return
         with contextlib.suppress(Exception):
-            stylesheet = self.stylesheet
-            for widget_class in _widget_classes(WARM_MODULES):
-                shim = types.SimpleNamespace(_node_bases=widget_class._css_bases(widget_class))
-                for read_from, css, tie_breaker, scope in DOMNode._get_default_css(shim):  # type: ignore[arg-type]
-                    stylesheet.add_source(css, read_from=read_from, is_default_css=True, tie_breaker=tie_breaker,
-                                          scope=scope)  # fmt: skip
-            stylesheet.rules  # noqa: B018 - parses now, not at the first mount that needs it
+            hacks.add_default_css(self.stylesheet, _widget_classes(WARM_MODULES))
         self._freeze_retries = 5
         self._freeze_before_unlock()
+        self.unlock_prepared = True
 
     def open_person(self, person_id: str, tab: str | None = None) -> None:
         """Push the person's record onto the current area."""
@@ -693,48 +668,7 @@ class SprxApp(App[int]):
         if isinstance(event, events.Key | events.MouseEvent) and not event.is_forwarded:
             self._last_input = self.clock()
             self._last_input_at = time.monotonic()
-        if isinstance(event, events.Key):
-            if event.is_forwarded and id(event) in self._keys_done:
-                self._keys_done.discard(id(event))  # its coming back was handled while the next key waited
-                return
-            if event is self._key_in_flight:  # back, and read before any later key: handled as usual now
-                self._key_in_flight = None
-            if not event.is_forwarded:
-                await self._finish_key_in_flight()
-                await super().on_event(event)
-                if event.is_forwarded:  # handed to the focused widget (not taken by a priority binding)
-                    self._key_in_flight, self._key_back = event, False
-                return
         await super().on_event(event)
-
-    def post_message(self, message: Message) -> bool:
-        if message is self._key_in_flight:
-            self._key_back = True  # the key went up through the screen unhandled: the app's bindings are next
-        return super().post_message(message)
-
-    async def _finish_key_in_flight(self) -> None:
-        """Let the last key finish before the next one is read: keys are handled in the order typed.
-
-        Textual hands a key to the focused widget's own queue and reads the next key at once; a key that
-        moves the focus (Tab, Enter to the next field, a binding that opens a form) is only acted on after
-        that, so keys typed behind it in one burst (a quick typist, a busy moment) went to the field being
-        left: notes lost, or their letters taken as the contact mode's keys. Costs nothing at typing speed:
-        the last key is long finished when the next arrives.
-        """
-        key = self._key_in_flight
-        if key is None:
-            return
-        deadline = time.monotonic() + KEY_IN_FLIGHT_SECONDS
-        # Done when a widget stopped it, or when it came back up to the app (the screen stops it as it
-        # hands it back, in the same step, so _key_back is already set when that stop is seen).
-        while not key._stop_propagation and not self._key_back and time.monotonic() < deadline:
-            await asyncio.sleep(0.001)  # the widgets' own tasks run meanwhile
-        self._key_in_flight = None
-        if self._key_back:
-            # Back at the app (its bindings: Tab, screen keys): act on it now, and skip it when it is read.
-            self._key_back = False
-            self._keys_done.add(id(key))
-            await super().on_event(key)
 
     def check_auto_lock(self) -> bool:
         """Lock if nothing was typed or clicked for the configured minutes; True if it locked."""
@@ -748,7 +682,7 @@ class SprxApp(App[int]):
 
     def _collect_drafts(self) -> list[tuple[str, dict[str, Any]]]:
         """Ask every open screen, in every area, for unsaved text to keep."""
-        stacks: Iterable[list[Screen]] = getattr(self, "_screen_stacks", {}).values() or [self.screen_stack]
+        stacks: Iterable[list[Screen]] = [self._stack_of(mode) for mode in ("gate", *self._area_modes)]
         drafts: list[tuple[str, dict[str, Any]]] = []
         for stack in stacks:
             for screen in stack:
@@ -812,8 +746,7 @@ class SprxApp(App[int]):
 
     def _show_locked(self) -> None:
         self._thaw_heap()  # the session's objects (records on screen included) become collectable again
-        stacks = getattr(self, "_screen_stacks", {})
-        self._session_refs += [weakref.ref(s) for mode in self._area_modes for s in stacks.get(mode, [])]
+        self._session_refs += [weakref.ref(s) for mode in self._area_modes for s in self._stack_of(mode)]
         self._session_refs += [weakref.ref(s) for s in self.screen_stack[1:]]
         if self._shown_store is not None:
             self._session_refs.append(weakref.ref(self._shown_store))
@@ -1084,10 +1017,10 @@ def _import_quietly(modules: Iterable[str]) -> None:
             importlib.import_module(name)
 
 
-def _widget_classes(modules: Iterable[str]) -> list[type[DOMNode]]:
+def _widget_classes(modules: Iterable[str]) -> list[type[Widget]]:
     """Widget classes named in these modules (and in the modules of those classes and of the widget
     classes they derive from, for their parts: a Footer subclass brings Footer's FooterKey)."""
-    found: dict[type[DOMNode], None] = {}
+    found: dict[type[Widget], None] = {}
     seen: set[str] = set()
 
     def scan(module_name: str, depth: int) -> None:

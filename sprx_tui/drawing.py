@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-
 from textual.screen import Screen
+
+from sprx_tui import _textual_hacks as hacks
 
 
 def draw_now(screen: Screen) -> None:
@@ -12,10 +12,8 @@ def draw_now(screen: Screen) -> None:
 
     Textual draws on a 1/60 s grid: a change made just after a frame waits up to 16.7 ms for the
     next one, which was a third of the budget of a filter keystroke or a save (BENCHMARKS.md, App).
-    This is what the frame would do, done at once; call it when rows a person is waiting for have
-    just been put on screen (tables measured first: see FastTextTable.measure_now). Nothing happens
-    on a screen that is not shown, or inside a batch of updates.
+    This is what the frame would do, done at once (`_textual_hacks.draw_now`; the next frame draws it
+    where that workaround is off); call it when rows a person is waiting for have just been put on
+    screen. Nothing happens on a screen that is not shown, or inside a batch of updates.
     """
-    if screen.is_current and not screen.app._batch_count:
-        with contextlib.suppress(Exception):  # at worst the next frame draws it, as before
-            screen._on_timer_update()
+    hacks.draw_now(screen)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
@@ -11,7 +13,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.suggester import SuggestFromList
 from textual.widget import Widget
 from textual.widgets import Button, Input, Label, Static
@@ -30,6 +32,46 @@ DATE_FORMAT = "%d/%m/%Y"
 DATETIME_FORMAT = "%d/%m/%Y %H:%M"
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})")
 _DAYS_FROM_TODAY = re.compile(r"\+\s*(\d{1,3})\s*([dw]?)", re.IGNORECASE)
+
+
+KEYS_WAIT_SECONDS = 0.5
+"""The longest a form's save waits for its fields to handle the keys typed before it."""
+
+
+# -- keys typed faster than they are handled --------------------------------------------------------
+
+
+class KeysInOrder(Screen):
+    """A form whose keys land in the field they were typed for, however fast they come.
+
+    Textual hands a key to the focused widget's own queue and reads the next one at once. Tab is acted on
+    only when it comes back up unhandled, so keys typed behind a Tab in one burst (a practised typist, a
+    busy moment) went to the field being left: the contact form lost notes, and their letters changed
+    its mode (commit e0b0d91). Here Tab and Shift+Tab are priority keys, acted on as they are read, so
+    the keys after them go to the next field; and Ctrl+S (a priority key too) first waits until every
+    field has handled the keys already handed to it (`keys_handled`), so a save sees all that was typed.
+    Only forms that lost keys take this part (ContactScreen); elsewhere keys go as Textual sends them.
+    """
+
+    BINDINGS = [
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
+    ]
+
+    async def keys_handled(self, timeout: float = KEYS_WAIT_SECONDS) -> None:
+        """Wait until each field of the form has handled every key already handed to it."""
+        loop = asyncio.get_running_loop()
+        waits: list[asyncio.Future[None]] = []
+        for widget in self.query("*"):
+            if not widget.can_focus:
+                continue
+            done: asyncio.Future[None] = loop.create_future()
+            # A callback queued behind the keys runs once they are handled (each widget works in order).
+            if widget.call_later(lambda done=done: done.done() or done.set_result(None)):
+                waits.append(done)
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
 
 
 # -- dates and times -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from rich.text import Text
 from textual._types import SegmentLines
 from textual.widgets import DataTable
 
+from sprx_tui import _textual_hacks as hacks
 from sprx_tui.inert import visible
 
 
@@ -171,3 +172,10 @@ class FastTextTable(DataTable):
             # by its update count, which a measurement does not change): drop them.
             self._clear_caches()
             self.refresh()
+
+
+if not hacks.active("fast_table"):  # measuring: DataTable's own drawing and measuring
+
+    class FastTextTable(DataTable):  # type: ignore[no-redef]
+        def measure_now(self) -> None:
+            pass
