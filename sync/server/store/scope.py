@@ -45,6 +45,10 @@ class ScopeMixin(StoreBase):
         *,
         backfill: bool = True,
     ) -> None:
+        """Give a person to a worker or team inside ``conn``; the old owner is logged so its laptop drops them.
+
+        ``backfill`` re-sends the person's rows to the new owner (off for a worker's own new person).
+        """
         p = conn.execute(
             sa.select(record.c.practice_id).where(record.c.tbl == "person", record.c.id == person_id)
         ).first()
@@ -109,6 +113,7 @@ class ScopeMixin(StoreBase):
             self._log(conn, s, "conflict", c.tbl, c.id, person_id, practice_id, SERVER_DEVICE, None, now)
 
     def _in_scope(self, conn: Connection, dev: Device, person_id: str) -> bool:
+        """Is this person assigned to the device's worker or team? Cached for the transaction."""
         cache = conn.info.setdefault("sprx_scope", {})
         if (dev.id, person_id) in cache:
             return bool(cache[(dev.id, person_id)])
