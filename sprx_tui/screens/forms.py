@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from textual import on
 from textual.app import ComposeResult
@@ -20,16 +19,9 @@ from textual.widgets import Button, Input, Label, Static
 from textual.worker import Worker
 
 from sprx_rules.validate import ValidationError, parse_date
+from sprx_tui.formats import LOCAL_TZ, fmt_date, fmt_datetime, local  # noqa: F401 - screens import them from here too
 from sprx_tui.inert import inert
 
-try:
-    # Link workers work in England: times are entered and shown in UK local time, stored in UTC.
-    LOCAL_TZ: dt.tzinfo = ZoneInfo("Europe/London")
-except ZoneInfoNotFoundError:  # pragma: no cover - a system without a time zone database
-    LOCAL_TZ = dt.UTC
-
-DATE_FORMAT = "%d/%m/%Y"
-DATETIME_FORMAT = "%d/%m/%Y %H:%M"
 _TIME = re.compile(r"(\d{1,2})[:.](\d{2})")
 _DAYS_FROM_TODAY = re.compile(r"\+\s*(\d{1,3})\s*([dw]?)", re.IGNORECASE)
 
@@ -75,21 +67,6 @@ class KeysInOrder(Screen):
 
 
 # -- dates and times -----------------------------------------------------------------------------
-
-
-def local(moment: dt.datetime) -> dt.datetime:
-    """A stored moment in UK local time (naive stored values are UTC)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=dt.UTC)
-    return moment.astimezone(LOCAL_TZ)
-
-
-def fmt_date(day: dt.date | None, empty: str = "") -> str:
-    return day.strftime(DATE_FORMAT) if day else empty
-
-
-def fmt_datetime(moment: dt.datetime | None, empty: str = "") -> str:
-    return local(moment).strftime(DATETIME_FORMAT) if moment else empty
 
 
 def parse_when(text: str, now: dt.datetime, field: str = "when") -> dt.datetime:

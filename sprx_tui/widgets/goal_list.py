@@ -10,8 +10,8 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, WhatMatters
 from sprx_tui.core.queries import GoalWithActions
+from sprx_tui.formats import fmt_date
 from sprx_tui.inert import visible
-from sprx_tui.screens.forms import fmt_date
 
 STATUS_STYLES = {
     "not_started": "$text-muted",

@@ -10,8 +10,8 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 
 from sprx_tui.core.models import CONTACT_MODES
 from sprx_tui.core.queries import TimelineEntry
+from sprx_tui.formats import fmt_date, fmt_datetime, local
 from sprx_tui.inert import visible
-from sprx_tui.screens.forms import fmt_date, fmt_datetime, local
 
 
 def entry_content(entry: TimelineEntry) -> Content:
