@@ -54,10 +54,9 @@ def _copy(dest: Path) -> None:
 def test_the_contracts_hold() -> None:
     done = _lint(ROOT)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert "broken" not in done.stdout.split("Contracts:")[-1].splitlines()[0]
+    assert " 0 broken." in done.stdout.split("Contracts:")[-1].splitlines()[0]
 
 
-@pytest.mark.slow
 def test_each_contract_fails_when_a_forbidden_import_is_added(tmp_path: Path) -> None:
     _copy(tmp_path)
     assert _lint(tmp_path).returncode == 0
