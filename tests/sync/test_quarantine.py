@@ -343,7 +343,7 @@ async def test_the_sync_screen_says_how_many_rows_were_set_aside(
     from sprx_tui.app import SprxApp
     from sprx_tui.config import Config
     from sprx_tui.screens.sync import SyncScreen
-    from tests.tui.settling import open_area, settle
+    from tests.tui.settling import open_area, settle, wait_until
 
     monkeypatch.setenv("SPRX_CONFIG_DIR", str(tmp_path / "config"))
     _, bad_goal = practice.person("Ann")
@@ -359,10 +359,7 @@ async def test_the_sync_screen_says_how_many_rows_were_set_aside(
             aside = screen.query_one("#sync-set-aside", Static)
             assert not aside.display  # nothing set aside: no sentence at all
             await pilot.press("s")
-            for _ in range(600):
-                if app._sync.last is not None and not app._sync.running:
-                    break
-                await pilot.pause(0.05)
+            await wait_until(pilot, lambda: app._sync.last is not None and not app._sync.running, what="the sync")
             await settle(pilot, rounds=4)
             assert app._sync.last is not None and app._sync.last.status == "synced", app._sync.last
             assert aside.display

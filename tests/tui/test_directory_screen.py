@@ -30,7 +30,7 @@ from sprx_tui.screens.forms import ConfirmModal
 from sprx_tui.screens.person import PersonScreen
 from tests.sample_data import hsds_sample
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import open_area, settle
+from tests.tui.settling import open_area, settle, wait_until
 
 SIZE = (120, 40)
 SAMPLE = hsds_sample()
@@ -215,11 +215,9 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
         assert isinstance(app.screen, PersonScreen)
         await pilot.press("ctrl+p")
         await pilot.press(*"find a service")
-        for _ in range(40):
-            await pilot.pause(0.05)
-            found = app.screen.query("CommandList")
-            if found and found.first().option_count:
-                break
+        await settle(pilot)  # the palette's search is a worker
+        found = app.screen.query("CommandList")
+        await wait_until(pilot, lambda: bool(found.first().option_count), what="the palette's hits")
         assert "Find a service for this person" in str(found.first().get_option_at_index(0).prompt)
         await pilot.press("enter")
         await settle(pilot, rounds=4)

@@ -38,7 +38,7 @@ from sprx_tui.screens.plan import PlanFormModal, PlanScreen
 from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
-from tests.tui.settling import open_area, settle
+from tests.tui.settling import open_area, settle, wait_until
 
 SIZE = (120, 40)
 CONFLICT_ID = "badc0de0-0000-4000-8000-000000000001"
@@ -306,8 +306,8 @@ async def walk(store: CaseStore, person_id: str, literal: str | None) -> None:
         await pilot.press("ctrl+p")
         await settle(pilot)
         await pilot.press(*nhs[:6])
-        await settle(pilot, rounds=4)
-        await pilot.pause(0.3)  # the palette's search runs on a timer
+        await settle(pilot, rounds=4)  # the palette's search is a worker
+        await wait_until(pilot, lambda: bool(app.screen.query_one("CommandList").option_count), what="the hits")
         await settle(pilot)
         assert_inert(app, "command palette", literal)
         await pilot.press("escape")
@@ -325,10 +325,7 @@ async def walk(store: CaseStore, person_id: str, literal: str | None) -> None:
         assert_inert(app, "directory", literal)
 
         sync = await open_area(pilot, "f6", SyncScreen)
-        for _ in range(100):
-            if sync.view is not None:
-                break
-            await pilot.pause(0.05)
+        await wait_until(pilot, lambda: sync.view is not None, what="the sync screen's lists")
         await settle(pilot)
         assert_inert(app, "sync", literal)
         sync.query_one("#conflicts", DataTable).focus()

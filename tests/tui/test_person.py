@@ -28,7 +28,7 @@ from sprx_tui.widgets.goal_list import GoalList
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 SIZE = (120, 40)
 
@@ -142,11 +142,7 @@ async def test_only_the_first_tab_loads_eagerly(unlocked_store: CaseStore) -> No
         assert screen.query_one("TabbedContent").active == "contacts"
         assert screen.query_one(ContactTimeline).option_count > 0
         # Focus moves after the next refresh (a pane built just now must be laid out first).
-        for _ in range(20):
-            if screen.query_one(ContactTimeline).has_focus:
-                break
-            await pilot.pause(0.05)
-        assert screen.query_one(ContactTimeline).has_focus
+        await wait_until(pilot, lambda: screen.query_one(ContactTimeline).has_focus, what="the timeline's focus")
 
 
 # -- the whole journey: referral → accept with first contact → plan → follow-up cleared by a contact ---

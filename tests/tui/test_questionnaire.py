@@ -32,7 +32,7 @@ from sprx_tui.widgets.outcome_chart import (
     trend,
 )
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 SIZE = (100, 32)
 
@@ -295,11 +295,9 @@ async def test_command_palette_starts_a_measure(unlocked_store: CaseStore) -> No
         await settle(pilot)
         await press(app, pilot, "ctrl+p")
         await pilot.press(*"ucla loneliness, discharge")
-        for _ in range(40):
-            await pilot.pause(0.05)
-            highlighted = app.screen.query("CommandList")
-            if highlighted and highlighted.first().option_count:
-                break
+        await settle(pilot)  # the palette's search is a worker
+        hits = app.screen.query("CommandList")
+        await wait_until(pilot, lambda: bool(hits.first().option_count), what="the palette's hits")
         await press(app, pilot, "enter")
         q = app.screen
         assert isinstance(q, QuestionnaireScreen)

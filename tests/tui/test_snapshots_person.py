@@ -72,9 +72,10 @@ def on_person(store: CaseStore, *keys: str, typed: tuple[tuple[str, str], ...] =
                 await pilot.pause()
                 await pilot.press(*text)
             await settle(pilot)
-        # A pane built by a key press takes focus after the next refresh; let that land before the picture.
+        # A pane built by a key press takes focus after the next refresh; let that land before the picture
+        # (each pause() ends with a screen update).
         for _ in range(2):
-            await pilot.pause(0.1)
+            await pilot.pause()
         await settle(pilot)
 
     return run_before

@@ -26,7 +26,7 @@ from sprx_tui.core.store import DEMO_MARK, CaseStore, open_store, set_state
 from sprx_tui.core.vault import Vault
 from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 SIZES = [(80, 24), (120, 40)]
 THEMES = ["default", "high_contrast"]
@@ -142,11 +142,9 @@ async def on_sync(pilot: Pilot[Any]) -> None:
     await settle(pilot)
     await pilot.press("f6")
     await settle(pilot)
-    for _ in range(100):  # the lists arrive from a worker; tables size their columns when idle after that
-        if getattr(pilot.app.screen, "view", None) is not None:
-            break
-        await pilot.pause(0.05)
-    await pilot.pause(0.1)
+    # The lists arrive from a worker; tables size their columns when idle after that.
+    await wait_until(pilot, lambda: getattr(pilot.app.screen, "view", None) is not None, what="the sync screen's lists")
+    await pilot.pause()
     await settle(pilot)
 
 

@@ -43,7 +43,7 @@ from sync.server import store as server_tables
 from sync.server.store import ServerStore
 from tests.sync.server_harness import free_port, uvicorn_server
 from tests.tui.conftest import PASSPHRASE, frozen_clock
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 SIZE = (120, 40)
 
@@ -139,10 +139,7 @@ def make_app(store: CaseStore, **config: Any) -> SprxApp:
 
 
 async def until(pilot: Any, condition: Callable[[], bool], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting for the app"
-        await pilot.pause(0.05)
+    await wait_until(pilot, condition, timeout)
     await settle(pilot, rounds=1)
 
 
@@ -639,10 +636,7 @@ async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
             await pilot.press("f6")
             await settle(pilot)
             await pilot.press("s")
-            deadline = time.monotonic() + 10
-            while not silent.accepted:
-                assert time.monotonic() < deadline, "the sync never reached the server"
-                await pilot.pause(0.05)
+            await wait_until(pilot, lambda: bool(silent.accepted), 10, what="the sync to reach the server")
             assert controller.running  # waiting for an answer that does not come
             await pilot.press("ctrl+l")
             await pilot.pause()
@@ -678,10 +672,7 @@ async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], 
             await pilot.press("f6")
             await settle(pilot)
             await pilot.press("s")
-            deadline = time.monotonic() + 10
-            while not silent.accepted:
-                assert time.monotonic() < deadline, "the sync never reached the server"
-                await pilot.pause(0.05)
+            await wait_until(pilot, lambda: bool(silent.accepted), 10, what="the sync to reach the server")
             await pilot.press("s")
             await pilot.pause()
             assert app._sync.runs == 1
@@ -689,7 +680,7 @@ async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], 
             # `sprx sync` or any other caller on the same vault is turned away too, at once.
             assert syncstore.sync_now(store).status == "busy"
             # Progress so far: the push has started (0 sent) and waits for the server's answer.
-            await pilot.pause(0.3)
+            await wait_until(pilot, lambda: "sending changes 0 of" in status_line(app), what="the push's progress")
             pending = syncstore.sync_status(store).pending
             assert f"syncing… sending changes 0 of {pending}" in status_line(app)
             assert app.screen.query_one("#sync-progress-row").has_class("-running")

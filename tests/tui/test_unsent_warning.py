@@ -15,7 +15,7 @@ from sprx_tui.core import syncstore
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import Vault
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
-from tests.tui.settling import settle
+from tests.tui.settling import settle, wait_until
 
 START = dt.datetime(2026, 1, 5, 10, 0, tzinfo=dt.UTC)
 WARNING = "waited more than a day to be sent to the practice server"
@@ -104,7 +104,7 @@ async def test_quit_warns_first_and_quits_on_the_second_press(tmp_path: Path, va
         assert app.is_running and app.store is not None
         assert any(WARNING in m and "Ctrl+Q again" in m for m in messages(app)), messages(app)
         await pilot.press("ctrl+q")
-        await pilot.pause(0.2)
+        await wait_until(pilot, lambda: app.return_code is not None, what="the quit")
     assert app.return_code == 0
     assert not store.vault.is_unlocked
 
