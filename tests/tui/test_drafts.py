@@ -48,10 +48,19 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make_app(vault: Path, **config: Any) -> SprxApp:
-    """The real app, starting at the unlock screen."""
-    app = SprxApp(vault, clock=frozen_clock, config=Config(**config))
+    """The real app, started on the vault already unlocked (the unlocks after a lock go through the screen)."""
+    opened = Vault(vault)
+    opened.unlock(bytearray(PASSPHRASE.encode()))
+    app = SprxApp(vault, clock=frozen_clock, config=Config(**config), store=open_store(opened, clock=frozen_clock))
     app.animation_level = "none"
     return app
+
+
+async def started(app: SprxApp, pilot: Pilot[Any]) -> CaseStore:
+    """The store the app was started with, once the app is quiet."""
+    await settle(pilot)
+    assert app.store is not None
+    return app.store
 
 
 async def unlock(app: SprxApp, pilot: Pilot[Any]) -> CaseStore:
@@ -121,7 +130,7 @@ async def test_contact_note_comes_back_after_unlock_and_saving_discards_it(demo_
     secret = "Marker-contact-7Q2 hallway rug loose"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Nora", family_name="Draftwell")
         await open_person(app, pilot, person.id, "n")
         form = app.screen
@@ -151,7 +160,7 @@ async def test_contact_note_comes_back_after_unlock_and_saving_discards_it(demo_
 async def test_discarding_a_restored_contact_note_deletes_its_draft(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Dora", family_name="Discard")
         await open_person(app, pilot, person.id, "n")
         app.screen.query_one("#notes").focus()
@@ -173,7 +182,7 @@ async def test_discarding_a_restored_contact_note_deletes_its_draft(demo_vault: 
 async def test_questionnaire_reopens_at_the_same_question_with_the_answers(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Olive", family_name="Measure", date_of_birth=dt.date(1948, 2, 2))
         await open_person(app, pilot, person.id, "u", "m", "2", "enter")  # UCLA loneliness, baseline
         q = app.screen
@@ -214,7 +223,7 @@ async def test_questionnaire_reopens_at_the_same_question_with_the_answers(demo_
 async def test_throwing_away_a_restored_questionnaire_deletes_its_draft(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Ivy", family_name="Leaves")
         await open_person(app, pilot, person.id, "u", "m", "enter")  # ONS4 baseline
         await pilot.press("7")
@@ -237,7 +246,7 @@ async def test_new_goal_text_comes_back_and_saving_adds_the_goal(demo_vault: Pat
     secret = "Marker-goal-3K9 join the choir"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Gail", family_name="Planner")
         await open_person(app, pilot, person.id, "p", "a")
         assert isinstance(app.screen, PlanFormModal)
@@ -265,7 +274,7 @@ async def test_edited_action_comes_back_and_saving_updates_that_action(demo_vaul
     secret = "Marker-action-5T1 ring the befriending line"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Ada", family_name="Actions")
         goal = store.service.add_goal(person.id, "Feel less alone")
         action = store.service.add_action(goal.id, "Find a group", who="person")
@@ -294,7 +303,7 @@ async def test_edited_action_comes_back_and_saving_updates_that_action(demo_vaul
 async def test_cancelling_a_restored_plan_form_deletes_its_draft(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Wendy", family_name="Matters")
         await open_person(app, pilot, person.id, "p", "w")
         await pilot.press(*"Seeing my grandchildren")
@@ -318,7 +327,7 @@ async def test_decline_reason_comes_back_and_declining_discards_it(demo_vault: P
     secret = "Marker-decline-8H4 moving to Leeds"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Rita", family_name="Referred")
         referral = store.service.receive_referral(person.id, source="gp", reasons=["loneliness"])
         await open_person(app, pilot, person.id, "r", "d")
@@ -348,7 +357,7 @@ async def test_amendment_and_in_error_reason_come_back(demo_vault: Path) -> None
     correction, why, reason = "Marker-amend-2W6 daughter", "Marker-why-4R1", "Marker-error-9P3 wrong person"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         person = store.service.add_person(given_name="Alma", family_name="Amends")
         first = store.service.record_contact(person.id, mode="phone", notes="Spoke about the lunch club.")
         await open_person(app, pilot, person.id, "c", "m")
@@ -398,7 +407,7 @@ async def test_amendment_and_in_error_reason_come_back(demo_vault: Path) -> None
 async def test_two_drafts_are_offered_in_turn_and_stack_in_order(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         first = store.service.add_person(given_name="Bea", family_name="First")
         second = store.service.add_person(given_name="Cal", family_name="Second")
         # A questionnaire open on Today's stack and a plan form on the caseload's stack.
@@ -447,7 +456,7 @@ async def test_two_drafts_are_offered_in_turn_and_stack_in_order(demo_vault: Pat
 async def test_a_kind_this_version_cannot_reopen_is_kept(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         store.service.save_draft("future:thing", {"kind": "future", "text": "from a newer version"})
         await pilot.press("ctrl+l")
         await settle(pilot)
@@ -525,7 +534,7 @@ async def test_merged_text_comes_back_after_unlock_and_resolving_discards_it(dem
     goal_id, person_id, theirs = write_conflict(demo_vault)
     app = make_app(demo_vault, auto_sync=False)  # the server address is made up: nothing may try to reach it
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         name = store.queries.person(person_id).display_name  # type: ignore[union-attr]
         editor = await open_merge_editor(app, pilot)
         assert theirs in editor.query_one("#merged", TextArea).text
@@ -563,7 +572,7 @@ async def test_cancelling_a_restored_merge_deletes_its_draft_and_keeps_the_confl
     write_conflict(demo_vault)
     app = make_app(demo_vault, auto_sync=False)
     async with app.run_test(size=SIZE) as pilot:
-        await unlock(app, pilot)
+        await started(app, pilot)
         await open_merge_editor(app, pilot)
         await pilot.press("f7", *"Not worth keeping")
         await lock(app, pilot, demo_vault)
@@ -603,7 +612,7 @@ async def test_directory_change_note_comes_back_and_sending_discards_it(demo_vau
     secret = "Marker-flag-1D8 now meets on Fridays"
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         service = directory.search_services(store, limit=5)[0][2]
         modal = await flag_dialog(app, pilot, service.id)
         assert modal.draft() is None  # nothing typed yet
@@ -633,7 +642,7 @@ async def test_directory_change_note_comes_back_and_sending_discards_it(demo_vau
 async def test_cancelling_a_restored_directory_note_deletes_its_draft(demo_vault: Path) -> None:
     app = make_app(demo_vault)
     async with app.run_test(size=SIZE) as pilot:
-        store = await unlock(app, pilot)
+        store = await started(app, pilot)
         service = directory.search_services(store, limit=5)[0][1]
         await flag_dialog(app, pilot, service.id)
         await pilot.press("tab", *"Closed for good")
