@@ -444,7 +444,7 @@ class ScriptedLaptop:
 
 def real_client_available() -> bool:
     try:
-        import sprx_tui.core.syncstore  # noqa: F401
+        import sprx_tui.core.sync  # noqa: F401
         import sync.client  # noqa: F401
     except ImportError:
         return False
@@ -453,7 +453,7 @@ def real_client_available() -> bool:
 
 class RealLaptop:
     """The shipped client: a real SQLCipher vault (memory security on, as the app runs), enrolled with
-    ``syncstore.enrol`` (certificate pinned) and synced with ``syncstore.sync_now``."""
+    ``core.sync.enrol`` (certificate pinned) and synced with ``core.sync.sync_now``."""
 
     def __init__(self, url: str, cafile: str, path: Path) -> None:
         from sprx_tui.core.store import open_store
@@ -473,13 +473,13 @@ class RealLaptop:
         self.last: Any = None
 
     def enrol(self, code: str) -> None:
-        from sprx_tui.core import syncstore
+        from sprx_tui.core.sync import enrol
 
-        syncstore.enrol(self.store, self.url, code, ca_cert=self.cafile, device_name="bench laptop")
+        enrol(self.store, self.url, code, ca_cert=self.cafile, device_name="bench laptop")
 
     def sync(self) -> int:
         """sync_now, with the end of its push phase noted from the progress callback."""
-        from sprx_tui.core import syncstore
+        from sprx_tui.core.sync import sync_now
 
         t0 = time.perf_counter()
         events: list[tuple[str, float]] = []
@@ -487,7 +487,7 @@ class RealLaptop:
         def progress(phase: str, _done: int, _total: int | None) -> None:
             events.append((phase, time.perf_counter() - t0))
 
-        r = syncstore.sync_now(self.store, progress=progress)
+        r = sync_now(self.store, progress=progress)
         if not r.ok:
             raise RuntimeError(f"sync_now: {r.status}: {r.message}")
         # The first push phase ends with its last progress call before the pull reports anything.
@@ -870,7 +870,7 @@ def main() -> int:
 
     impls = ["scripted", "real"] if args.client == "both" else [args.client]
     if "real" in impls and not real_client_available():
-        print("The real client (sync/client.py, sprx_tui/core/syncstore.py) is not there yet; scripted only.",
+        print("The real client (sync/client.py, sprx_tui/core/sync/) is not there yet; scripted only.",
               file=sys.stderr)  # fmt: skip
         impls = [i for i in impls if i != "real"]
     OUT.mkdir(parents=True, exist_ok=True)

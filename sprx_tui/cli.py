@@ -92,18 +92,9 @@ def _unlock_vault(args: argparse.Namespace, secrets: Secrets | None = None) -> A
 
 
 def _open_unlocked(vault: Any) -> Any:
-    from sprx_tui.core.store import open_store
+    from sprx_tui.core.store import open_unlocked
 
-    try:
-        store = open_store(vault)
-        failures = getattr(vault, "failed_attempts_before_unlock", 0)
-        if failures:
-            store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
-        store.service.record_event("UNLOCK", detail="cli")
-    except BaseException:
-        _lock_quietly(vault)
-        raise
-    return store
+    return open_unlocked(vault, detail="cli")
 
 
 def _lock_quietly(vault: Any) -> None:
@@ -293,19 +284,146 @@ def cmd_app(args: argparse.Namespace) -> int:
     return run_app(Path(args.vault))
 
 
-def _delegate(module: str, func: str) -> Callable[[argparse.Namespace], int]:
-    """Commands implemented beside their feature (sync, reports, directory)."""
+# -- sync: `sprx enrol`, `sprx sync` ------------------------------------------------------------------
 
-    def run(args: argparse.Namespace) -> int:
-        import importlib
+SYNC_EXIT_CODES = """exit codes:
+  0  synced
+  1  other failure (the message says what; changes are kept)
+  3  the practice server could not be reached; changes are kept and will sync later
+  4  synced, but conflicts need a person to choose which version to keep
+  5  this laptop's access was withdrawn (revoked) or it was retired (after sending everything) by the
+     practice; its local copy has been erased
+  6  this version of sprx (or the server) needs an update before syncing; changes are kept"""
 
+
+def cmd_enrol(args: argparse.Namespace) -> int:
+    """`sprx enrol --server URL --code CODE [--ca-cert FILE]`: enrol this vault with the practice server."""
+    from sprx_tui.core.sync import SyncError, enrol
+    from sync.client import check_server_url
+
+    try:
+        url = check_server_url(args.server)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
+    ca = getattr(args, "ca_cert", None)
+    if ca is not None and not Path(ca).is_file():
+        raise CliError("The certificate file could not be found.")
+    store = unlock_store(args)
+    try:
+        e = enrol(store, url, args.code, ca_cert=ca)
+    except SyncError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        store.vault.lock()
+    print(f"This laptop is enrolled with {url} as {e.user_id}; run `sprx sync` to fetch the caseload.")
+    if e.pin:
+        print(f"Server certificate pinned (SHA-256 {e.pin}).")
+    return EXIT_OK
+
+
+class _Bars:
+    """One tqdm bar at a time on stderr (phases run one after another); off when stderr is not a terminal."""
+
+    LABELS = {"push": "Sending changes", "pull": "Receiving updates", "snapshot": "Receiving caseload"}
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+        self.phase: str | None = None
+
+    def __call__(self, phase: str, done: int, total: int | None) -> None:
+        from tqdm import tqdm
+
+        if phase != self.phase or self.bar is None:
+            self.close()
+            self.phase = phase
+            # disable=None: tqdm switches itself off when stderr is not a terminal (scripts, CI logs).
+            self.bar = tqdm(total=total, desc=self.LABELS.get(phase, phase), unit=" rows", file=sys.stderr,
+                            leave=False, disable=None)  # fmt: skip
+        if total is not None and self.bar.total != total:
+            self.bar.total = total
+        self.bar.n = done
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """`sprx sync`: push this laptop's changes and pull the caseload, with a progress bar on stderr.
+
+    The exit code is the sync's own (SYNC_EXIT_CODES): 0 synced; 1 other failure; 3 the practice server
+    could not be reached (changes are kept); 4 synced but conflicts need a person; 5 this laptop's
+    access was withdrawn and its local copy erased; 6 an update is needed before syncing (changes are kept).
+    """
+    from sprx_tui.core.sync import EXIT_CONFLICTS, EXIT_SYNCED, set_aside_sentence, sync_now
+    from sprx_tui.core.sync.run import plural
+
+    store = unlock_store(args)
+    bars = _Bars()
+    try:
+        result = sync_now(store, progress=bars)
+    finally:
+        bars.close()
+        if store.vault.is_unlocked:
+            store.vault.lock()
+    if result.exit_code in (EXIT_SYNCED, EXIT_CONFLICTS):
+        print(result.message)
+        if result.pending:
+            print(f"{plural(result.pending, 'change is', 'changes are')} still waiting to be sent.")
+        if result.set_aside:
+            print(set_aside_sentence(result.set_aside))
+    else:
+        print(f"sprx: {result.message}", file=sys.stderr)
+    return result.exit_code
+
+
+# -- reports and the directory ------------------------------------------------------------------------
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """`sprx report`: print the figures for this vault."""
+    from sprx_tui.core.reports import build_report, render_text
+
+    store = unlock_store(args)
+    try:
+        report = build_report(store)
+    finally:
+        store.vault.lock()
+    print(render_text(report), end="")
+    return EXIT_OK
+
+
+def cmd_directory_import(args: argparse.Namespace) -> int:
+    """`sprx directory import PATH`: exit 0 when anything was imported (even with problems), else 1."""
+    from sprx_rules.hsds import HsdsError
+    from sprx_tui.core.directory import import_hsds
+
+    path = Path(args.path)
+    if not path.exists():
+        raise CliError("There is no datapackage folder at that path.")
+    store = unlock_store(args)
+    try:
         try:
-            target = getattr(importlib.import_module(module), func)
-        except (ImportError, AttributeError):
-            raise CliError("That command is not available in this version of sprx.") from None
-        return int(target(args) or 0)
-
-    return run
+            result = import_hsds(store, path)
+        except HsdsError as exc:
+            raise CliError(str(exc)) from None
+    finally:
+        store.vault.lock()
+    for p in result.problems:
+        print(str(p), file=sys.stderr)
+    if result.imported == 0:
+        raise CliError("Nothing could be imported from that package; the problems are listed above.", EXIT_FAIL)
+    noun = "service" if result.imported == 1 else "services"
+    print(
+        f"Imported {result.imported} {noun}: {result.added} added, {result.updated} updated, "
+        f"{result.unchanged} unchanged ({result.inactive} marked inactive)."
+    )
+    if result.problems:
+        n = len(result.problems)
+        print(f"{n} {'problem was' if n == 1 else 'problems were'} found; the lines above say where.")
+    return EXIT_OK
 
 
 # -- parser -----------------------------------------------------------------------------------
@@ -337,8 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     common = _vault_options(argparse.SUPPRESS, argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_text: str, **kw: Any) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text, **kw)
         p.set_defaults(func=fn)
         return p
 
@@ -361,11 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where to write (a folder for csv, a file for fhir)")
     p.add_argument("--yes", action="store_true", help="confirm the export without asking")
 
-    p = add(
-        "enrol",
-        _delegate("sprx_tui.core.syncstore", "cli_enrol"),
-        "Enrol this laptop with the practice server.",
-    )
+    p = add("enrol", cmd_enrol, "Enrol this laptop with the practice server.")
     p.add_argument("--server", required=True, help="server address, e.g. https://sprx.practice.example:8443")
     p.add_argument("--code", required=True, help="the one-time enrolment code from the practice admin")
     p.add_argument(
@@ -377,14 +491,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(
         "sync",
-        _delegate("sprx_tui.core.syncstore", "cli_sync"),
+        cmd_sync,
         "Sync with the practice server now.",
+        epilog=SYNC_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add(
-        "report",
-        _delegate("sprx_tui.core.reports", "cli_report"),
-        "Print caseload and outcome figures.",
-    )
+    add("report", cmd_report, "Print caseload and outcome figures.")
 
     p = sub.add_parser("directory", parents=[common], help="Manage the local services directory.")
     dsub = p.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
@@ -394,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="Import an Open Referral (HSDS) datapackage folder into this vault.",
     )
     p.add_argument("path", type=Path)
-    p.set_defaults(func=_delegate("sprx_tui.core.directory", "cli_import"))
+    p.set_defaults(func=cmd_directory_import)
     return parser
 
 

@@ -29,6 +29,50 @@ class SyncStatusChanged(Message):
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class SyncOutcome:
+    """One finished sync, as the app shows it (no personal data)."""
+
+    status: str
+    """sprx_tui.core.sync status: synced | conflicts | offline | revoked | upgrade | failed | busy | not_enrolled"""
+    message: str
+    state: str
+    """Status-bar state (SYNC_STATES)."""
+    pending: int = 0
+    conflicts: int = 0
+    rejected: int = 0
+    last_success: str | None = None
+    manual: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("synced", "conflicts")
+
+
+# The sync controller's messages to an attached view (the Sync screen); the App handles SyncStatusChanged.
+
+
+@dataclass
+class SyncStarted(Message):
+    """A sync began (manual or automatic)."""
+
+    manual: bool
+
+
+@dataclass
+class SyncProgress(Message):
+    """phase is push / pull / snapshot; total is None while the size is unknown."""
+
+    phase: str
+    done: int
+    total: int | None
+
+
+@dataclass
+class SyncFinished(Message):
+    outcome: SyncOutcome
+
+
 @dataclass
 class SyncCountsRead(Message):
     """The app's summary worker re-read the counts; the App keeps the latest sync state and detail with them."""

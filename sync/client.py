@@ -479,30 +479,58 @@ def capped_doubling(base: float, cap: float, failures: int) -> float:
 
 
 class Backoff:
-    """Exponential backoff with full jitter (1 s doubling to a 5 minute cap), driven by a timer.
+    """Exponential back-off: the one schedule for the transport's retries and the app's automatic syncs.
 
-    The app's background loop asks ``next_attempt_at(now)`` and syncs when that time has come;
-    ``failure(now)`` after a failed attempt, ``success()`` after a good one, ``reset()`` on a
-    connectivity change (retry at once).
+    After ``n`` failures the wait is ``capped_doubling(base, cap, n)``, jittered. By default the jitter
+    is full (anywhere from 0 to that wait: 1 s doubling to a 5 minute cap); with ``jitter=j`` the wait
+    is within ±j of it (the app's schedule: 5 s doubling to 5 minutes, ±20 %), so laptops that lost the
+    server together do not return together. ``rng`` returns a number in [0, 1).
+
+    Driven by a timer: the caller asks ``next_attempt_at(now)`` (or ``due(now)``) and tries when that
+    time has come; ``failure(now)`` after a failed attempt (``failed()`` when the caller keeps the time
+    itself), ``success()`` after a good one, ``reset()`` on a connectivity change (retry at once).
     """
 
-    def __init__(self, base: float = 1.0, cap: float = 300.0, *, rng: Callable[[], float] = random.random) -> None:
+    def __init__(
+        self,
+        base: float = 1.0,
+        cap: float = 300.0,
+        *,
+        jitter: float | None = None,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
         self.base = base
         self.cap = cap
+        self.jitter = jitter
         self.rng = rng
         self.failures = 0
         self._next: float | None = None
+
+    def ceiling(self) -> float:
+        """The un-jittered wait after the current number of failures (0 when none)."""
+        return capped_doubling(self.base, self.cap, self.failures)
+
+    def jittered(self, seconds: float) -> float:
+        """``seconds`` with this schedule's jitter: up to it (full jitter), or within ±jitter of it."""
+        u = self.rng()
+        if self.jitter is None:
+            return u * seconds
+        return seconds * (1.0 + self.jitter * (2.0 * u - 1.0))
 
     def delay(self) -> float:
         """The jittered wait after the current number of failures (0 when none)."""
         if self.failures == 0:
             return 0.0
-        return self.rng() * capped_doubling(self.base, self.cap, self.failures)
+        return self.jittered(self.ceiling())
+
+    def failed(self) -> float:
+        """Count one more failure; the jittered wait before the next try."""
+        self.failures += 1
+        return self.delay()
 
     def failure(self, now: float) -> float:
         """Record a failed attempt at ``now``; returns when the next one is due."""
-        self.failures += 1
-        self._next = now + self.delay()
+        self._next = now + self.failed()
         return self._next
 
     def success(self) -> None:

@@ -8,10 +8,8 @@ one write transaction under the store's lock.
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import statistics
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, func, select
 
-from sprx_rules.hsds import HsdsError, Problem, ServiceRecord, parse_datapackage
+from sprx_rules.hsds import Problem, ServiceRecord, parse_datapackage
 from sprx_tui.core.models import REFERRAL_REASONS, CommunityService, OnwardReferral
 from sprx_tui.core.store import CaseStore
 
@@ -32,7 +30,6 @@ __all__ = [
     "ServiceUptake",
     "areas",
     "categories",
-    "cli_import",
     "get_service",
     "import_hsds",
     "is_stale",
@@ -414,36 +411,3 @@ def uptake(store: CaseStore, service_id: str | None = None) -> list[ServiceUptak
         )
     out.sort(key=lambda u: (-u.referrals, u.service_name, u.service_id))
     return out
-
-
-# -- command line ----------------------------------------------------------------------------------
-
-
-def cli_import(args: argparse.Namespace) -> int:
-    """`sprx directory import PATH`: exit 0 when anything was imported (even with problems), else 1."""
-    from sprx_tui.cli import EXIT_FAIL, CliError, unlock_store
-
-    path = Path(args.path)
-    if not path.exists():
-        raise CliError("There is no datapackage folder at that path.")
-    store = unlock_store(args)
-    try:
-        try:
-            result = import_hsds(store, path)
-        except HsdsError as exc:
-            raise CliError(str(exc)) from None
-    finally:
-        store.vault.lock()
-    for p in result.problems:
-        print(str(p), file=sys.stderr)
-    if result.imported == 0:
-        raise CliError("Nothing could be imported from that package; the problems are listed above.", EXIT_FAIL)
-    noun = "service" if result.imported == 1 else "services"
-    print(
-        f"Imported {result.imported} {noun}: {result.added} added, {result.updated} updated, "
-        f"{result.unchanged} unchanged ({result.inactive} marked inactive)."
-    )
-    if result.problems:
-        n = len(result.problems)
-        print(f"{n} {'problem was' if n == 1 else 'problems were'} found; the lines above say where.")
-    return 0

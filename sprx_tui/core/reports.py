@@ -7,7 +7,6 @@ worker read the same figures the same way. Improvement is judged with `outcomes.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime as dt
 import json
@@ -32,7 +31,7 @@ from sprx_tui.core.models import (
 )
 from sprx_tui.core.store import CaseStore
 
-__all__ = ["LABELS", "build_report", "cli_report", "render_text", "write_report"]
+__all__ = ["LABELS", "build_report", "render_text", "write_report"]
 
 LABELS: dict[str, str] = {
     "referred": "Referred",
@@ -178,16 +177,3 @@ def write_report(store: CaseStore, report: Report, path: Path | str) -> Path:
         target.unlink(missing_ok=True)
         raise
     return target
-
-
-def cli_report(args: argparse.Namespace) -> int:
-    """`sprx report`: print the figures for this vault."""
-    from sprx_tui.cli import unlock_store
-
-    store = unlock_store(args)
-    try:
-        report = build_report(store)
-    finally:
-        store.vault.lock()
-    print(render_text(report), end="")
-    return 0

@@ -45,7 +45,7 @@ def _locked_session(engine: Engine) -> Iterator[Session]:
 
 
 DEMO_MARK = "demo_vault"
-"""sync_state key of a vault filled by core.demo.build_demo: never enrolled (syncstore.enrol refuses it)."""
+"""sync_state key of a vault filled by core.demo.build_demo: never enrolled (core.sync.enrol refuses it)."""
 
 
 def get_state(engine: Engine, key: str) -> str | None:
@@ -102,3 +102,22 @@ def open_store(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow) -> Ca
         queries=CaseQueries(engine, clock=clock, lock=lock),
         lock=lock,
     )
+
+
+def open_unlocked(vault: Vault, *, clock: Callable[[], dt.datetime] = utcnow, detail: str = "") -> CaseStore:
+    """Open the store of a vault just unlocked and audit the unlock (and the failed tries before it).
+
+    Any failure locks the vault again before it is raised; a damaged database may refuse that lock's
+    checkpoint, which must not hide the cause. ``detail`` says where the unlock came from (e.g. "cli").
+    """
+    try:
+        store = open_store(vault, clock=clock)
+        failures = getattr(vault, "failed_attempts_before_unlock", 0)
+        if failures:
+            store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
+        store.service.record_event("UNLOCK", detail=detail)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            vault.lock()
+        raise
+    return store

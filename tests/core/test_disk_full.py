@@ -24,7 +24,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from sprx_tui import cli
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.diskfull import DISK_FULL, DiskFull, disk_full_as_sentence, is_disk_full
 from sprx_tui.core.export import export_csv, export_fhir
 from sprx_tui.core.models import Person
@@ -161,7 +161,7 @@ def test_a_sync_that_finds_the_disk_full_says_so_and_resumes(net: Net) -> None:
     cap_pages(b.store)
     r = b.sync()
     assert (r.status, r.message) == ("failed", DISK_FULL)
-    assert syncstore.sync_status(b.store).last_message == DISK_FULL
+    assert laptop_sync.sync_status(b.store).last_message == DISK_FULL
     uncap_pages(b.store)
     r = b.sync()
     assert r.status == "synced", r.message

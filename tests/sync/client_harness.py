@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.models import SYNCED_MODELS, SyncConflict, SyncOutbox
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
@@ -113,9 +113,9 @@ class Laptop:
     def queries(self) -> Any:
         return self.store.queries
 
-    def sync(self, **kw: Any) -> syncstore.SyncResult:
+    def sync(self, **kw: Any) -> laptop_sync.SyncResult:
         kw.setdefault("page", self.page)
-        return syncstore.sync_now(self.store, transport=self.transport, sleep=lambda _s: None, **kw)
+        return laptop_sync.sync_now(self.store, transport=self.transport, sleep=lambda _s: None, **kw)
 
     def outbox(self, status: str | None = None) -> list[SyncOutbox]:
         with Session(self.store.engine) as s:
@@ -187,7 +187,7 @@ class Net:
 
     def enrol(self, lap: Laptop) -> None:
         code, _ = self.server.store.issue_enrol_code(lap.worker)
-        syncstore.enrol(lap.store, "http://testserver", code, transport=lap.transport, device_name=lap.name)
+        laptop_sync.enrol(lap.store, "http://testserver", code, transport=lap.transport, device_name=lap.name)
 
     def server_dump(self, worker: str) -> str:
         return server_dump(self.server, worker)

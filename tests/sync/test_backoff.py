@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from sprx_tui import syncui
+from sprx_tui import sync_controller
 from sync import client
 
 HUGE = 10_000
@@ -27,7 +27,7 @@ def test_client_backoff_after_ten_thousand_failures_waits_at_most_the_cap() -> N
 
 
 def test_app_backoff_after_ten_thousand_failures_waits_about_the_cap() -> None:
-    b = syncui.Backoff(rng=random.Random(1))
+    b = sync_controller.auto_sync_backoff(rng=random.Random(1))
     b.failures = HUGE - 1
     wait = b.failed()
     assert b.ceiling() == 300.0

@@ -11,10 +11,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, select
 
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.models import Contact, ContactAmendment, Goal, HlcState, Person, PlanAction, SyncRejected
 from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import get_state
+from sprx_tui.core.sync.state import write_state
+from sync import client as sc
 from sync import hlc, schema
 from sync.server import store as st
 from tests.sync.client_harness import (  # noqa: F401 - fixtures
@@ -84,11 +86,11 @@ def test_second_laptop_receives_the_caseload_with_working_caseload_columns(net: 
 
 def test_http_to_another_machine_is_refused_with_a_sentence(net: Net) -> None:
     lap = net.laptop("A", enrol=False)
-    with pytest.raises(syncstore.SyncError, match="https://"):
-        syncstore.enrol(lap.store, "http://192.0.2.10:8443", "AAAAA-BBBBB")
-    with pytest.raises(syncstore.SyncError, match="enrolment code"):
-        syncstore.enrol(lap.store, "http://testserver", "WRONG-CODE1", transport=lap.transport)
-    assert not syncstore.is_enrolled(lap.store)
+    with pytest.raises(laptop_sync.SyncError, match="https://"):
+        laptop_sync.enrol(lap.store, "http://192.0.2.10:8443", "AAAAA-BBBBB")
+    with pytest.raises(laptop_sync.SyncError, match="enrolment code"):
+        laptop_sync.enrol(lap.store, "http://testserver", "WRONG-CODE1", transport=lap.transport)
+    assert not laptop_sync.is_enrolled(lap.store)
     assert lap.sync().status == "not_enrolled"
 
 
@@ -200,7 +202,7 @@ def test_crash_inside_a_pull_page_rolls_back_page_and_cursor_together(net: Net) 
     _big_caseload(a, 30)
     synced(a)
     b.page = 20
-    local = syncstore.VaultSyncStore(b.store)
+    local = laptop_sync.VaultSyncAdapter(b.store)
     before = local.pull_position().cursor
 
     def boom(n: int) -> None:
@@ -208,7 +210,7 @@ def test_crash_inside_a_pull_page_rolls_back_page_and_cursor_together(net: Net) 
             raise RuntimeError("power cut")
 
     local.fail_in_page = boom
-    r = syncstore.sync_now(b.store, transport=b.transport, local=local, page=20)
+    r = laptop_sync.sync_now(b.store, transport=b.transport, local=local, page=20)
     assert r.status == "failed" and "nothing was half-applied" in r.message
     assert local.pull_position().cursor == before  # cursor never ahead of applied data
     with Session(b.store.engine) as s:
@@ -258,8 +260,8 @@ def test_replaying_a_pull_page_changes_nothing(net: Net) -> None:
         headers={"Authorization": f"Bearer {get_state(b.store.engine, 'device_token')}",
                  "X-Sprx-Protocol": "1", "X-Sprx-Schema": str(schema.SCHEMA_VERSION)},
     ).json()  # fmt: skip
-    cursor = syncstore.VaultSyncStore(b.store).pull_position().cursor
-    assert syncstore.VaultSyncStore(b.store).apply_pull_page({**page, "next_cursor": cursor}) == 0
+    cursor = laptop_sync.VaultSyncAdapter(b.store).pull_position().cursor
+    assert laptop_sync.VaultSyncAdapter(b.store).apply_pull_page({**page, "next_cursor": cursor}) == 0
     assert b.dump() == dump
 
 
@@ -306,7 +308,7 @@ def test_concurrent_goal_text_edits_surface_one_conflict_everywhere_and_resolve(
     assert (r.status, r.exit_code, r.conflicts) == ("conflicts", 4, 1)
     cid = b.conflicts()[0].id
     top = max(v["hlc"] for v in b.conflicts()[0].values_json)
-    syncstore.resolve_conflict(b.store, cid, "Walk on Tuesdays, swim on Fridays")
+    laptop_sync.resolve_conflict(b.store, cid, "Walk on Tuesdays, swim on Fridays")
     resolve = b.outbox("pending")[0]
     assert resolve.op == "resolve" and resolve.conflict_id == cid
     assert resolve.fields["text"]["hlc"] > top
@@ -317,7 +319,7 @@ def test_concurrent_goal_text_edits_surface_one_conflict_everywhere_and_resolve(
         assert lap.get("goal", gid).text == "Walk on Tuesdays, swim on Fridays"
     assert a.dump() == b.dump() == net.server_dump("alice")
     with pytest.raises(NotFound):
-        syncstore.resolve_conflict(b.store, cid, "again")
+        laptop_sync.resolve_conflict(b.store, cid, "again")
 
 
 def test_edits_to_different_fields_and_repeated_edits_never_conflict(net: Net) -> None:
@@ -350,8 +352,8 @@ def test_delete_versus_edit_keeps_the_edit_and_confirming_deletes_everywhere(net
         assert c.kind == "delete_vs_edit"
     assert a.dump() == b.dump() == net.server_dump("alice")
     with pytest.raises(InvalidInput):
-        syncstore.resolve_conflict(a.store, c.id, "yes")
-    syncstore.resolve_conflict(a.store, c.id, True)
+        laptop_sync.resolve_conflict(a.store, c.id, "yes")
+    laptop_sync.resolve_conflict(a.store, c.id, True)
     synced(a, b)
     for lap in (a, b):
         assert lap.get("plan_action", aid).deleted and lap.conflicts() == []
@@ -384,10 +386,10 @@ def test_pending_local_edit_wins_locally_over_a_pulled_change_until_sent(net: Ne
     synced(a)
     b.service.update_goal(gid, status="achieved")
     # Pull only (as if the push were still on its way): the server's row arrives, the pending edit stays on top.
-    local = syncstore.VaultSyncStore(b.store)
-    engine = syncstore.sc.SyncEngine(
+    local = laptop_sync.VaultSyncAdapter(b.store)
+    engine = sc.SyncEngine(
         local,
-        syncstore.sc.Transport("http://testserver", token=get_state(b.store.engine, "device_token"),
+        sc.Transport("http://testserver", token=get_state(b.store.engine, "device_token"),
                                transport=b.transport),
         get_state(b.store.engine, "device_id"),
     )  # fmt: skip
@@ -524,7 +526,7 @@ def test_revoked_device_erases_its_local_copy(net: Net) -> None:
 def test_unknown_token_is_a_plain_failure(net: Net) -> None:
     a = net.laptop("A")
     with a.store.lock, Session(a.store.engine) as s, s.begin():
-        syncstore._put(s, {"device_token": "sprx_not-a-real-token"})
+        write_state(s, {"device_token": "sprx_not-a-real-token"})
     r = a.sync()
     assert (r.status, r.exit_code) == ("failed", 1)
     assert "new code" in r.message
@@ -535,11 +537,11 @@ def test_a_token_without_a_server_address_or_device_id_is_a_plain_failure(net: N
     a = net.laptop("A")
     pid = a.service.add_person(given_name="Ida", family_name="Example").id
     with a.store.lock, Session(a.store.engine) as s, s.begin():
-        syncstore._put(s, {missing: None})
+        write_state(s, {missing: None})
     pending = len(a.outbox("pending"))
     r = a.sync()
     assert (r.status, r.exit_code) == ("failed", 1)
-    assert r.message == syncstore.INCOMPLETE_ENROLMENT and "enrolment is incomplete" in r.message
+    assert r.message == laptop_sync.INCOMPLETE_ENROLMENT and "enrolment is incomplete" in r.message
     assert len(a.outbox("pending")) == pending > 0  # nothing lost, nothing sent
     assert net.server.store.get_record("person", pid) is None
     assert a.transport.count("/v1/sync/push") == 0
@@ -559,10 +561,10 @@ def test_progress_reports_push_totals_and_pull_counts(net: Net) -> None:
 def test_sync_status_for_the_status_bar(net: Net) -> None:
     a = net.laptop("A")
     a.service.add_person(given_name="Hal", family_name="Example")
-    s0 = syncstore.sync_status(a.store)
+    s0 = laptop_sync.sync_status(a.store)
     assert s0.enrolled and s0.pending > 0 and s0.last_sync_at is None
     synced(a)
-    s1 = syncstore.sync_status(a.store)
+    s1 = laptop_sync.sync_status(a.store)
     assert s1.pending == 0 and s1.last_status == "synced" and s1.last_successful_sync_at == net.clock.now
     assert json.dumps(s1.last_message)
 
@@ -587,7 +589,7 @@ def test_a_sync_that_moves_nothing_writes_nothing_to_the_vault(net: Net) -> None
         assert (r.status, r.pulled, r.acked) == ("synced", 0, 0)
     assert _vault_changes(b) == before
     # The in-memory last-sync time still reaches the status bar.
-    assert syncstore.sync_status(b.store).last_sync_at == r.finished_at
+    assert laptop_sync.sync_status(b.store).last_sync_at == r.finished_at
     # Something arriving is written, with the cursor, at once.
     person_with_plan(a)
     synced(a)

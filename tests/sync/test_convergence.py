@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 from sqlmodel import Session, SQLModel, select
 
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.models import (
     Contact,
     ContactAmendment,
@@ -116,7 +116,7 @@ class Pool:
             store.service.clock = lap.clock
             store.queries.clock = lap.clock
             code, _ = self.server.issue_enrol_code("alice")
-            syncstore.enrol(store, "http://testserver", code, transport=lap.transport, device_name=lap.name)
+            laptop_sync.enrol(store, "http://testserver", code, transport=lap.transport, device_name=lap.name)
             laptops.append(lap)
         return laptops
 
@@ -288,12 +288,12 @@ class SyncMachine(RuleBasedStateMachine):
             if choice % 2 == 0:  # confirm the delete: the values on screen are replaced knowingly
                 for fld in ("what",):
                     self.oracle.saw(c.tbl, c.row_id, fld, self._known(lap, c.tbl, c.row_id, fld))
-            syncstore.resolve_conflict(lap.store, c.id, choice % 2 == 0)
+            laptop_sync.resolve_conflict(lap.store, c.id, choice % 2 == 0)
             return
         values = [v["v"] for v in c.values_json]
         chosen = values[choice % len(values)] if choice < 3 else " + ".join(sorted(values))
         self.oracle.saw(c.tbl, c.row_id, c.field, self._known(lap, c.tbl, c.row_id, c.field))
-        syncstore.resolve_conflict(lap.store, c.id, chosen)
+        laptop_sync.resolve_conflict(lap.store, c.id, chosen)
         self.oracle.wrote(c.tbl, c.row_id, c.field, chosen)
 
     # -- sync, faults, clocks --
@@ -301,7 +301,7 @@ class SyncMachine(RuleBasedStateMachine):
     @rule(i=LAP, fault=st.sampled_from(FAULTS), at=st.integers(1, 6))
     def sync(self, i: int, fault: str | None, at: int) -> None:
         lap = self.lap(i)
-        local = syncstore.VaultSyncStore(lap.store)
+        local = laptop_sync.VaultSyncAdapter(lap.store)
         if fault == "offline":
             lap.transport.refused = lambda: True
         elif fault == "crash_page":

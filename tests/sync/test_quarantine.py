@@ -25,12 +25,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from sprx_rules.validate import ValidationError
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.models import Goal, Person, SyncConflict, SyncOutbox, SyncQuarantine
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.core.store import CaseStore, open_store
+from sprx_tui.core.sync import load_sync_view
 from sprx_tui.core.vault import Vault
-from sprx_tui.syncui import load_sync_view
 from sync.merge import SERVER_DEVICE
 from sync.server import store as st
 from tests.sync.client_harness import PASSPHRASE, VaultTemplate, vault_template  # noqa: F401 - fixture
@@ -106,7 +106,7 @@ class Practice:
 
     def enrol(self, store: CaseStore) -> None:
         code, _ = self.store.issue_enrol_code("alice")
-        syncstore.enrol(store, self.url, code, device_name="laptop")
+        laptop_sync.enrol(store, self.url, code, device_name="laptop")
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def assert_inert(entries: list[SyncQuarantine]) -> None:
         for text in (q.tbl, q.row_id, q.person_id or "", q.field, q.reason, q.excerpt):
             assert "\x1b" not in text and "\x07" not in text
             assert not any(0xD800 <= ord(ch) <= 0xDFFF for ch in text)
-        assert len(q.excerpt) <= syncstore.EXCERPT_CHARS
+        assert len(q.excerpt) <= laptop_sync.EXCERPT_CHARS
         assert q.reason.endswith(".") and q.field in q.reason.replace(" ", "_")
 
 
@@ -185,7 +185,7 @@ def test_first_sync_sets_poisoned_rows_aside_and_everything_else_arrives(
     store.vault.lock()
     # `sprx sync` headless: a success, and the summary says what was set aside.
     done = run_cli_sync(path)
-    assert done.returncode == syncstore.EXIT_SYNCED, done.stderr
+    assert done.returncode == laptop_sync.EXIT_SYNCED, done.stderr
     assert "2 rows from the server were set aside (they hold text that cannot be shown safely)." in done.stdout
     assert "\x1b" not in done.stdout + done.stderr
 
@@ -203,19 +203,19 @@ def test_first_sync_sets_poisoned_rows_aside_and_everything_else_arrives(
         )
         assert all(q.server_seq and q.server_seq > 0 for q in entries)
         assert_inert(entries)
-        status = syncstore.sync_status(store)
+        status = laptop_sync.sync_status(store)
         assert status.set_aside == 2
-        assert syncstore.set_aside_sentence(status.set_aside).startswith("2 rows from the server were set aside")
+        assert laptop_sync.set_aside_sentence(status.set_aside).startswith("2 rows from the server were set aside")
 
         # The server's copies are corrected: the next sync applies them like any other change.
         practice.store.server_write("person", bad_person, {"family_name": "Jones"}, practice_id="P1")
         practice.goal(practice_pid(practice, bad_goal), bad_goal, "Walk to the shop")
-        r = syncstore.sync_now(store)
+        r = laptop_sync.sync_now(store)
         assert (r.status, r.exit_code, r.set_aside) == ("synced", 0, 0), r.message
         assert rows(store, Person)[bad_person].family_name == "Jones"
         assert rows(store, Goal)[bad_goal].text == "Walk to the shop"
-        assert quarantine(store) == [] and syncstore.sync_status(store).set_aside == 0
-        assert syncstore.set_aside_sentence(0) == ""
+        assert quarantine(store) == [] and laptop_sync.sync_status(store).set_aside == 0
+        assert laptop_sync.set_aside_sentence(0) == ""
     finally:
         vault.lock()
 
@@ -235,7 +235,7 @@ def test_incremental_pull_sets_aside_a_bad_row_version_and_a_bad_conflict_and_go
     _, store = laptop_vault(vault_template, tmp_path)
     try:
         practice.enrol(store)
-        first = syncstore.sync_now(store)
+        first = laptop_sync.sync_now(store)
         assert first.status == "synced", first.message
         local_ann = store.service.add_goal(ann, "Find the library")  # local work still waiting to be sent
 
@@ -250,7 +250,7 @@ def test_incremental_pull_sets_aside_a_bad_row_version_and_a_bad_conflict_and_go
         cid = str(uuid.uuid4())
         practice.put_conflict(cid, ann, ann_goal, ["Walk daily", "Walk \x1b[2J daily"])
 
-        r = syncstore.sync_now(store)
+        r = laptop_sync.sync_now(store)
         assert (r.status, r.exit_code) == ("synced", 0), r.message
         assert r.set_aside == 3
         goals = rows(store, Goal)
@@ -270,17 +270,17 @@ def test_incremental_pull_sets_aside_a_bad_row_version_and_a_bad_conflict_and_go
         assert_inert(entries)
         bea_entry = next(q for q in entries if q.tbl == "person")
         assert bea_entry.excerpt == "\u241b]0;PWNED\u2407" and bea_entry.person_id == bea
-        assert syncstore.sync_status(store).set_aside == 3
+        assert laptop_sync.sync_status(store).set_aside == 3
 
         # A sync with nothing new keeps the entries (and still succeeds).
-        again = syncstore.sync_now(store)
+        again = laptop_sync.sync_now(store)
         assert (again.status, again.set_aside) == ("synced", 3), again.message
 
         # Corrected on the server: each later good version applies and clears its entry.
         practice.store.server_write("person", bea, {"family_name": "Jones"}, practice_id="P1")
         practice.goal(ann, new_goal, "Swim on Fridays")
         practice.put_conflict(cid, ann, ann_goal, ["Walk daily", "Walk twice daily"])
-        r = syncstore.sync_now(store)
+        r = laptop_sync.sync_now(store)
         assert (r.status, r.set_aside) == ("conflicts", 0), r.message
         assert rows(store, Person)[bea].family_name == "Jones"
         assert rows(store, Goal)[new_goal].text == "Swim on Fridays"

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import Session, func, select
 
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.models import SyncOutbox
 from sprx_tui.core.store import CaseStore, get_state, open_store
 from sprx_tui.core.vault import Vault
@@ -47,7 +47,7 @@ class Practice:
         vault.unlock_with_recovery(self.template.recovery)
         store = open_store(vault)
         code, _ = self.admin.issue_enrol_code(worker)
-        syncstore.enrol(store, self.url, code, device_name=name)  # real HTTP to 127.0.0.1
+        laptop_sync.enrol(store, self.url, code, device_name=name)  # real HTTP to 127.0.0.1
         return store
 
     def server_text(self) -> str:
@@ -82,7 +82,7 @@ def test_retire_sends_the_pending_notes_then_erases_the_laptop(practice: Practic
     store = practice.laptop("A")
     path = store.vault.path
     p = store.service.add_person(given_name="Ann", family_name="Example")
-    assert syncstore.sync_now(store).status == "synced"
+    assert laptop_sync.sync_now(store).status == "synced"
     device_id = get_state(store.engine, "device_id")
     # Written after the last sync: these exist only on the laptop.
     store.service.record_contact(p.id, mode="phone", notes="Walked to the allotment together")
@@ -92,7 +92,7 @@ def test_retire_sends_the_pending_notes_then_erases_the_laptop(practice: Practic
     assert code == 0, err
     assert "Retired device" in out and "sends what it holds" in out
 
-    r = syncstore.sync_now(store)
+    r = laptop_sync.sync_now(store)
 
     assert (r.status, r.exit_code, r.message) == ("retired", 5, RETIRED)
     assert not path.exists() and not store.vault.is_unlocked
@@ -109,7 +109,7 @@ def test_revoke_erases_at_once_and_accepts_nothing(practice: Practice) -> None:
     store = practice.laptop("B")
     path = store.vault.path
     p = store.service.add_person(given_name="Bea", family_name="Example")
-    assert syncstore.sync_now(store).status == "synced"
+    assert laptop_sync.sync_now(store).status == "synced"
     device_id = get_state(store.engine, "device_id")
     store.service.record_contact(p.id, mode="home_visit", notes="Note written on the stolen laptop")
     assert pending(store) >= 1
@@ -117,7 +117,7 @@ def test_revoke_erases_at_once_and_accepts_nothing(practice: Practice) -> None:
     assert code == 0, err
     assert "Revoked device" in out
 
-    r = syncstore.sync_now(store)
+    r = laptop_sync.sync_now(store)
 
     assert (r.status, r.exit_code, r.message) == ("revoked", 5, REVOKED)
     assert not path.exists() and not store.vault.is_unlocked

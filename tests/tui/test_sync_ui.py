@@ -1,7 +1,7 @@
 """The in-app sync: Sync screen, status bar, conflicts resolved side by side, back-off, revocation.
 
 Every test talks to a real `sprx-server` (uvicorn on 127.0.0.1, plain http to loopback) with real SQLCipher
-vaults enrolled through `syncstore.enrol`. The schedule's clock is a fake monotonic clock the test moves, so
+vaults enrolled through `core.sync.enrol`. The schedule's clock is a fake monotonic clock the test moves, so
 back-off is checked without sleeping; the network failures are real (nothing listens on the port).
 """
 
@@ -29,16 +29,18 @@ import pytest
 import sqlalchemy as sa
 from textual.widgets import DataTable, TextArea
 
-from sprx_tui import syncui
+from sprx_tui import sync_controller
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.store import CaseStore, get_state, open_store
+from sprx_tui.core.sync import view as sync_view
 from sprx_tui.core.vault import FLOOR, Vault
 from sprx_tui.screens.forms import ConfirmModal
 from sprx_tui.screens.help import HelpScreen, key_rows
+from sprx_tui.screens.revoked import RevokedScreen
 from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
-from sprx_tui.syncui import Backoff, RevokedScreen, SyncController
+from sprx_tui.sync_controller import SyncController, auto_sync_backoff
 from sync.server import store as server_tables
 from sync.server.store import ServerStore
 from tests.sync.server_harness import free_port, uvicorn_server
@@ -123,12 +125,12 @@ def laptops(empty_vault: Path, tmp_path: Path) -> Iterator[Callable[[str], CaseS
 
 
 def enrol(store: CaseStore, base: str, server: Server, worker: str) -> None:
-    syncstore.enrol(store, base, server.code(worker), device_name="test laptop")
+    laptop_sync.enrol(store, base, server.code(worker), device_name="test laptop")
 
 
 def synced(*stores: CaseStore) -> None:
     for store in stores:
-        result = syncstore.sync_now(store)
+        result = laptop_sync.sync_now(store)
         assert result.ok, result.message
 
 
@@ -167,14 +169,16 @@ class FakeMonotonic:
 
 def fake_schedule(monkeypatch: pytest.MonkeyPatch, clock: FakeMonotonic) -> None:
     """The app builds its controller itself; give it the test's clock and a seeded jitter."""
-    monkeypatch.setattr(syncui, "SyncController", functools.partial(SyncController, now=clock, rng=random.Random(4)))
+    monkeypatch.setattr(
+        sync_controller, "SyncController", functools.partial(SyncController, now=clock, rng=random.Random(4))
+    )
 
 
 # -- pure schedule ------------------------------------------------------------------------------------
 
 
 def test_backoff_doubles_from_five_seconds_to_five_minutes_with_twenty_percent_jitter() -> None:
-    b = Backoff(rng=random.Random(1))
+    b = auto_sync_backoff(rng=random.Random(1))
     waits = [b.failed() for _ in range(9)]
     ceilings = [5, 10, 20, 40, 80, 160, 300, 300, 300]
     for wait, ceiling in zip(waits, ceilings, strict=True):
@@ -213,9 +217,9 @@ async def test_a_demo_vault_says_it_can_never_be_enrolled(laptops: Callable[[str
 
     store = laptops("demo")
     build_demo(store, people=2, services=3)
-    with pytest.raises(syncstore.SyncError, match="demo vault of made-up people"):
-        syncstore.enrol(store, "https://127.0.0.1:9", "ABCD-EFGH")  # refused before any connection
-    assert not syncstore.is_enrolled(store)
+    with pytest.raises(laptop_sync.SyncError, match="demo vault of made-up people"):
+        laptop_sync.enrol(store, "https://127.0.0.1:9", "ABCD-EFGH")  # refused before any connection
+    assert not laptop_sync.is_enrolled(store)
     app = make_app(store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
@@ -289,7 +293,7 @@ async def test_background_sync_at_unlock_and_keys_listed_in_help(
         clock.t += controller.delays[-1]
         controller.tick()
         await until(pilot, lambda: controller.runs == 2 and not controller.running)
-        assert syncstore.sync_status(store).pending == 0
+        assert laptop_sync.sync_status(store).pending == 0
 
         # The setting (F9) turns the schedule off and on again.
         app.config.auto_sync = False
@@ -330,7 +334,7 @@ def make_conflict(server: Server, laptops: Callable[[str], CaseStore]) -> tuple[
     a.service.update_goal(goal.id, text="Walk with the group on Tuesdays")
     b.service.update_goal(goal.id, text="Swim at the leisure centre on Fridays")
     synced(a, b, a)
-    assert len(syncstore.open_conflicts(a)) == len(syncstore.open_conflicts(b)) == 1
+    assert len(laptop_sync.open_conflicts(a)) == len(laptop_sync.open_conflicts(b)) == 1
     return a, b, goal.id
 
 
@@ -353,7 +357,7 @@ async def test_conflict_side_by_side_merged_text_reaches_the_server(
     server: Server, laptops: Callable[[str], CaseStore]
 ) -> None:
     a, b, goal_id = make_conflict(server, laptops)
-    cid = syncstore.open_conflicts(a)[0].id
+    cid = laptop_sync.open_conflicts(a)[0].id
     user = get_state(a.engine, "user_id")
     app = make_app(a, auto_sync=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -394,7 +398,7 @@ async def test_conflict_side_by_side_merged_text_reaches_the_server(
     assert json.loads(row.resolution)["v"] == "Walk on Tuesdays and swim on Fridays"
     assert server.record("goal", goal_id)["text"] == "Walk on Tuesdays and swim on Fridays"
     synced(b)
-    assert syncstore.open_conflicts(b) == []
+    assert laptop_sync.open_conflicts(b) == []
 
 
 async def test_conflict_keep_right_with_confirmation(server: Server, laptops: Callable[[str], CaseStore]) -> None:
@@ -410,7 +414,7 @@ async def test_conflict_keep_right_with_confirmation(server: Server, laptops: Ca
         assert isinstance(app.screen, ConfirmModal)
         await pilot.press("n")  # changed my mind: nothing happens
         await settle(pilot)
-        assert app.screen is screen and len(syncstore.open_conflicts(a)) == 1
+        assert app.screen is screen and len(laptop_sync.open_conflicts(a)) == 1
         await pilot.press("2")
         await settle(pilot)
         await pilot.press("y")
@@ -459,7 +463,7 @@ async def test_deleted_on_one_laptop_edited_on_another_confirm_the_delete(
         await until(pilot, lambda: app._sync.last is not None and not app._sync.running)
         assert app._sync.last.status == "synced", app._sync.last.message
     synced(b)
-    assert syncstore.open_conflicts(b) == []
+    assert laptop_sync.open_conflicts(b) == []
     with server.admin.engine.connect() as conn:
         rec = server_tables.record
         deleted = conn.execute(
@@ -513,7 +517,7 @@ async def test_offline_backs_off_on_a_timer_then_syncs_when_the_server_returns(
     port = free_port()
     store = laptops("off")
     with server_on(db_url, port) as base:
-        syncstore.enrol(store, base, admin.issue_enrol_code("olu")[0], device_name="test laptop")
+        laptop_sync.enrol(store, base, admin.issue_enrol_code("olu")[0], device_name="test laptop")
     store.service.add_person(given_name="Ola", family_name="Example")
     clock = FakeMonotonic()
     fake_schedule(monkeypatch, clock)
@@ -623,7 +627,7 @@ async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
     port = free_port()
     store = laptops("lock")
     with server_on(db_url, port) as base:
-        syncstore.enrol(store, base, admin.issue_enrol_code("lou")[0], device_name="test laptop")
+        laptop_sync.enrol(store, base, admin.issue_enrol_code("lou")[0], device_name="test laptop")
     admin.close()
     store.service.add_person(given_name="Sam", family_name="Example")
     silent = SilentServer(port)
@@ -661,7 +665,7 @@ async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], 
     port = free_port()
     store = laptops("two")
     with server_on(db_url, port) as base:
-        syncstore.enrol(store, base, admin.issue_enrol_code("tio")[0], device_name="test laptop")
+        laptop_sync.enrol(store, base, admin.issue_enrol_code("tio")[0], device_name="test laptop")
     admin.close()
     store.service.add_person(given_name="Tam", family_name="Example")
     silent = SilentServer(port)
@@ -678,10 +682,10 @@ async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], 
             assert app._sync.runs == 1
             assert any(n.message == "A sync is already running." for n in app._notifications)
             # `sprx sync` or any other caller on the same vault is turned away too, at once.
-            assert syncstore.sync_now(store).status == "busy"
+            assert laptop_sync.sync_now(store).status == "busy"
             # Progress so far: the push has started (0 sent) and waits for the server's answer.
             await wait_until(pilot, lambda: "sending changes 0 of" in status_line(app), what="the push's progress")
-            pending = syncstore.sync_status(store).pending
+            pending = laptop_sync.sync_status(store).pending
             assert f"syncing… sending changes 0 of {pending}" in status_line(app)
             assert app.screen.query_one("#sync-progress-row").has_class("-running")
             assert texts(app, "#sync-phase") == f"Sending changes: 0 of {pending}"
@@ -707,11 +711,11 @@ def test_controller_stop_before_start_is_harmless() -> None:
 
 
 def test_view_labels_reasons_and_times() -> None:
-    assert syncui.reason_sentence("out_of_scope") == "This person is not assigned to you or your team any more."
-    assert syncui.reason_sentence("invalid", "The laptop clock is ahead.") == "The laptop clock is ahead."
-    assert syncui.field_label("goal", "text") == "Goal"
-    assert syncui.field_label("goal", "_deleted") == "Goal"
+    assert sync_view.reason_sentence("out_of_scope") == "This person is not assigned to you or your team any more."
+    assert sync_view.reason_sentence("invalid", "The laptop clock is ahead.") == "The laptop clock is ahead."
+    assert sync_view.field_label("goal", "text") == "Goal"
+    assert sync_view.field_label("goal", "_deleted") == "Goal"
     moment = dt.datetime(2026, 7, 1, 9, 5, tzinfo=dt.UTC)
-    assert syncui.when_text(moment, dt.date(2026, 7, 1)) == "10:05"  # British Summer Time
-    assert syncui.when_text(moment, dt.date(2026, 7, 2)) == "01 Jul 10:05"
-    assert syncui.when_text(moment, dt.date(2027, 1, 2)) == "01 Jul 2026"
+    assert sync_view.when_text(moment, dt.date(2026, 7, 1)) == "10:05"  # British Summer Time
+    assert sync_view.when_text(moment, dt.date(2026, 7, 2)) == "01 Jul 10:05"
+    assert sync_view.when_text(moment, dt.date(2027, 1, 2)) == "01 Jul 2026"

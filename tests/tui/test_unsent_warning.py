@@ -11,8 +11,9 @@ from sqlmodel import Session
 
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
-from sprx_tui.core import syncstore
+from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.store import CaseStore, open_store
+from sprx_tui.core.sync.state import K_TOKEN, write_state
 from sprx_tui.core.vault import Vault
 from tests.sync.client_harness import VaultTemplate, vault_template  # noqa: F401 - fixture
 from tests.tui.settling import settle, wait_until
@@ -42,7 +43,7 @@ def enrolled_store(tmp_path: Path, template: VaultTemplate, clock: Clock) -> Cas
     store = open_store(vault, clock=clock)
     # Enrolled as far as the warning cares (a token); no server is contacted in these tests.
     with store.lock, Session(store.engine) as s, s.begin():
-        syncstore._put(s, {syncstore.K_TOKEN: "sprx_test-token"})
+        write_state(s, {K_TOKEN: "sprx_test-token"})
     store.service.add_person(given_name="Ann", family_name="Example")
     return store
 
@@ -61,11 +62,11 @@ def test_unsent_overdue_counts_only_after_a_day(tmp_path: Path, vault_template: 
     clock = Clock()
     store = enrolled_store(tmp_path, vault_template, clock)
     try:
-        assert syncstore.unsent_overdue(store, START + dt.timedelta(hours=23)) == 0
-        assert syncstore.unsent_overdue(store, START + dt.timedelta(hours=25)) >= 1
+        assert laptop_sync.unsent_overdue(store, START + dt.timedelta(hours=23)) == 0
+        assert laptop_sync.unsent_overdue(store, START + dt.timedelta(hours=25)) >= 1
         with store.lock, Session(store.engine) as s, s.begin():
-            syncstore._put(s, {syncstore.K_TOKEN: None})
-        assert syncstore.unsent_overdue(store, START + dt.timedelta(days=3)) == 0  # not enrolled: nothing to send
+            write_state(s, {K_TOKEN: None})
+        assert laptop_sync.unsent_overdue(store, START + dt.timedelta(days=3)) == 0  # not enrolled: nothing to send
     finally:
         store.vault.lock()
 

@@ -16,7 +16,7 @@ depends_on = None
 
 # A pulled row whose text cannot be stored or shown safely (a lone surrogate, an escape sequence,
 # a value of the wrong type, as an older server could have kept) is not applied: where it is and
-# why are kept here, never the value, and the sync goes on (sprx_rules.gate, syncstore._apply).
+# why are kept here, never the value, and the sync goes on (sprx_rules.gate, core.sync.apply).
 
 
 def upgrade() -> None:
