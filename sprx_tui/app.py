@@ -44,6 +44,7 @@ from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state, lo
 from sprx_tui.core.vault import Locked, Vault, VaultError
 from sprx_tui.inert import visible
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
+from sprx_tui.router import OpenDirectoryFor, OpenPerson
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
 from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, setting_for, theme_name
 from sprx_tui.widgets.status_bar import AREAS, SyncSummary
@@ -410,7 +411,7 @@ class SprxApp(App[int]):
 
     def _start_sync(self) -> None:
         try:
-            controller_class = _import_optional("sprx_tui.sync_controller", "SyncController")
+            controller_class = _import_optional("sprx_tui.syncui", "SyncController")
             if controller_class is None:
                 return
             self._sync = controller_class(self)
@@ -546,6 +547,14 @@ class SprxApp(App[int]):
                     kwargs["tab"] = tab
         self.push_screen(screen_class(person_id, **kwargs))
 
+    @on(OpenPerson)
+    def _open_person_asked(self, message: OpenPerson) -> None:
+        self.open_person(message.person_id, message.tab)
+
+    @on(OpenDirectoryFor)
+    def _open_directory_asked(self, message: OpenDirectoryFor) -> None:
+        self.open_directory_for(message.person_id)
+
     def open_directory_for(self, person_id: str) -> None:
         """Push the directory onto the current area, keeping `person_id` as the person to refer or signpost."""
         if self.store is None:
@@ -596,7 +605,7 @@ class SprxApp(App[int]):
         if self.store is None:
             return None
         try:
-            from sprx_tui.core.sync import unsent_overdue
+            from sprx_tui.core.syncstore import unsent_overdue
 
             n = unsent_overdue(self.store, self.clock())
         except Exception:  # noqa: BLE001 - a warning must never stop a lock or a quit
@@ -916,7 +925,7 @@ class SprxApp(App[int]):
         with store.lock:
             pending = store.queries.pending_changes()
             conflicts = store.queries.open_conflicts()
-            # core.sync writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
+            # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
             demo = not enrolled and bool(get_state(store.engine, DEMO_MARK))  # a demo is never enrolled
@@ -1005,8 +1014,8 @@ WARM_MODULES = (
     "sprx_tui.widgets.goal_list",
     "sprx_tui.widgets.person_header",
     "textual.widgets._toast",
-    "sprx_tui.sync_controller",
-    "sprx_tui.core.sync",
+    "sprx_tui.syncui",
+    "sprx_tui.core.syncstore",
 )
 """Imported in the background while the unlock screen waits (~150 ms that the unlock used to pay)."""
 

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING, Any
 
 from textual.css.query import NoMatches
 
+from sprx_tui import router
 from sprx_tui.screens.forms import TextFieldsModal
 
 if TYPE_CHECKING:
     from textual.app import App
-
-    from sprx_tui.screens.person import PersonScreen
+    from textual.screen import Screen
 
 # key prefix -> the module with restore_draft (and describe_draft). "contact:<person id>" keys written by
 # earlier versions stay valid: they are contact notes, the default kind of the contact module.
@@ -97,13 +97,11 @@ def discard_later(app: App[Any], key: str) -> None:
     )
 
 
-def push_person(app: App[Any], person_id: str, tab: str | None = None) -> PersonScreen:
-    """Push the person's record (to sit under a restored form) and return it; it mounts in the background."""
-    from sprx_tui.screens.person import PersonScreen
+def push_person(app: App[Any], person_id: str, tab: str | None = None) -> Screen[Any]:
+    """Push the person's record (to sit under a restored form) and return it; it mounts in the background.
 
-    screen = PersonScreen(person_id, tab=tab)
-    app.push_screen(screen)
-    return screen
+    By name (`router`): the record's screen opens the forms whose drafts are restored here."""
+    return router.push_person(app, person_id, tab)
 
 
 def clean_text_values(raw: Any, names: Iterable[str]) -> dict[str, str]:

@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 from sprx_tui._textual_hacks import is_terminal_writer
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 EXIT_GRACE_SECONDS = 2.0
 """After the lock, how long the app may take to shut its screen down before the process just ends."""
@@ -81,9 +81,7 @@ class TerminalGuard:
 
     SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
-    def __init__(
-        self, app: SprxApp, *, grace: float = EXIT_GRACE_SECONDS, lock_wait: float = LOCK_WAIT_SECONDS
-    ) -> None:
+    def __init__(self, app: Shell, *, grace: float = EXIT_GRACE_SECONDS, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
         self.app = app
         self.grace = grace
         self.lock_wait = lock_wait

@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from sprx_tui.core.vault import VaultError
+from sprx_tui.core.errors import VaultError
 
 __all__ = ["DISK_FULL", "DiskFull", "disk_full_as_sentence", "is_disk_full", "no_space_left"]
 

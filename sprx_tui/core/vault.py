@@ -25,6 +25,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sprx_tui.core import db
+from sprx_tui.core.errors import VaultError  # noqa: F401 - re-exported: vault.VaultError is the usual name
 
 __all__ = [
     "FLOOR",
@@ -107,15 +108,6 @@ _COMMON_PASSPHRASES: frozenset[bytes] = frozenset(
 
 
 # --- errors -------------------------------------------------------------------------------------
-
-
-class VaultError(Exception):
-    """Base for vault errors; ``str(exc)`` is one plain sentence that is safe to show a user."""
-
-    default_message = "Something went wrong with the vault."
-
-    def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or self.default_message)
 
 
 class BadPassphrase(VaultError):

@@ -25,7 +25,7 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 # Rows fetched per query; the table grows a page at a time as the cursor nears the end. About two screens:
 # every row added is measured cell by cell by the DataTable, so a bigger first page slows each keystroke.
@@ -131,7 +131,7 @@ class CaseloadScreen(AreaScreen):
         self._shown: tuple[tuple[str, tuple[str, ...]], ...] = ()  # the rows on screen: (id, cells) each
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:

@@ -43,7 +43,7 @@ from sprx_tui.widgets.person_header import nhs_display
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 PAGE = 100  # rows per query; more are fetched as the cursor nears the end
 LOAD_MORE_MARGIN = 10
@@ -432,7 +432,7 @@ class DirectoryScreen(AreaScreen):
         self._columns: list[tuple[str, str, int]] = []
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     @property

@@ -6,7 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -22,6 +22,7 @@ from textual.widgets import DataTable, Static, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
 from sprx_rules.validate import format_phone
+from sprx_tui import router
 from sprx_tui.core.models import (
     ONWARD_KINDS,
     ONWARD_OUTCOMES,
@@ -46,9 +47,6 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
 from sprx_tui.widgets.person_header import PersonHeader
 from sprx_tui.widgets.timeline import ContactTimeline
-
-if TYPE_CHECKING:
-    from sprx_tui.screens.plan import PlanScreen
 
 # (pane id, tab title with its letter underlined, letter)
 TABS: list[tuple[str, str, str]] = [
@@ -616,21 +614,17 @@ class PersonScreen(Screen[None]):
     def action_edit_plan(self) -> None:
         self.open_plan()
 
-    def open_plan(self) -> PlanScreen:
+    def open_plan(self) -> Any:
         """Push the plan editor (it is returned so a kept draft can reopen one of its forms)."""
-        from sprx_tui.screens.plan import PlanScreen
-
         self._stale = True
-        screen = PlanScreen(self.person_id)
+        screen = router.screen_class("plan")(self.person_id)  # type: ignore[call-arg]
         self.app.push_screen(screen)
         return screen
 
     def action_find_service(self) -> None:
         """The directory, keeping this person as the one to refer or signpost (r or s there)."""
-        from sprx_tui.screens.directory import open_directory_for
-
         self._stale = True
-        open_directory_for(self.app, self.person_id)
+        self.app.post_message(router.OpenDirectoryFor(self.person_id))
 
     def _selected_referral(self) -> Referral | None:
         table = self.query_one_optional("#referrals-table", DataTable)

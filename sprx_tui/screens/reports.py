@@ -26,7 +26,7 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 # The outcome instruments judged on improvement (health use has its own section: counts, not scores).
 SCORED = ("ONS4", "UCLA3", "SWEMWBS")
@@ -152,7 +152,7 @@ class ReportsScreen(AreaScreen):
         self._say_when_counted = False
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     # -- layout ------------------------------------------------------------------------------------

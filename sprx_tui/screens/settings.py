@@ -21,7 +21,7 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 
 class SettingsScreen(Screen):
@@ -38,7 +38,7 @@ class SettingsScreen(Screen):
         self._changing = False
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:

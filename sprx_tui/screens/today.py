@@ -28,7 +28,7 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 NO_CONTACT_DAYS = 28
 LIST_ROWS = 50
@@ -91,7 +91,7 @@ class TodayScreen(AreaScreen):
         self._cut: dict[str, bool] = {}  # list id -> it has more rows than are shown
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:

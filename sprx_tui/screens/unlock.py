@@ -16,7 +16,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Label, Static
 from textual.worker import Worker
 
-from sprx_tui.core.store import CaseStore, open_store, open_unlocked
+from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import (
     MIN_PASSPHRASE_CHARS,
     Vault,
@@ -28,7 +28,7 @@ from sprx_tui.messages import RecoveryFailed, UnlockFailed, VaultCreated, VaultC
 from sprx_tui.widgets.keys_footer import KeysFooter
 
 if TYPE_CHECKING:
-    from sprx_tui.app import SprxApp
+    from sprx_tui.router import Shell
 
 
 def wipe(buf: bytearray) -> None:
@@ -74,7 +74,16 @@ def show_strength(screen: Screen, value: str) -> None:
 def unlock_and_open(vault: Vault, secret: bytearray, clock: Callable[[], dt.datetime]) -> CaseStore:
     """Unlock, open the store and audit the unlock (and any failures before it). Runs in a thread."""
     vault.unlock(secret)
-    return open_unlocked(vault, clock=clock)
+    try:
+        store = open_store(vault, clock=clock)
+        failures = vault.failed_attempts_before_unlock
+        if failures:
+            store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
+        store.service.record_event("UNLOCK")
+    except BaseException:
+        vault.lock()
+        raise
+    return store
 
 
 class UnlockScreen(Screen):
@@ -104,7 +113,7 @@ class UnlockScreen(Screen):
         yield KeysFooter()
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     def on_mount(self) -> None:
@@ -227,7 +236,7 @@ class FirstRunScreen(Screen):
         yield KeysFooter()
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     @on(Input.Changed, "#new")
@@ -395,7 +404,7 @@ class RecoveryResetScreen(Screen):
         self._busy = False
 
     @property
-    def sprx(self) -> SprxApp:
+    def sprx(self) -> Shell:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
