@@ -411,7 +411,7 @@ class SprxApp(App[int]):
 
     def _start_sync(self) -> None:
         try:
-            controller_class = _import_optional("sprx_tui.syncui", "SyncController")
+            controller_class = _import_optional("sprx_tui.sync_controller", "SyncController")
             if controller_class is None:
                 return
             self._sync = controller_class(self)
@@ -605,7 +605,7 @@ class SprxApp(App[int]):
         if self.store is None:
             return None
         try:
-            from sprx_tui.core.syncstore import unsent_overdue
+            from sprx_tui.core.sync import unsent_overdue
 
             n = unsent_overdue(self.store, self.clock())
         except Exception:  # noqa: BLE001 - a warning must never stop a lock or a quit
@@ -925,7 +925,7 @@ class SprxApp(App[int]):
         with store.lock:
             pending = store.queries.pending_changes()
             conflicts = store.queries.open_conflicts()
-            # core.syncstore writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
+            # core.sync writes "last_successful_sync_at"; "last_sync_ok_at" is the name in the app brief.
             last_ok = get_state(store.engine, "last_successful_sync_at") or get_state(store.engine, "last_sync_ok_at")
             enrolled = bool(get_state(store.engine, "device_token"))
             demo = not enrolled and bool(get_state(store.engine, DEMO_MARK))  # a demo is never enrolled
@@ -1014,8 +1014,8 @@ WARM_MODULES = (
     "sprx_tui.widgets.goal_list",
     "sprx_tui.widgets.person_header",
     "textual.widgets._toast",
-    "sprx_tui.syncui",
-    "sprx_tui.core.syncstore",
+    "sprx_tui.sync_controller",
+    "sprx_tui.core.sync",
 )
 """Imported in the background while the unlock screen waits (~150 ms that the unlock used to pay)."""
 

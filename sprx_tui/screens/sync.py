@@ -1,9 +1,9 @@
 """Sync (F6): state and progress, changes waiting, changes the server refused, and conflicts to resolve side by side.
 
-The screen reads through `sprx_tui.syncui.load_sync_view` in a thread worker and asks the app's
+The screen reads through `sprx_tui.core.sync.load_sync_view` in a thread worker and asks the app's
 `SyncController` to run a sync (it never runs one itself, so there is never more than one). Enter on a
 conflict opens `ConflictScreen`: every version side by side with who, which laptop and when; 1/2 keep the
-left or right version, m writes a merged text. The choice goes through `syncstore.resolve_conflict`, so
+left or right version, m writes a merged text. The choice goes through `core.sync.resolve_conflict`, so
 it is itself a change that syncs.
 
 A merged text being written is kept (encrypted, in the vault) if the vault locks: `MergeScreen.draft()` gives
@@ -26,31 +26,29 @@ from textual.screen import ModalScreen, Screen
 from textual.widgets import Button, DataTable, ProgressBar, Static, TextArea
 from textual.worker import Worker
 
-from sprx_tui.core import syncstore
 from sprx_tui.core.service import InvalidInput, NotFound
 from sprx_tui.core.store import CaseStore
-from sprx_tui.drafts import discard_later
-from sprx_tui.inert import inert, inert_cells, inert_lines, visible
-from sprx_tui.screens.area import AreaScreen
-from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
-from sprx_tui.syncui import (
+from sprx_tui.core.sync import resolve_conflict, set_aside_sentence
+from sprx_tui.core.sync.view import (
     ENROL_COMMAND,
     PHASE_LABELS,
     ConflictView,
-    SyncFinished,
-    SyncProgress,
-    SyncStarted,
     SyncView,
     load_sync_view,
     local_time,
     when_text,
 )
+from sprx_tui.drafts import discard_later
+from sprx_tui.inert import inert, inert_cells, inert_lines, visible
+from sprx_tui.messages import SyncFinished, SyncProgress, SyncStarted
+from sprx_tui.screens.area import AreaScreen
+from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
     from sprx_tui.router import Shell
-    from sprx_tui.syncui import SyncController
+    from sprx_tui.sync_controller import SyncController
 
 STATE_WORDS = {
     "synced": "synced",
@@ -306,7 +304,7 @@ class SyncScreen(AreaScreen):
         message.set_class(problem, "-problem")
         # Rows the inbound gate refused on this laptop: said in one sentence, only when there are any.
         aside = self.query_one("#sync-set-aside", Static)
-        aside.update(syncstore.set_aside_sentence(status.set_aside))
+        aside.update(set_aside_sentence(status.set_aside))
         aside.display = status.set_aside > 0
 
     def _show_last(self, view: SyncView | None = None) -> None:
@@ -666,7 +664,7 @@ class ConflictScreen(Screen):
     @work(thread=True, exclusive=True, group="sync-resolve", exit_on_error=False, name="resolve")
     def _save(self, store: CaseStore, conflict_id: str, value: Any) -> None:
         try:
-            syncstore.resolve_conflict(store, conflict_id, value)
+            resolve_conflict(store, conflict_id, value)
         except NotFound:
             store.service.discard_draft(draft_key(conflict_id))  # closed meanwhile: a kept text has no use
             raise

@@ -16,7 +16,7 @@ from textual.timer import Timer
 from textual.widgets import Input, Label, Static
 from textual.worker import Worker
 
-from sprx_tui.core.store import CaseStore, open_store
+from sprx_tui.core.store import CaseStore, open_store, open_unlocked
 from sprx_tui.core.vault import (
     MIN_PASSPHRASE_CHARS,
     Vault,
@@ -74,16 +74,7 @@ def show_strength(screen: Screen, value: str) -> None:
 def unlock_and_open(vault: Vault, secret: bytearray, clock: Callable[[], dt.datetime]) -> CaseStore:
     """Unlock, open the store and audit the unlock (and any failures before it). Runs in a thread."""
     vault.unlock(secret)
-    try:
-        store = open_store(vault, clock=clock)
-        failures = vault.failed_attempts_before_unlock
-        if failures:
-            store.service.record_event("UNLOCK_FAIL", detail=f"count={failures}")
-        store.service.record_event("UNLOCK")
-    except BaseException:
-        vault.lock()
-        raise
-    return store
+    return open_unlocked(vault, clock=clock)
 
 
 class UnlockScreen(Screen):
