@@ -282,7 +282,7 @@ def uptake_figures(
         by_outcome=ordered(by_outcome, ONWARD_OUTCOME_ORDER),
         attended=attended,
         known_outcome=known,
-        attendance_rate=_round(attended / known) if known else None,
+        attendance_rate=attended / known if known else None,  # rounded only where it is shown
         median_days_to_first_response=float(statistics.median(response_days)) if response_days else None,
         responses_timed=len(response_days),
     )
@@ -371,9 +371,12 @@ BAR = 36
 
 
 def _label(key: str, labels: Mapping[str, str] | None) -> str:
+    """The label given for a code; else a code like ``low_mood`` in words, and anything else as written ("GP")."""
     if labels and key in labels:
         return labels[key]
-    return key.replace("_", " ").capitalize()
+    if key.islower() or "_" in key:
+        return key.replace("_", " ").capitalize()
+    return key
 
 
 def _bars(counts: Mapping[str, int], labels: Mapping[str, str] | None, indent: str = "  ") -> list[str]:

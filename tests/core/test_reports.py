@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from sprx_rules import report as rules_report
 from sprx_rules.hsds import service_id
 from sprx_rules.report import FigureChange
 from sprx_tui import cli
@@ -214,7 +215,7 @@ def test_unmet_needs_and_onward_uptake(report: reports.Report) -> None:
     assert (u.onward_referrals, u.services, u.attended, u.known_outcome) == (5, 2, 1, 3)
     assert u.by_kind == {"signposted": 2, "referred": 2, "accompanied": 1}
     assert u.by_outcome == {"pending": 1, "waiting": 1, "attended": 1, "not_attended": 1, "declined": 1}
-    assert u.attendance_rate == 0.33
+    assert u.attendance_rate == 1 / 3  # 1 attended of 3 with a known outcome, not rounded before display
     assert (u.median_days_to_first_response, u.responses_timed) == (3.0, 3)
 
 
@@ -228,7 +229,7 @@ def test_render_text_reads_plainly(report: reports.Report) -> None:
     assert any(line.startswith("  Total score") and line.endswith("3 (75.0%)") for line in lines)
     assert any(line.startswith("  Life satisfaction") and line.endswith("2 (50.0%)") for line in lines)
     assert "  GP appointments            4        14          7        -1.75" in lines
-    assert "  Attendance rate 33.0% (1 attended of 3 with a known outcome)" in lines
+    assert "  Attendance rate 33.3% (1 attended of 3 with a known outcome)" in lines
     assert "Short Warwick Edinburgh Mental Wellbeing Scale (SWEMWBS) © NHS Health Scotland" in text
     assert "Unmet needs: gaps in local provision (2 people)" in text
     assert max(len(line) for line in lines) <= 100
@@ -256,3 +257,14 @@ def test_cli_report(
     assert code == 0, err
     assert out.startswith("Caseload and outcomes: this laptop's caseload,")
     assert "Caseload by status (7 people)" in out
+
+
+def test_attendance_is_rounded_only_for_display() -> None:
+    u = rules_report.uptake_figures({"referred": 13}, {"attended": 6, "not_attended": 7}, [], 1)
+    assert u.attendance_rate == 6 / 13  # 0.461538..., worked out by hand: 6 of 13
+    assert f"{100 * u.attendance_rate:.1f}%" == "46.2%"  # rounding first (0.46) would show 46.0%
+
+
+def test_codes_in_words_and_names_as_written() -> None:
+    lines = rules_report._bars({"GP": 2, "low_mood": 1, "self": 1}, None)
+    assert [ln.split()[0] for ln in lines] == ["GP", "Low", "Self"]
