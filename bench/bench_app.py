@@ -254,7 +254,7 @@ def child_sprx(args: argparse.Namespace) -> None:
     os.environ["SPRX_CONFIG_DIR"] = str(config_dir)
     os.environ[OFF_VARIABLE] = args.hacks_off  # before sprx_tui is imported: _textual_hacks reads it once
     from sqlmodel import Session, select
-    from textual.widgets import DataTable, Input, TextArea
+    from textual.widgets import Input, TextArea
 
     from sprx_tui.app import SprxApp
     from sprx_tui.config import Config
@@ -425,7 +425,7 @@ def child_sprx(args: argparse.Namespace) -> None:
 
             # -- open a person (Enter on a caseload row) -> header and overview on screen; Esc back
             await pilot.press("escape")  # leave the (empty) filter for the table
-            await wait_for(lambda: isinstance(app.focused, DataTable))
+            await wait_for(lambda: isinstance(app.focused, CaseloadTable))
             opens: list[float] = []
             opens_cpu: list[float] = []
             rng = random.Random(args.seed)
@@ -491,7 +491,11 @@ def hacks_named(spec: str) -> list[str]:
         return []
     from sprx_tui._textual_hacks import HACKS
 
-    names = list(HACKS) if spec == "each" else [n.strip() for n in spec.split(",") if n.strip()]
+    names = (
+        [n for n, h in HACKS.items() if h.speed]
+        if spec == "each"
+        else [n.strip() for n in spec.split(",") if n.strip()]
+    )
     unknown = [n for n in names if n not in HACKS and n != "all"]
     if unknown:
         raise SystemExit(f"unknown workaround(s) {unknown}; known: {', '.join(HACKS)}, all")

@@ -12,7 +12,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.content import Content
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 from textual.worker import Worker, get_current_worker
 
 from sprx_tui.core.store import CaseStore
@@ -20,7 +20,7 @@ from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells
 from sprx_tui.messages import CaseloadLoaded
 from sprx_tui.screens.area import AreaScreen
-from sprx_tui.widgets.fast_table import FastTextTable
+from sprx_tui.widgets.fast_table import TextTable
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from sprx_tui.router import Shell
 
 # Rows fetched per query; the table grows a page at a time as the cursor nears the end. About two screens:
-# every row added is measured cell by cell by the DataTable, so a bigger first page slows each keystroke.
+# every row added is measured and the table laid out again, so a bigger first page slows each keystroke.
 PAGE = 50
 LOAD_MORE_MARGIN = 10
 
@@ -97,7 +97,7 @@ class FilterInput(Input):
         self.screen.set_focus(self.screen.query_one(CaseloadTable))
 
 
-class CaseloadTable(FastTextTable):
+class CaseloadTable(TextTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "select_cursor", "Open", id="caseload.open"),
     ]
@@ -225,8 +225,7 @@ class CaseloadScreen(AreaScreen):
         with self.app.batch_update():
             keep_key = None
             if message.offset == 0:
-                if table.row_count:
-                    keep_key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+                keep_key = table.cursor_key
                 table.clear()
                 self._shown = ()
             added = []
@@ -242,7 +241,6 @@ class CaseloadScreen(AreaScreen):
                 table.move_cursor(row=table.get_row_index(keep_key))
         self._loading_more = False
         self._show_titles()
-        table.measure_now()
         if self.is_current:
             draw_now(self)
         else:
@@ -261,17 +259,17 @@ class CaseloadScreen(AreaScreen):
         if table.border_subtitle != subtitle:
             table.border_subtitle = subtitle
 
-    @on(DataTable.RowHighlighted, "#caseload")
-    def _moved(self, event: DataTable.RowHighlighted) -> None:
+    @on(TextTable.RowHighlighted, "#caseload")
+    def _moved(self, event: TextTable.RowHighlighted) -> None:
         self._show_titles()
-        table = event.data_table
+        table = event.table
         if event.cursor_row >= table.row_count - LOAD_MORE_MARGIN:
             self._load_more()
 
-    @on(DataTable.RowSelected, "#caseload")
-    def _open(self, event: DataTable.RowSelected) -> None:
-        if event.row_key.value:
-            self.sprx.open_person(str(event.row_key.value))
+    @on(TextTable.RowSelected, "#caseload")
+    def _open(self, event: TextTable.RowSelected) -> None:
+        if event.row_key:
+            self.sprx.open_person(event.row_key)
 
     # -- filter, status, sort ----------------------------------------------------------------------
 

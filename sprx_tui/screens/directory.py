@@ -30,6 +30,7 @@ from textual.worker import Worker, get_current_worker
 
 from sprx_rules.hsds import html_to_text
 from sprx_rules.validate import format_phone
+from sprx_tui import _textual_hacks as hacks
 from sprx_tui.core import directory
 from sprx_tui.core.models import ONWARD_KINDS, REFERRAL_REASONS, CommunityService, Person
 from sprx_tui.core.service import InvalidInput
@@ -265,7 +266,7 @@ class ChoiceSet(RadioSet):
         super().__init__(*children, **kwargs)
         self._moving_chooses = False
 
-    def _on_mount(self, _event: Mount) -> None:
+    def on_mount(self, _event: Mount) -> None:
         # RadioSet's own mount handler (dispatched after this one) moves to the first button: not a choice, so
         # a button that starts pressed (a kept draft) stays pressed and highlighted.
         self.call_next(self._start_choosing)
@@ -273,7 +274,7 @@ class ChoiceSet(RadioSet):
     def _start_choosing(self) -> None:
         pressed = self.pressed_button
         if pressed is not None:
-            self._selected = self._nodes.index(pressed)
+            hacks.highlight_radio_button(self, pressed)
         self._moving_chooses = True
 
     def action_next_button(self) -> None:

@@ -13,7 +13,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Grid
 from textual.message import Message
-from textual.widgets import DataTable
 from textual.worker import Worker
 
 from sprx_tui.core.models import REFERRAL_SOURCES
@@ -23,7 +22,7 @@ from sprx_tui.inert import inert_cells
 from sprx_tui.messages import TodayLoaded
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.caseload import flag_marks, short_date
-from sprx_tui.widgets.fast_table import FastTextTable
+from sprx_tui.widgets.fast_table import TextTable
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
@@ -64,7 +63,7 @@ class TodayTotals(Message):
     totals: dict[str, int]
 
 
-class TodayTable(FastTextTable):
+class TodayTable(TextTable):
     """A compact list on Today; Enter opens the person on the highlighted row."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -131,7 +130,7 @@ class TodayScreen(AreaScreen):
 
     def _show_loading(self) -> None:
         if self._reading:
-            for table in self.query(DataTable):
+            for table in self.query(TodayTable):
                 table.loading = table.row_count == 0
 
     def _read_done(self) -> None:
@@ -206,7 +205,6 @@ class TodayScreen(AreaScreen):
                 table.loading = False
                 if items:
                     table.move_cursor(row=min(keep, len(items) - 1))
-                table.measure_now()  # now, not at the next idle: the unlock switches to Today straight after this
         draw_now(self)
         # A loading widget has no keys; now it has finished, the footer must look again.
         self.refresh_bindings()
@@ -221,17 +219,17 @@ class TodayScreen(AreaScreen):
                 table = self.query_one(f"#{table_id}", TodayTable)
                 table.border_title = f"{title} ({message.totals[table_id]:,})"
 
-    @on(DataTable.RowSelected)
-    def _open(self, event: DataTable.RowSelected) -> None:
-        person_id = self._people.get(str(event.row_key.value))
+    @on(TextTable.RowSelected)
+    def _open(self, event: TextTable.RowSelected) -> None:
+        person_id = self._people.get(event.row_key)
         if person_id:
             # A new referral is opened to be triaged: straight to the Referrals tab.
-            tab = "referrals" if event.data_table.id == "referrals" else None
+            tab = "referrals" if event.table.id == "referrals" else None
             self.sprx.open_person(person_id, tab)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.name == "today" and event.state.name == "ERROR":
-            for table in self.query(DataTable):
+            for table in self.query(TodayTable):
                 table.loading = False
             self._read_done()
         self.sprx.worker_failed(event)

@@ -1,181 +1,299 @@
-"""A DataTable whose one-line plain-text cells are drawn without a Rich render per cell.
+"""A table of plain one-line text cells, drawn a line at a time through Textual's public line API.
 
-DataTable renders every visible cell through Rich (`Styled(Padding(cell))` -> `render_lines`) and
-throws the whole cell cache away on any change (its key holds the table's update count). A caseload
-filter changes the table on every keystroke, so each one re-rendered ~250 cells; that was the largest
-single cost of a keystroke (BENCHMARKS.md, App). For a cell that is a plain `Text` (no spans, no
-style) in a one-line row, the result of that render is known: the padding, the text cut or padded to
-the column's width in terminal cells, all in the cell's style. This builds that one segment directly.
-Anything else (header, row labels, styled or multi-line cells) goes through DataTable's own path.
+Today's lists and the caseload show rows of short plain text that change on every keystroke of the
+filter. DataTable renders each visible cell through Rich and re-measures every added row cell by cell,
+which was the largest single cost of a keystroke (BENCHMARKS.md, App); it used to be sped up by
+overriding DataTable's private cell renderer. This is a `ScrollView` instead (as Toolong's log view
+is): a row's width in each column is the cell length of its text, known as it is added, and
+`render_line` draws one row as one segment - the text cut or padded to each column, in the row's style.
+
+Cells are always inert: whatever a cell holds (a `Text`'s plain text, or a str, never read as markup)
+is drawn with escapes and control characters as visible placeholders (`inert.visible`).
+
+The API is the part of DataTable's the screens use (add_column, add_row, clear, move_cursor, row_count,
+cursor_row, rows, get_row_index, get_row_at; RowHighlighted and RowSelected), with row keys as strings.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from rich.cells import cell_len, set_cell_size
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
-from textual._types import SegmentLines
-from textual.widgets import DataTable
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Size
+from textual.message import Message
+from textual.reactive import reactive
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
-from sprx_tui import _textual_hacks as hacks
 from sprx_tui.inert import visible
 
-
-class _FixedStyles:
-    """A component's styles with its Rich style worked out once (see FastTextTable.render_lines)."""
-
-    __slots__ = ("_styles", "rich_style")
-
-    def __init__(self, styles: Any) -> None:
-        self._styles = styles
-        self.rich_style = styles.rich_style
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._styles, name)
+CELL_PADDING = 1
 
 
-class FastTextTable(DataTable):
-    """DataTable with a fast path for plain one-line Text cells; looks exactly the same."""
+@dataclass
+class _Column:
+    label: str
+    key: str
+    width: int  # in terminal cells, without padding
 
-    _render_memo: dict[Any, Any] | None = None
 
-    def render_lines(self, crop: Any) -> Any:
-        # Within one drawing nothing can restyle the table, yet DataTable asks for its own Rich style and
-        # its header and row components' on every line, and each answer walks every ancestor's colours:
-        # half of drawing Today's lists (BENCHMARKS.md, App). Worked out once per drawing instead.
-        self._render_memo = {}
-        try:
-            return super().render_lines(crop)
-        finally:
-            self._render_memo = None
+def _plain(cell: object) -> str:
+    """A cell's text as it is drawn: inert, on one line."""
+    text = cell.plain if isinstance(cell, Text) else str(cell)
+    return visible(text)  # a line break too is shown as a placeholder
+
+
+class TextTable(ScrollView, can_focus=True):
+    """Rows of plain one-line text under a header; a row cursor; Enter selects the row."""
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "text-table--header",
+        "text-table--cursor",
+        "text-table--even-row",
+        "text-table--odd-row",
+    }
+    # DataTable's look, so the two kinds of table sit side by side.
+    DEFAULT_CSS = """
+    TextTable {
+        background: $surface;
+        color: $foreground;
+        height: auto;
+        max-height: 100%;
+        &:focus {
+            background-tint: $foreground 5%;
+            & > .text-table--cursor {
+                background: $block-cursor-background;
+                color: $block-cursor-foreground;
+                text-style: $block-cursor-text-style;
+            }
+            & > .text-table--header { background-tint: $foreground 5%; }
+        }
+        &:dark > .text-table--even-row { background: $surface-darken-1 40%; }
+        & > .text-table--header { text-style: bold; background: $panel; color: $foreground; }
+        &:ansi > .text-table--header { background: ansi_bright_blue; color: ansi_default; }
+        & > .text-table--odd-row { }
+        & > .text-table--even-row { background: $surface-lighten-1 50%; }
+        & > .text-table--cursor {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+            text-style: $block-cursor-blurred-text-style;
+        }
+    }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Select", show=False),
+        Binding("up", "cursor_up", "Cursor up", show=False),
+        Binding("down", "cursor_down", "Cursor down", show=False),
+        Binding("pageup", "page_up", "Page up", show=False),
+        Binding("pagedown", "page_down", "Page down", show=False),
+        Binding("home", "first", "First row", show=False),
+        Binding("end", "last", "Last row", show=False),
+    ]
+
+    cursor_row: reactive[int] = reactive(0, init=False)
+
+    class RowHighlighted(Message):
+        """The cursor moved to a row."""
+
+        def __init__(self, table: TextTable, cursor_row: int, row_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+
+        @property
+        def control(self) -> TextTable:
+            return self.table
+
+    class RowSelected(Message):
+        """Enter (or a click) on a row."""
+
+        def __init__(self, table: TextTable, cursor_row: int, row_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+
+        @property
+        def control(self) -> TextTable:
+            return self.table
+
+    def __init__(
+        self,
+        *,
+        zebra_stripes: bool = False,
+        cursor_type: str = "row",
+        name: str | None = None,
+        id: str | None = None,  # noqa: A002 - Textual's name for it
+        classes: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        super().__init__(name=name, id=id, classes=classes, disabled=disabled)
+        if cursor_type != "row":
+            raise ValueError("TextTable has a row cursor only")
+        self.zebra_stripes = zebra_stripes
+        self._columns: list[_Column] = []
+        self.rows: dict[str, tuple[str, ...]] = {}  # row key -> its cells, as drawn; in order
+        self._keys: list[str] = []
+
+    # -- content -----------------------------------------------------------------------------------
+
+    def add_column(self, label: str, *, key: str | None = None) -> str:
+        key = key if key is not None else label
+        self._columns.append(_Column(_plain(label), key, cell_len(_plain(label))))
+        for row_key, cells in self.rows.items():
+            self.rows[row_key] = (*cells, "")
+        self._resized()
+        return key
+
+    def add_columns(self, *labels: str) -> list[str]:
+        return [self.add_column(label) for label in labels]
+
+    def add_row(self, *cells: object, key: str | None = None) -> str:
+        key = key if key is not None else str(len(self._keys))
+        if key in self.rows:
+            raise ValueError(f"a row with key {key!r} is already in the table")
+        texts = tuple(_plain(cell) for cell in cells[: len(self._columns)])
+        texts += ("",) * (len(self._columns) - len(texts))
+        for column, text in zip(self._columns, texts, strict=True):
+            width = cell_len(text)
+            if width > column.width:
+                column.width = width
+        self.rows[key] = texts
+        self._keys.append(key)
+        self._resized()
+        return key
+
+    def add_rows(self, rows: list[tuple[object, ...]]) -> list[str]:
+        return [self.add_row(*cells) for cells in rows]
+
+    def clear(self) -> None:
+        """Remove every row (the columns stay, at their widths); the cursor goes back to the first row."""
+        self.rows.clear()
+        self._keys.clear()
+        self.set_reactive(TextTable.cursor_row, 0)
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self._resized()
 
     @property
-    def rich_style(self) -> Style:
-        memo = self._render_memo
-        if memo is None:
-            return super().rich_style
-        style = memo.get(None)
-        if style is None:
-            style = memo[None] = super().rich_style
-        return style
+    def column_widths(self) -> list[int]:
+        """Each column's width in terminal cells, without its padding."""
+        return [column.width for column in self._columns]
 
-    def get_component_styles(self, *names: str) -> Any:
-        memo = self._render_memo
-        if memo is None:
-            return super().get_component_styles(*names)
-        styles = memo.get(names)
-        if styles is None:
-            styles = memo[names] = _FixedStyles(super().get_component_styles(*names))
-        return styles
+    @property
+    def row_count(self) -> int:
+        return len(self._keys)
 
-    def _render_cell(
-        self,
-        row_index: int,
-        column_index: int,
-        base_style: Style,
-        width: int,
-        cursor: bool = False,
-        hover: bool = False,
-    ) -> SegmentLines:
-        if row_index < 0 or column_index < 0:  # header and row labels
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        row_key = self._row_locations.get_key(row_index)
-        column_key = self._column_locations.get_key(column_index)
-        key: Any = (
-            row_key,
-            column_key,
-            base_style,
-            cursor,
-            hover,
-            self._show_hover_cursor,
-            self._update_count,
-            self._pseudo_class_state,
-        )
-        cached = self._cell_render_cache.get(key)
-        if cached is not None:
-            return cached
-        row = self.rows.get(row_key) if row_key is not None else None
-        value = self._data.get(row_key, {}).get(column_key) if row_key is not None else None
-        pad = self.cell_padding
-        if (
-            row is None
-            or row.height != 1
-            or not isinstance(value, Text)
-            or value.spans
-            or value.style
-            or value.justify not in (None, "default", "left")
-            or value.overflow not in (None, "fold", "crop")
-            or "\n" in value.plain
-            or width <= 2 * pad
-        ):
-            return super()._render_cell(row_index, column_index, base_style, width, cursor, hover)
-        is_fixed = row_index < self.fixed_rows or column_index < self.fixed_columns
-        component_style, post_style = self._get_styles_to_render_cell(
-            False,
-            False,
-            is_fixed,
-            hover,
-            cursor,
-            self.show_cursor,
-            self._show_hover_cursor,
-            self.cursor_foreground_priority == "css",
-            self.cursor_background_priority == "css",
-        )
-        style = base_style + Style.from_meta({"row": row_index, "column": column_index}) + component_style
-        # Cells are record text: any escape or control character still in one is drawn as a placeholder.
-        text = set_cell_size(visible(value.plain), width - 2 * pad)
-        lines: SegmentLines = [[Segment(f"{' ' * pad}{text}{' ' * pad}", style + post_style)]]
-        self._cell_render_cache[key] = lines
-        return lines
+    @property
+    def cursor_key(self) -> str | None:
+        """The key of the row under the cursor (None when the table is empty)."""
+        return self._keys[self.cursor_row] if 0 <= self.cursor_row < len(self._keys) else None
 
-    def measure_now(self) -> None:
-        """Measure rows just added now, rather than when the table next idles.
+    def get_row_index(self, key: str) -> int:
+        try:
+            return self._keys.index(key)
+        except ValueError:
+            raise KeyError(key) from None
 
-        A table filled on a screen built behind the current one can be drawn (by the switch to it)
-        before it idles: its columns would be drawn at their headers' widths.
-        """
-        if self._require_update_dimensions:
-            self._require_update_dimensions = False
-            new_rows = self._new_rows.copy()
-            self._new_rows.clear()
-            self._update_dimensions(new_rows)
+    def get_row_at(self, index: int) -> list[str]:
+        return list(self.rows[self._keys[index]])
 
-    def _update_dimensions(self, new_rows: Any) -> None:
-        columns = self.ordered_columns
-        widths = [column.get_render_width(self) for column in columns]
-        # A plain one-line Text cell's width is the cell length of its text: what Rich's measure of it
-        # returns, without a measure per cell (~30 ms for Today's ~500 rows). Other rows go the usual way.
-        others = []
-        for row_key in new_rows:
-            row = self.rows.get(row_key)
-            values = self._data.get(row_key, {})
-            if (
-                row is None
-                or row_key not in self._row_locations
-                or row.label is not None
-                or row.height != 1
-                or not all(isinstance(values.get(column.key), Text) for column in columns)
-            ):
-                others.append(row_key)
-                continue
-            for column in columns:
-                plain = values[column.key].plain
-                width = max(map(cell_len, plain.split("\n"))) if "\n" in plain else cell_len(plain)
-                if width > column.content_width:
-                    column.content_width = width
-        super()._update_dimensions(others)
-        if widths != [column.get_render_width(self) for column in self.ordered_columns]:
-            # DataTable keeps rows and cells already drawn at the old widths (its caches are keyed
-            # by its update count, which a measurement does not change): drop them.
-            self._clear_caches()
-            self.refresh()
+    def _resized(self) -> None:
+        width = sum(column.width + 2 * CELL_PADDING for column in self._columns)
+        self.virtual_size = Size(width, len(self._keys) + 1)  # + the header
+        self.refresh()
 
+    # -- cursor ------------------------------------------------------------------------------------
 
-if not hacks.active("fast_table"):  # measuring: DataTable's own drawing and measuring
+    def move_cursor(self, *, row: int | None = None, animate: bool = False) -> None:
+        if row is None or not self._keys:
+            return
+        self.cursor_row = max(0, min(row, len(self._keys) - 1))
 
-    class FastTextTable(DataTable):  # type: ignore[no-redef]
-        def measure_now(self) -> None:
-            pass
+    def validate_cursor_row(self, row: int) -> int:
+        return max(0, min(row, len(self._keys) - 1)) if self._keys else 0
+
+    def watch_cursor_row(self, old: int, new: int) -> None:
+        self._scroll_to_row(new)
+        self.refresh()
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.RowHighlighted(self, new, key))
+
+    def _scroll_to_row(self, row: int) -> None:
+        rows_shown = max(1, self.scrollable_content_region.height - 1)
+        top = round(self.scroll_y)
+        if row < top:
+            self.scroll_to(y=row, animate=False)
+        elif row >= top + rows_shown:
+            self.scroll_to(y=row - rows_shown + 1, animate=False)
+
+    def action_cursor_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - 1)
+
+    def action_cursor_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + 1)
+
+    def action_page_up(self) -> None:
+        self.move_cursor(row=self.cursor_row - max(1, self.scrollable_content_region.height - 1))
+
+    def action_page_down(self) -> None:
+        self.move_cursor(row=self.cursor_row + max(1, self.scrollable_content_region.height - 1))
+
+    def action_first(self) -> None:
+        self.move_cursor(row=0)
+
+    def action_last(self) -> None:
+        self.move_cursor(row=len(self._keys) - 1)
+
+    def action_select_cursor(self) -> None:
+        key = self.cursor_key
+        if key is not None:
+            self.post_message(self.RowSelected(self, self.cursor_row, key))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or offset.y < 1:
+            return
+        row = round(self.scroll_y) + offset.y - 1
+        if 0 <= row < len(self._keys):
+            self.move_cursor(row=row)
+            self.action_select_cursor()
+
+    # -- drawing -----------------------------------------------------------------------------------
+
+    def _line(self, cells: tuple[str, ...]) -> str:
+        pad = " " * CELL_PADDING
+        cut = (set_cell_size(text, column.width) for column, text in zip(self._columns, cells, strict=True))
+        return "".join(f"{pad}{text}{pad}" for text in cut)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        base = self.rich_style
+        scroll_x = round(self.scroll_x)
+        if y == 0:
+            style = base + self.get_component_rich_style("text-table--header")
+            labels = tuple(column.label for column in self._columns)
+            strip = Strip([Segment(self._line(labels), style)])
+            return strip.crop_extend(scroll_x, scroll_x + width, style)
+        row = round(self.scroll_y) + y - 1
+        if not 0 <= row < len(self._keys):
+            return Strip.blank(width, base)
+        style = base
+        if self.zebra_stripes:
+            style += self.get_component_rich_style("text-table--odd-row" if row % 2 else "text-table--even-row")
+        if row == self.cursor_row:
+            style += self.get_component_rich_style("text-table--cursor")
+        style += Style.from_meta({"row": row})
+        strip = Strip([Segment(self._line(self.rows[self._keys[row]]), style)])
+        return strip.crop_extend(scroll_x, scroll_x + width, style)
+
+    def notify_style_update(self) -> None:
+        super().notify_style_update()
+        self.refresh()

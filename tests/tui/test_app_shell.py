@@ -15,7 +15,7 @@ import pytest
 from sqlmodel import Session, select
 from textual.command import CommandList
 from textual.screen import Screen
-from textual.widgets import DataTable, Input, Static, TabbedContent
+from textual.widgets import Input, Static, TabbedContent
 
 from sprx_tui import app as app_module
 from sprx_tui.app import SprxApp
@@ -32,6 +32,7 @@ from sprx_tui.screens.lock import DraftOfferScreen
 from sprx_tui.screens.settings import SettingsScreen
 from sprx_tui.screens.today import TodayScreen
 from sprx_tui.screens.unlock import FirstRunScreen, RecoveryKeyScreen, UnlockScreen
+from sprx_tui.widgets.fast_table import TextTable
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 from tests.tui.settling import settle, wait_until
 
@@ -178,7 +179,7 @@ async def test_today_lists_are_capped_with_their_whole_length_and_where_the_rest
     app = make_app(demo_vault, store=store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        table = app.screen.query_one("#referrals", DataTable)
+        table = app.screen.query_one("#referrals", TextTable)
         assert table.row_count == 1
         assert table.border_title == f"New referrals ({totals['referrals']:,})"
         assert "F3" in str(table.border_subtitle)
@@ -200,17 +201,17 @@ async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
         assert app.focused is app.screen.query_one("#passphrase", Input)
         await unlock(app, pilot, typed=True)
         assert isinstance(app.screen, TodayScreen)
-        table = app.screen.query_one("#due", DataTable)
+        table = app.screen.query_one("#due", TextTable)
         assert table.row_count == len(due)
         assert table.border_title == f"Due today ({len(due)})"
-        assert app.screen.query_one("#overdue", DataTable).row_count == len(overdue)
-        assert app.screen.query_one("#referrals", DataTable).row_count == len(referrals)
+        assert app.screen.query_one("#overdue", TextTable).row_count == len(overdue)
+        assert app.screen.query_one("#referrals", TextTable).row_count == len(referrals)
         text = screen_text(app)
         assert due[0].name in text
         assert "demo vault" in text, text  # the status bar
         assert app.title == "sprx"
         # Enter on a row opens that person.
-        app.screen.query_one("#due", DataTable).focus()
+        app.screen.query_one("#due", TextTable).focus()
         await pilot.pause()
         opened: list[tuple[str, str | None]] = []
         real_open = app.open_person
@@ -222,7 +223,7 @@ async def test_unlock_shows_today_with_due_items(demo_vault: Path) -> None:
         # A new referral opens on the Referrals tab, to be triaged.
         await pilot.press("escape")
         await settle(pilot)
-        app.screen.query_one("#referrals", DataTable).focus()
+        app.screen.query_one("#referrals", TextTable).focus()
         await pilot.press("enter")
         await settle(pilot)
         assert opened[-1] == (referrals[0].person_id, "referrals")
@@ -270,14 +271,14 @@ async def test_wrong_passphrase_says_so_then_backs_off(demo_vault: Path) -> None
 # -- caseload -----------------------------------------------------------------------------------
 
 
-async def caseload(app: SprxApp, pilot: Any) -> DataTable:
+async def caseload(app: SprxApp, pilot: Any) -> TextTable:
     await pilot.press("f3")
     await settle(pilot)
     assert isinstance(app.screen, CaseloadScreen)
-    return app.screen.query_one("#caseload", DataTable)
+    return app.screen.query_one("#caseload", TextTable)
 
 
-def names_in(table: DataTable) -> list[str]:
+def names_in(table: TextTable) -> list[str]:
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
@@ -820,7 +821,7 @@ async def test_status_bar_follows_sync_reports(unlocked_store: CaseStore, demo_v
         # say "not enrolled" again (this vault is not), so wait for start-up to finish, however slow.
         for _ in range(50):
             await settle(pilot)
-            tables = app.screen.query(DataTable)
+            tables = app.screen.query(TextTable)
             if isinstance(app.screen, TodayScreen) and tables and not any(t.loading for t in tables):
                 break
         await settle(pilot)
@@ -1000,7 +1001,7 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         await settle(pilot)
         # The lock thaws the heap; the unlock screen freezes it again once its preparation is done, but
         # only after the session's objects are gone: none of them may be kept out of the collector.
-        await wait_until(pilot, lambda: app._heap_frozen, what="the unlock screen's heap freeze")
+        await wait_until(pilot, lambda: app._heap.frozen, what="the unlock screen's heap freeze")
         gc.collect()
         assert [ref() for ref in session] == [None, None]
         await unlock(app, pilot, typed=True)

@@ -341,8 +341,8 @@ async def walk(store: CaseStore, person_id: str, literal: str | None) -> None:
 
 
 async def show_row(pilot: Pilot[Any], table_id: str, key: str) -> None:
-    table = pilot.app.screen.query_one(table_id, DataTable)
-    table.move_cursor(row=table.get_row_index(key))
+    table = pilot.app.screen.query_one(table_id)  # Today's and the caseload's are TextTables
+    table.move_cursor(row=table.get_row_index(key))  # type: ignore[attr-defined]
     await settle(pilot)
 
 
