@@ -8,9 +8,10 @@ DEMO_PASSPHRASE ?= walking group on tuesday
 
 .PHONY: demo check test lint bench clean
 
-# Tests run in parallel on two workers (pytest-xdist); a test that must share a worker with others
-# says so with @pytest.mark.xdist_group (--dist loadgroup), the rest spread freely.
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadgroup
+# Tests run in parallel on two workers (pytest-xdist), a whole file to a worker (--dist loadfile), so a
+# module's fixtures (a demo vault, a CLI run, a server) are built once; each worker has its own temp
+# folder, ports and PostgreSQL cluster.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -211,6 +211,7 @@ FAILURES = {
 
 
 @pytest.mark.parametrize("name", list(FAILURES))
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_bad_input_gives_one_plain_sentence(cli: CliRuns, name: str) -> None:
     run = cli.runs[name]
     code, words = FAILURES[name]
@@ -228,6 +229,7 @@ def test_bad_input_gives_one_plain_sentence(cli: CliRuns, name: str) -> None:
     assert leaked == []
 
 
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_demo_and_init_succeed_and_show_the_recovery_key_once(cli: CliRuns) -> None:
     for name in ("demo", "init"):
         run = cli.runs[name]
@@ -243,6 +245,7 @@ def test_demo_and_init_succeed_and_show_the_recovery_key_once(cli: CliRuns) -> N
     assert not any(s in cli.runs["demo"].out + cli.runs["demo"].err for s in cli.secrets)
 
 
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_check_passes_a_good_vault(cli: CliRuns) -> None:
     run = cli.runs["check_good"]
     assert run.rc == 0, run.err
@@ -251,6 +254,7 @@ def test_check_passes_a_good_vault(cli: CliRuns) -> None:
     )
 
 
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_refused_init_leaves_the_vault_untouched(cli: CliRuns) -> None:
     assert files(cli.root / "second_init") == cli.before["second_init"]
     assert files(cli.root / "passwd_wrong_old")["sprx.db"] == cli.before["passwd_wrong_old"]["sprx.db"]
@@ -260,6 +264,7 @@ def test_refused_init_leaves_the_vault_untouched(cli: CliRuns) -> None:
     assert not (cli.root / "out2").exists()
 
 
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_passwd_changes_the_passphrase_not_the_records(cli: CliRuns) -> None:
     run = cli.runs["passwd"]
     assert run.rc == 0, run.err
@@ -269,6 +274,7 @@ def test_passwd_changes_the_passphrase_not_the_records(cli: CliRuns) -> None:
     assert cli.runs["check_old_passphrase"].rc == 1
 
 
+@pytest.mark.slow  # uses the module's CLI runs: sprx in subprocesses, calibrating the real key derivation
 def test_export_csv_writes_private_files_and_is_audited(cli: CliRuns) -> None:
     run = cli.runs["export"]
     assert run.rc == 0, run.err

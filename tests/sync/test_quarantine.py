@@ -171,6 +171,7 @@ def run_cli_sync(vault: Path) -> subprocess.CompletedProcess[str]:
 # ---------------------------------------------------------------- first sync (snapshot)
 
 
+@pytest.mark.slow  # syncs over a real uvicorn server
 def test_first_sync_sets_poisoned_rows_aside_and_everything_else_arrives(
     practice: Practice, vault_template: VaultTemplate, tmp_path: Path
 ) -> None:
@@ -227,6 +228,7 @@ def practice_pid(practice: Practice, gid: str) -> str:
 # ---------------------------------------------------------------- incremental pull
 
 
+@pytest.mark.slow  # syncs over a real uvicorn server
 def test_incremental_pull_sets_aside_a_bad_row_version_and_a_bad_conflict_and_goes_on(
     practice: Practice, vault_template: VaultTemplate, tmp_path: Path
 ) -> None:
@@ -335,6 +337,7 @@ def test_a_local_write_the_gate_refuses_names_the_field_and_writes_nothing(
 # ---------------------------------------------------------------- the count on the Sync screen
 
 
+@pytest.mark.slow  # syncs over a real uvicorn server
 async def test_the_sync_screen_says_how_many_rows_were_set_aside(
     practice: Practice, vault_template: VaultTemplate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

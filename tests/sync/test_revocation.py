@@ -78,6 +78,7 @@ def pending(store: CaseStore) -> int:
         return int(s.exec(select(func.count()).select_from(SyncOutbox).where(SyncOutbox.status == "pending")).one())
 
 
+@pytest.mark.slow  # a real uvicorn server and sprx in subprocesses
 def test_retire_sends_the_pending_notes_then_erases_the_laptop(practice: Practice) -> None:
     store = practice.laptop("A")
     path = store.vault.path
@@ -105,6 +106,7 @@ def test_retire_sends_the_pending_notes_then_erases_the_laptop(practice: Practic
     assert "retired " in out and "erased " in out
 
 
+@pytest.mark.slow  # a real uvicorn server and sprx in subprocesses
 def test_revoke_erases_at_once_and_accepts_nothing(practice: Practice) -> None:
     store = practice.laptop("B")
     path = store.vault.path
@@ -125,6 +127,7 @@ def test_revoke_erases_at_once_and_accepts_nothing(practice: Practice) -> None:
     assert "Bea" in practice.server_text()  # what it sent before the revocation stays
 
 
+@pytest.mark.slow  # a real uvicorn server and sprx in subprocesses
 def test_sprx_sync_says_retired_and_exits_5(practice: Practice) -> None:
     """The command line gives the retired sentence (and the exit code of an erased laptop)."""
     store = practice.laptop("C")
@@ -158,6 +161,7 @@ def _report_pending(server: TestServer, token: str, n: int) -> httpx.Response:
     return server.client.get("/v1/sync/pull", params={"cursor": 0}, headers=headers)
 
 
+@pytest.mark.slow  # a real uvicorn server and sprx in subprocesses
 def test_device_revoke_shows_what_it_knows_and_refuses_without_yes_when_no_one_can_answer(
     server: TestServer,
 ) -> None:

@@ -22,6 +22,9 @@ from schemathesis.specs.openapi.checks import (
 from sync import protocol, schema
 from tests.sync.server_harness import Laptop, TestServer, version_headers
 
+# Property-based fuzzing of every endpoint: a large hypothesis run.
+pytestmark = pytest.mark.slow
+
 MAX_EXAMPLES = 25
 """Per operation, on top of the coverage phase's fixed cases: keeps the module near 30 s on 2 cores."""
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]

@@ -6,6 +6,7 @@ import threading
 import uuid
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from sync import hlc
@@ -599,6 +600,7 @@ def test_pull_bodies_carry_stored_json_as_is(server: TestServer) -> None:
     assert stored is not None and goal["meta"] == stored["meta"] and goal["values"] == stored["values"]
 
 
+@pytest.mark.slow  # a real uvicorn subprocess flooded with log lines
 def test_uvicorn_server_log_never_blocks_the_server(tmp_path: Any) -> None:
     """The helper used to pipe the server's output without reading it: after ~64 KB of access log
     the server blocked on its next log line and every client hung."""

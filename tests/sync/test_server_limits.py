@@ -274,6 +274,7 @@ def _mode(p: Path) -> int:
 
 
 @pytest.mark.parametrize("umask", [0o022, 0o000])
+@pytest.mark.slow  # sprx-server in subprocesses, for each umask
 def test_the_server_files_are_private_whatever_the_umask(tmp_path: Path, umask: int) -> None:
     folder = tmp_path / "store"  # made by the server
     db = folder / "server.db"

@@ -21,6 +21,17 @@ def frozen_clock() -> dt.datetime:
     return FROZEN_NOW
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The fast tier takes each snapshot once, at 120x40 in the default theme; other sizes and themes are slow."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is None or not item.path.name.startswith("test_snapshots_"):
+            continue
+        size, theme = callspec.params.get("size", (120, 40)), callspec.params.get("theme", "default")
+        if tuple(size) != (120, 40) or theme != "default":
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(autouse=True)
 def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic snapshots: the input cursor never blinks."""

@@ -523,6 +523,7 @@ class DraftingScreen(Screen):
         return f"contact:{self.person_id}", {"kind": "contact", "person_id": self.person_id, "notes": "Half a note"}
 
 
+@pytest.mark.slow  # unlocks through the screen, twice
 async def test_drafts_are_kept_across_a_lock_and_offered_back(
     demo_vault: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

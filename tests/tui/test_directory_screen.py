@@ -140,6 +140,7 @@ async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStor
         assert table.row_count == 1 and target.name in str(table.get_row_at(0))
 
 
+@pytest.mark.slow  # a long walk through the app
 async def test_signpost_with_the_need_filter(unlocked_store: CaseStore) -> None:
     q = unlocked_store.queries
     person_id = person_without_onward(unlocked_store)
@@ -192,6 +193,7 @@ async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: C
         assert unlocked_store.queries.onward_referrals(person_id) == []
 
 
+@pytest.mark.slow  # a long walk through the app
 async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offers_it(
     unlocked_store: CaseStore,
 ) -> None:
@@ -237,6 +239,7 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
 # -- marks, details and the suggestion ----------------------------------------------------------------
 
 
+@pytest.mark.slow  # imports the directory and walks every entry
 async def test_stale_and_inactive_entries_are_marked_in_words(
     unlocked_store: CaseStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -39,6 +39,9 @@ from sync import hlc as hlc_mod
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 from tests.tui.settling import settle
 
+# Every test here locks and unlocks through the screen, where drafts are offered back.
+pytestmark = pytest.mark.slow
+
 SIZE = (120, 40)
 
 

@@ -363,6 +363,7 @@ def run_walk(store: CaseStore, value: str, literal: str | None) -> None:
     ],
     ids=["closing-tag", "click-and-link", "variable-and-capital", "osc-title", "osc-clipboard"],
 )
+@pytest.mark.slow  # every screen, for each of several strings
 def test_markup_and_escapes_in_record_text_are_shown_as_typed(store: CaseStore, value: str, literal: str) -> None:
     assert visible(value) == literal or literal in visible(value)
     run_walk(store, value, literal)
@@ -375,6 +376,7 @@ def test_markup_and_escapes_in_record_text_are_shown_as_typed(store: CaseStore, 
 )
 @given(value=ADVERSARIAL)
 @example(value="\ud800Jones [/bold]\x1b[2J\u202e👩🏿‍⚕️")
+@pytest.mark.slow  # a hypothesis search through every screen
 def test_adversarial_record_text_never_reaches_the_terminal(store: CaseStore, value: str) -> None:
     run_walk(store, value, None)
 

@@ -148,6 +148,7 @@ async def test_only_the_first_tab_loads_eagerly(unlocked_store: CaseStore) -> No
 # -- the whole journey: referral → accept with first contact → plan → follow-up cleared by a contact ---
 
 
+@pytest.mark.slow  # the whole journey through many screens
 async def test_referral_accept_plan_and_contact_clears_follow_up(unlocked_store: CaseStore) -> None:
     svc = unlocked_store.service
     q = unlocked_store.queries
@@ -345,6 +346,7 @@ REJECTED = [
 ]
 
 
+@pytest.mark.slow  # every form, one bad value at a time
 async def test_rejected_values_are_explained_and_typing_kept(unlocked_store: CaseStore) -> None:
     person_id = demo_person(unlocked_store, status="active")
     before = len(unlocked_store.queries.timeline(person_id))
@@ -399,6 +401,7 @@ async def test_mode_keys_and_escape_asks_before_discarding(unlocked_store: CaseS
         assert isinstance(app.screen, PersonScreen)
 
 
+@pytest.mark.slow  # locks and unlocks through the screen
 async def test_draft_then_restore_prefills_and_discards_on_save(unlocked_store: CaseStore) -> None:
     person_id = demo_person(unlocked_store, status="active")
     app = make_app(unlocked_store)

@@ -82,6 +82,7 @@ def stored(store: CaseStore, person_id: str, code: str) -> list[OutcomeResponse]
 # -- the journey: baseline, then a discharge with a skipped question ---------------------------------
 
 
+@pytest.mark.slow  # two whole questionnaires through the screens
 async def test_baseline_then_discharge_with_back_and_skip(unlocked_store: CaseStore) -> None:
     person_id = new_person(unlocked_store)
     app = make_app(unlocked_store)

@@ -102,6 +102,7 @@ async def test_figures_match_build_report(unlocked_store: CaseStore) -> None:
         assert f"Attendance rate {100 * u.attendance_rate:.1f}%" in text_of(screen, "uptake-summary")
 
 
+@pytest.mark.slow  # counts and exports the whole demo vault twice
 async def test_refresh_counts_again_and_export_writes_an_audited_file(
     unlocked_store: CaseStore, tmp_path: Path
 ) -> None:

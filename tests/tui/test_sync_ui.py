@@ -235,6 +235,7 @@ async def test_a_demo_vault_says_it_can_never_be_enrolled(laptops: Callable[[str
 # -- sync now ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_sync_now_from_the_screen_sends_everything_and_updates_the_status_bar(
     server: Server, laptops: Callable[[str], CaseStore]
 ) -> None:
@@ -270,6 +271,7 @@ async def test_sync_now_from_the_screen_sends_everything_and_updates_the_status_
     assert server.record("goal", goal.id)["text"] == "Walk to the shop"
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_background_sync_at_unlock_and_keys_listed_in_help(
     server: Server, laptops: Callable[[str], CaseStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -353,6 +355,7 @@ async def open_first_conflict(app: SprxApp, pilot: Any) -> ConflictScreen:
     return app.screen
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_conflict_side_by_side_merged_text_reaches_the_server(
     server: Server, laptops: Callable[[str], CaseStore]
 ) -> None:
@@ -401,6 +404,7 @@ async def test_conflict_side_by_side_merged_text_reaches_the_server(
     assert laptop_sync.open_conflicts(b) == []
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_conflict_keep_right_with_confirmation(server: Server, laptops: Callable[[str], CaseStore]) -> None:
     a, _b, goal_id = make_conflict(server, laptops)
     app = make_app(a, auto_sync=False)
@@ -426,6 +430,7 @@ async def test_conflict_keep_right_with_confirmation(server: Server, laptops: Ca
     assert server.record("goal", goal_id)["text"] == right
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_deleted_on_one_laptop_edited_on_another_confirm_the_delete(
     server: Server, laptops: Callable[[str], CaseStore]
 ) -> None:
@@ -508,6 +513,7 @@ def server_on(db_url: str, port: int) -> Iterator[str]:
             proc.wait()
 
 
+@pytest.mark.slow  # starts and stops sprx-server in a subprocess
 async def test_offline_backs_off_on_a_timer_then_syncs_when_the_server_returns(
     tmp_path: Path, laptops: Callable[[str], CaseStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -566,6 +572,7 @@ async def test_offline_backs_off_on_a_timer_then_syncs_when_the_server_returns(
 # -- revoked, lock ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real uvicorn server for the module, and syncs over it
 async def test_revoked_laptop_erases_itself_locks_and_says_so(
     server: Server, laptops: Callable[[str], CaseStore]
 ) -> None:
@@ -618,6 +625,7 @@ class SilentServer:
         self.sock.close()
 
 
+@pytest.mark.slow  # starts and stops sprx-server in a subprocess
 async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
     tmp_path: Path, laptops: Callable[[str], CaseStore]
 ) -> None:
@@ -658,6 +666,7 @@ async def test_lock_during_a_sync_stops_the_schedule_and_ignores_the_sync(
         silent.close()
 
 
+@pytest.mark.slow  # starts and stops sprx-server in a subprocess
 async def test_never_two_syncs_at_once(tmp_path: Path, laptops: Callable[[str], CaseStore]) -> None:
     db_url = f"sqlite:///{tmp_path}/own-server.db"
     admin = ServerStore(db_url)
