@@ -305,6 +305,7 @@ def test_export_to_a_full_disk_says_so_and_leaves_no_partial_files(
     assert sorted(p.name for p in small_disk.iterdir()) == [filler.name]
 
 
+@pytest.mark.slow  # a whole sync against a filling disk
 def test_sync_on_a_full_disk_says_so_and_resumes(
     small_disk: Path, net: Net, vault_template, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,6 +116,7 @@ def concurrent_mutation(draw: st.DrawFn) -> Mutation:
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(concurrent_mutation(), min_size=3, max_size=3))
+@pytest.mark.slow  # a large hypothesis run
 def test_any_arrival_order_of_three_concurrent_mutations_converges(muts: list[Mutation]) -> None:
     devs = ["A", "B", "C"]
     results = set()

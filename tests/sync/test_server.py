@@ -478,6 +478,7 @@ def test_t17_schema_and_protocol_versions(db_url: str) -> None:
         s.close()
 
 
+@pytest.mark.slow  # fills a large server database to measure the pull
 def test_pull_cost_follows_changes_not_database(server: TestServer) -> None:
     server.worker("alice")
     server.worker("bob")

@@ -71,6 +71,7 @@ def test_unsent_overdue_counts_only_after_a_day(tmp_path: Path, vault_template: 
         store.vault.lock()
 
 
+@pytest.mark.slow  # enrols and syncs a laptop first, then locks and unlocks
 async def test_lock_warns_when_changes_waited_over_a_day(tmp_path: Path, vault_template: VaultTemplate) -> None:  # noqa: F811
     clock = Clock()
     store = enrolled_store(tmp_path, vault_template, clock)
