@@ -129,11 +129,12 @@ class HeapFreeze:
         self.frozen = False
         self._thresholds: tuple[int, int, int] | None = None
 
-    def freeze(self, *, full_collect: bool) -> bool:
-        """Collect (fully, or the young generations) and freeze what is left; False when switched off."""
+    def freeze(self, *, collect_young: bool) -> bool:
+        """Freeze what is alive (after collecting the young generations, if asked); False when switched off."""
         if not active("gc_freeze"):
             return False
-        gc.collect() if full_collect else gc.collect(1)
+        if collect_young:
+            gc.collect(1)
         gc.freeze()
         self.frozen = True
         if self._thresholds is None:

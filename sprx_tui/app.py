@@ -337,7 +337,7 @@ class SprxApp(App[int]):
         # Full (oldest-generation) collections still walked every object made since, 50-150 ms,
         # landing in the middle of a save or a keystroke (save p95 186 ms, 48 ms without them).
         # Young generations are still collected as usual; the full one waits for a pause.
-        if not self._heap.freeze(full_collect=self.store is None):
+        if not self._heap.freeze(collect_young=self.store is not None):  # before the unlock: collected above
             return
         self._last_full_gc_at = time.monotonic()
         if self._idle_gc_timer is None:

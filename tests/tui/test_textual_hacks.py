@@ -1,0 +1,59 @@
+"""Textual's internals are used in one module only, each workaround behind a version guard and a switch."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from sprx_tui import _textual_hacks as hacks
+
+PACKAGE = Path(hacks.__file__).resolve().parent
+# Private Textual names this app has relied on, and imports of Textual's private modules.
+PRIVATE = re.compile(
+    r"from textual\._|import textual\._|\bgc\.(freeze|unfreeze|set_threshold|collect)\b|"
+    r"\.(_stop_propagation|_init_mode|_screen_stacks|_get_default_css|_on_timer_update|_batch_count|_render_cell"
+    r"|_css_update_count|_refresh_layout|_css_bases|_nodes|_selected|_update_dimensions|_row_locations)\b"
+)
+
+
+def test_no_private_textual_name_outside_the_hacks_module() -> None:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "_textual_hacks.py":
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if PRIVATE.search(line):
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)
+
+
+def test_each_workaround_names_its_upstream_report() -> None:
+    report = (PACKAGE.parent / "bench" / "UPSTREAM.md").read_text(encoding="utf-8")
+    for hack in hacks.HACKS.values():
+        anchor = hack.upstream.split("#", 1)[1].split(" ", 1)[0]
+        assert f"## {anchor}\n" in report, hack.name
+        assert "draft, to file" in hack.upstream
+
+
+def test_a_workaround_applies_only_on_the_versions_it_was_checked_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hacks, "SWITCHED_OFF", frozenset())
+    monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 2, 8))
+    assert hacks.active("draw_now")
+    monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 3, 0))
+    assert not hacks.active("draw_now")
+    monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (9, 0, 0))
+    assert not any(hacks.active(name) for name in hacks.HACKS)
+
+
+def test_a_workaround_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 2, 8))
+    monkeypatch.setenv(hacks.OFF_VARIABLE, "gc_freeze, draw_now")
+    monkeypatch.setattr(hacks, "SWITCHED_OFF", hacks._switched_off())
+    assert not hacks.active("gc_freeze") and not hacks.active("draw_now") and hacks.active("warm_css")
+    heap = hacks.HeapFreeze()
+    assert heap.freeze(collect_young=True) is False and not heap.frozen
+    monkeypatch.setenv(hacks.OFF_VARIABLE, "all")
+    monkeypatch.setattr(hacks, "SWITCHED_OFF", hacks._switched_off())
+    assert not any(hacks.active(name) for name in hacks.HACKS)
