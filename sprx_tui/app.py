@@ -17,7 +17,6 @@ import datetime as dt
 import functools
 import importlib
 import inspect
-import sys
 import threading
 import time
 import weakref
@@ -33,7 +32,7 @@ from textual.notifications import SeverityLevel
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.timer import Timer
-from textual.widget import AwaitMount, Widget
+from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
 from sprx_tui import _textual_hacks as hacks
@@ -503,7 +502,7 @@ class SprxApp(App[int]):
         threading.Thread(target=self._warm_up, name="sprx-warm", daemon=True).start()
 
     def _warm_up(self) -> None:
-        """Thread: import the screens of the first minutes, then have their styles parsed on the UI thread."""
+        """Thread: import the screens of the first minutes, then let the UI thread finish the preparation."""
         _import_quietly(WARM_MODULES)
         with contextlib.suppress(Exception):
             # Otherwise done inside the unlock: the ORM's mappers are configured at the first query
@@ -515,20 +514,16 @@ class SprxApp(App[int]):
             configure_mappers()
             migrations.head_revision()
         with contextlib.suppress(Exception):  # the app may have exited meanwhile
-            self.call_from_thread(self._warm_css)
+            self.call_from_thread(self._warmed_up)
 
-    def _warm_css(self) -> None:
-        """Add the default CSS of every widget class the app's screens use, and parse it all once now.
+    def _warmed_up(self) -> None:
+        """The unlock screen's preparation is over: freeze the heap (see _freeze_heap).
 
-        Textual parses its whole stylesheet again whenever a widget class it has not seen is mounted
-        (the first person opened, the first contact form, the first notification: ~50 ms each on this
-        machine). Done here, while the unlock screen waits, those later mounts find their CSS already
-        parsed. Nothing is restyled: the classes added here are not on screen yet.
+        (Parsing the default CSS of the screens' widget classes here, through a private Textual call,
+        saved under 20 ms on the app benchmark and was removed: bench/HISTORY.md, App.)
         """
         if self.store is not None:
             return
-        with contextlib.suppress(Exception):
-            hacks.add_default_css(self.stylesheet, _widget_classes(WARM_MODULES))
         self._freeze_retries = 5
         self._freeze_before_unlock()
         self.unlock_prepared = True
@@ -1013,7 +1008,6 @@ WARM_MODULES = (
     "sprx_tui.widgets.timeline",
     "sprx_tui.widgets.goal_list",
     "sprx_tui.widgets.person_header",
-    "textual.widgets._toast",
     "sprx_tui.sync_controller",
     "sprx_tui.core.sync",
 )
@@ -1024,30 +1018,6 @@ def _import_quietly(modules: Iterable[str]) -> None:
     for name in modules:
         with contextlib.suppress(Exception):  # a missing optional part is reported where it is used
             importlib.import_module(name)
-
-
-def _widget_classes(modules: Iterable[str]) -> list[type[Widget]]:
-    """Widget classes named in these modules (and in the modules of those classes and of the widget
-    classes they derive from, for their parts: a Footer subclass brings Footer's FooterKey)."""
-    found: dict[type[Widget], None] = {}
-    seen: set[str] = set()
-
-    def scan(module_name: str, depth: int) -> None:
-        module = sys.modules.get(module_name)
-        if module is None or module_name in seen:
-            return
-        seen.add(module_name)
-        for value in list(vars(module).values()):
-            if isinstance(value, type) and issubclass(value, Widget) and value not in found:
-                found[value] = None
-                if depth:
-                    for base in value.__mro__:
-                        if issubclass(base, Widget) and base is not Widget:
-                            scan(base.__module__, depth - 1)
-
-    for name in (*modules, "sprx_tui.app", "sprx_tui.screens.today", "sprx_tui.widgets.status_bar"):
-        scan(name, 1)
-    return list(found)
 
 
 def run_app(vault_path: Path) -> int:
@@ -1061,6 +1031,9 @@ def run_app(vault_path: Path) -> int:
         app.lock_vault_when_free()
         if app.terminal_guard is not None:
             app.terminal_guard.finished(was_unlocked)
-    if app.return_code not in (None, 0):
-        return int(app.return_code)
-    return int(result or 0)
+    code = int(app.return_code) if app.return_code not in (None, 0) else int(result or 0)
+    if app.terminal_guard is not None:
+        from sprx_tui.terminal_guard import record_exit_event
+
+        record_exit_event("exit", code, "returned")
+    return code

@@ -66,7 +66,7 @@ def device_of(store: StoreDep, authorization: Annotated[str | None, Header()] = 
 CurrentDevice = Annotated[Device, Depends(device_of)]
 """The authenticated laptop; every route under /v1/sync takes one (resolved once per request)."""
 
-Pending = Annotated[int | None, Header(alias=PENDING_HEADER, ge=0)]
+Pending = Annotated[int | None, Header(alias=PENDING_HEADER, ge=0, le=2**31 - 1)]
 """How many changes the laptop holds unsent, as it reports them (kept for the admin's device list)."""
 
 

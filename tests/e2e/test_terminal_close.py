@@ -52,7 +52,7 @@ class AppTerminal(Terminal):
     def set_option(self, *args: str) -> None:
         self._tmux("set-option", "-t", "e2e", *args)
 
-    def dead_status(self, timeout: float = 3.0) -> int | None:
+    def dead_status(self, timeout: float = 10.0) -> int | None:
         """The app's exit status, once tmux has seen it exit (needs remain-on-exit)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -211,7 +211,10 @@ def test_a_signal_locks_and_exits(start_app, e2e_vault: Path, sig: signal.Signal
         pytest.fail(f"still running {GONE_WITHIN} s after {sig.name}")
     print(f"{sig.name}: gone {ended - sent:.2f} s after the signal; {records(record)}")
     assert_locked_before_exit(record, ended, {sig.name})
-    assert term.dead_status() == 128 + sig
+    status = term.dead_status()
+    if status is None:  # tmux 3.3 may see the terminal close before the exit and then keep no status
+        status = next(int(rest[0]) for event, _at, rest in records(record) if event == "exit")
+    assert status == 128 + sig
     check_vault(e2e_vault)
 
 
