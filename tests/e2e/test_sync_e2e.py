@@ -22,7 +22,8 @@ from sprx_tui.core.store import CaseStore, get_state, open_store
 from sprx_tui.core.vault import Vault
 
 PASSPHRASE = "walking group on tuesday"
-pytestmark = pytest.mark.slow
+# One world (server + laptops) is built per module and each test goes on from the last: keep them on one worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("sync_e2e")]
 
 
 def nhs_999(serial: int) -> str:
