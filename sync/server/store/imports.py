@@ -19,6 +19,20 @@ from sync.server.store.tables import record
 PERSON_NS = uuid.UUID("2b0e6c1e-8f55-4c39-9a59-6f2f4b7d7f11")
 
 
+def _person_by_nhs(practice_id: str, nhs: str) -> sa.Select[Any]:
+    """The practice's live person with this NHS number (the first by id, should there be two)."""
+    return (
+        sa.select(record.c.id)
+        .where(
+            record.c.practice_id == practice_id,
+            record.c.tbl == "person",
+            record.c.lookup == nhs,
+            record.c.deleted.is_(False),
+        )
+        .order_by(record.c.id)
+    )
+
+
 class ImportsMixin(PushMixin, AccountsMixin):
     """Admin writes from files: people and referrals, found again by NHS number so a re-import adds nothing."""
 
@@ -40,16 +54,7 @@ class ImportsMixin(PushMixin, AccountsMixin):
         practice_id = w.practice_id
         ref_id = str(uuid.uuid5(PERSON_NS, f"{practice_id}/{nhs}/{received_on}/{source}"))
         with self._write() as conn:
-            found = conn.execute(
-                sa.select(record.c.id)
-                .where(
-                    record.c.practice_id == practice_id,
-                    record.c.tbl == "person",
-                    record.c.lookup == nhs,
-                    record.c.deleted.is_(False),
-                )
-                .order_by(record.c.id)
-            ).first()
+            found = conn.execute(_person_by_nhs(practice_id, nhs)).first()
             person_id = found.id if found else str(uuid.uuid5(PERSON_NS, f"{practice_id}/{nhs}"))
             if conn.execute(sa.select(record.c.id).where(record.c.tbl == "referral", record.c.id == ref_id)).first():
                 return "exists"
@@ -70,14 +75,5 @@ class ImportsMixin(PushMixin, AccountsMixin):
 
     def find_person_by_nhs(self, practice_id: str, nhs: str) -> str | None:
         with self._read() as conn:
-            r = conn.execute(
-                sa.select(record.c.id)
-                .where(
-                    record.c.practice_id == practice_id,
-                    record.c.tbl == "person",
-                    record.c.lookup == nhs,
-                    record.c.deleted.is_(False),
-                )
-                .order_by(record.c.id)
-            ).first()
+            r = conn.execute(_person_by_nhs(practice_id, nhs)).first()
         return r.id if r is not None else None
