@@ -10,6 +10,12 @@ put the URL next to the name). `active(name)` is False - and the caller falls ba
 behaviour - when the running Textual is outside that range, or when the environment variable
 `SPRX_TEXTUAL_HACKS_OFF` names it (a comma-separated list, or `all`). That variable is read here only; it
 is how `bench/bench_app.py` measures the app with and without each workaround in the same run.
+
+Removed because they saved under 20 ms on that benchmark (bench/HISTORY.md, App, 2026-12-07): warm_css
+(DOMNode._get_default_css to parse the widgets' CSS ahead) and lay_out_behind (Screen._refresh_layout on a
+screen not shown). Gone for a public API: FastTextTable's
+DataTable overrides, replaced by a public line-API table (widgets/fast_table.py); and the app-wide key
+order wait on Key._stop_propagation, replaced by the contact form's own Tab and save (screens/forms.py).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import gc
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,10 +66,8 @@ HACKS: dict[str, Hack] = {
         Hack("gc_freeze", _CHECKED_ON_8_2, "UPSTREAM.md#gc-freeze (draft, to file)"),
         Hack("prepare_areas", _CHECKED_ON_8_2, "UPSTREAM.md#prepare-areas (draft, to file)"),
         Hack("draw_now", _CHECKED_ON_8_2, "UPSTREAM.md#draw-now (draft, to file)"),
-        Hack("warm_css", _CHECKED_ON_8_2, "UPSTREAM.md#warm-css (draft, to file)"),
         Hack("no_switch_hold", _CHECKED_ON_8_2, "UPSTREAM.md#no-switch-hold (draft, to file)"),
         Hack("keep_area_styles", _CHECKED_ON_8_2, "UPSTREAM.md#keep-area-styles (draft, to file)"),
-        Hack("lay_out_behind", _CHECKED_ON_8_2, "UPSTREAM.md#lay-out-behind (draft, to file)"),
         Hack("radio_highlight", _CHECKED_ON_8_2, "UPSTREAM.md#radio-highlight (draft, to file)", speed=False),
     )
 }
@@ -241,18 +245,6 @@ class KeepStylesOnResume(Screen):
             event.refresh_styles = False
 
 
-# -- lay_out_behind: lay out a screen that is not shown -------------------------------------------------
-#
-# Upstream: bench/UPSTREAM.md "lay-out-behind" (draft, to file): a screen not on display is laid out
-# only when shown; each widget resized then asks for a second layout. Fallback: laid out when shown.
-
-
-def lay_out_behind(screen: Screen) -> None:
-    if active("lay_out_behind") and screen.is_attached and not screen.is_current:
-        with contextlib.suppress(Exception):
-            screen._refresh_layout(screen.app.size)
-
-
 # -- draw_now: draw a screen's pending changes at once, not at the next 1/60 s frame --------------------
 #
 # Upstream: bench/UPSTREAM.md "draw-now" (draft, to file): no public "flush the screen now"; a change
@@ -265,30 +257,6 @@ def draw_now(screen: Screen) -> None:
     if screen.is_current and not getattr(screen.app, "_batch_count", 1):
         with contextlib.suppress(Exception):  # at worst the next frame draws it
             screen._on_timer_update()
-
-
-# -- warm_css: parse the default CSS of widget classes before their first mount -----------------------
-#
-# Upstream: bench/UPSTREAM.md "warm-css" (draft, to file): the stylesheet is parsed again whenever a
-# widget class it has not seen is mounted (~50 ms each); no public way to add a class's DEFAULT_CSS
-# ahead. Uses DOMNode._get_default_css on a stand-in object and DOMNode._css_bases.
-# Fallback: parsed at the first mount.
-
-
-def add_default_css(stylesheet: Any, widget_classes: Iterable[type]) -> bool:
-    """Add the default CSS of `widget_classes` to `stylesheet` and parse it now; False if not done."""
-    if not active("warm_css"):
-        return False
-    from types import SimpleNamespace
-
-    from textual.dom import DOMNode
-
-    for widget_class in widget_classes:
-        shim = SimpleNamespace(_node_bases=widget_class._css_bases(widget_class))  # type: ignore[attr-defined]
-        for read_from, css, tie_breaker, scope in DOMNode._get_default_css(shim):  # type: ignore[arg-type]
-            stylesheet.add_source(css, read_from=read_from, is_default_css=True, tie_breaker=tie_breaker, scope=scope)
-    stylesheet.rules  # noqa: B018 - parses now, not at the first mount that needs it
-    return True
 
 
 # -- radio_highlight: a RadioSet's highlight on its pressed button ----------------------------------

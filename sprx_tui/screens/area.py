@@ -14,11 +14,3 @@ class AreaScreen(hacks.KeepStylesOnResume):
     about 40 ms of each F2/F3 (BENCHMARKS.md, App). Then the screen is shown as it was styled
     (`_textual_hacks.KeepStylesOnResume`; Textual's own restyle where that workaround is off).
     """
-
-    def lay_out_behind(self) -> None:
-        """Lay out this screen while another is shown (built ahead, its rows just added).
-
-        Otherwise its widgets get their sizes only when it is first shown, and each one resized then
-        asks for another layout: two full passes at the switch instead of one drawing.
-        """
-        hacks.lay_out_behind(self)

@@ -243,8 +243,6 @@ class CaseloadScreen(AreaScreen):
         self._show_titles()
         if self.is_current:
             draw_now(self)
-        else:
-            self.call_after_refresh(self.lay_out_behind)
 
     def _show_titles(self) -> None:
         table = self.query_one(CaseloadTable)

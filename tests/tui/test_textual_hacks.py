@@ -40,18 +40,18 @@ def test_each_workaround_names_its_upstream_report() -> None:
 def test_a_workaround_applies_only_on_the_versions_it_was_checked_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hacks, "SWITCHED_OFF", frozenset())
     monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 2, 8))
-    assert hacks.active("draw_now")
+    assert hacks.active("gc_freeze")
     monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 3, 0))
-    assert not hacks.active("draw_now")
+    assert not hacks.active("gc_freeze")
     monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (9, 0, 0))
     assert not any(hacks.active(name) for name in hacks.HACKS)
 
 
 def test_a_workaround_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hacks, "TEXTUAL_VERSION", (8, 2, 8))
-    monkeypatch.setenv(hacks.OFF_VARIABLE, "gc_freeze, draw_now")
+    monkeypatch.setenv(hacks.OFF_VARIABLE, "gc_freeze, prepare_areas")
     monkeypatch.setattr(hacks, "SWITCHED_OFF", hacks._switched_off())
-    assert not hacks.active("gc_freeze") and not hacks.active("draw_now") and hacks.active("warm_css")
+    assert not hacks.active("gc_freeze") and not hacks.active("prepare_areas") and hacks.active("no_switch_hold")
     heap = hacks.HeapFreeze()
     assert heap.freeze(collect_young=True) is False and not heap.frozen
     monkeypatch.setenv(hacks.OFF_VARIABLE, "all")
