@@ -71,9 +71,7 @@ class WrongKeyOrNotDatabase(DatabaseOpenError):
     """The key does not decrypt the file, or the file is not an encrypted database."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "The database could not be read with this key, or it is not an encrypted database."
-        )
+        super().__init__("The database could not be read with this key, or it is not an encrypted database.")
 
 
 class DatabaseUnavailable(DatabaseOpenError):

@@ -410,9 +410,7 @@ class CaseService:
                 lambda: validate.validate_text(fields["family_name"], "family name"),
             )
         if fields.get("nhs_number"):
-            out["nhs_number"] = _check(
-                errors, "nhs_number", lambda: nhs.normalise_nhs_number(fields["nhs_number"])
-            )
+            out["nhs_number"] = _check(errors, "nhs_number", lambda: nhs.normalise_nhs_number(fields["nhs_number"]))
         elif "nhs_number" in fields:
             out["nhs_number"] = None
         if fields.get("postcode"):

@@ -118,10 +118,7 @@ class BadPassphrase(VaultError):
     def __init__(self, message: str | None = None, *, retry_after: float = 0.0) -> None:
         self.retry_after = float(retry_after)
         if message is None and self.retry_after > 0:
-            message = (
-                "That passphrase is not right; wait "
-                f"{_plural_seconds(self.retry_after)} before trying again."
-            )
+            message = f"That passphrase is not right; wait {_plural_seconds(self.retry_after)} before trying again."
         super().__init__(message)
 
 
@@ -142,9 +139,7 @@ class BackoffActive(VaultError):
 
     def __init__(self, seconds: float) -> None:
         self.seconds = float(seconds)
-        super().__init__(
-            f"Too many wrong passphrases; wait {_plural_seconds(self.seconds)} before trying again."
-        )
+        super().__init__(f"Too many wrong passphrases; wait {_plural_seconds(self.seconds)} before trying again.")
 
 
 class Locked(VaultError):
@@ -164,15 +159,11 @@ class KeyFileCorrupt(VaultError):
 
 
 class DatabaseCorrupt(VaultError):
-    default_message = (
-        "The encrypted database is damaged or is not a sprx vault, so it was not opened."
-    )
+    default_message = "The encrypted database is damaged or is not a sprx vault, so it was not opened."
 
 
 class VaultUnwritable(VaultError):
-    default_message = (
-        "The vault folder cannot be written to; check that it exists and that you may change it."
-    )
+    default_message = "The vault folder cannot be written to; check that it exists and that you may change it."
 
 
 class WeakPassphrase(VaultError):
@@ -221,15 +212,11 @@ def check_passphrase_strength(passphrase: bytearray) -> None:
     # Count characters, not bytes, without decoding into an unwipeable str.
     chars = sum(1 for b in passphrase if b & 0xC0 != 0x80)
     if chars < MIN_PASSPHRASE_CHARS:
-        raise WeakPassphrase(
-            f"Your passphrase must be at least {MIN_PASSPHRASE_CHARS} characters long."
-        )
+        raise WeakPassphrase(f"Your passphrase must be at least {MIN_PASSPHRASE_CHARS} characters long.")
     lowered = passphrase.lower()
     try:
         if len(set(lowered)) == 1 or any(lowered == common for common in _COMMON_PASSPHRASES):
-            raise WeakPassphrase(
-                "That passphrase is too easy to guess; try three or four random words."
-            )
+            raise WeakPassphrase("That passphrase is too easy to guess; try three or four random words.")
     finally:
         _wipe(lowered)
 
@@ -290,9 +277,7 @@ FLOOR = KdfParams(65536, 3, 4)
 
 def _derive_kek(passphrase: bytearray, salt: bytes, kdf: KdfParams) -> bytearray:
     kek = bytearray(_KEY_LEN)
-    Argon2id(
-        salt=salt, length=_KEY_LEN, iterations=kdf.t, lanes=kdf.p, memory_cost=kdf.m
-    ).derive_into(passphrase, kek)
+    Argon2id(salt=salt, length=_KEY_LEN, iterations=kdf.t, lanes=kdf.p, memory_cost=kdf.m).derive_into(passphrase, kek)
     return kek
 
 
@@ -424,9 +409,7 @@ class _KeyFile:
         m, t, p = (_int(kdf_doc[k]) for k in ("m", "t", "p"))
         if m < FLOOR.m or t < FLOOR.t:
             # Lower cost than we ever write: someone is making offline guessing cheaper.
-            raise KeyFileCorrupt(
-                "The key file's security settings have been weakened, so it was refused."
-            )
+            raise KeyFileCorrupt("The key file's security settings have been weakened, so it was refused.")
         if m > _MAX_M_KIB or t > _MAX_T or not 1 <= p <= 16 or m < 8 * p:
             raise KeyFileCorrupt()
         failures = doc["failures"]
@@ -447,9 +430,7 @@ class _KeyFile:
                 nonce=_b64_field(ps["nonce"], _NONCE_LEN),
                 ct=_b64_field(ps["ct"], _CT_LEN),
             ),
-            recovery=_RecoverySlot(
-                nonce=_b64_field(rs["nonce"], _NONCE_LEN), ct=_b64_field(rs["ct"], _CT_LEN)
-            ),
+            recovery=_RecoverySlot(nonce=_b64_field(rs["nonce"], _NONCE_LEN), ct=_b64_field(rs["ct"], _CT_LEN)),
             failures=count,
             last_failure=float(last),
         )
@@ -641,9 +622,7 @@ class Vault:
             finally:
                 _wipe(kek)
             keyfile.passphrase.nonce, keyfile.passphrase.ct = nonce, ct
-            keyfile.recovery.nonce, keyfile.recovery.ct = _wrap(
-                recovery, dek, keyfile.recovery_aad()
-            )
+            keyfile.recovery.nonce, keyfile.recovery.ct = _wrap(recovery, dek, keyfile.recovery_aad())
             if vault.key_path.exists():
                 raise VaultExists()
             vault._write_key_file(keyfile)
@@ -693,8 +672,7 @@ class Vault:
         if not key_path.exists():
             if self.db_path.exists():
                 raise KeyFileCorrupt(
-                    "The key file is missing, so this vault cannot be unlocked; "
-                    "ask your practice IT lead for help."
+                    "The key file is missing, so this vault cannot be unlocked; ask your practice IT lead for help."
                 )
             raise VaultNotFound()
         try:
@@ -751,9 +729,7 @@ class Vault:
         slot = keyfile.passphrase
         kek = _derive_kek(passphrase, slot.salt, slot.kdf)
         try:
-            dek: bytearray | None = _unwrap(
-                kek, slot.nonce, slot.ct, keyfile.passphrase_aad(slot.kdf, slot.salt)
-            )
+            dek: bytearray | None = _unwrap(kek, slot.nonce, slot.ct, keyfile.passphrase_aad(slot.kdf, slot.salt))
         except InvalidTag:
             dek = None
         finally:
@@ -890,9 +866,7 @@ class Vault:
 
     # -- passphrase management (the database file is never touched) --
 
-    def change_passphrase(
-        self, old: bytearray, new: bytearray, *, kdf: KdfParams | None = None
-    ) -> None:
+    def change_passphrase(self, old: bytearray, new: bytearray, *, kdf: KdfParams | None = None) -> None:
         """Rewrap the data key under a new passphrase; ``kdf`` None keeps the current cost."""
         check_passphrase_strength(new)
         with self._state:
@@ -916,9 +890,7 @@ class Vault:
             finally:
                 _wipe(dek)
 
-    def _rewrap_passphrase(
-        self, keyfile: _KeyFile, dek: bytearray, new: bytearray, kdf: KdfParams | None
-    ) -> None:
+    def _rewrap_passphrase(self, keyfile: _KeyFile, dek: bytearray, new: bytearray, kdf: KdfParams | None) -> None:
         kdf = kdf or keyfile.passphrase.kdf
         if not kdf.at_least_floor():
             raise ValueError("KDF parameters must not be below the floor")

@@ -68,8 +68,7 @@ class Made:
 def _insert_rows(engine, count: int = ROWS, start: int = 0, repeat: int = 4) -> None:
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, name TEXT, nhs TEXT, "
-            "body TEXT)"
+            "CREATE TABLE IF NOT EXISTS notes (id INTEGER PRIMARY KEY, name TEXT, nhs TEXT, body TEXT)"
         )
         conn.exec_driver_sql(
             "INSERT INTO notes (id, name, nhs, body) VALUES (?, ?, ?, ?)",
@@ -872,9 +871,7 @@ def test_logs_and_exceptions_hold_no_personal_data_or_keys(
         conn.exec_driver_sql("INSERT INTO people VALUES (?, ?)", (NHS.decode(), MARKER.decode()))
     with pytest.raises(IntegrityError) as integrity:
         with v.engine.begin() as conn:
-            conn.exec_driver_sql(
-                "INSERT INTO people VALUES (?, ?)", (NHS.decode(), MARKER.decode())
-            )
+            conn.exec_driver_sql("INSERT INTO people VALUES (?, ?)", (NHS.decode(), MARKER.decode()))
     texts.append("".join(traceback.format_exception(integrity.value)))
     v.lock()
     errors: list[BaseException] = []
