@@ -98,31 +98,24 @@ class TextTable(ScrollView, can_focus=True):
 
     cursor_row: reactive[int] = reactive(0, init=False)
 
-    class RowHighlighted(Message):
+    class _RowMessage(Message):
+        """A row of the table: which table, which row (index and key)."""
+
+        def __init__(self, table: TextTable, cursor_row: int, row_key: str) -> None:
+            super().__init__()
+            self.table = table
+            self.cursor_row = cursor_row
+            self.row_key = row_key
+
+        @property
+        def control(self) -> TextTable:
+            return self.table
+
+    class RowHighlighted(_RowMessage):
         """The cursor moved to a row."""
 
-        def __init__(self, table: TextTable, cursor_row: int, row_key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-
-        @property
-        def control(self) -> TextTable:
-            return self.table
-
-    class RowSelected(Message):
+    class RowSelected(_RowMessage):
         """Enter (or a click) on a row."""
-
-        def __init__(self, table: TextTable, cursor_row: int, row_key: str) -> None:
-            super().__init__()
-            self.table = table
-            self.cursor_row = cursor_row
-            self.row_key = row_key
-
-        @property
-        def control(self) -> TextTable:
-            return self.table
 
     def __init__(
         self,
