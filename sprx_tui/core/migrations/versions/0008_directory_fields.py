@@ -1,0 +1,24 @@
+"""directory services keep what HSDS 3.0 / Open Referral UK publish
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-07
+"""
+
+from alembic import op  # noqa: F401
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+# Placeholder reserved so that work in parallel keeps one linear chain of revisions; it is filled
+# by the change that needs it (and stays a no-op if that change needs no schema).
+
+
+def upgrade() -> None:
+    pass
+
+
+def downgrade() -> None:
+    pass
