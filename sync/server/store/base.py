@@ -30,6 +30,7 @@ from sync.server.store.tables import (
     md,
     record,
     server_meta,
+    worker,
 )
 
 
@@ -107,6 +108,7 @@ class StoreBase:
         self.now_ms = now_ms
         md.create_all(self.engine)
         _add_missing_columns(self.engine, device)
+        _add_missing_columns(self.engine, worker)
         # create_all adds missing tables only: indexes added since a database was made come here.
         for ix in record.indexes:
             ix.create(self.engine, checkfirst=True)

@@ -43,6 +43,10 @@ worker = sa.Table(
     sa.Column("practice_id", sa.String(64), sa.ForeignKey("practice.id"), nullable=False),
     sa.Column("team_id", sa.String(64), sa.ForeignKey("team.id"), nullable=True),
     sa.Column("created_at", Big, nullable=False),
+    # Added later: the person's name for the admin's lists (never logged; the id is the login), and
+    # when the worker was removed (kept, not deleted: their laptops' history refers to them).
+    sa.Column("display_name", sa.String(200), nullable=True),
+    sa.Column("removed_at", Big, nullable=True),
 )
 assignment = sa.Table(
     "assignment",
@@ -79,6 +83,9 @@ device = sa.Table(
     sa.Column("retired_at", Big, nullable=True),
     sa.Column("pending_reported", Big, nullable=True),
     sa.Column("pending_reported_at", Big, nullable=True),
+    # When the server first told a revoked (or finished retiring) laptop to erase itself: after that it
+    # cannot be restored, only enrolled again.
+    sa.Column("erase_told_at", Big, nullable=True),
 )
 enrol_code = sa.Table(
     "enrol_code",
