@@ -16,6 +16,7 @@ from sprx_tui.core.models import (
     REFERRAL_REASONS,
     REFERRAL_SOURCES,
     CommunityService,
+    Person,
 )
 from sprx_tui.core.service import CaseService
 from sprx_tui.core.store import DEMO_MARK, CaseStore, set_state
@@ -297,29 +298,13 @@ def _demo_person(
     now: dt.datetime,
     services: list[CommunityService],
 ) -> None:
+    """One synthetic person's whole episode so far. The steps draw from ``rng`` in a fixed order, so
+    the same seed always gives the same vault (snapshot tests and benchmarks rely on it)."""
     status = rng.choices([s for s, _ in STATUS_WEIGHTS], [w for _, w in STATUS_WEIGHTS])[0]
     due: str | None = None
     if n < len(COVERAGE):
         status, due = COVERAGE[n]
-    flags = rng.sample(["do_not_visit_alone", "animals", "access", "smoking"], k=rng.choice([0] * 6 + [1, 1, 2]))
-    born = today - dt.timedelta(days=rng.randint(19 * 365, 92 * 365))
-    person = svc.add_person(
-        given_name=rng.choice(GIVEN),
-        family_name=rng.choice(FAMILY),
-        nhs_number=nhs_test_number(rng) if rng.random() > 0.03 else None,
-        date_of_birth=born,
-        address=f"{rng.randint(1, 140)} {rng.choice(STREETS.split())} Road",
-        postcode=synthetic_postcode(rng),
-        phone=f"07700 900{rng.randint(0, 999):03d}",
-        preferred_contact=rng.choice(["phone", "text", "visit", "letter"]),
-        communication_needs=rng.choice([None, None, None, "Hard of hearing: face the person", "Large print letters"]),
-        interpreter_language=rng.choice([None] * 9 + ["Polish", "Urdu"]),
-        gp_practice="Demo Health Centre",
-        consent_social_prescribing=True,
-        consent_gp_sharing=rng.choice(["full", "full", "codes_only"]),
-        safety_flags=flags,
-        safety_notes="Dog in the house; ask for it to be shut away." if "animals" in flags else None,
-    )
+    person = _demo_add_person(svc, rng, today)
     days_ago = rng.randint(0, 20) if status == "referred" else rng.randint(30, 110)
     received = today - dt.timedelta(days=days_ago)
     referral = svc.receive_referral(
@@ -336,6 +321,52 @@ def _demo_person(
     if status == "declined":
         svc.decline_referral(referral.id, rng.choice(DECLINE_REASONS))
         return
+    moments = _demo_contacts(svc, rng, person.id, referral.id, status, due, received, today, now)
+    if status == "did_not_engage":
+        svc.set_status(person.id, "did_not_engage")
+        return
+    first_day = moments[0].date()
+    _demo_plan(svc, rng, person.id, first_day)
+    _demo_onward(svc, rng, person.id, first_day, today, services)
+    _demo_outcomes(svc, rng, person.id, first_day, moments[-1].date(), discharged=status == "discharged")
+    if status == "discharged":
+        svc.discharge(person.id)
+
+
+def _demo_add_person(svc: CaseService, rng: random.Random, today: dt.date) -> Person:
+    flags = rng.sample(["do_not_visit_alone", "animals", "access", "smoking"], k=rng.choice([0] * 6 + [1, 1, 2]))
+    born = today - dt.timedelta(days=rng.randint(19 * 365, 92 * 365))
+    return svc.add_person(
+        given_name=rng.choice(GIVEN),
+        family_name=rng.choice(FAMILY),
+        nhs_number=nhs_test_number(rng) if rng.random() > 0.03 else None,
+        date_of_birth=born,
+        address=f"{rng.randint(1, 140)} {rng.choice(STREETS.split())} Road",
+        postcode=synthetic_postcode(rng),
+        phone=f"07700 900{rng.randint(0, 999):03d}",
+        preferred_contact=rng.choice(["phone", "text", "visit", "letter"]),
+        communication_needs=rng.choice([None, None, None, "Hard of hearing: face the person", "Large print letters"]),
+        interpreter_language=rng.choice([None] * 9 + ["Polish", "Urdu"]),
+        gp_practice="Demo Health Centre",
+        consent_social_prescribing=True,
+        consent_gp_sharing=rng.choice(["full", "full", "codes_only"]),
+        safety_flags=flags,
+        safety_notes="Dog in the house; ask for it to be shut away." if "animals" in flags else None,
+    )
+
+
+def _demo_contacts(
+    svc: CaseService,
+    rng: random.Random,
+    person_id: str,
+    referral_id: str,
+    status: str,
+    due: str | None,
+    received: dt.date,
+    today: dt.date,
+    now: dt.datetime,
+) -> list[dt.datetime]:
+    """The contacts of an accepted referral (the first accepts it); returns when they happened."""
     contacts = {
         "active": rng.randint(6, 16),
         "discharged": rng.randint(8, 14),
@@ -353,18 +384,10 @@ def _demo_person(
     moments = [min(m, now - dt.timedelta(hours=1)) for m in moments]
     for i, when in enumerate(moments):
         last = i == len(moments) - 1
-        follow_up = None
         if last and status == "active":
-            follow_up = today + dt.timedelta(days=rng.choice([0, 0, 3, 7, 14]))
-            if rng.random() < 0.2:
-                follow_up = when.date() + dt.timedelta(days=rng.randint(1, 5))  # may now be overdue
-                follow_up = min(follow_up, today - dt.timedelta(days=1)) if follow_up < today else follow_up
-            if due == "today":
-                follow_up = today
-            elif due == "overdue":  # the last contact was yesterday or earlier, so this is 1-3 days late
-                follow_up = max(when.date(), today - dt.timedelta(days=3))
-        elif not last:
-            follow_up = moments[i + 1].date()
+            follow_up = _demo_last_follow_up(rng, when, due, today)
+        else:
+            follow_up = None if last else moments[i + 1].date()
         kwargs = dict(
             mode=rng.choice(list(CONTACT_MODES)),
             notes=f"{rng.choice(NOTE_OPENERS)} {rng.choice(NOTE_BODIES)}",
@@ -374,62 +397,97 @@ def _demo_person(
             did_not_attend=status == "did_not_engage" and rng.random() < 0.7,
         )
         if i == 0:
-            contact = svc.accept_referral(referral.id, **kwargs)
+            contact = svc.accept_referral(referral_id, **kwargs)
         else:
-            contact = svc.record_contact(person.id, **kwargs)
+            contact = svc.record_contact(person_id, **kwargs)
         if i == 1 and rng.random() < 0.1:
             svc.amend_contact(
                 contact.id,
                 "Correction: the visit was with the person's son present.",
                 "Detail missed",
             )
-    if status == "did_not_engage":
-        svc.set_status(person.id, "did_not_engage")
-        return
-    first_day = moments[0].date()
+    return moments
+
+
+def _demo_last_follow_up(rng: random.Random, when: dt.datetime, due: str | None, today: dt.date) -> dt.date:
+    """The follow-up an active person's latest contact set: soon, sometimes overdue, or as COVERAGE asks."""
+    follow_up = today + dt.timedelta(days=rng.choice([0, 0, 3, 7, 14]))
+    if rng.random() < 0.2:
+        follow_up = when.date() + dt.timedelta(days=rng.randint(1, 5))  # may now be overdue
+        follow_up = min(follow_up, today - dt.timedelta(days=1)) if follow_up < today else follow_up
+    if due == "today":
+        follow_up = today
+    elif due == "overdue":  # the last contact was yesterday or earlier, so this is 1-3 days late
+        follow_up = max(when.date(), today - dt.timedelta(days=3))
+    return follow_up
+
+
+def _demo_plan(svc: CaseService, rng: random.Random, person_id: str, first_day: dt.date) -> None:
+    """What matters to the person, their goals and the actions under each."""
     area, words = rng.choice(WHAT_MATTERS)
     assert area in LIFE_AREAS
-    svc.record_what_matters(person.id, words, life_area=area, priority=1)
+    svc.record_what_matters(person_id, words, life_area=area, priority=1)
     for text, actions in rng.sample(GOALS, k=rng.randint(1, 3)):
-        goal = svc.add_goal(person.id, text, target_on=first_day + dt.timedelta(days=rng.choice([30, 60, 90])))
+        goal = svc.add_goal(person_id, text, target_on=first_day + dt.timedelta(days=rng.choice([30, 60, 90])))
         for what in actions:
             action = svc.add_action(goal.id, what, who=rng.choice(["person", "link worker"]))
             if rng.random() < 0.4:
                 svc.complete_action(action.id)
         svc.update_goal(goal.id, status=rng.choice(["not_started", "in_progress", "in_progress", "achieved"]))
+
+
+def _demo_onward(
+    svc: CaseService,
+    rng: random.Random,
+    person_id: str,
+    first_day: dt.date,
+    today: dt.date,
+    services: list[CommunityService],
+) -> None:
+    """Needs, met by a referral to a matching service where one exists, and what came of it."""
     for reason in rng.sample(list(REFERRAL_REASONS), k=rng.randint(0, 2)):
         matching = [s for s in services if reason in s.needs]
-        if matching and rng.random() < 0.8:
-            svc.record_need(person.id, reason, "Discussed at visit", status="met")
-            service = rng.choice(matching)
-            onward = svc.refer_to_service(
-                person.id,
-                service.id,
-                kind=rng.choice(["signposted", "referred", "accompanied"]),
-                need=reason,
-                made_on=first_day,
+        if not (matching and rng.random() < 0.8):
+            svc.record_need(person_id, reason, "No suitable local service found", status="unmet")
+            continue
+        svc.record_need(person_id, reason, "Discussed at visit", status="met")
+        service = rng.choice(matching)
+        onward = svc.refer_to_service(
+            person_id,
+            service.id,
+            kind=rng.choice(["signposted", "referred", "accompanied"]),
+            need=reason,
+            made_on=first_day,
+        )
+        outcome = rng.choice(["pending", "attended", "attended", "waiting", "not_attended", "declined"])
+        if outcome != "pending":
+            svc.record_onward_outcome(
+                onward.id,
+                outcome,
+                outcome_on=min(today, first_day + dt.timedelta(days=rng.randint(7, 30))),
+                first_response_on=min(today, first_day + dt.timedelta(days=rng.randint(1, 14))),
             )
-            outcome = rng.choice(["pending", "attended", "attended", "waiting", "not_attended", "declined"])
-            if outcome != "pending":
-                svc.record_onward_outcome(
-                    onward.id,
-                    outcome,
-                    outcome_on=min(today, first_day + dt.timedelta(days=rng.randint(7, 30))),
-                    first_response_on=min(today, first_day + dt.timedelta(days=rng.randint(1, 14))),
-                )
-        else:
-            svc.record_need(person.id, reason, "No suitable local service found", status="unmet")
+
+
+def _demo_outcomes(
+    svc: CaseService,
+    rng: random.Random,
+    person_id: str,
+    first_day: dt.date,
+    last_day: dt.date,
+    *,
+    discharged: bool,
+) -> None:
+    """A baseline of every instrument, and a discharge score for those discharged."""
     for code in ("ONS4", "UCLA3", "SWEMWBS", "HEALTH_USE"):
         instrument = instruments.INSTRUMENTS[code]
         baseline = _responses(instrument, rng, 0.0)
-        svc.record_outcome(person.id, code, "baseline", baseline, taken_on=first_day)
-        if status == "discharged":
+        svc.record_outcome(person_id, code, "baseline", baseline, taken_on=first_day)
+        if discharged:
             svc.record_outcome(
-                person.id,
+                person_id,
                 code,
                 "discharge",
                 _responses(instrument, rng, rng.choice([-0.2, 0.4, 0.8]), baseline),
-                taken_on=moments[-1].date(),
+                taken_on=last_day,
             )
-    if status == "discharged":
-        svc.discharge(person.id)

@@ -49,6 +49,7 @@ from sprx_tui.core.models import (
     PlanAction,
     Referral,
     ReferralStatus,
+    SafetyFlagChange,
     SyncConflict,
     Synced,
     SyncOutbox,
@@ -163,6 +164,25 @@ def _check(errors: dict[str, str], field: str, fn: Callable[[], Any]) -> Any:
     except ValueError as exc:
         errors[field] = str(exc)
     return None
+
+
+def _check_resolution(conflict: SyncConflict, row: Any, chosen_value: Any) -> None:
+    """A narrative conflict needs the text to keep; a delete-versus-edit one needs True or False."""
+    if conflict.kind == "concurrent_edit":
+        if row is None or not isinstance(chosen_value, str) or not chosen_value.strip():
+            raise InvalidInput({conflict.field: "Choose one of the versions, or write the text to keep."})
+    elif conflict.kind == "delete_vs_edit" and not isinstance(chosen_value, bool):
+        raise InvalidInput({"deleted": "Choose whether to keep the record or confirm the delete."})
+
+
+def _flag_reason(text: str, errors: dict[str, str]) -> str:
+    """Why a safety flag was added or removed: required, one plain sentence when missing or too long."""
+    reason = (text or "").strip()
+    if not reason:
+        errors["flag_reason"] = "Say why the safety flags changed; the reason is kept with them."
+    elif len(reason) > 2000:
+        errors["flag_reason"] = "The reason for the safety flag change must be at most 2000 characters."
+    return reason
 
 
 class CaseService:
@@ -427,6 +447,9 @@ class CaseService:
             out["date_of_birth"] = dob
         elif "date_of_birth" in fields:
             out["date_of_birth"] = None
+        for name in ("hearing_need", "sight_need", "easy_read", "consent_social_prescribing"):
+            if name in fields and not isinstance(fields[name], bool):
+                errors[name] = f"{validate.field_label(name)} must be yes or no."
         for flag in fields.get("safety_flags") or []:
             if flag not in SAFETY_FLAGS:
                 errors["safety_flags"] = "One of the safety flags is not a known flag."
@@ -469,6 +492,117 @@ class CaseService:
                     detail=",".join(sorted(changed)),
                 )
             return person
+
+    # -- a person added or updated from the details form -------------------------------------
+
+    def new_person(
+        self,
+        *,
+        referral_source: str,
+        referral_reasons: list[str] | None = None,
+        referral_text: str | None = None,
+        urgency: str = "routine",
+        flag_reason: str = "",
+        **fields: Any,
+    ) -> tuple[Person, Referral]:
+        """A person added in the app (a self-referral, a walk-in) with the referral that brings them, in one
+        transaction; each safety flag they start with is kept with its reason (default: noted when added)."""
+        fields.setdefault("given_name", "")
+        fields.setdefault("family_name", "")
+        errors: dict[str, str] = {}
+        try:
+            clean = self._validated_person_fields(fields)
+        except InvalidInput as exc:
+            errors.update(exc.errors)
+            clean = {}
+        if referral_source not in REFERRAL_SOURCES:
+            errors["referral_source"] = "Choose where the referral came from."
+        reason = _flag_reason(flag_reason, errors) if flag_reason.strip() else "Recorded when the person was added."
+        if errors:
+            raise InvalidInput(errors)
+        with self._txn() as txn:
+            person = self.add_person(**clean)
+            referral = self.receive_referral(
+                person.id,
+                source=referral_source,
+                reasons=referral_reasons,
+                referral_text=referral_text,
+                urgency=urgency,
+            )
+            self._record_flag_changes(txn, person, added=list(person.safety_flags or []), removed=[], reason=reason)
+            return person, referral
+
+    def update_person_details(self, person_id: str, changes: dict[str, Any], flag_reason: str = "") -> dict[str, Any]:
+        """Write only the fields that differ from the record (each merges on its own when synced); a safety flag
+        added or removed needs a reason, kept with who and when. Returns what changed (empty: nothing did)."""
+        clean = self._validated_person_fields(changes)
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            before = list(person.safety_flags or [])
+            after = list(clean.get("safety_flags", before) or [])
+            added = [f for f in after if f not in before]
+            removed = [f for f in before if f not in after]
+            reason = ""
+            if added or removed:
+                errors: dict[str, str] = {}
+                reason = _flag_reason(flag_reason, errors)
+                if errors:
+                    raise InvalidInput(errors)
+            else:
+                clean.pop("safety_flags", None)  # the same flags in another order are no change
+            changed = {k: v for k, v in clean.items() if getattr(person, k) != v}
+            if not changed:
+                return {}
+            self.update_person(person_id, **changed)
+            self._record_flag_changes(txn, person, added=added, removed=removed, reason=reason)
+            return changed
+
+    def add_safety_flag(self, person_id: str, flag: str, reason: str) -> Person:
+        """Add one home-visit safety flag, with the reason kept (who and when come with it)."""
+        person = self._person_now(person_id)
+        flags = list(person.safety_flags or [])
+        if flag not in flags:
+            self.update_person_details(person_id, {"safety_flags": [*flags, flag]}, reason)
+        return self._person_now(person_id)
+
+    def remove_safety_flag(self, person_id: str, flag: str, reason: str) -> Person:
+        """Remove one safety flag, with the reason kept; its history stays."""
+        person = self._person_now(person_id)
+        flags = list(person.safety_flags or [])
+        if flag in flags:
+            self.update_person_details(person_id, {"safety_flags": [f for f in flags if f != flag]}, reason)
+        return self._person_now(person_id)
+
+    def _person_now(self, person_id: str) -> Person:
+        with self._txn() as txn:
+            return self._get(txn, Person, person_id, "person")
+
+    def _record_flag_changes(
+        self, txn: _Txn, person: Person, *, added: list[str], removed: list[str], reason: str
+    ) -> None:
+        for change, flags in (("added", added), ("removed", removed)):
+            for flag in flags:
+                row = self._insert(
+                    txn,
+                    SafetyFlagChange(
+                        id="",
+                        practice_id="",
+                        person_id=person.id,
+                        flag=flag,
+                        change=change,
+                        reason=reason,
+                        author=self.actor.user_id,
+                        changed_at=self.clock(),
+                    ),
+                )
+                self._audit(
+                    txn,
+                    "CREATE",
+                    person_id=person.id,
+                    record_type="safety_flag_change",
+                    record_id=row.id,
+                    detail=f"{change} {flag}",
+                )
 
     def set_status(self, person_id: str, status: str) -> Person:
         if status not in {s.value for s in PersonStatus}:
@@ -1185,11 +1319,7 @@ class CaseService:
             values = list(conflict.values_json or [])
             model = SYNCED_MODELS.get(conflict.tbl)
             row = txn.session.get(model, conflict.row_id) if model is not None else None
-            if conflict.kind == "concurrent_edit":
-                if row is None or not isinstance(chosen_value, str) or not chosen_value.strip():
-                    raise InvalidInput({conflict.field: "Choose one of the versions, or write the text to keep."})
-            elif conflict.kind == "delete_vs_edit" and not isinstance(chosen_value, bool):
-                raise InvalidInput({"deleted": "Choose whether to keep the record or confirm the delete."})
+            _check_resolution(conflict, row, chosen_value)
             stamp = self._tick(txn)
             top = max((int(v.get("hlc") or 0) for v in values), default=0)
             if stamp <= top:
@@ -1197,19 +1327,8 @@ class CaseService:
                 txn.hlc_last = txn.hlc = stamp = hlc_clock.receive(stamp, top, 0)
             base = max((int(v.get("seq") or 0) for v in values), default=0)
             wire_value = to_wire(chosen_value)
-            if row is not None and model is not None and conflict.kind == "concurrent_edit":
-                setattr(row, conflict.field, from_wire(model, conflict.field, wire_value))
-                meta = dict(row.field_meta or {})
-                meta[conflict.field] = {"hlc": stamp, "dev": self.actor.device_id, "seq": base}
-                row.field_meta = meta
-                row.row_hlc = stamp
-                if isinstance(row, Person):
-                    row.search_text = search_text_for(row)
-                txn.session.add(row)
-            elif row is not None and conflict.kind == "delete_vs_edit" and chosen_value is True:
-                row.deleted = True
-                row.row_hlc = stamp
-                txn.session.add(row)
+            if row is not None and model is not None:
+                self._apply_resolution(txn, conflict, row, model, chosen_value, wire_value, stamp, base)
             conflict.status = "resolved"
             conflict.resolution = {"v": wire_value, "hlc": stamp, "dev": self.actor.device_id, "by": "resolve"}
             txn.session.add(conflict)
@@ -1231,6 +1350,32 @@ class CaseService:
                 detail=f"conflict_resolved kind={conflict.kind}",
             )
             return conflict
+
+    def _apply_resolution(
+        self,
+        txn: _Txn,
+        conflict: SyncConflict,
+        row: Any,
+        model: Any,
+        chosen_value: Any,
+        wire_value: Any,
+        stamp: int,
+        base: int,
+    ) -> None:
+        """The chosen text becomes the field's value with the new stamp, or a confirmed delete deletes."""
+        if conflict.kind == "concurrent_edit":
+            setattr(row, conflict.field, from_wire(model, conflict.field, wire_value))
+            meta = dict(row.field_meta or {})
+            meta[conflict.field] = {"hlc": stamp, "dev": self.actor.device_id, "seq": base}
+            row.field_meta = meta
+            row.row_hlc = stamp
+            if isinstance(row, Person):
+                row.search_text = search_text_for(row)
+            txn.session.add(row)
+        elif conflict.kind == "delete_vs_edit" and chosen_value is True:
+            row.deleted = True
+            row.row_hlc = stamp
+            txn.session.add(row)
 
     def save_draft(self, key: str, payload: dict[str, Any]) -> None:
         with self._txn() as txn:

@@ -400,28 +400,8 @@ class _KeyFile:
         ps, rs = by_name["passphrase"], by_name["recovery"]
         _expect_keys(ps, {"slot", "kdf", "salt", "nonce", "ct"})
         _expect_keys(rs, {"slot", "nonce", "ct"})
-        kdf_doc = ps["kdf"]
-        if not isinstance(kdf_doc, dict):
-            raise KeyFileCorrupt()
-        _expect_keys(kdf_doc, {"alg", "m", "t", "p"})
-        if kdf_doc["alg"] != "argon2id":
-            raise KeyFileCorrupt()
-        m, t, p = (_int(kdf_doc[k]) for k in ("m", "t", "p"))
-        if m < FLOOR.m or t < FLOOR.t:
-            # Lower cost than we ever write: someone is making offline guessing cheaper.
-            raise KeyFileCorrupt("The key file's security settings have been weakened, so it was refused.")
-        if m > _MAX_M_KIB or t > _MAX_T or not 1 <= p <= 16 or m < 8 * p:
-            raise KeyFileCorrupt()
-        failures = doc["failures"]
-        if not isinstance(failures, dict):
-            raise KeyFileCorrupt()
-        _expect_keys(failures, {"count", "last"})
-        count = _int(failures["count"])
-        last = failures["last"]
-        if isinstance(last, bool) or not isinstance(last, int | float):
-            raise KeyFileCorrupt()
-        if count < 0 or not math.isfinite(last) or last < 0:
-            raise KeyFileCorrupt()
+        m, t, p = _parse_kdf(ps["kdf"])
+        count, last = _parse_failures(doc["failures"])
         return cls(
             db_id=db_id,
             passphrase=_PassphraseSlot(
@@ -432,8 +412,38 @@ class _KeyFile:
             ),
             recovery=_RecoverySlot(nonce=_b64_field(rs["nonce"], _NONCE_LEN), ct=_b64_field(rs["ct"], _CT_LEN)),
             failures=count,
-            last_failure=float(last),
+            last_failure=last,
         )
+
+
+def _parse_kdf(kdf_doc: Any) -> tuple[int, int, int]:
+    """Argon2id's memory (KiB), passes and lanes, refused if weaker than we ever write or absurd."""
+    if not isinstance(kdf_doc, dict):
+        raise KeyFileCorrupt()
+    _expect_keys(kdf_doc, {"alg", "m", "t", "p"})
+    if kdf_doc["alg"] != "argon2id":
+        raise KeyFileCorrupt()
+    m, t, p = (_int(kdf_doc[k]) for k in ("m", "t", "p"))
+    if m < FLOOR.m or t < FLOOR.t:
+        # Lower cost than we ever write: someone is making offline guessing cheaper.
+        raise KeyFileCorrupt("The key file's security settings have been weakened, so it was refused.")
+    if m > _MAX_M_KIB or t > _MAX_T or not 1 <= p <= 16 or m < 8 * p:
+        raise KeyFileCorrupt()
+    return m, t, p
+
+
+def _parse_failures(failures: Any) -> tuple[int, float]:
+    """The count of wrong passphrases and when the last one was typed (for the back-off)."""
+    if not isinstance(failures, dict):
+        raise KeyFileCorrupt()
+    _expect_keys(failures, {"count", "last"})
+    count = _int(failures["count"])
+    last = failures["last"]
+    if isinstance(last, bool) or not isinstance(last, int | float):
+        raise KeyFileCorrupt()
+    if count < 0 or not math.isfinite(last) or last < 0:
+        raise KeyFileCorrupt()
+    return count, float(last)
 
 
 def _expect_keys(obj: dict[str, Any], keys: set[str]) -> None:
