@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO_VAULT ?= demo-vault
 DEMO_PASSPHRASE ?= walking group on tuesday
 
-.PHONY: demo check test lint bench clean
+.PHONY: demo check test lint bench clean lock
 
 # Tests run in parallel (pytest-xdist), a whole file to a worker (--dist loadfile), so a module's
 # fixtures (a demo vault, a CLI run, a server) are built once; each worker has its own temp folder,
@@ -15,11 +15,27 @@ DEMO_PASSPHRASE ?= walking group on tuesday
 WORKERS ?= 4
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
 
-$(STAMP): pyproject.toml
+# Installs are reproducible: every package comes at the version in requirements-lock.txt (`make lock`
+# regenerates it). The lock is a constraints file, so it pins versions without adding packages.
+LOCK := requirements-lock.txt
+EXTRAS := .[tui,server,test]
+
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[tui,server,test]'
+	$(PY) -m pip install --quiet -c $(LOCK) -e '$(EXTRAS)'
 	touch $(STAMP)
+
+# A throwaway venv resolves pyproject.toml afresh (newest versions it allows), then its versions become the lock.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --upgrade pip
+	.lock-venv/bin/python -m pip install --quiet -e '$(EXTRAS)'
+	{ echo "# Exact versions every install uses: make installs with pip install -c $(LOCK) -e '$(EXTRAS)'."; \
+	  echo "# Regenerate with make lock (a throwaway venv resolves pyproject.toml afresh, then pip freeze). Python 3.11+."; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable; } > $(LOCK)
+	rm -rf .lock-venv
 
 demo: $(STAMP)
 	@test -d $(DEMO_VAULT) || (echo "$(DEMO_PASSPHRASE)" | $(VENV)/bin/sprx demo --vault $(DEMO_VAULT) --passphrase-stdin)
