@@ -161,8 +161,7 @@ def start_app(e2e_vault: Path, tmp_path: Path) -> Iterator[object]:
         term.keys("Enter")
         term.wait_for("Due today")
         term.keys("F3")
-        term.wait_for("Caseload (")
-        time.sleep(0.3)
+        term.wait_for("⏎ Open")  # the caseload's footer: its list has the focus
         term.keys("Enter")
         term.wait_for("Overview")
         return term, pid, record

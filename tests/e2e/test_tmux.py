@@ -112,12 +112,12 @@ def test_unlock_filter_open_contact_and_lock_in_a_real_terminal(terminal: Termin
     terminal.keys("F3")
     terminal.wait_for("Caseload (")
     terminal.keys("/")
-    time.sleep(0.5)
+    terminal.wait_for("esc Clear filter")  # the footer: the filter has the focus
     terminal.type(family.lower())
     screen = terminal.wait_for(f"({sum(1 for r in rows if family in r.name)}) · by name")
     assert target.name in screen
     terminal.keys("Enter")  # from the filter to the list
-    time.sleep(0.5)
+    terminal.wait_for("⏎ Open")  # the footer: the list has the focus
     terminal.keys("Enter")  # open the highlighted person
     screen = terminal.wait_for("Overview")
     assert target.name in screen

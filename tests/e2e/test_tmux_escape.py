@@ -53,6 +53,16 @@ class RecordedTerminal(Terminal):
         return self._tmux("list-buffers")
 
 
+def _log_holding(log: Path, needle: bytes, timeout: float = 30.0) -> bytes:
+    """The pipe-pane log once it holds ``needle`` (it is written a little behind the screen)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = log.read_bytes() if log.exists() else b""
+        if needle in raw or time.monotonic() > deadline:
+            return raw
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def poisoned_vault(tmp_path: Path) -> tuple[Path, str]:
     """A demo vault where one person's name holds OSC title and clipboard sequences; (vault, their NHS number)."""
@@ -107,18 +117,20 @@ def test_escape_sequences_in_a_name_never_reach_the_terminal(
     term.keys("F3")
     term.wait_for("Caseload (")
     term.keys("/")
-    time.sleep(0.5)
+    term.wait_for("esc Clear filter")  # the footer: the filter has the focus
     term.type(nhs)
     screen = term.wait_for("(1) · by name")
     assert SHOWN in screen
     term.keys("Enter")  # from the filter to the list
-    time.sleep(0.5)
+    term.wait_for("⏎ Open")  # the footer: the list has the focus
     term.keys("Enter")  # open the person
     screen = term.wait_for("Overview")
     assert SHOWN in screen  # the header: the name as written, escapes as placeholders
-    time.sleep(1.0)  # let everything drawn reach the log
-
-    raw = log.read_bytes()
+    # pipe-pane writes a little behind the screen and in order: once the lock screen drawn after the
+    # record is in the log, everything drawn for the record is too.
+    term.keys("C-l")
+    term.wait_for("Locked.")
+    raw = _log_holding(log, b"Locked.")
     assert raw, "pipe-pane recorded nothing"
     # Every "PWNED" written is inside the placeholder text "␛]0;PWNED␇", never after a real ESC ].
     assert "␛]0;PWNED␇".encode() in raw
