@@ -112,6 +112,34 @@ LIFE_AREAS: dict[str, str] = {
 
 NEED_CATEGORIES: dict[str, str] = {k: v for k, v in REFERRAL_REASONS.items()}
 
+DISCHARGE_REASONS: dict[str, str] = {
+    "goals_met": "Goals met",
+    "moved_away": "Moved away",
+    "declined_support": "Declined further support",
+    "did_not_engage": "Did not engage",
+    "died": "Died",
+    "other": "Other",
+}
+"""Why an episode ended (Referral.close_reason); "did_not_engage" leaves the person did-not-engage, the rest discharged."""
+
+DECLINE_REASONS: dict[str, str] = {
+    "not_wanted": "Does not want support at present",
+    "other_service": "Already supported by another service",
+    "moved_away": "Moved away from the area",
+    "clinical_need": "Needs are clinical; back to the GP",
+    "not_contactable": "Could not be contacted",
+    "other": "Other",
+}
+"""Why a referral was declined at triage (Referral.decline_code); the words stay in decline_reason."""
+
+WITHDRAW_REASONS: dict[str, str] = {
+    "made_in_error": "Made in error",
+    "wrong_service": "Wrong service",
+    "person_changed_mind": "Person changed their mind",
+    "other": "Other",
+}
+"""Why an onward referral was withdrawn (OnwardReferral.withdrawn_reason starts with the label)."""
+
 SNOMED_REFERRAL_ACCEPTED = "871731000000106"  # Referral to social prescribing service
 SNOMED_SP_DECLINED = "871711000000103"  # Social prescribing declined
 
@@ -173,6 +201,10 @@ class Person(Synced, table=True):
     preferred_contact: str | None = None  # phone / text / email / letter / visit
     communication_needs: str | None = None
     interpreter_language: str | None = None
+    # Accessible Information Standard needs beside an interpreter (migration 0009).
+    hearing_need: bool = False
+    sight_need: bool = False
+    easy_read: bool = False
     gp_practice: str | None = None
     consent_social_prescribing: bool = False
     consent_gp_sharing: str = "full"  # full / codes_only / none
@@ -211,6 +243,12 @@ class Referral(Synced, table=True):
     decided_on: dt.date | None = None
     decline_reason: str | None = None
     snomed_code: str | None = None
+    # Decline at triage: a code from DECLINE_REASONS (the words in decline_reason). Migration 0010.
+    decline_code: str | None = None
+    # The end of the episode this referral began (status "closed"): when, and a code from DISCHARGE_REASONS.
+    closed_on: dt.date | None = None
+    close_reason: str | None = None
+    close_note: str | None = None
 
 
 class Contact(Synced, table=True):
@@ -239,6 +277,21 @@ class ContactAmendment(Synced, table=True):
     reason: str = ""
     author: str = ""
     amended_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SafetyFlagChange(Synced, table=True):
+    """A home-visit safety flag added to or removed from a person, with why, by whom and when (migration 0009).
+
+    Append-only: the person's ``safety_flags`` is the current set; these rows are its history.
+    """
+
+    __tablename__ = "safety_flag_change"
+    __table_args__ = (Index("ix_safety_flag_change_person", "person_id", "changed_at"),)
+    flag: str
+    change: str  # added / removed
+    reason: str = ""
+    author: str = ""
+    changed_at: dt.datetime = Field(default_factory=utcnow)
 
 
 class FollowUp(Synced, table=True):
@@ -293,6 +346,12 @@ class OnwardReferral(Synced, table=True):
     outcome_on: dt.date | None = None
     first_response_on: dt.date | None = None
     notes: str = ""
+    # The person's Need row this addresses (need holds its category), whether the person agreed to the
+    # referral, and a withdrawal: kept, shown as withdrawn, left out of uptake figures. Migration 0010.
+    need_id: str | None = None
+    consent: bool = False
+    withdrawn_on: dt.date | None = None
+    withdrawn_reason: str | None = None
 
 
 class Need(Synced, table=True):
@@ -353,6 +412,11 @@ class CommunityService(SQLModel, table=True):
     last_verified: dt.date | None = None
     active: bool = True
     source_id: str = ""
+    languages: list[str] = Field(default_factory=list, sa_type=JSON)
+    min_age: int | None = None
+    max_age: int | None = None
+    withdrawn_on: dt.date | None = None  # the day a full import no longer held it (then inactive)
+    source: str = ""  # which feed or package it came from ("" the practice's default one)
     search_text: str = ""
     server_seq: int | None = None
 
@@ -496,6 +560,7 @@ SYNCED_MODELS: dict[str, type[Synced]] = {
         Referral,
         Contact,
         ContactAmendment,
+        SafetyFlagChange,
         FollowUp,
         WhatMatters,
         Goal,

@@ -52,12 +52,38 @@ def tables(engine: Engine) -> list[str]:
     return [r[0] for r in rows if r[0] not in ("alembic_version", "sqlite_sequence")]
 
 
-def dump(engine: Engine) -> dict[str, list[tuple]]:
+def dump(engine: Engine, widths: dict[str, int] | None = None) -> dict[str, list[tuple]]:
+    """Every row of every table; with `widths`, only each table's first N columns (those it had before)."""
     out = {}
     with engine.connect() as conn:
         for name in tables(engine):
-            out[name] = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {name} ORDER BY rowid")).all()]
+            rows = [tuple(r) for r in conn.execute(text(f"SELECT * FROM {name} ORDER BY rowid")).all()]
+            width = (widths or {}).get(name)
+            out[name] = [row[:width] for row in rows] if width else rows
     return out
+
+
+def columns(engine: Engine, table: str) -> list[str]:
+    with engine.connect() as conn:
+        return [r[1] for r in conn.execute(text(f"PRAGMA table_info({table})")).all()]
+
+
+def copy_rows(src: Engine, dst: Engine) -> None:
+    """Copy every row of `src`'s tables into the same tables of `dst`, in the columns `dst` has."""
+    # Each vault has one shared connection: read the layouts first, then copy.
+    layout = {name: columns(dst, name) for name in tables(dst) if name not in KNOWN_OUTSIDE_MODELS}
+    have = {name: set(columns(src, name)) for name in layout}
+    with src.connect() as read:
+        found = {}
+        for name, cols in layout.items():
+            listed = ", ".join(c for c in cols if c in have[name])
+            found[name] = [r._asdict() for r in read.execute(text(f"SELECT {listed} FROM {name} ORDER BY rowid"))]
+    with dst.begin() as write:
+        for name, rows in found.items():
+            if rows:
+                listed = ", ".join(rows[0])
+                marks = ", ".join(f":{c}" for c in rows[0])
+                write.execute(text(f"INSERT INTO {name} ({listed}) VALUES ({marks})"), rows)
 
 
 def objects(engine: Engine, kind: str) -> set[str]:
@@ -74,8 +100,12 @@ def old_vault(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     migrations.upgrade(engine, "0001")
     assert migrations.current_revision(engine) == "0001"
     assert "audit_no_update" not in objects(engine, "trigger")
-    # Rows written through the service as the 0001-era app would have written them ...
-    svc = CaseService(engine, load_actor(engine), clock=lambda: NOW)
+    # Rows written through the service as the 0001-era app would have written them: today's service
+    # writes them into a scratch vault at head, and the columns that existed at 0001 are copied across
+    # (the models have columns later revisions add, so they cannot write into a 0001 schema directly).
+    scratch, _ = Vault.create(tmp_path_factory.mktemp("migrate-head") / "vault", bytearray(PASSPHRASE), kdf=FLOOR)
+    migrations.upgrade(scratch.engine)
+    svc = CaseService(scratch.engine, load_actor(scratch.engine), clock=lambda: NOW)
     p = svc.add_person(given_name="Ada", family_name="Ashdown", nhs_number="9992914173", postcode="LS1 4AP")
     r = svc.receive_referral(p.id, source="gp", reasons=["loneliness"], received_on=dt.date(2026, 11, 1))
     c = svc.accept_referral(r.id, mode="home_visit", notes="First visit.", follow_up_on=dt.date(2026, 11, 30))
@@ -86,6 +116,8 @@ def old_vault(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     svc.record_need(p.id, "loneliness")
     svc.record_outcome(p.id, "UCLA3", "baseline", {"companionship": 3, "left_out": 2, "isolated": None})
     svc.save_draft("contact:new", {"notes": "unsaved words"})
+    copy_rows(scratch.engine, engine)
+    scratch.lock()
     # ... and rows put in with raw SQL, as an older client or an import might have.
     with engine.begin() as conn:
         conn.execute(
@@ -126,8 +158,9 @@ def test_upgrade_from_first_revision_keeps_every_row(old_vault: tuple[Path, dict
         store = open_store(vault, clock=lambda: NOW)  # upgrades to head
         engine = store.engine
         assert migrations.current_revision(engine) == migrations.head_revision()
-        after = dump(engine)
+        after = dump(engine, {name: len(rows[0]) if rows else 0 for name, rows in before.items()})
         for name, rows in before.items():
+            # Columns later revisions add come after the old ones; the old ones are unchanged.
             assert after[name] == rows, name
         assert {"audit_no_update", "audit_no_delete"} <= objects(engine, "trigger")
         indexes = objects(engine, "index")
@@ -245,8 +278,12 @@ def test_0004_downgrades_and_upgrades_again_with_every_row(old_vault: tuple[Path
         assert migrations.current_revision(engine) == "0003"
         indexes = objects(engine, "index")
         assert INDEXES_REPLACED <= indexes and not INDEXES_0004 & indexes
-        # 0005's count table and 0007's quarantine go with the downgrade; every other row is as it was.
-        assert dump(engine) == {k: v for k, v in before.items() if k not in ("sync_outbox_pending", "sync_quarantine")}
+        # 0005's count table and 0007's quarantine go with the downgrade, and the columns later revisions
+        # added (always at the end of a table); every other row is as it was.
+        widths = {name: len(columns(engine, name)) for name in tables(engine)}
+        assert dump(engine) == {
+            k: [row[: widths[k]] for row in v] for k, v in before.items() if k in widths and k != "sync_outbox_pending"
+        }
         migrations.upgrade(engine)
         indexes = objects(engine, "index")
         assert INDEXES_HEAD <= indexes and not (INDEXES_REPLACED | {"ix_referral_new"}) & indexes
