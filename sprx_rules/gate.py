@@ -74,6 +74,7 @@ _DATE_T = FieldType("date")
 _DATE_OPT = FieldType("date", nullable=True)
 _DATETIME = FieldType("datetime")
 _INT = FieldType("int")
+_INT_OPT = FieldType("int", nullable=True)
 _BOOL = FieldType("bool")
 _LIST = FieldType("list", Text.LINE, 200)
 _JSON = FieldType("json", Text.LINE, 2000)
@@ -94,6 +95,9 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "preferred_contact": _line(32, opt=True),
         "communication_needs": _multi(4000, opt=True),
         "interpreter_language": _line(100, opt=True),
+        "hearing_need": _BOOL,
+        "sight_need": _BOOL,
+        "easy_read": _BOOL,
         "gp_practice": _line(200, opt=True),
         "consent_social_prescribing": _BOOL,
         "consent_gp_sharing": _CODE,
@@ -113,6 +117,10 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "decided_on": _DATE_OPT,
         "decline_reason": _multi(2000, opt=True),
         "snomed_code": _line(32, opt=True),
+        "decline_code": _line(64, opt=True),
+        "closed_on": _DATE_OPT,
+        "close_reason": _line(64, opt=True),
+        "close_note": _multi(2000, opt=True),
     },
     "contact": {
         "referral_id": _ID_OPT,
@@ -132,6 +140,13 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "reason": _multi(2000),
         "author": _NAME,
         "amended_at": _DATETIME,
+    },
+    "safety_flag_change": {
+        "flag": _CODE,
+        "change": _CODE,
+        "reason": _multi(2000),
+        "author": _NAME,
+        "changed_at": _DATETIME,
     },
     "follow_up": {
         "due_on": _DATE_T,
@@ -166,6 +181,10 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "outcome_on": _DATE_OPT,
         "first_response_on": _DATE_OPT,
         "notes": _multi(),
+        "need_id": _ID_OPT,
+        "consent": _BOOL,
+        "withdrawn_on": _DATE_OPT,
+        "withdrawn_reason": _multi(2000, opt=True),
     },
     "need": {"category": _CODE, "description": _multi(), "status": _CODE},
     "outcome_response": {
@@ -214,6 +233,11 @@ FIELDS: dict[str, dict[str, FieldType]] = {
         "last_verified": _DATE_OPT,
         "active": _BOOL,
         "source_id": _line(300),
+        "languages": _LIST,
+        "min_age": _INT_OPT,
+        "max_age": _INT_OPT,
+        "withdrawn_on": _DATE_OPT,
+        "source": _line(300),
     },
 }
 """Every synced field's type. ``tests/sync/test_gate.py`` checks it covers ``sync.schema.TABLES``."""

@@ -27,6 +27,7 @@ from sprx_tui.core.models import (
     Person,
     PlanAction,
     Referral,
+    SafetyFlagChange,
     SyncConflict,
     SyncOutboxPending,
     SyncRejected,
@@ -345,6 +346,29 @@ class CaseQueries:
         with self._session(expire_on_commit=False) as s:
             p = s.get(Person, person_id)
             return None if p is None or p.deleted else p
+
+    def people_with_nhs_number(self, nhs_number: str, *, other_than: str | None = None) -> list[tuple[str, str]]:
+        """(id, name) of each person holding this NHS number (digits), but `other_than`: a duplicate to warn of."""
+        with self._session() as s:
+            rows = s.exec(
+                select(Person.id, Person.given_name, Person.preferred_name, Person.family_name).where(
+                    Person.nhs_number == nhs_number,
+                    Person.deleted == False,  # noqa: E712
+                    Person.id != (other_than or ""),
+                )
+            ).all()
+        return [(r[0], f"{r[2] or r[1]} {r[3]}") for r in rows]
+
+    def safety_flag_history(self, person_id: str) -> list[SafetyFlagChange]:
+        """Each safety flag added or removed, newest first: what, why, by whom and when."""
+        with self._session() as s:
+            return list(
+                s.exec(
+                    select(SafetyFlagChange)
+                    .where(SafetyFlagChange.person_id == person_id, SafetyFlagChange.deleted == False)  # noqa: E712
+                    .order_by(SafetyFlagChange.changed_at.desc(), SafetyFlagChange.id.desc())  # type: ignore[attr-defined]
+                ).all()
+            )
 
     def referrals(self, person_id: str) -> list[Referral]:
         with self._session() as s:

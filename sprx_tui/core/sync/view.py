@@ -35,6 +35,7 @@ TABLE_LABELS = {
     "referral": "Referral",
     "contact": "Contact",
     "contact_amendment": "Contact amendment",
+    "safety_flag_change": "Safety flag change",
     "follow_up": "Follow-up",
     "what_matters": "What matters",
     "goal": "Goal",

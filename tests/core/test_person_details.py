@@ -1,0 +1,112 @@
+"""Adding a person in the app with their referral, and updating their details: one transaction each, per field."""
+
+from __future__ import annotations
+
+import pytest
+from sqlmodel import Session, select
+
+from sprx_tui.core.models import AuditEvent, Person, Referral, SafetyFlagChange, SyncOutbox
+from sprx_tui.core.service import InvalidInput
+from sprx_tui.core.store import CaseStore
+from tests.core.conftest import core_count_rows
+
+TABLES = ("person", "referral", "safety_flag_change", "sync_outbox", "audit_event")
+
+
+def outbox(store: CaseStore, tbl: str) -> list[SyncOutbox]:
+    with Session(store.engine) as s:
+        return list(s.exec(select(SyncOutbox).where(SyncOutbox.tbl == tbl).order_by(SyncOutbox.mutation_id)).all())
+
+
+def audits(store: CaseStore, record_type: str) -> list[AuditEvent]:
+    with Session(store.engine) as s:
+        return list(s.exec(select(AuditEvent).where(AuditEvent.record_type == record_type)).all())
+
+
+def test_new_person_with_a_self_referral_is_one_transaction_with_outbox_and_audit(core_store: CaseStore) -> None:
+    person, referral = core_store.service.new_person(
+        referral_source="self",
+        given_name="Bea",
+        family_name="Example",
+        nhs_number="943 476 5919",
+        interpreter_language="Polish",
+        hearing_need=True,
+        easy_read=True,
+        safety_flags=["animals"],
+        consent_social_prescribing=True,
+    )
+    assert person.nhs_number == "9434765919" and person.hearing_need and not person.sight_need
+    assert (referral.person_id, referral.source, referral.status) == (person.id, "self", "received")
+    assert [o.op for o in outbox(core_store, "person")] == ["insert"]
+    assert outbox(core_store, "person")[0].fields["hearing_need"]["v"] is True
+    assert [o.op for o in outbox(core_store, "referral")] == ["insert"]
+    history = core_store.queries.safety_flag_history(person.id)
+    assert [(h.flag, h.change, h.reason) for h in history] == [
+        ("animals", "added", "Recorded when the person was added.")
+    ]
+    assert {a.detail for a in audits(core_store, "safety_flag_change")} == {"added animals"}
+    assert len(audits(core_store, "person")) == 1 and len(audits(core_store, "referral")) == 1
+    assert core_store.service.verify_audit_chain()
+
+
+def test_invalid_nhs_number_saves_nothing_and_names_the_field(core_store: CaseStore) -> None:
+    before = core_count_rows(core_store.engine, *TABLES)
+    with pytest.raises(InvalidInput) as caught:
+        core_store.service.new_person(
+            referral_source="self", given_name="Bea", family_name="Example", nhs_number="943 476 5918"
+        )
+    assert set(caught.value.errors) == {"nhs_number"}
+    assert caught.value.errors["nhs_number"].endswith(".")
+    assert core_count_rows(core_store.engine, *TABLES) == before
+
+
+def test_unknown_source_and_missing_name_are_each_one_sentence(core_store: CaseStore) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        core_store.service.new_person(referral_source="walk-in", given_name="", family_name="Example")
+    assert set(caught.value.errors) == {"given_name", "referral_source"}
+    assert core_count_rows(core_store.engine, "person")["person"] == 0
+
+
+def test_duplicate_nhs_number_is_found_with_the_holders_name(core_store: CaseStore) -> None:
+    ann, _ = core_store.service.new_person(
+        referral_source="gp", given_name="Ann", family_name="Example", nhs_number="9434765919"
+    )
+    assert core_store.queries.people_with_nhs_number("9434765919") == [(ann.id, "Ann Example")]
+    assert core_store.queries.people_with_nhs_number("9434765919", other_than=ann.id) == []
+
+
+def test_update_writes_only_changed_fields_and_flags_need_a_reason(core_store: CaseStore) -> None:
+    person, _ = core_store.service.new_person(
+        referral_source="self", given_name="Bea", family_name="Example", phone="01632 960001"
+    )
+    same = {"given_name": "Bea", "family_name": "Example", "phone": "01632 960001", "safety_flags": []}
+    assert core_store.service.update_person_details(person.id, same) == {}
+    assert len(outbox(core_store, "person")) == 1  # nothing changed, nothing queued
+
+    changed = core_store.service.update_person_details(person.id, {**same, "phone": "01632 960002"})
+    assert set(changed) == {"phone"}
+    patch = outbox(core_store, "person")[-1]
+    assert (patch.op, set(patch.fields)) == ("patch", {"phone"})
+
+    with pytest.raises(InvalidInput) as caught:
+        core_store.service.update_person_details(person.id, {"safety_flags": ["animals"]}, "")
+    assert set(caught.value.errors) == {"flag_reason"}
+    assert core_store.queries.person(person.id).safety_flags == []
+
+    core_store.service.add_safety_flag(person.id, "animals", "Large dog seen on the visit")
+    core_store.service.remove_safety_flag(person.id, "animals", "Dog rehomed")
+    history = core_store.queries.safety_flag_history(person.id)
+    assert [(h.change, h.reason) for h in history] == [
+        ("removed", "Dog rehomed"),
+        ("added", "Large dog seen on the visit"),
+    ]
+    assert all(h.author == core_store.service.actor.user_id for h in history)
+    patches = [o for o in outbox(core_store, "person") if o.op == "patch"]
+    assert [set(p.fields) for p in patches] == [{"phone"}, {"safety_flags"}, {"safety_flags"}]
+    assert [o.op for o in outbox(core_store, "safety_flag_change")] == ["insert", "insert"]
+    assert {a.detail for a in audits(core_store, "safety_flag_change")} == {"added animals", "removed animals"}
+    with Session(core_store.engine) as s:
+        assert len(s.exec(select(SafetyFlagChange)).all()) == 2
+        assert s.get(Person, person.id).safety_flags == []
+        assert len(s.exec(select(Referral)).all()) == 1
+    assert core_store.service.verify_audit_chain()
