@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import queue
 import random
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ PUSH_BATCH = protocol.MAX_MUTATIONS_PER_PUSH
 PAGE = protocol.MAX_PAGE
 SNAPSHOT_BATCH_ROWS = 5000
 """Snapshot rows applied per local transaction (pages are fetched one by one, committed in groups)."""
+SNAPSHOT_PREFETCH = 3
+"""Snapshot pages the fetch thread may hold ahead of the writer (the bounded queue between them)."""
 RETRIES = 3
 """Attempts per request when the network drops (the same mutation ids are resent each time)."""
 
@@ -583,6 +587,8 @@ class SyncEngine:
         batch: int = PUSH_BATCH,
         page: int = PAGE,
         snapshot_batch: int = SNAPSHOT_BATCH_ROWS,
+        pipeline: bool = True,
+        prefetch: int = SNAPSHOT_PREFETCH,
     ) -> None:
         self.local = local
         self.t = transport
@@ -593,10 +599,20 @@ class SyncEngine:
         self.batch = batch
         self.page = page
         self.snapshot_batch = snapshot_batch
+        self.pipeline = pipeline
+        self.prefetch = prefetch
         self.report = SyncReport()
+        self._batch: dict[str, Any] | None = None
+        """Snapshot pages fetched and not yet applied (dropped on failure: the position is the last applied)."""
+        self._applied_pages = 0
+        self._snapshot_rows = 0
 
-    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
-        """One request with a few quick retries on a dropped connection (same body each time)."""
+    def _fetch(self, method: str, path: str, **kw: Any) -> tuple[dict[str, Any], Observed]:
+        """One request with a few quick retries on a dropped connection (same body each time).
+
+        Touches no local state, so the snapshot's fetch thread can run it: the body and what the
+        answer said about the server's clock, for the writer to take in (``_observe``).
+        """
         backoff = Backoff(base=0.2, cap=2.0)
         attempt = 0
         while True:
@@ -612,8 +628,15 @@ class SyncEngine:
                 self.sleep(backoff.delay())
                 continue
             o = self.t.observed
-            self.local.observe_server(o.offset_ms, o.server_hlc, o.server_time_ms)
-            return body
+            return body, Observed(o.offset_ms, o.server_time_ms, o.server_hlc)
+
+    def _observe(self, o: Observed) -> None:
+        self.local.observe_server(o.offset_ms, o.server_hlc, o.server_time_ms)
+
+    def _call(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        body, observed = self._fetch(method, path, **kw)
+        self._observe(observed)
+        return body
 
     def run(self) -> SyncReport:
         # A retired laptop is told so on its pull, after its push was accepted. It erases itself only
@@ -709,7 +732,9 @@ class SyncEngine:
                 if resyncs > 2:
                     raise ProtocolFailure() from None
                 self.report.resyncs += 1
-                # The outbox was pushed first; the snapshot never discards it.
+                # The outbox was pushed first; the snapshot never discards it. A server restored from a
+                # backup may lack changes it had acked: send those again before the snapshot.
+                self._resend_what_the_server_lost()
                 self.local.begin_snapshot()
                 self._snapshot()
                 continue
@@ -721,52 +746,178 @@ class SyncEngine:
             if not page.get("has_more"):
                 return
 
+    def _resend_what_the_server_lost(self) -> None:
+        """After a resync request: if the server's ledger is behind this laptop's acked changes (it was
+        restored from a backup), mark those changes pending again and push them, before any snapshot
+        replaces local rows.
+
+        An empty push asks the server for ``last_acked_mutation_id``, its ledger's position for this
+        device; outbox rows after it (acked by the server before its restore) are sent again under the
+        same mutation ids, and the restored ledger applies each exactly once.
+        """
+        body = {
+            "device_id": self.device_id,
+            "protocol_version": protocol.PROTOCOL_VERSION,
+            "schema_version": schema.SCHEMA_VERSION,
+            "mutations": [],
+        }
+        resp = self._call("POST", "/v1/sync/push", json=body, headers=self._pending_header())
+        last = resp.get("last_acked_mutation_id")
+        if isinstance(last, int) and not isinstance(last, bool) and last >= 0:
+            if self.local.resend_from(last + 1) > 0:
+                self.push()
+
+    def _snapshot_pages(self, after: str | None, headers: dict[str, str]) -> _PageSource:
+        """The snapshot's pages from ``after`` on, in order: fetched ahead in a thread when pipelined."""
+        if self.pipeline:
+            return _Prefetcher(self, after, headers, self.prefetch)
+        return _SerialPages(self, after, headers)
+
     def _snapshot(self) -> None:
+        """Fetch the snapshot page by page and apply it in batches; each batch commits with its position.
+
+        Pipelined (the default): a fetch thread reads the next pages into a bounded queue while this
+        thread, the one writer, applies the current batch, so the server's work and the laptop's
+        overlap. Pages fetched but not yet applied are dropped on any failure: the position committed
+        is always that of the last page applied, so a rerun resumes exactly there.
+        """
         pos = self.local.pull_position()
         if not pos.started:
             self.local.begin_snapshot()
             pos = self.local.pull_position()
         restarts = 0
-        rows = 0
-        applied_pages = 0
-        batch: dict[str, Any] | None = None
-        while True:
-            params: dict[str, Any] = {"limit": self.page}
-            if pos.after:
-                params["after"] = pos.after
+        self._batch, self._applied_pages, self._snapshot_rows = None, 0, 0
+        headers = self._pending_header()
+        source = self._snapshot_pages(pos.after, headers)
+        try:
+            while True:
+                try:
+                    page, observed = source.next()
+                except ResyncRequired:
+                    restarts += 1
+                    if restarts > 2:
+                        raise ProtocolFailure() from None
+                    source.close()  # pages fetched but not applied belong to the abandoned snapshot
+                    self._batch = None
+                    self._resend_what_the_server_lost()
+                    self.local.begin_snapshot()
+                    source = self._snapshot_pages(None, headers)
+                    continue
+                self._observe(observed)
+                if self._take_snapshot_page(page):
+                    return
+        finally:
+            source.close()
+
+    def _take_snapshot_page(self, page: dict[str, Any]) -> bool:
+        """Add one fetched page to the batch and apply the batch when due; True after the last page."""
+        self.report.pages += 1
+        last = not page.get("has_more")
+        # After the first page (committed at once, so the caseload starts to fill), several pages
+        # go into one local transaction: fewer commits, each one an fsync and a rewrite of every
+        # index page it touched. The position committed is the last page's, so an interruption
+        # refetches only the pages not yet committed.
+        batch = self._batch
+        if batch is None:
+            batch = {**page, "changes": list(page.get("changes") or []),
+                     "conflicts": list(page.get("conflicts") or [])}  # fmt: skip
+        else:
+            batch = {**page, "changes": batch["changes"] + list(page.get("changes") or []),
+                     "conflicts": batch["conflicts"] + list(page.get("conflicts") or [])}  # fmt: skip
+        self._batch = batch
+        if last or self._applied_pages == 0 or len(batch["changes"]) >= self.snapshot_batch:
+            self._batch = None
+            n = self.local.apply_snapshot_page(batch)
+            self._applied_pages += 1
+            self._snapshot_rows += n
+            self.report.snapshot_rows += n
+            self.progress("snapshot", self._snapshot_rows, None)
+        return last
+
+
+# ---------------------------------------------------------------- snapshot pages, serial or fetched ahead
+
+_Fetched = tuple[dict[str, Any], Observed]
+
+
+class _PageSource(Protocol):
+    def next(self) -> _Fetched:
+        """The next page and what its answer said about the server's clock; raises what the fetch raised."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _snapshot_params(engine: SyncEngine, after: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": engine.page}
+    if after:
+        params["after"] = after
+    return params
+
+
+class _SerialPages:
+    """One page at a time, fetched when asked for (the unpipelined order: fetch, apply, fetch, ...)."""
+
+    def __init__(self, engine: SyncEngine, after: str | None, headers: dict[str, str]) -> None:
+        self.engine, self.after, self.headers = engine, after, headers
+
+    def next(self) -> _Fetched:
+        got = self.engine._fetch("GET", "/v1/sync/snapshot", params=_snapshot_params(self.engine, self.after),
+                                 headers=self.headers)  # fmt: skip
+        self.after = got[0].get("after")
+        return got
+
+    def close(self) -> None:
+        pass
+
+
+class _Prefetcher:
+    """Fetches snapshot pages in order in one background thread, at most ``depth`` ahead of the writer.
+
+    The thread only talks HTTP (``SyncEngine._fetch`` touches no local state); a failure is handed to
+    the writer in its place in the queue and ends the thread. ``close`` stops it and drops what it held.
+    """
+
+    def __init__(self, engine: SyncEngine, after: str | None, headers: dict[str, str], depth: int) -> None:
+        self.engine = engine
+        self.headers = headers
+        self.queue: queue.Queue[tuple[_Fetched | None, BaseException | None]] = queue.Queue(maxsize=max(1, depth))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(after,), name="sprx-snapshot-fetch", daemon=True)
+        self.thread.start()
+
+    def _run(self, after: str | None) -> None:
+        try:
+            while not self.stop.is_set():
+                got = self.engine._fetch("GET", "/v1/sync/snapshot", params=_snapshot_params(self.engine, after),
+                                         headers=self.headers)  # fmt: skip
+                if not self._put((got, None)) or not got[0].get("has_more"):
+                    return
+                after = got[0].get("after")
+        except BaseException as exc:  # noqa: BLE001 - handed to the writer, which raises it
+            self._put((None, exc))
+
+    def _put(self, item: tuple[_Fetched | None, BaseException | None]) -> bool:
+        while not self.stop.is_set():
             try:
-                page = self._call("GET", "/v1/sync/snapshot", params=params, headers=self._pending_header())
-            except ResyncRequired:
-                restarts += 1
-                if restarts > 2:
-                    raise ProtocolFailure() from None
-                batch = None  # pages fetched but not applied belong to the abandoned snapshot
-                self.local.begin_snapshot()
-                pos = self.local.pull_position()
+                self.queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
                 continue
-            self.report.pages += 1
-            last = not page.get("has_more")
-            # After the first page (committed at once, so the caseload starts to fill), several pages
-            # go into one local transaction: fewer commits, each one an fsync and a rewrite of every
-            # index page it touched. The position committed is the last page's, so an interruption
-            # refetches only the pages not yet committed.
-            if batch is None:
-                batch = page
-            else:
-                batch = {**page, "changes": batch["changes"] + list(page.get("changes") or []),
-                         "conflicts": batch["conflicts"] + list(page.get("conflicts") or [])}  # fmt: skip
-            batch.setdefault("changes", [])
-            batch.setdefault("conflicts", [])
-            if last or applied_pages == 0 or len(batch["changes"]) >= self.snapshot_batch:
-                n = self.local.apply_snapshot_page(batch)
-                applied_pages += 1
-                batch = None
-                rows += n
-                self.report.snapshot_rows += n
-                self.progress("snapshot", rows, None)
-                pos = self.local.pull_position()
-            else:
-                pos = PullPosition(phase=pos.phase, cursor=pos.cursor, after=page.get("after"), epoch=pos.epoch,
-                                   started=True)  # fmt: skip
-            if last:
-                return
+        return False
+
+    def next(self) -> _Fetched:
+        got, exc = self.queue.get()
+        if exc is not None:
+            raise exc
+        assert got is not None
+        return got
+
+    def close(self) -> None:
+        self.stop.set()
+        while True:
+            try:
+                self.queue.get_nowait()
+            except queue.Empty:
+                break
+        self.thread.join(timeout=60)

@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import ipaddress
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
-
-DEFAULT_DB = "sqlite:///sprx-server.db"
 
 
 class Failure(Exception):
@@ -45,6 +42,15 @@ def _size(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    from sync.server.config import parse_port
+
+    try:
+        return parse_port(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _positive(text: str) -> int:
     try:
         n = int(text)
@@ -55,75 +61,87 @@ def _positive(text: str) -> int:
     return n
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+_SETTINGS = ("db", "host", "port", "tls_cert", "tls_key", "max_body", "max_enrol_body", "max_push_body",
+             "enrol_attempts_per_address", "enrol_attempts", "enrol_window")  # fmt: skip
 
 
-def _store(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace) -> Any:
+    """The configuration file, then SPRX_SERVER_* variables, then this command's options (sync.server.config)."""
+    from sync.server.config import load
+
+    return load(getattr(args, "config", None), {k: getattr(args, k, None) for k in _SETTINGS})
+
+
+def _open_store(url: str) -> Any:
+    """The store at ``url``; never creates one (only `init` does) and refuses one whose schema is behind."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from sync.server.store import ServerStore
 
     try:
-        return ServerStore(args.db)
+        return ServerStore(url, create=False)
     except SQLAlchemyError:
-        raise Failure("Cannot open the server database; check --db or SPRX_SERVER_DB.") from None
+        raise Failure(
+            "Cannot open the server store; check --db, SPRX_SERVER_DB or store.url in the configuration file."
+        ) from None
     except ModuleNotFoundError as e:
         raise Failure(f"The database driver {e.name} is not installed.") from None
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
-    if bool(args.tls_cert) != bool(args.tls_key):
-        raise Failure("Give both --tls-cert and --tls-key, or neither.")
-    if not args.tls_cert and not _is_loopback(args.host):
-        raise Failure("Refusing to serve on a network address without TLS; use --tls-cert/--tls-key.")
-    for f in (args.tls_cert, args.tls_key):
-        if f and not Path(f).is_file():
-            raise Failure(f"Cannot read {f}.")
-    import uvicorn
+def _store(args: argparse.Namespace) -> Any:
+    return _open_store(_settings(args).require_db())
 
-    from sync.server.app import create_app
-    from sync.server.limits import Limits
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from sync.server import serve
     from sync.server.log import configure
 
-    configure()
-    limits = Limits(
-        body_default=args.max_body,
-        body_paths={"/v1/devices/enrol": args.max_enrol_body, "/v1/sync/push": args.max_push_body},
-        enrol_per_address=args.enrol_attempts_per_address,
-        enrol_overall=args.enrol_attempts,
-        enrol_window_s=args.enrol_window,
-    )
-    app = create_app(_store(args), limits=limits)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        ssl_certfile=args.tls_cert,
-        ssl_keyfile=args.tls_key,
-        access_log=False,  # our middleware logs paths without query strings
-        log_level="warning",
-        server_header=False,
-    )
+    s = _settings(args)
+    url = s.require_db()
+    serve.check_tls(s)
+    try:
+        configure(destination=s.log)
+    except OSError:
+        raise Failure(f"Cannot write the log file {s.log}.") from None
+    return serve.run(s, _open_store(url))
+
+
+def _print_lines(lines: list[str]) -> int:
+    from sprx_rules.gate import visible
+
+    for line in lines:
+        print(visible(line))
     return 0
 
 
-def cmd_worker_add(args: argparse.Namespace) -> int:
-    _store(args).add_worker(args.name, args.practice, args.team)
-    print(f"Added worker {args.name} to practice {args.practice}.")
-    return 0
+def cmd_init(args: argparse.Namespace) -> int:
+    from sync.server import setup
+
+    return _print_lines(setup.init(_settings(args)))
 
 
-def cmd_enrol_code(args: argparse.Namespace) -> int:
-    code, expires = _store(args).issue_enrol_code(args.worker)
-    print(f"Enrolment code for {args.worker}: {code}")
-    print(f"Single use; expires {_when(expires)} (15 minutes).")
-    return 0
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from sync.server import setup
+
+    return _print_lines(setup.upgrade(_settings(args)))
+
+
+def cmd_db_current(args: argparse.Namespace) -> int:
+    from sync.server import setup
+
+    return _print_lines(setup.current(_settings(args)))
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from sync.server.backup import backup
+
+    return _print_lines([backup(_settings(args).require_db(), Path(args.out))])
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from sync.server.backup import restore
+
+    return _print_lines(restore(_settings(args).require_db(), Path(args.src)))
 
 
 def _describe_device(d: dict[str, Any]) -> list[str]:
@@ -208,65 +226,54 @@ def cmd_device_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_device_list(args: argparse.Namespace) -> int:
-    from sprx_rules.gate import visible  # names come from laptops: escapes are printed as placeholders
-
-    rows = _store(args).list_devices()
-    if not rows:
-        print("No devices enrolled.")
-        return 0
-    print("device_id\tworker\tname\tenrolled\tlast_sync\tstatus")
-    for d in rows:
-        if d["retired_at"] and d["revoked_at"]:
-            status = f"retired {_when(d['retired_at'])}, erased {_when(d['revoked_at'])}"
-        elif d["retired_at"]:
-            status = f"retiring since {_when(d['retired_at'])}"
-        else:
-            status = f"revoked {_when(d['revoked_at'])}" if d["revoked_at"] else "active"
-        who = "\t".join(visible(d[k]) for k in ("id", "worker_id", "name"))
-        print(f"{who}\t{_when(d['enrolled_at'])}\t{_when(d['last_seen'])}\t{status}")
-    return 0
-
-
-def cmd_assign(args: argparse.Namespace) -> int:
-    _store(args).assign(args.person_id, worker_id=args.worker, team_id=args.team)
-    print(f"Assigned {args.person_id} to {args.worker or 'team ' + str(args.team)}.")
-    return 0
-
-
-def cmd_import_referrals(args: argparse.Namespace) -> int:
-    from sprx_rules.gate import visible
-    from sync.server.importer import ImportFileError, import_referrals
-
-    try:
-        rep = import_referrals(_store(args), Path(args.csv))
-    except ImportFileError as e:
-        raise Failure(str(e)) from None
-    print(f"Imported {rep.imported} referral(s); {rep.already_present} already present.")
-    for line, reason in rep.errors:
-        print(f"Line {line}: {visible(reason)}.", file=sys.stderr)  # a reason can quote the file
-    return 1 if rep.errors else 0
-
-
 def cmd_import_directory(args: argparse.Namespace) -> int:
     from sprx_rules.gate import visible
-    from sync.server.directory import DirectoryError, import_directory
+    from sync.server.directory import DirectoryError, import_path
 
+    store = _store(args)
+    store.require_practice(args.practice)  # an unknown practice is refused, not filled
     try:
-        n, errors = import_directory(_store(args), Path(args.path), args.practice)
+        result = import_path(store, Path(args.path), args.practice, full=not args.partial, source=args.source)
     except DirectoryError as e:
         raise Failure(str(e)) from None
-    print(f"Imported or updated {n} service(s).")
-    for line, reason in errors:
-        print(f"Line {line}: {visible(reason)}.", file=sys.stderr)  # a reason can quote the file
-    return 1 if errors else 0
+    for p in result.problems:
+        print(f"{visible(p.file)}:{p.line}: {visible(p.reason)}", file=sys.stderr)  # a reason can quote the file
+    for line in result.lines:
+        print(visible(line))
+    if result.imported == 0:
+        raise Failure("Nothing could be imported from that package; the problems are listed above.")
+    return 1 if result.problems else 0
+
+
+def cmd_directory_pull(args: argparse.Namespace) -> int:
+    from sync.server.directory_feed import FeedError, run_command
+
+    url = _settings(args).require_db()
+    store = _open_store(url)
+    store.require_practice(args.practice)
+    try:
+        return run_command(store, url, args)
+    except FeedError as e:
+        raise Failure(str(e)) from None
+
+
+def _directory_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="change only the services this holds (default: full, which withdraws the services of this "
+        "source it no longer holds)",
+    )
+    p.add_argument("--source", default="", help="name of the source, when the practice has more than one")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sprx_rules.gate import visible
     from sync.server.report import practice_report
 
-    for line in practice_report(_store(args), args.practice):
+    store = _store(args)
+    store.require_practice(args.practice)  # an unknown practice is refused, not reported as all zeros
+    for line in practice_report(store, args.practice):
         print(visible(line))
     return 0
 
@@ -291,42 +298,62 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sprx-server", description="The sprx practice sync server and its admin.")
+    from sync.server import admin  # the admin commands that check their targets (worker, people, codes, ...)
+    from sync.server.serve import version
+
+    p = _Parser(
+        prog="sprx-server",
+        description="The sprx practice sync server and its admin. Settings come from the configuration file "
+        "(--config, else $SPRX_SERVER_CONFIG, else /etc/sprx/server.toml), then SPRX_SERVER_* environment "
+        "variables (SPRX_SERVER_DB, SPRX_SERVER_PORT, ...), then options.",
+    )
+    p.add_argument("--version", action="version", version=f"sprx-server {version()}")
     db = _Parser(add_help=False)
     db.add_argument(
         "--db",
-        default=os.environ.get("SPRX_SERVER_DB", DEFAULT_DB),
-        help="database URL (sqlite:///file.db or postgresql+psycopg://...)",
+        default=None,
+        help="store URL (sqlite:////var/lib/sprx/server.db or postgresql+psycopg://...); "
+        "else SPRX_SERVER_DB, else store.url in the configuration file",
     )
+    db.add_argument("--config", metavar="PATH", help="configuration file (TOML)")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
 
-    s = sub.add_parser("serve", parents=[db], help="run the sync server")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8443)
-    s.add_argument("--tls-cert")
-    s.add_argument("--tls-key")
-    s.add_argument("--max-body", type=_size, default="64K", help="request body limit in bytes (K/M suffix) (64K)")
-    s.add_argument("--max-enrol-body", type=_size, default="64K", help="enrolment body limit (64K)")
-    s.add_argument("--max-push-body", type=_size, default="8M", help="push body limit (8M)")
-    s.add_argument(
-        "--enrol-attempts-per-address", type=_positive, default=10, help="failed enrolments per address per window"
+    i = sub.add_parser("init", parents=[db], help="create the server store (folders 0700, file 0600), newest schema")
+    i.set_defaults(fn=cmd_init)
+    dbc = sub.add_parser("db", help="the store's schema").add_subparsers(
+        dest="dbcmd", required=True, parser_class=_Parser
     )
-    s.add_argument("--enrol-attempts", type=_positive, default=60, help="failed enrolments overall per window")
-    s.add_argument("--enrol-window", type=_positive, default=600, help="rate-limit window in seconds (600)")
+    up = dbc.add_parser("upgrade", parents=[db], help="apply the migrations this release brings (back up first)")
+    up.set_defaults(fn=cmd_db_upgrade)
+    dbc.add_parser("current", parents=[db], help="show the store's schema revision").set_defaults(fn=cmd_db_current)
+    b = sub.add_parser("backup", parents=[db], help="write a consistent copy of the store (safe while serving)")
+    b.add_argument("--out", required=True, metavar="FILE", help="the backup file to write (never overwritten; 0600)")
+    b.set_defaults(fn=cmd_backup)
+    rs = sub.add_parser("restore", parents=[db], help="restore a backup into a new, empty store")
+    rs.add_argument("--from", dest="src", required=True, metavar="FILE", help="a file written by `sprx-server backup`")
+    rs.set_defaults(fn=cmd_restore)
+
+    s = sub.add_parser("serve", parents=[db], help="run the sync server")
+    s.add_argument("--host", default=None, help="address to listen on (127.0.0.1)")
+    s.add_argument("--port", type=_port, default=None, help="port (8443)")
+    s.add_argument("--tls-cert", default=None, help="TLS certificate file (PEM)")
+    s.add_argument("--tls-key", default=None, help="TLS private key file (PEM)")
+    s.add_argument("--max-body", type=_size, default=None, help="request body limit in bytes (K/M suffix) (64K)")
+    s.add_argument("--max-enrol-body", type=_size, default=None, help="enrolment body limit (64K)")
+    s.add_argument("--max-push-body", type=_size, default=None, help="push body limit (8M)")
+    s.add_argument(
+        "--enrol-attempts-per-address", type=_positive, default=None, help="failed enrolments per address, window (10)"
+    )
+    s.add_argument("--enrol-attempts", type=_positive, default=None, help="failed enrolments overall per window (60)")
+    s.add_argument("--enrol-window", type=_positive, default=None, help="rate-limit window in seconds (600)")
     s.set_defaults(fn=cmd_serve)
 
     w = sub.add_parser("worker", help="manage link workers").add_subparsers(
         dest="wcmd", required=True, parser_class=_Parser
     )
-    wa = w.add_parser("add", parents=[db], help="add a worker")
-    wa.add_argument("name", help="the worker's login id, e.g. asmith")
-    wa.add_argument("--practice", required=True)
-    wa.add_argument("--team")
-    wa.set_defaults(fn=cmd_worker_add)
+    admin.add_worker_commands(w, db)
 
-    e = sub.add_parser("enrol-code", parents=[db], help="issue a one-time enrolment code")
-    e.add_argument("worker")
-    e.set_defaults(fn=cmd_enrol_code)
+    admin.add_enrol_code_command(sub, db)
 
     d = sub.add_parser("device", help="manage enrolled laptops").add_subparsers(
         dest="dcmd", required=True, parser_class=_Parser
@@ -339,25 +366,35 @@ def build_parser() -> argparse.ArgumentParser:
     dt_.add_argument("device_id")
     dt_.add_argument("--yes", action="store_true", help="do not ask for confirmation (scripts)")
     dt_.set_defaults(fn=cmd_device_retire)
-    dl = d.add_parser("list", parents=[db], help="list laptops and their last sync")
-    dl.set_defaults(fn=cmd_device_list)
+    admin.add_device_commands(d, db)  # list, restore
 
-    a = sub.add_parser("assign", parents=[db], help="assign a person to a worker or team")
-    a.add_argument("person_id")
-    g = a.add_mutually_exclusive_group(required=True)
-    g.add_argument("--worker")
-    g.add_argument("--team")
-    a.set_defaults(fn=cmd_assign)
-
-    r = sub.add_parser("import-referrals", parents=[db], help="import referrals from CSV")
-    r.add_argument("csv")
-    r.set_defaults(fn=cmd_import_referrals)
+    admin.add_people_commands(sub, db)
+    admin.add_assign_command(sub, db)
+    admin.add_import_referrals_command(sub, db)
 
     # Extension points owned by other engineers: directory import and commissioner report.
-    idir = sub.add_parser("import-directory", parents=[db], help="import community services (CSV)")
-    idir.add_argument("path")
+    idir = sub.add_parser(
+        "import-directory",
+        parents=[db],
+        help="import community services: HSDS 1.1 or 3.0 / Open Referral UK CSV, or Open Referral UK JSON",
+    )
+    idir.add_argument("path", help="an HSDS / Open Referral UK directory (folder or file)")
     idir.add_argument("--practice", required=True)
+    _directory_options(idir)
     idir.set_defaults(fn=cmd_import_directory)
+    dirs = sub.add_parser("directory", help="the practice's services directory").add_subparsers(
+        dest="directory_cmd", required=True, parser_class=_Parser
+    )
+    dpull = dirs.add_parser(
+        "pull", parents=[db], help="read an Open Referral UK / HSDS 3.0 API (URL/services?page=N) into the directory"
+    )
+    dpull.add_argument("url")
+    dpull.add_argument("--practice", required=True)
+    _directory_options(dpull)
+    dpull.add_argument("--state", help="the file that keeps a stopped pull's place (default: beside the store)")
+    dpull.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for each answer (default 20)")
+    dpull.add_argument("--retries", type=int, default=3, help="tries again after a failed request (default 3)")
+    dpull.set_defaults(fn=cmd_directory_pull)
     rep = sub.add_parser("report", parents=[db], help="practice figures")
     rep.add_argument("--practice", required=True)
     rep.set_defaults(fn=cmd_report)
@@ -387,11 +424,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from sprx_rules.gate import visible
+    from sync.server.config import ConfigError
     from sync.server.store import StoreError
 
     try:
         return int(args.fn(args))
-    except Failure as e:
+    except (Failure, ConfigError) as e:
         print(visible(str(e), multiline=True), file=sys.stderr)  # messages can quote a file or a name
     except StoreError as e:
         print(visible(e.message, multiline=True), file=sys.stderr)

@@ -32,8 +32,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, sort_keys=True, default=str)
 
 
-def configure(level: int = logging.INFO) -> None:
-    handler = logging.StreamHandler()
+def configure(level: int = logging.INFO, destination: str = "stderr") -> None:
+    """JSON lines to standard error (systemd's journal, a container's log) or appended to a file (0600)."""
+    handler: logging.Handler
+    if destination in ("stderr", "-", ""):
+        handler = logging.StreamHandler()
+    else:
+        from pathlib import Path
+
+        from sync.server.private import make_private_dir, private_umask
+
+        make_private_dir(Path(destination).parent)
+        with private_umask():
+            handler = logging.FileHandler(destination, encoding="utf-8")
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("sprx")
     root.handlers[:] = [handler]

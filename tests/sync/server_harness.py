@@ -249,6 +249,7 @@ def uvicorn_server(
     requests and blocks the server. The file is read only to explain an early exit.
     """
     port = free_port()
+    ServerStore(db_url).close()  # an empty database gets the schema (serve never creates a store)
     cmd = [sys.executable, "-m", "sync.server.cli", "serve", "--db", db_url,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     if cert and key:

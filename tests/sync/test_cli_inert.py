@@ -34,6 +34,7 @@ def db(tmp_path: Path) -> list[str]:
 
 def enrolled_with_evil_name(db: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     """A laptop enrolled as 'laptop', then renamed in the database as an older server could have stored it."""
+    assert run(capsys, "init", *db)[0] == 0
     assert run(capsys, "worker", "add", "alice", "--practice", "P1", *db)[0] == 0
     code, out, _ = run(capsys, "enrol-code", "alice", *db)
     enrol_code = out.split(": ")[1].split()[0]

@@ -43,6 +43,8 @@ def _chunks(total: int, chunk: int = MB) -> Iterator[bytes]:
 def serve(db_url: str, *, umask: int = 0o022, extra: tuple[str, ...] = ()) -> Iterator[tuple[str, psutil.Process]]:
     """`sprx-server serve` on 127.0.0.1 in its own process (under ``umask``); yields its URL and process."""
     port = free_port()
+    if not Path(db_url.removeprefix("sqlite:///")).exists():
+        ServerStore(db_url).close()  # only `sprx-server init` (or the store API) makes a store
     log = open(os.devnull, "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "-m", "sync.server.cli", "serve", "--db", db_url, "--host", "127.0.0.1",
@@ -280,6 +282,8 @@ def test_the_server_files_are_private_whatever_the_umask(tmp_path: Path, umask: 
     db = folder / "server.db"
     url = f"sqlite:///{db}"
     run = {"capture_output": True, "text": True, "umask": umask, "timeout": 120, "check": False}
+    r = subprocess.run([sys.executable, "-m", "sync.server.cli", "init", "--db", url], **run)  # type: ignore[call-overload]
+    assert r.returncode == 0, r.stderr
     r = subprocess.run([sys.executable, "-m", "sync.server.cli", "worker", "add", "alice", "--practice", "P1",
                         "--db", url], **run)  # type: ignore[call-overload]  # fmt: skip
     assert r.returncode == 0, r.stderr
@@ -331,7 +335,11 @@ def test_the_store_itself_makes_its_files_private_and_mends_old_ones(tmp_path: P
 
 
 def test_an_old_device_table_gains_the_new_columns(tmp_path: Path) -> None:
-    """A database made before retirement existed opens, and its laptops keep working."""
+    """A database made before retirement (and before migrations) existed is refused until `db upgrade`,
+    which adds the columns; then it opens and its laptops keep working."""
+    from sync.server import migrate
+    from sync.server.store import StoreError
+
     url = f"sqlite:///{tmp_path}/old.db"
     st = ServerStore(url)
     st.add_worker("alice", "P1")
@@ -340,10 +348,16 @@ def test_an_old_device_table_gains_the_new_columns(tmp_path: Path) -> None:
     st.close()
     eng = sa.create_engine(url)
     with eng.begin() as conn:
-        for col in ("retired_at", "pending_reported", "pending_reported_at"):
+        for col in ("retired_at", "pending_reported", "pending_reported_at", "erase_told_at"):
             conn.exec_driver_sql(f"ALTER TABLE device DROP COLUMN {col}")
+        for col in ("display_name", "removed_at"):
+            conn.exec_driver_sql(f"ALTER TABLE worker DROP COLUMN {col}")
+        conn.exec_driver_sql("DROP TABLE alembic_version")
+    with pytest.raises(StoreError, match="sprx-server db upgrade"):
+        ServerStore(url)
+    assert migrate.upgrade(eng) == ("pre-migration", migrate.head_revision())
     eng.dispose()
-    st = ServerStore(url)
+    st = ServerStore(url, create=False)
     try:
         assert st.authenticate(dev["token"]).retired_at is None
         assert st.device_info(dev["device_id"])["pending_reported"] is None

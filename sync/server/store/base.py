@@ -20,17 +20,14 @@ from sqlalchemy.engine import Connection
 
 from sync import hlc as hlc_mod
 from sync.merge import Conflict, RowState
-from sync.server import private
+from sync.server import migrate, private
 from sync.server.store.tables import (
     _DEL_LOG,
     _INS_LOG,
-    _add_missing_columns,
-    device,
     make_engine,
     md,
     record,
     server_meta,
-    worker,
 )
 
 
@@ -100,18 +97,26 @@ def _conflict_dict(r: Any) -> Conflict:
 class StoreBase:
     """The engine, the clock and the transaction helpers every job of the store writes through."""
 
-    def __init__(self, url: str, *, now_ms: Callable[[], int] = hlc_mod.wall_ms) -> None:
+    def __init__(self, url: str, *, now_ms: Callable[[], int] = hlc_mod.wall_ms, create: bool = True) -> None:
+        """Open the store at ``url``; it must be at this release's schema revision (StoreError otherwise).
+
+        ``create``: an empty database is built at the newest schema (tests and benchmarks). The admin
+        command passes False: only ``sprx-server init`` makes a store, and a missing SQLite file is refused.
+        """
         self.url = url
+        if not create and (path := private.sqlite_path(url)) is not None and not path.is_file():
+            raise StoreError("no_store", f"There is no server store at {path}; create it with `sprx-server init`.")
         private.prepare_sqlite(url)  # the file (and so its -wal/-shm) is 0600 before SQLite opens it
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self.now_ms = now_ms
-        md.create_all(self.engine)
-        _add_missing_columns(self.engine, device)
-        _add_missing_columns(self.engine, worker)
-        # create_all adds missing tables only: indexes added since a database was made come here.
-        for ix in record.indexes:
-            ix.create(self.engine, checkfirst=True)
+        try:
+            if create and migrate.status(self.engine).state == migrate.EMPTY:
+                migrate.create_at_head(self.engine)
+            migrate.check(self.engine)
+        except migrate.SchemaError as e:
+            self.engine.dispose()
+            raise StoreError(f"schema_{e.state}", e.message, 503) from None
         with self._write() as conn:
             row = conn.execute(sa.select(server_meta).where(server_meta.c.id == 1)).first()
             if row is None:
