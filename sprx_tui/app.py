@@ -1,11 +1,12 @@
 """The Textual App: unlock gate, the five work areas on F2–F6, global keys, auto-lock, drafts kept across a lock.
 
 Screen switching uses Textual *modes*, added when the vault unlocks and removed when it locks. Each area
-(today, caseload, directory, reports, sync) keeps its own screen stack, so F3 → a person → F2 → F3 comes back
-to the person you had open. While locked only the "gate" mode exists, holding a blank backdrop and the
-unlock (or first-run) screen; locking switches there and removes every area mode, so no screen that
-showed personal data survives a lock. Person records, contacts and dialogs are pushed onto the current area's
-stack (`open_person`), and Esc pops them.
+(today, caseload, directory, reports, sync) has its own mode, and F2-F6 always show that area. People's
+records, and the forms and dialogs opened from them, are pushed in one more mode, "records" (`push_record`):
+Esc on a record goes back to the area it was opened from, and Esc on an area goes back to a record left
+open by an area's key, so F3 → a person → F2 → Esc comes back to the person. While locked only the "gate"
+mode exists, holding a blank backdrop and the unlock (or first-run) screen; locking switches there and
+removes every other mode, so no screen that showed personal data survives a lock.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ AREA_SCREENS: dict[str, tuple[str, str]] = {
     "sync": ("sprx_tui.screens.sync", "SyncScreen"),
 }
 AREA_LABELS = {mode: label for mode, _key, label in AREAS}
+RECORDS_MODE = "records"
+"""The mode holding people's records (and what is opened from them), so an area's key always shows the area."""
 IDLE_CHECK_SECONDS = 5.0
 LISTS_WAITED_FOR_SECONDS = 0.25
 """At the unlock, Today is shown when its lists are read, or after this long (then with loading marks)."""
@@ -122,6 +125,15 @@ def _import_optional(module: str, name: str) -> Any | None:
     return getattr(mod, name, None)
 
 
+class RecordsBackdrop(Backdrop):
+    """The base of the records' mode; never shown for long: with no record left on it, the app goes back."""
+
+    def on_screen_resume(self) -> None:
+        leave = getattr(self.app, "leave_records", None)
+        if callable(leave):
+            self.app.call_later(leave)
+
+
 class SprxApp(App[int]):
     """The link worker's app. Pass `store=` to start unlocked (tests, snapshots)."""
 
@@ -183,6 +195,9 @@ class SprxApp(App[int]):
         # Serialises lock and unlock work, so a slow lock (saving drafts) finishes before the next unlock starts.
         self.vault_guard = threading.Lock()
         self._area_modes: set[str] = set()
+        # A record pushed in the records' mode -> the area it was opened from (Esc there goes back to it).
+        self._record_origin: weakref.WeakKeyDictionary[Screen, str] = weakref.WeakKeyDictionary()
+        self._last_area = "today"  # the area shown last, where the records' mode returns when emptied
         self._last_input = clock()
         self._sync: Any | None = None
         self._heap = hacks.HeapFreeze()
@@ -432,6 +447,7 @@ class SprxApp(App[int]):
         if self.store is None or not self._add_area(mode):
             return
         self.switch_mode(mode)
+        self._last_area = mode
         self.sub_title = AREA_LABELS[mode]
 
     def switch_mode(self, mode: str) -> AwaitMount:
@@ -540,7 +556,37 @@ class SprxApp(App[int]):
             with contextlib.suppress(TypeError, ValueError):
                 if "tab" in inspect.signature(screen_class).parameters:
                     kwargs["tab"] = tab
-        self.push_screen(screen_class(person_id, **kwargs))
+        self.push_record(screen_class(person_id, **kwargs))
+
+    def push_record(self, screen: Screen) -> None:
+        """Push a person's record (or the directory opened for them) in the records' own mode.
+
+        The records have a screen stack of their own, apart from the five areas: F2-F6 then always show
+        their area, never a record left on top of it, and the records stay one Esc away. Esc on a
+        record goes back to where it was opened from; Esc on an area, when records were left open by
+        an area's key, goes back to the last of them.
+        """
+        if self.store is None:
+            return
+        origin = self.current_mode
+        if origin != RECORDS_MODE:
+            if RECORDS_MODE not in self._area_modes:
+                self.add_mode(RECORDS_MODE, RecordsBackdrop)
+                self._area_modes.add(RECORDS_MODE)
+            if origin in AREA_SCREENS:
+                self._last_area = origin
+            self.switch_mode(RECORDS_MODE)
+        self._record_origin[screen] = origin
+        self.push_screen(screen)
+
+    def leave_records(self) -> None:
+        """With no record left in the records' mode, show the area they were opened from."""
+        if self.store is None or self.current_mode != RECORDS_MODE or len(self.screen_stack) > 1:
+            return
+        self.action_area(self._last_area)
+
+    def _records_open(self) -> bool:
+        return len(self._stack_of(RECORDS_MODE)) > 1
 
     @on(OpenPerson)
     def _open_person_asked(self, message: OpenPerson) -> None:
@@ -556,7 +602,7 @@ class SprxApp(App[int]):
             return
         opener = self._optional_part("sprx_tui.screens.directory", "open_directory_for", "directory screen")
         if opener is not None:
-            opener(self, person_id)
+            opener(self, person_id)  # pushed with the records (push_record)
 
     def _optional_part(self, module: str, name: str, what: str, *, quiet: bool = False) -> Any | None:
         """A class or function from a part of the app that may be missing; None, having said why, if so."""
@@ -571,8 +617,17 @@ class SprxApp(App[int]):
         return part
 
     def action_back(self) -> None:
-        if self.store is not None and len(self.screen_stack) > 1:
+        if self.store is None:
+            return
+        if len(self.screen_stack) > 1:
+            top = self.screen
             self.pop_screen()
+            origin = self._record_origin.pop(top, None)
+            if self.current_mode == RECORDS_MODE and origin in AREA_SCREENS:
+                self.action_area(origin)  # back to the area the record was opened from
+            return
+        if self.current_mode != RECORDS_MODE and self._records_open():
+            self.switch_mode(RECORDS_MODE)  # back to the record an area's key was pressed on
 
     def action_help(self) -> None:
         from sprx_tui.screens.help import HelpScreen
@@ -623,6 +678,14 @@ class SprxApp(App[int]):
         self.notify(warning + " Press Ctrl+Q again to quit anyway.", severity="warning", timeout=QUIT_CONFIRM_SECONDS)
         return False
 
+    def action_new_person(self) -> None:
+        """The new-person form (a self-referral, a walk-in) on the current area; saving opens the person."""
+        if self.store is None:
+            return
+        screen_class = self._optional_part("sprx_tui.screens.person_form", "PersonFormScreen", "new person form")
+        if screen_class is not None:
+            self.push_screen(screen_class())
+
     def action_toggle_theme(self) -> None:
         self.config.theme = "default" if self.config.theme == "high_contrast" else "high_contrast"
         self.theme = theme_name(self.config.theme)
@@ -652,7 +715,7 @@ class SprxApp(App[int]):
         if action in {"area", "lock", "settings", "toggle_theme"}:
             return self.store is not None
         if action == "back":
-            return self.store is not None and len(self.screen_stack) > 1
+            return self.store is not None and (len(self.screen_stack) > 1 or self._records_open())
         return True
 
     # -- palette -----------------------------------------------------------------------------------

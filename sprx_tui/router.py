@@ -35,6 +35,7 @@ SCREENS: dict[str, tuple[str, str]] = {
     "person": ("sprx_tui.screens.person", "PersonScreen"),
     "plan": ("sprx_tui.screens.plan", "PlanScreen"),
     "directory": ("sprx_tui.screens.directory", "DirectoryScreen"),
+    "person_form": ("sprx_tui.screens.person_form", "PersonFormScreen"),
 }
 
 
@@ -50,7 +51,8 @@ def screen_class(name: str) -> type[Screen[Any]]:
 def push_person(app: App[Any], person_id: str, tab: str | None = None) -> Screen[Any]:
     """Push the person's record (to sit under a restored form) and return it; it mounts in the background."""
     screen = screen_class("person")(person_id, tab=tab)  # type: ignore[call-arg]
-    app.push_screen(screen)
+    push = getattr(app, "push_record", None)  # the app keeps records apart from the areas' screens
+    (push if callable(push) else app.push_screen)(screen)
     return screen
 
 
@@ -91,6 +93,8 @@ class Shell(Protocol):
     def prepare_for_unlock(self) -> None: ...
 
     def open_person(self, person_id: str, tab: str | None = None) -> None: ...
+
+    def push_record(self, screen: Screen[Any]) -> None: ...
 
     def open_directory_for(self, person_id: str) -> None: ...
 

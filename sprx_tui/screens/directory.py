@@ -41,6 +41,7 @@ from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import nhs_display
+from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -253,7 +254,7 @@ class SearchInput(Input):
         self.screen.set_focus(self.screen.query_one(ServiceTable))
 
 
-class ServiceTable(DataTable):
+class ServiceTable(RowTable):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "screen.search", "Search", show=False, id="directory.table_search"),
     ]
@@ -572,7 +573,8 @@ class DirectoryScreen(AreaScreen):
             return  # an older search's answer arrived late
         table = self.query_one(ServiceTable)
         self.total = message.total
-        if message.offset == 0 and message.rows == list(self.rows.values())[: len(message.rows)]:
+        # (No rows found is never "the same page": the old rows must go.)
+        if message.offset == 0 and message.rows and message.rows == list(self.rows.values())[: len(message.rows)]:
             # Another letter, the same first page (typing "walki" → "walkin"): nothing to redraw.
             self._show_titles()
             self._show_selected()
@@ -790,7 +792,8 @@ class DirectoryScreen(AreaScreen):
         key = selected_key(self.query_one(ServiceTable))
         row = self.rows.get(key) if key is not None else None
         if row is None:
-            self.notify("Choose a service first.", severity="warning")
+            sentence = "No services match, so there is none to choose." if not self.rows else "Choose a service first."
+            self.notify(sentence, severity="warning")
         return row
 
     def _need_for(self, row: directory.ServiceRow) -> str | None:
@@ -903,7 +906,9 @@ def open_directory_for(app: App[Any], person_id: str) -> None:
     """Push the directory over the current screen, keeping `person_id` as the person to refer or signpost."""
     if getattr(app, "store", None) is None:
         return
-    app.push_screen(DirectoryScreen(person_id))
+    # With the person's record, in the records' own history (so F4 still shows the Directory area).
+    push = getattr(app, "push_record", None)
+    (push if callable(push) else app.push_screen)(DirectoryScreen(person_id))
 
 
 # -- a "flag a change" note kept across a lock ------------------------------------------------------

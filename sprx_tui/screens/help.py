@@ -10,6 +10,8 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
+from sprx_tui.widgets.row_table import RowTable
+
 EVERYWHERE = "Everywhere"
 HERE = "This screen"
 MOVING = "Moving around"
@@ -69,7 +71,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(id="help", classes="pane"):
             if self.about:
                 yield Static(self.about, id="help-about")
-            table = DataTable(id="help-keys", cursor_type="row", zebra_stripes=True)
+            table = RowTable(id="help-keys", cursor_type="row", zebra_stripes=True)
             table.add_columns("Key", "What it does", "Where")
             for where, keys, what, _tip in self.rows:
                 table.add_row(keys, what, where)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from textual import on, work
@@ -28,10 +28,12 @@ from sprx_tui.core.models import (
     ONWARD_OUTCOMES,
     REFERRAL_REASONS,
     REFERRAL_SOURCES,
+    SAFETY_FLAGS,
     OnwardReferral,
     OutcomeResponse,
     Person,
     Referral,
+    SafetyFlagChange,
     WhatMatters,
 )
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
@@ -45,7 +47,8 @@ from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, 
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
-from sprx_tui.widgets.person_header import PersonHeader
+from sprx_tui.widgets.person_header import COMMUNICATION_NEEDS, PersonHeader
+from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.timeline import ContactTimeline
 
 # (pane id, tab title with its letter underlined, letter)
@@ -81,6 +84,7 @@ TAB_ACTIONS = {
 @dataclass
 class PersonLoaded(Message):
     person: Person | None
+    flag_history: list[SafetyFlagChange] = field(default_factory=list)
 
 
 @dataclass
@@ -123,8 +127,32 @@ class RecordChanged(Message):
 # -- rendering helpers ----------------------------------------------------------------------------
 
 
-def overview_content(person: Person, today: dt.date) -> Content:
-    """Contact details, communication needs and consent, one labelled line each."""
+def communication_needs_text(person: Person) -> str:
+    """ "Interpreter: Polish · Hearing · Easy read" (with the words recorded), or "" when none are recorded."""
+    parts = [f"Interpreter: {person.interpreter_language}"] if person.interpreter_language else []
+    parts += [label for name, label in COMMUNICATION_NEEDS.items() if getattr(person, name, False)]
+    if person.communication_needs:
+        parts.append(person.communication_needs)
+    return " · ".join(parts)
+
+
+def flag_history_lines(person: Person, history: Sequence[SafetyFlagChange]) -> list[tuple[str, str]]:
+    """Each current safety flag with who added it, when and why (the latest addition of it)."""
+    rows = []
+    for flag in person.safety_flags or []:
+        added = next((h for h in history if h.flag == flag and h.change == "added"), None)
+        label = SAFETY_FLAGS.get(flag, flag.replace("_", " "))
+        if added is None:
+            rows.append((label, "recorded before flag history was kept"))
+        else:
+            when = fmt_date(local(added.changed_at).date())
+            why = f": {added.reason}" if added.reason else ""
+            rows.append((label, f"added {when} by {added.author or 'unknown'}{why}"))
+    return rows
+
+
+def overview_content(person: Person, today: dt.date, flag_history: Sequence[SafetyFlagChange] = ()) -> Content:
+    """Contact details, communication needs and consent, one labelled line each; each safety flag's who/when."""
 
     def yes_no(value: bool) -> str:
         return "Yes" if value else "No"
@@ -137,8 +165,7 @@ def overview_content(person: Person, today: dt.date) -> Content:
             "Preferred contact",
             CONTACT_PREFERENCES.get(person.preferred_contact or "", person.preferred_contact or "") or "Not recorded",
         ),
-        ("Communication needs", person.communication_needs or "None recorded"),
-        ("Interpreter", person.interpreter_language or "Not needed"),
+        ("Communication needs", communication_needs_text(person) or "None recorded"),
         ("GP practice", person.gp_practice or "Not recorded"),
         ("Date of birth", fmt_date(person.date_of_birth, "Not recorded")),
         ("Consent: social prescribing", yes_no(person.consent_social_prescribing)),
@@ -146,6 +173,7 @@ def overview_content(person: Person, today: dt.date) -> Content:
         ("Last contact", fmt_date(person.last_contact_on, "None yet")),
         ("Next follow-up", _follow_up_text(person.next_follow_up_on, today)),
     ]
+    rows += [(f"Safety flag: {label}", text) for label, text in flag_history_lines(person, flag_history)]
     width = max(len(label) for label, _ in rows) + 2
     lines = [
         Content.assemble(Content.styled(label.ljust(width), "$text-muted"), Content(visible(value, multiline=True)))
@@ -221,6 +249,7 @@ class PersonScreen(Screen[None]):
         Binding("t", "onward_outcome", "Outcome", id="person.onward_outcome", tooltip="Record what happened"),
         Binding("m", "take_measure", "Measure", id="person.take_measure", tooltip="Take an outcome questionnaire"),
         Binding("f", "find_service", "Find a service", id="person.find_service", show=False),
+        Binding("i", "edit_details", "Details", id="person.edit_details", tooltip="Update their details and flags"),
         *[
             Binding(
                 str(i),
@@ -250,6 +279,7 @@ class PersonScreen(Screen[None]):
         self.person_id = person_id
         self.initial_tab = tab if tab in TAB_IDS else "overview"
         self.person: Person | None = None
+        self.flag_history: list[SafetyFlagChange] = []
         self.referrals: list[Referral] = []
         self.timeline: list[TimelineEntry] = []
         self.onward: list[OnwardReferral] = []
@@ -279,7 +309,7 @@ class PersonScreen(Screen[None]):
             return [VerticalScroll(Static("", id="overview-body"), id="overview-scroll")]
         if tab == "referrals":
             return [
-                DataTable(id="referrals-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+                RowTable(id="referrals-table", cursor_type="row", zebra_stripes=True, classes="pane"),
                 Static("", id="referral-detail"),
             ]
         if tab == "contacts":
@@ -294,7 +324,7 @@ class PersonScreen(Screen[None]):
             return [body]
         if tab == "onward":
             return [
-                DataTable(id="onward-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+                RowTable(id="onward-table", cursor_type="row", zebra_stripes=True, classes="pane"),
                 Static("Press t (or Enter) to record what happened.", classes="tab-hint"),
             ]
         return [
@@ -305,7 +335,9 @@ class PersonScreen(Screen[None]):
     def _set_up_pane(self, tab: str) -> None:
         """Columns and content that need the widgets mounted."""
         if tab == "overview" and self.person is not None:
-            self.query_one("#overview-body", Static).update(overview_content(self.person, self.today))
+            self.query_one("#overview-body", Static).update(
+                overview_content(self.person, self.today, self.flag_history)
+            )
         elif tab == "referrals":
             table = self.query_one("#referrals-table", DataTable)
             table.add_columns("Received", "From", "Reasons", "Urgency")
@@ -349,7 +381,10 @@ class PersonScreen(Screen[None]):
 
     @work(thread=True, exclusive=True, group="person-header", exit_on_error=False)
     def _load_person(self) -> None:
-        self.post_message(PersonLoaded(self.store.queries.person(self.person_id)))
+        q = self.store.queries
+        person = q.person(self.person_id)
+        history = q.safety_flag_history(self.person_id) if person is not None and person.safety_flags else []
+        self.post_message(PersonLoaded(person, history))
 
     @work(thread=True, group="person-view", exit_on_error=False)
     def _record_view(self) -> None:
@@ -417,6 +452,7 @@ class PersonScreen(Screen[None]):
             self.notify("That person's record could not be found; it may have been removed.", severity="error")
             return
         self.person = message.person
+        self.flag_history = message.flag_history
         self.query_one(PersonHeader).show_person(message.person, self.today)
         if not self._viewed:
             # After the header is on screen: the audit write (a commit) must not delay the first paint.
@@ -424,7 +460,7 @@ class PersonScreen(Screen[None]):
             self._record_view()
         overview = self.query_one_optional("#overview-body", Static)
         if overview is not None:
-            overview.update(overview_content(message.person, self.today))
+            overview.update(overview_content(message.person, self.today, self.flag_history))
         draw_now(self)
 
     @on(ReferralsLoaded)
@@ -620,6 +656,24 @@ class PersonScreen(Screen[None]):
         screen = router.screen_class("plan")(self.person_id)  # type: ignore[call-arg]
         self.app.push_screen(screen)
         return screen
+
+    def action_edit_details(self) -> None:
+        """Their details in the person form, filled from the record (also offered in the command palette)."""
+        self.open_details()
+
+    def open_details(self, prefill: dict[str, Any] | None = None) -> None:
+        """Push the details form; `prefill` is what was typed before a lock. Saving reloads the header."""
+        person = self.person or self.store.queries.person(self.person_id)
+        if person is None:
+            self.notify("That person's record could not be found; it may have been removed.", severity="error")
+            return
+        screen = router.screen_class("person_form")(person, prefill=prefill)  # type: ignore[call-arg]
+
+        def closed(saved: str | None) -> None:
+            if saved is not None:
+                self.reload("header")
+
+        self.app.push_screen(screen, closed)
 
     def action_find_service(self) -> None:
         """The directory, keeping this person as the one to refer or signpost (r or s there)."""

@@ -44,6 +44,7 @@ from sprx_tui.messages import SyncFinished, SyncProgress, SyncStarted
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
 from sprx_tui.widgets.keys_footer import KeysFooter
+from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def _wait_text(seconds: float) -> str:
     return f"in about {round(seconds / 60)} min"
 
 
-class ConflictTable(DataTable):
+class ConflictTable(RowTable):
     """Open conflicts; Enter shows the versions side by side."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
@@ -175,12 +176,12 @@ class SyncScreen(AreaScreen):
         for label, width in (("Person", 20), ("What", 20), ("Conflict", 16), ("Latest", 12)):
             conflicts.add_column(label, key=label.lower(), width=width)
         yield conflicts
-        rejected = DataTable(id="rejected", cursor_type="row", zebra_stripes=True, classes="pane")
+        rejected = RowTable(id="rejected", cursor_type="row", zebra_stripes=True, classes="pane")
         rejected.border_title = "Refused by the server"
         for label, width in (("What", 16), ("Why", 60), ("When", 12), ("Person", 20), ("Change", 18)):
             rejected.add_column(label, key=label.lower(), width=width)
         yield rejected
-        pending = DataTable(id="pending", cursor_type="row", zebra_stripes=True, classes="pane")
+        pending = RowTable(id="pending", cursor_type="row", zebra_stripes=True, classes="pane")
         pending.border_title = "Waiting to be sent"
         for label, width in (("What", 20), ("Change", 18), ("How many", 8), ("Latest", 12)):
             pending.add_column(label, key=label.lower(), width=width)

@@ -207,7 +207,7 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
         await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
-        assert app.current_mode == "today"  # pushed onto the area in use, like a person's record
+        assert app.current_mode == "records"  # pushed with the records, like a person's record (F2 shows Today)
         assert str(screen.query_one("#for-person", Static).render()).startswith(f"For: {person.display_name}")
         app.pop_screen()
         await settle(pilot, rounds=4)
@@ -225,7 +225,11 @@ async def test_app_opens_the_directory_for_a_person_and_the_record_palette_offer
         await settle(pilot, rounds=4)
         screen = app.screen
         assert isinstance(screen, DirectoryScreen) and screen.person_id == person_id
-        assert [type(s).__name__ for s in app.screen_stack[-3:]] == ["TodayScreen", "PersonScreen", "DirectoryScreen"]
+        assert [type(s).__name__ for s in app.screen_stack[-3:]] == [
+            "RecordsBackdrop",
+            "PersonScreen",
+            "DirectoryScreen",
+        ]
 
     locked = make_app(unlocked_store)
     async with locked.run_test(size=SIZE) as pilot:

@@ -148,7 +148,7 @@ async def test_contact_note_comes_back_after_unlock_and_saving_discards_it(demo_
         await accept(app, pilot)
         form = app.screen
         assert isinstance(form, ContactScreen)
-        assert stack_types(app)[-3:] == ["TodayScreen", "PersonScreen", "ContactScreen"]
+        assert stack_types(app)[-3:] == ["RecordsBackdrop", "PersonScreen", "ContactScreen"]
         assert form.query_one("#notes", TextArea).text == secret
         assert form.query_one("#duration", Input).value == "25"
         assert form.query_one("#mode").value == "phone"  # type: ignore[attr-defined]
@@ -205,7 +205,7 @@ async def test_questionnaire_reopens_at_the_same_question_with_the_answers(demo_
         await accept(app, pilot)
         q = app.screen
         assert isinstance(q, QuestionnaireScreen)
-        assert stack_types(app)[-3:] == ["TodayScreen", "PersonScreen", "QuestionnaireScreen"]
+        assert stack_types(app)[-3:] == ["RecordsBackdrop", "PersonScreen", "QuestionnaireScreen"]
         assert (q.code, q.time_point, q.index) == ("UCLA3", "baseline", 2)
         assert q.answers == {"companionship": 2, "left_out": None}
         assert str(q.query_one("#q-progress", Static).content) == "Question 3 of 3"
@@ -261,7 +261,7 @@ async def test_new_goal_text_comes_back_and_saving_adds_the_goal(demo_vault: Pat
         await accept(app, pilot)
         form = app.screen
         assert isinstance(form, PlanFormModal)
-        assert stack_types(app)[-4:] == ["TodayScreen", "PersonScreen", "PlanScreen", "PlanFormModal"]
+        assert stack_types(app)[-4:] == ["RecordsBackdrop", "PersonScreen", "PlanScreen", "PlanFormModal"]
         assert form.query_one("#text", Input).value == secret
         assert form.query_one("#target_on", Input).value == "+14"
         await pilot.press("ctrl+s")
@@ -345,7 +345,7 @@ async def test_decline_reason_comes_back_and_declining_discards_it(demo_vault: P
         await accept(app, pilot)
         modal = app.screen
         assert isinstance(modal, KeptFieldsModal)
-        assert stack_types(app)[-3:] == ["TodayScreen", "PersonScreen", "KeptFieldsModal"]
+        assert stack_types(app)[-3:] == ["RecordsBackdrop", "PersonScreen", "KeptFieldsModal"]
         assert modal.query_one("#reason", Input).value == secret
         assert "From GP, received 23/11/2026" in str(modal.query_one(".dialog-intro", Static).content)
         await pilot.press("ctrl+s")
@@ -436,7 +436,7 @@ async def test_two_drafts_are_offered_in_turn_and_stack_in_order(demo_vault: Pat
         )
         await accept(app, pilot)
         assert stack_types(app)[-6:] == [
-            "TodayScreen",
+            "RecordsBackdrop",  # records are kept apart from the areas' screens (F2 still shows Today)
             "PersonScreen",
             "QuestionnaireScreen",
             "PersonScreen",
