@@ -237,7 +237,45 @@ def _confirm_export(args: argparse.Namespace) -> None:
         raise CliError("The export was cancelled; nothing was written.")
 
 
+def cmd_export_gp_summary(args: argparse.Namespace) -> int:
+    """`sprx export --format gp-summary --person NHS_NUMBER_OR_ID`: the closing summary for one person's GP."""
+    if not args.person:
+        raise CliError("Say whose summary to export: add --person with their NHS number or record id.")
+    out = Path(args.out or "gp-summary.fhir.json")
+    letter = out.with_name(out.name.removesuffix(".json").removesuffix(".fhir") + ".txt")
+    if out.exists() or letter.exists():
+        raise CliError("A file with that name already exists; exports never overwrite, so choose a new name.")
+    if not out.parent.is_dir():
+        raise CliError("The folder for the export does not exist; create it or choose another path.")
+    _confirm_export(args)
+    store = unlock_store(args)
+    try:
+        from sprx_tui.core.export import find_person, write_gp_summary
+
+        person = find_person(store, args.person)
+        if person is None:
+            raise CliError("No one in this vault has that NHS number or record id; nothing was written.")
+        written, letter = write_gp_summary(store, person.id, out)
+        consent = "codes only" if person.consent_gp_sharing == "codes_only" else person.consent_gp_sharing
+        print(
+            f"Wrote the GP closing summary (sharing: {consent}) as a FHIR document to {written} "
+            f"and as a letter to {letter}.",
+            file=sys.stderr,
+        )
+    finally:
+        store.vault.lock()
+    if args.yes:
+        from sprx_tui.core.export import LEAVING_WARNING
+
+        print(LEAVING_WARNING, file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format == "gp-summary":
+        return cmd_export_gp_summary(args)
+    if args.person:
+        raise CliError("--person is only for --format gp-summary; the other exports take every record.")
     out_arg = Path(args.out or ("sprx-export" if args.format == "csv" else "sprx-export.fhir.json"))
     # Refuse a bad destination before asking for the passphrase (and before an UNLOCK is audited).
     if args.format == "csv" and out_arg.is_dir() and any(out_arg.iterdir()):
@@ -384,11 +422,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """`sprx report`: print the figures for this vault."""
+    from sprx_rules.report import period_from
     from sprx_tui.core.reports import build_report, render_text
 
+    try:
+        period = period_from(args.date_from, args.date_to, args.quarter)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     store = unlock_store(args)
     try:
-        report = build_report(store)
+        report = build_report(store, period=period)
     finally:
         store.vault.lock()
     print(render_text(report), end="")
@@ -397,29 +440,30 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_directory_import(args: argparse.Namespace) -> int:
     """`sprx directory import PATH`: exit 0 when anything was imported (even with problems), else 1."""
+    from sprx_rules.gate import visible
     from sprx_rules.hsds import HsdsError
-    from sprx_tui.core.directory import import_hsds
+    from sprx_tui.core.directory import import_directory
 
     path = Path(args.path)
     if not path.exists():
-        raise CliError("There is no datapackage folder at that path.")
+        raise CliError("There is no directory package or file at that path.")
     store = unlock_store(args)
     try:
         try:
-            result = import_hsds(store, path)
+            result = import_directory(store, path, full=not args.partial, source=args.source or "")
         except HsdsError as exc:
             raise CliError(str(exc)) from None
     finally:
         store.vault.lock()
     for p in result.problems:
-        print(str(p), file=sys.stderr)
+        print(visible(str(p)), file=sys.stderr)  # a problem can quote the file
     if result.imported == 0:
         raise CliError("Nothing could be imported from that package; the problems are listed above.", EXIT_FAIL)
-    noun = "service" if result.imported == 1 else "services"
-    print(
-        f"Imported {result.imported} {noun}: {result.added} added, {result.updated} updated, "
-        f"{result.unchanged} unchanged ({result.inactive} marked inactive)."
-    )
+    for line in result.lines:
+        print(visible(line))
+    if result.inactive:
+        n = result.inactive
+        print(f"{n} {'service is' if n == 1 else 'services are'} marked inactive by the publisher.")
     if result.problems:
         n = len(result.problems)
         print(f"{n} {'problem was' if n == 1 else 'problems were'} found; the lines above say where.")
@@ -442,12 +486,22 @@ def _vault_options(vault: Any, passphrase_stdin: Any) -> argparse.ArgumentParser
     return common
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sprx")
+    except PackageNotFoundError:  # pragma: no cover - a tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sprx",
         description="Encrypted, offline-first case records for social prescribing link workers.",
         parents=[_vault_options(None, False)],
     )
+    parser.add_argument("--version", action="version", version=f"sprx {_version()}")
     # The one rule for options accepted both before and after the command: the top-level parser sets the
     # defaults, and every subcommand's copy defaults to SUPPRESS, so it sets a value only when it is given.
     # (A subparser's own default used to overwrite the top-level value: `sprx --vault X check` used the
@@ -475,8 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recovery", action="store_true", help="set a new passphrase using the recovery key")
 
     p = add("export", cmd_export, "Export records; the files leave the encrypted vault.")
-    p.add_argument("--format", choices=["csv", "fhir"], required=True)
-    p.add_argument("--out", type=Path, default=None, help="where to write (a folder for csv, a file for fhir)")
+    p.add_argument("--format", choices=["csv", "fhir", "gp-summary"], required=True)
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write (a folder for csv, a file for fhir and gp-summary; the letter goes beside it as .txt)",
+    )
+    p.add_argument("--person", default=None, help="gp-summary: whose closing summary (NHS number or record id)")
     p.add_argument("--yes", action="store_true", help="confirm the export without asking")
 
     p = add("enrol", cmd_enrol, "Enrol this laptop with the practice server.")
@@ -496,16 +556,27 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=SYNC_EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add("report", cmd_report, "Print caseload and outcome figures.")
+    p = add("report", cmd_report, "Print caseload and outcome figures, for all records or one period.")
+    p.add_argument("--from", dest="date_from", default=None, help="first day of the period, e.g. 2026-07-01")
+    p.add_argument("--to", dest="date_to", default=None, help="last day of the period (included)")
+    p.add_argument("--quarter", default=None, help="a calendar quarter instead of dates, e.g. 2026Q3")
 
     p = sub.add_parser("directory", parents=[common], help="Manage the local services directory.")
     dsub = p.add_subparsers(dest="directory_command", metavar="ACTION", required=True)
     p = dsub.add_parser(
         "import",
         parents=[common],
-        help="Import an Open Referral (HSDS) datapackage folder into this vault.",
+        help="Import a services directory into this vault: an HSDS 1.1 datapackage, an HSDS 3.0 / "
+        "Open Referral UK CSV folder, or Open Referral UK JSON (a file or a folder of files).",
     )
     p.add_argument("path", type=Path)
+    p.add_argument(
+        "--partial",
+        action="store_true",
+        help="change only the services this holds (default: a full import, which withdraws the services "
+        "of this source it no longer holds)",
+    )
+    p.add_argument("--source", default="", help="name of the source, when the practice imports from more than one")
     p.set_defaults(func=cmd_directory_import)
     return parser
 
