@@ -191,13 +191,24 @@ class ServiceRecord:
     accessibility: str = ""
     last_verified: dt.date | None = None
     active: bool = True
+    languages: list[str] = field(default_factory=list)
+    min_age: int | None = None
+    max_age: int | None = None
+    withdrawn_on: dt.date | None = None
+    source: str = ""
+    present: frozenset[str] | None = None
+    """The fields this source speaks about; None: all. A field not present keeps its stored value."""
 
     FIELDS = (
         "organisation", "name", "description", "categories", "needs", "area", "address", "postcode",
         "phone", "email", "url", "eligibility", "cost", "referral_route", "opening_times",
         "accessibility", "last_verified", "active", "source_id",
+        "languages", "min_age", "max_age", "withdrawn_on", "source",
     )  # fmt: skip
     """The synced fields, in sync/schema.py's order for community_service."""
+
+    ALWAYS = frozenset({"name", "source_id", "withdrawn_on", "source"})
+    """Fields every source states (a service it holds is not withdrawn, and is of this source)."""
 
     def values(self) -> dict[str, Any]:
         """The synced fields as JSON values (dates as ISO strings), for the server's records."""
@@ -207,10 +218,18 @@ class ServiceRecord:
             out[name] = v.isoformat() if isinstance(v, dt.date) else (list(v) if isinstance(v, list) else v)
         return out
 
+    def stated(self) -> frozenset[str]:
+        """The synced fields this record states (present in its source, or always stated)."""
+        return frozenset(self.FIELDS) if self.present is None else (self.present | self.ALWAYS)
 
-def service_id(practice_id: str, source_id: str) -> str:
-    """The directory id of an HSDS service: the same on every import, on laptop and server alike."""
-    return str(uuid.uuid5(HSDS_NAMESPACE, f"{practice_id}/{source_id}"))
+
+def service_id(practice_id: str, source_id: str, source: str = "") -> str:
+    """The directory id of an HSDS service: the same on every import, on laptop and server alike.
+
+    A named source (a second publisher, `--source NAME`) keeps its ids apart from the default one's.
+    """
+    key = f"{practice_id}/{source_id}" if not source else f"{practice_id}/{source}/{source_id}"
+    return str(uuid.uuid5(HSDS_NAMESPACE, key))
 
 
 # -- text cleaning -------------------------------------------------------------------------------
@@ -335,18 +354,28 @@ class _Table:
 
 
 class _Reader:
-    def __init__(self, folder: Path, problems: list[Problem]) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        problems: list[Problem],
+        defaults: dict[str, str] | None = None,
+        required: dict[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.folder = folder
         self.problems = problems
-        self.paths: dict[str, str] = dict(DEFAULT_FILES)
+        self.defaults = DEFAULT_FILES if defaults is None else defaults
+        self.required = REQUIRED_COLUMNS if required is None else required
+        self.paths: dict[str, str] = dict(self.defaults)
+        self.loaded: set[str] = set()
 
     def problem(self, file: str, line: int, reason: str) -> None:
         self.problems.append(Problem(file, line, reason))
 
-    def load_descriptor(self) -> None:
+    def load_descriptor(self, optional: bool = False) -> None:
         desc = self.folder / "datapackage.json"
         if not desc.is_file():
-            self.problem("datapackage.json", 0, "the file is missing, so the usual HSDS file names were used")
+            if not optional:
+                self.problem("datapackage.json", 0, "the file is missing, so the usual HSDS file names were used")
             return
         try:
             data = json.loads(desc.read_text(encoding="utf-8-sig"))
@@ -394,7 +423,7 @@ class _Reader:
         if not full.is_file():
             if resource == "service":
                 self.problem(file, 0, "the services file is missing")
-            elif path != DEFAULT_FILES.get(resource):
+            elif path != self.defaults.get(resource):
                 self.problem(file, 0, "the file named in datapackage.json is missing")
             return None
         try:
@@ -423,7 +452,7 @@ class _Reader:
                 self.problem(file, 0, "the file is empty")
                 return None
             columns = [h.strip().lower() for h in header]
-            missing = [c for c in REQUIRED_COLUMNS.get(resource, ()) if c not in columns]
+            missing = [c for c in self.required.get(resource, ()) if c not in columns]
             if missing:
                 self.problem(file, 1, f"the column '{missing[0]}' is missing, so this file was not used")
                 return None
@@ -442,6 +471,7 @@ class _Reader:
                     break
         except csv.Error as exc:
             self.problem(file, start, f"the CSV cannot be read from this line on ({_csv_reason(exc)})")
+        self.loaded.add(resource)
         return _Table(file, rows, columns)
 
 
@@ -489,15 +519,66 @@ def _phone(rows: list[dict[str, str]]) -> str:
 
 
 def _schedule(rows: list[dict[str, str]]) -> str:
+    """HSDS 1.1 regular_schedules rows in words: "Tuesdays 10:00–12:00; Thursdays 13:00–15:00"."""
     out = []
     for r in rows:
-        day = WEEKDAYS.get((r.get("weekday") or "").strip().lower(), clean_text(r.get("weekday"), 12))
-        opens, closes = clean_text(r.get("opens_at"), 8)[:5], clean_text(r.get("closes_at"), 8)[:5]
-        if day and opens and closes:
-            out.append(f"{day} {opens}-{closes}")
-        elif day:
-            out.append(day)
-    return _join_unique(out, ", ")
+        raw = (r.get("weekday") or "").strip().lower()
+        day = WEEKDAYS.get(raw)
+        out.append(
+            schedule_words(
+                [day] if day else [], r.get("opens_at") or "", r.get("closes_at") or "", fallback=clean_text(raw, 12)
+            )
+        )
+    return _join_unique(out)
+
+
+_DAY_WORDS = {"Mon": "Monday", "Tue": "Tuesday", "Wed": "Wednesday", "Thu": "Thursday", "Fri": "Friday",
+              "Sat": "Saturday", "Sun": "Sunday"}  # fmt: skip
+_DAY_ORDER = list(_DAY_WORDS)
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _clock(raw: str) -> str:
+    m = re.match(r"\s*(\d{1,2}):(\d{2})", raw or "")
+    return f"{int(m.group(1)):02d}:{m.group(2)}" if m else ""
+
+
+def schedule_words(
+    days: list[str],
+    opens: str,
+    closes: str,
+    *,
+    every: int = 1,
+    ordinal: str = "",
+    fallback: str = "",
+) -> str:
+    """One schedule in words: "Tuesdays 10:00–12:00", "Weekdays 09:00–17:00", "Every other Monday".
+
+    days are short names (Mon..Sun); ordinal ("first", "last") makes it monthly ("First Tuesday of
+    the month"); every=2 is fortnightly. Times are HH:MM (seconds dropped). fallback is used when no
+    day is known (a day name the table does not know, or a description).
+    """
+    days = sorted({d for d in days if d in _DAY_WORDS}, key=_DAY_ORDER.index)
+    start, end = _clock(opens), _clock(closes)
+    times = f"{start}–{end}" if start and end else (f"from {start}" if start else "")
+    if not days:
+        when = clean_text(fallback, MAX_SHORT)
+    elif ordinal:
+        when = f"{ordinal.capitalize()} {_and([_DAY_WORDS[d] for d in days])} of the month"
+    elif every == 2:
+        when = "Every other " + _and([_DAY_WORDS[d] for d in days])
+    elif every > 2:
+        when = f"Every {every} weeks on " + _and([_DAY_WORDS[d] for d in days])
+    elif days == _DAY_ORDER[:5]:
+        when = "Weekdays"
+    elif days == _DAY_ORDER:
+        when = "Every day"
+    else:
+        when = _and([_DAY_WORDS[d] + "s" for d in days])
+    return " ".join(p for p in (when, times) if p)
 
 
 def _postcode(raw: str) -> str:
@@ -507,7 +588,9 @@ def _postcode(raw: str) -> str:
     return clean_text(raw, 12)
 
 
-def parse_datapackage(path: Path | str, practice_id: str = "local") -> tuple[list[ServiceRecord], list[Problem]]:
+def parse_datapackage(
+    path: Path | str, practice_id: str = "local", source: str = ""
+) -> tuple[list[ServiceRecord], list[Problem]]:
     """Read an HSDS 1.1 datapackage (a folder, or its datapackage.json) into directory entries.
 
     Returns every service that could be read, and a Problem (file, line, reason) for each row or
@@ -527,15 +610,47 @@ def parse_datapackage(path: Path | str, practice_id: str = "local") -> tuple[lis
     if services is None:
         return [], sorted(problems, key=lambda p: (p.file, p.line))
     tables = _load_tables(reader, problems)
+    present = _present_v1(reader.loaded, services.columns)
     out: list[ServiceRecord] = []
     seen: set[str] = set()
     for line, row in services.rows:
         checked = _check_service(row, services.file, line, seen, problems)
         if checked is not None:
             src, name, active = checked
-            out.append(_service_record(row, src, name, active, tables, practice_id, services.file, line, problems))
+            rec = _service_record(row, src, name, active, tables, practice_id, services.file, line, problems)
+            rec.id, rec.source, rec.present = service_id(practice_id, src, source), source, present
+            if "organization" not in reader.loaded:  # its email and url stand in for the service's own
+                rec.present = present - {f for f in ("email", "url") if not (row.get(f) or "").strip()}
+            out.append(rec)
     problems.sort(key=lambda p: (p.file, p.line))  # file by file, top to bottom, whatever order they were found
     return out, problems
+
+
+def _present_v1(loaded: set[str], columns: list[str]) -> frozenset[str]:
+    """The fields an HSDS 1.1 package states: a file or column it lacks leaves the stored value alone."""
+    cols = set(columns)
+    present = {"name", "source_id", "categories", "needs", "last_verified"}
+    by_column = {"description": "description", "status": "active", "fees": "cost", "email": "email", "url": "url"}
+    present |= {f for c, f in by_column.items() if c in cols}
+    by_file = {
+        "organization": ("organisation", "email", "url"),
+        "phone": ("phone",),
+        "regular_schedule": ("opening_times",),
+        "eligibility": ("eligibility",),
+        "service_area": ("area",),
+        "physical_address": ("area", "address", "postcode"),
+        "accessibility_for_disabilities": ("accessibility",),
+    }
+    for resource, fields in by_file.items():
+        if resource in loaded:
+            present.update(fields)
+    if {"service_at_location", "location"} <= loaded:
+        present.add("address")
+    if cols & {"application_process", "wait_time"}:
+        present.add("referral_route")
+    if "interpretation_services" in cols:
+        present.add("accessibility")
+    return frozenset(present)
 
 
 @dataclass

@@ -269,11 +269,16 @@ def _directory_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from sprx_rules.gate import visible
+    from sprx_rules.report import period_from
     from sync.server.report import practice_report
 
+    try:
+        period = period_from(args.date_from, args.date_to, args.quarter)
+    except ValueError as exc:
+        raise Failure(str(exc)) from None
     store = _store(args)
     store.require_practice(args.practice)  # an unknown practice is refused, not reported as all zeros
-    for line in practice_report(store, args.practice):
+    for line in practice_report(store, args.practice, period):
         print(visible(line))
     return 0
 
@@ -397,6 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
     dpull.set_defaults(fn=cmd_directory_pull)
     rep = sub.add_parser("report", parents=[db], help="practice figures")
     rep.add_argument("--practice", required=True)
+    rep.add_argument("--from", dest="date_from", default=None, help="first day of the period, e.g. 2026-07-01")
+    rep.add_argument("--to", dest="date_to", default=None, help="last day of the period (included)")
+    rep.add_argument("--quarter", default=None, help="a calendar quarter instead of dates, e.g. 2026Q3")
     rep.set_defaults(fn=cmd_report)
 
     t = sub.add_parser("tls-cert", help="write a self-signed certificate and key")

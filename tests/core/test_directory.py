@@ -74,9 +74,9 @@ def test_import_then_reimport_updates_without_duplicates(core_store: CaseStore, 
     bubbles = directory.get_service(core_store, service_id("local", "21a1192b-abb9-45e8-bc52-c81ca4087240"))
     assert bubbles is not None and bubbles.active is False
     assert audit_actions(core_store, "IMPORT") == [
-        "directory hsds added=13 updated=0 unchanged=0 problems=0",
-        "directory hsds added=0 updated=0 unchanged=13 problems=0",
-        "directory hsds added=0 updated=2 unchanged=11 problems=0",
+        "directory hsds1 added=13 updated=0 withdrawn=0 unchanged=0 problems=0",
+        "directory hsds1 added=0 updated=0 withdrawn=0 unchanged=13 problems=0",
+        "directory hsds1 added=0 updated=2 withdrawn=0 unchanged=11 problems=0",
     ]
 
 
@@ -122,7 +122,7 @@ def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseStore]:
 
     store = open_store(vault, clock=lambda: dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC))
     directory.import_hsds(store, SAMPLE)
-    result = directory.import_hsds(store, pkg)
+    result = directory.import_directory(store, pkg, full=False)  # a second publisher's few: add, withdraw none
     assert result.problems[0].reason.startswith("the file is missing")  # no datapackage.json: defaults used
     yield store
     vault.lock()
@@ -173,7 +173,11 @@ def test_search_filters_and_inactive(searchable: CaseStore) -> None:
         "Hillside Garden Club"
     ]
     walk = directory.get_service(searchable, service_id("local", "w1"))
-    assert walk is not None and walk.postcode == "LS6 1AB" and walk.opening_times == "Tue 10:00-12:00, Thu 13:00-15:00"
+    assert (
+        walk is not None
+        and walk.postcode == "LS6 1AB"
+        and walk.opening_times == "Tuesdays 10:00–12:00; Thursdays 13:00–15:00"
+    )
     assert walk.address == "Northfield Library, 1 Beck Street, Northfield" and walk.area == "Northfield"
 
 
@@ -265,12 +269,16 @@ def test_cli_import_prints_a_summary_and_each_problem(
 ) -> None:
     code, out, err = cli_vault(capsys, SAMPLE)
     assert code == 0
-    assert out == "Imported 13 services: 13 added, 0 updated, 0 unchanged (3 marked inactive).\n"
+    assert out == (
+        "Read an HSDS 1.1 datapackage: 13 added, 0 changed, 0 withdrawn, 0 unchanged.\n"
+        "3 services are marked inactive by the publisher.\n"
+    )
     code, out, err = cli_vault(capsys, malformed_copy(tmp_path))
     assert code == 0  # something imported, so success even with problems
     assert "services.csv:20: the row has 4 values but the header has 16\n" in err
-    # The unusable organisations file leaves organisation names empty this time: 13 updated.
-    assert out.startswith("Imported 14 services: 1 added, 13 updated, 0 unchanged (4 marked inactive).")
+    # The unusable organisations file is not taken as blank names: those fields are kept, nothing changes.
+    assert out.startswith("Read an HSDS 1.1 datapackage: 1 added, 0 changed, 0 withdrawn, 13 unchanged.\n")
+    assert "kept as stored: area, eligibility, email, languages, max age, min age, opening times, organisation," in out
     assert "8 problems were found" in out
 
 
@@ -285,5 +293,5 @@ def test_cli_import_fails_plainly_when_nothing_imports(
     assert "services.csv:1: the column 'name' is missing, so this file was not used" in err
     assert err.strip().endswith("sprx: Nothing could be imported from that package; the problems are listed above.")
     code, out, err = cli_vault(capsys, tmp_path / "nowhere")
-    assert (code, err) == (1, "sprx: There is no datapackage folder at that path.\n")
+    assert (code, err) == (1, "sprx: There is no directory package or file at that path.\n")
     assert "Traceback" not in err

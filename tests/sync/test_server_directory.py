@@ -86,7 +86,7 @@ def test_bad_rows_are_reported_and_the_rest_imported(sqlite_server: TestServer, 
         fh.write("x1,,,,,no name,,,active,,,,,,,\n")
     n, errors = import_directory(sqlite_server.store, pkg, "P1")
     assert n == 13 and errors == [(19, "services.csv: the service has no name")]
-    with pytest.raises(DirectoryError, match="no datapackage folder"):
+    with pytest.raises(DirectoryError, match="no directory package"):
         import_hsds(sqlite_server.store, tmp_path / "nowhere", "P1")
 
 
@@ -135,9 +135,12 @@ def test_practice_report_gives_the_laptop_report_figures(
 
 def test_server_cli_import_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     db = f"sqlite:///{tmp_path}/s.db"
+    assert server_main(["init", "--db", db]) == 0
+    assert server_main(["worker", "add", "w1", "--practice", "P1", "--team", "T1", "--db", db]) == 0
+    capsys.readouterr()
     assert server_main(["import-directory", str(SAMPLE), "--db", db, "--practice", "P1"]) == 0
     out, _err = capsys.readouterr()
-    assert "13" in out
+    assert out == "Read an HSDS 1.1 datapackage: 13 added, 0 changed, 0 withdrawn, 0 unchanged.\n"
     assert server_main(["report", "--db", db, "--practice", "P1"]) == 0
     out, _err = capsys.readouterr()
     assert out.startswith("Caseload and outcomes: practice P1,")
