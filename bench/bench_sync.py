@@ -12,6 +12,10 @@ Scenarios, all in one session so the ratios compare like with like on this share
   alternating between the servers so machine noise hits both alike.
 
 Usage: ``.venv/bin/python bench/bench_sync.py [--client scripted|real|both] [--skip-peer]``.
+
+``--quick --json FILE``: the PouchDB peer and the shipped client (real vault) in alternating rounds
+(>= 3) on a 2,000-person practice; for first_sync, push_100, incremental_10 and noop the medians of
+both, their ratio and the load average of each round (about 5 minutes here).
 """
 
 from __future__ import annotations
@@ -849,6 +853,68 @@ def render(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+QUICK_MEASURES = (
+    ("first_sync", "first_sync_s", "first_sync_s"),
+    ("push_100", "push_100_s", "push_100_s"),
+    ("incremental_10", "incremental_10_s_median", "incremental_10_s"),
+    ("noop", "noop_s_median", "noop_s"),
+)
+"""(measure, key in our client's figures, key in the peer's figures)."""
+
+
+def scenario_quick(args: argparse.Namespace, work: Path, cert: Path, key: Path) -> dict[str, Any]:
+    """The peer and the shipped client in alternating rounds on one practice; medians and ratios.
+
+    Round r runs the peer first when r is even and ours first when it is odd, so a load trend over the
+    run falls on both alike. Each round of ours first-syncs a fresh copy of the same server database.
+    """
+    import peer_pouchdb
+
+    tag, w = "cl", "w_caseload"
+    name = f"caseload-{args.people}x{args.contacts}"
+    db_url, info = server_db(name, lambda u: load_via_push(u, w, tag, args.people, args.contacts), args.rebuild, work)
+    rounds: list[dict[str, Any]] = []
+    for r in range(args.rounds):
+        rnd: dict[str, Any] = {"round": r, "loadavg_start": os.getloadavg()}
+        for side in ("peer", "ours") if r % 2 == 0 else ("ours", "peer"):
+            if side == "peer":
+                rnd["peer"] = peer_pouchdb.run(args.people, args.contacts)
+                continue
+            db_url, _ = server_db(name, lambda u: {}, False, work)
+            log = work / f"server-quick-{r}.log"
+            with serve(db_url, cert, key, log) as url:
+                srv = {"name": "caseload", "url": url, "cafile": str(cert), "tag": tag, "code": issue_code(db_url, w),
+                       "writer_code": issue_code(db_url, w), "pid": SERVER_PID[url]}  # fmt: skip
+                rnd["ours"] = run_client({"impl": "real", "scenario": "caseload", "servers": [srv],
+                                          "work": str(work), "reps": args.reps})  # fmt: skip
+        rnd["loadavg_end"] = os.getloadavg()
+        print(f"quick round {r}: " + json.dumps({m: [rnd["ours"][k], rnd["peer"][pk]] for m, k, pk in QUICK_MEASURES})
+              + f" load {rnd['loadavg_start'][0]:.2f}", file=sys.stderr)  # fmt: skip
+        rounds.append(rnd)
+    summary: dict[str, Any] = {}
+    for m, k, pk in QUICK_MEASURES:
+        ours = statistics.median(x["ours"][k] for x in rounds)
+        peer = statistics.median(x["peer"][pk] for x in rounds)
+        summary[m] = {"ours_s": ours, "peer_s": peer, "ratio": ours / peer if peer else None,
+                      "ours_all_s": [round(x["ours"][k], 4) for x in rounds],
+                      "peer_all_s": [round(x["peer"][pk], 4) for x in rounds]}  # fmt: skip
+    return {"server_rows": count_rows(db_url), "load": info, "people": args.people, "contacts": args.contacts,
+            "rounds": rounds, "summary": summary}  # fmt: skip
+
+
+def render_quick(r: dict[str, Any]) -> str:
+    q = r["quick"]
+    loads = [x["loadavg_start"][0] for x in q["rounds"]]
+    lines = [f"quick: {q['server_rows']:,} rows ({q['people']:,} people), {len(q['rounds'])} alternating rounds, "
+             f"1-min load {min(loads):.1f}-{max(loads):.1f} (start {r['loadavg_start'][0]:.2f}, "
+             f"end {r['loadavg_end'][0]:.2f})", "",
+             "| measure | sprx (median) | PouchDB (median) | ratio |", "|---|---|---|---|"]  # fmt: skip
+    for m, v in q["summary"].items():
+        ratio = "-" if v["ratio"] is None else f"{v['ratio']:.2f}"
+        lines.append(f"| {m} | {v['ours_s'] * 1000:.0f} ms | {v['peer_s'] * 1000:.0f} ms | {ratio} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="sprx sync benchmarks vs the PouchDB peer")
     ap.add_argument("--people", type=int, default=10_000)
@@ -863,10 +929,16 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=OUT / "bench_sync.json")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (databases, server logs)")
     ap.add_argument("--render", type=Path, help="only print the Markdown table of an earlier run's JSON")
+    quick_help = "peer and the shipped client in alternating rounds on 2,000 people (<= 10 minutes)"
+    ap.add_argument("--quick", action="store_true", help=quick_help)
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds for --quick (at least 3)")
     args = ap.parse_args()
     if args.render:
-        print(render(json.loads(args.render.read_text())))
+        got = json.loads(args.render.read_text())
+        print(render_quick(got) if "quick" in got else render(got))
         return 0
+    if args.quick:
+        return main_quick(args)
 
     impls = ["scripted", "real"] if args.client == "both" else [args.client]
     if "real" in impls and not real_client_available():
@@ -895,6 +967,31 @@ def main() -> int:
     print(render(results))
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def main_quick(args: argparse.Namespace) -> int:
+    if "--people" not in sys.argv:
+        args.people = 2000
+    if "--reps" not in sys.argv:
+        args.reps = 5
+    args.rounds = max(3, args.rounds)
+    if "--json" not in sys.argv:
+        args.json = OUT / "bench_sync_quick.json"
+    OUT.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="sync-quick-", dir=OUT))
+    cert, key = make_cert(work)
+    results: dict[str, Any] = {"argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                               "loadavg_start": os.getloadavg()}  # fmt: skip
+    try:
+        results["quick"] = scenario_quick(args, work, cert, key)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    results["loadavg_end"] = os.getloadavg()
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(render_quick(results))
     return 0
 
 
