@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import statistics
 import textwrap
 from collections import Counter
@@ -29,12 +30,16 @@ __all__ = [
     "HealthUseChange",
     "OutcomeChange",
     "Pair",
+    "Period",
     "Report",
     "Tallies",
     "UptakeFigures",
     "contact_figures",
     "health_use_changes",
     "ordered",
+    "period_from",
+    "quarter",
+    "quarter_of",
     "outcome_change",
     "outcome_sections",
     "pair_outcomes",
@@ -74,7 +79,96 @@ DEFINITIONS: dict[str, str] = {
         "referrals with a known outcome count; waiting and pending ones do not."
     ),
     "response": "Days to first response is the median of (first response date - referral date).",
+    "withdrawn": "Onward referrals withdrawn as made wrongly are kept in the record but not counted here.",
 }
+
+PERIOD_DEFINITION = (
+    "A record is in the period by one date: a referral by the date it was received, a contact by the day it "
+    "happened, an onward referral by the day it was made, an episode's end by its discharge date, and an "
+    "outcome change by the date of its discharge measure (the baseline may be earlier). People are those "
+    "with a referral received, a contact or an episode ended in the period, by their status today; unmet "
+    "needs are those people's."
+)
+"""Which date puts a record in a reporting period; printed on every report limited to a period."""
+
+DISCHARGE_REASON_ORDER = ("goals_met", "moved_away", "declined_support", "did_not_engage", "died", "other")
+
+
+# -- reporting periods -----------------------------------------------------------------------------
+
+_QUARTER = re.compile(r"\s*(\d{4})\s*-?\s*[Qq]\s*([1-4])\s*")
+
+
+@dataclass(frozen=True)
+class Period:
+    """A reporting period: both dates included."""
+
+    start: dt.date
+    end: dt.date
+
+    def holds(self, value: dt.date | dt.datetime | str | None) -> bool:
+        """Whether a date (or an ISO date or date-time string, or a datetime by its UTC day) is in the period."""
+        if value is None:
+            return False
+        day = str(value)[:10]
+        return self.start.isoformat() <= day <= self.end.isoformat()
+
+    @property
+    def quarter(self) -> str | None:
+        """ "2026Q3" when the period is exactly one calendar quarter, else None."""
+        q = quarter_of(self.start)
+        return f"{self.start.year}Q{(self.start.month - 1) // 3 + 1}" if q == self else None
+
+    def label(self) -> str:
+        span = f"{self.start.day} {self.start:%B %Y} to {self.end.day} {self.end:%B %Y}"
+        q = self.quarter
+        return f"{q[:4]} Q{q[-1]} ({span})" if q else span
+
+    def step(self, quarters: int) -> Period:
+        """The calendar quarter `quarters` after (or before) the one this period starts in."""
+        index = self.start.year * 4 + (self.start.month - 1) // 3 + quarters
+        return quarter_of(dt.date(index // 4, (index % 4) * 3 + 1, 1))
+
+
+def quarter_of(day: dt.date) -> Period:
+    """The calendar quarter a day falls in (Q1 January to March ... Q4 October to December)."""
+    first = dt.date(day.year, (day.month - 1) // 3 * 3 + 1, 1)
+    after = dt.date(first.year + (first.month == 10), (first.month + 2) % 12 + 1, 1)
+    return Period(first, after - dt.timedelta(days=1))
+
+
+def quarter(text: str) -> Period:
+    """A calendar quarter written like 2026Q3 (or 2026-Q3); ValueError with a sentence otherwise."""
+    match = _QUARTER.fullmatch(text or "")
+    if not match:
+        raise ValueError("Write a quarter as the year then Q1 to Q4, like 2026Q3 (July to September 2026).")
+    return quarter_of(dt.date(int(match[1]), (int(match[2]) - 1) * 3 + 1, 1))
+
+
+def _day(text: str, what: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"The {what} date must be written like 2026-07-01 (year, month, day).") from None
+
+
+def period_from(start: str | None, end: str | None, quarter_text: str | None) -> Period | None:
+    """The period asked for on a command line (--from, --to, --quarter); None for all time.
+
+    --quarter alone, or --from and/or --to (an open end runs to the earliest or latest possible date).
+    A ValueError carries one sentence for anything else.
+    """
+    if quarter_text and (start or end):
+        raise ValueError("Give either a quarter or dates (--from, --to), not both.")
+    if quarter_text:
+        return quarter(quarter_text)
+    if not start and not end:
+        return None
+    first = _day(start, "from") if start else dt.date(1900, 1, 1)
+    last = _day(end, "to") if end else dt.date(9999, 12, 31)
+    if last < first:
+        raise ValueError("The period ends before it starts; check the --from and --to dates.")
+    return Period(first, last)
 
 
 @dataclass
@@ -133,6 +227,7 @@ class UptakeFigures:
     attendance_rate: float | None = None
     median_days_to_first_response: float | None = None
     responses_timed: int = 0
+    withdrawn: int = 0  # withdrawn as made wrongly: not in any figure above
 
 
 @dataclass
@@ -153,6 +248,8 @@ class Report:
     unmet_needs: dict[str, int] = field(default_factory=dict)
     unmet_needs_people: int = 0
     uptake: UptakeFigures = field(default_factory=UptakeFigures)
+    episodes_ended: dict[str, int] = field(default_factory=dict)  # people whose episode ended, by reason
+    period: Period | None = None  # None: all records
     definitions: dict[str, str] = field(default_factory=lambda: dict(DEFINITIONS))
 
 
@@ -292,6 +389,8 @@ def report_to_dict(report: Report) -> dict[str, Any]:
     """JSON-ready figures (dates as ISO strings)."""
     d = dataclasses.asdict(report)
     d["generated_on"] = report.generated_on.isoformat()
+    if report.period is not None:
+        d["period"] = {"from": report.period.start.isoformat(), "to": report.period.end.isoformat()}
     return d
 
 
@@ -319,6 +418,24 @@ class Tallies:
     onward_outcomes: Counter[str] = field(default_factory=Counter)
     services: set[str] = field(default_factory=set)
     response_days: list[float] = field(default_factory=list)  # first response date - referral date
+    withdrawn: int = 0  # onward referrals withdrawn (in the period): left out of the uptake counts
+    ended: dict[str, set[str]] = field(default_factory=dict)  # discharge reason -> people whose episode ended
+
+
+def in_period_people(
+    period: Period | None,
+    referrals: Iterable[tuple[str, Any, Any]],
+    contacts: Iterable[tuple[str, Any]],
+) -> Callable[[str], bool]:
+    """Whether a person counts in the period: (person, received, closed) of referrals and (person, day) of contacts.
+
+    With no period everyone counts (see PERIOD_DEFINITION).
+    """
+    if period is None:
+        return lambda _person: True
+    people = {p for p, received, closed in referrals if period.holds(received) or period.holds(closed)}
+    people |= {p for p, day in contacts if period.holds(day)}
+    return people.__contains__
 
 
 FiguresOf = Callable[[str, Any], Mapping[str, float | int | None]]
@@ -342,11 +459,24 @@ def outcome_sections(
     return changes, health
 
 
-def report_from_tallies(tallies: Tallies, generated_on: dt.date, scope: str, figures_of: FiguresOf) -> Report:
-    """Every figure of the report from one side's counts; `figures_of` reads an outcome row's payload."""
+def report_from_tallies(
+    tallies: Tallies, generated_on: dt.date, scope: str, figures_of: FiguresOf, period: Period | None = None
+) -> Report:
+    """Every figure of the report from one side's counts; `figures_of` reads an outcome row's payload.
+
+    The tallies are already limited to `period` (PERIOD_DEFINITION); it is carried to the text.
+    """
     t = tallies
     changes, health = outcome_sections(pair_outcomes(t.outcome_rows), figures_of)
+    uptake = uptake_figures(t.onward_kinds, t.onward_outcomes, t.response_days, len(t.services))
+    uptake.withdrawn = t.withdrawn
+    definitions = dict(DEFINITIONS)
+    if period is not None:
+        definitions["period"] = PERIOD_DEFINITION
     return Report(
+        period=period,
+        definitions=definitions,
+        episodes_ended=ordered({k: len(v) for k, v in t.ended.items()}, DISCHARGE_REASON_ORDER),
         generated_on=generated_on,
         scope=scope,
         people=sum(t.status.values()),
@@ -360,7 +490,7 @@ def report_from_tallies(tallies: Tallies, generated_on: dt.date, scope: str, fig
         health_use=health,
         unmet_needs=ordered(t.unmet),
         unmet_needs_people=len(t.unmet_people),
-        uptake=uptake_figures(t.onward_kinds, t.onward_outcomes, t.response_days, len(t.services)),
+        uptake=uptake,
     )
 
 
@@ -408,6 +538,8 @@ def render_text(report: Report, labels: Mapping[str, str] | None = None) -> str:
     out: list[str] = []
     title = f"Caseload and outcomes: {report.scope}, {report.generated_on:%d %B %Y}"
     out += [title, "=" * len(title), ""]
+    if report.period is not None:
+        out += [f"Period: {report.period.label()}", *_wrap(PERIOD_DEFINITION), ""]
 
     out.append(f"Caseload by status ({report.people} people)")
     out += _bars(report.caseload_by_status, labels)
@@ -463,6 +595,10 @@ def render_text(report: Report, labels: Mapping[str, str] | None = None) -> str:
                 out.append(f"  {f.label}: fewer than at baseline for {f.improved} people ({f.improved_pct:.1f}%)")
     out.append("")
 
+    out.append(f"Episodes ended ({sum(report.episodes_ended.values())} people), by reason")
+    out += _bars(report.episodes_ended, labels)
+    out.append("")
+
     out.append(f"Unmet needs: gaps in local provision ({report.unmet_needs_people} people)")
     out += _bars(report.unmet_needs, labels)
     out.append("")
@@ -476,6 +612,8 @@ def render_text(report: Report, labels: Mapping[str, str] | None = None) -> str:
     out.append(f"  Attendance rate {rate} ({u.attended} attended of {u.known_outcome} with a known outcome)")
     days = f"{u.median_days_to_first_response:.1f}" if u.median_days_to_first_response is not None else "-"
     out.append(f"  Median days to first response {days} (over {u.responses_timed} referrals)")
+    if u.withdrawn:
+        out.append(f"  {u.withdrawn} withdrawn as made wrongly, not counted above")
     out.append("")
 
     out.append("Definitions")

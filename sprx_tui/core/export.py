@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -263,16 +264,21 @@ def export_fhir(
 CONSENT_REFUSED = "This person has not agreed to share information with their GP, so no closing summary can be made."
 
 
-def closing_summary(store: CaseStore, person_id: str) -> dict[str, Any] | str:
-    """The summary sent back to the GP at the end of an episode, as far as the person's consent allows.
+@dataclass
+class _Episode:
+    """What a closing summary may draw on, read once: `closing_summary` and `gp_summary_bundle` share it."""
 
-    consent_gp_sharing "none": returns CONSENT_REFUSED (a plain sentence), nothing is disclosed.
-    "codes_only": NHS number, date of birth, SNOMED CT codes with their dates, and episode dates;
-    no names and no free text at all. "full": the same plus name, goals (achieved ones by their
-    words), services used and outcome measures, and a short plain-English summary. Contact note
-    text is never included. Every summary made is audited as an EXPORT of that person's record.
-    """
-    from sprx_tui.core import fhir
+    person: Person
+    consent: str
+    referrals: list[Referral]
+    seen: list[Contact]
+    goals: list[Goal] = field(default_factory=list)
+    onward: list[OnwardReferral] = field(default_factory=list)
+    measures: list[tuple[OutcomeResponse, OutcomeResponse]] = field(default_factory=list)
+
+
+def _read_episode(store: CaseStore, person_id: str) -> _Episode | str:
+    """The person's episode as far as their consent allows; CONSENT_REFUSED when they did not agree."""
     from sprx_tui.core.service import NotFound
 
     q = store.queries
@@ -283,7 +289,19 @@ def closing_summary(store: CaseStore, person_id: str) -> dict[str, Any] | str:
     if consent == "none":
         return CONSENT_REFUSED
     referrals = sorted(q.referrals(person_id), key=lambda r: (r.received_on, r.id))
-    codes = [
+    timeline = [e.contact for e in q.timeline(person_id) if not e.contact.entered_in_error]
+    episode = _Episode(person, consent, referrals, [c for c in timeline if not c.did_not_attend])
+    if consent == "full":
+        episode.goals = [g.goal for g in q.plan(person_id)]
+        episode.onward = [o for o in q.onward_referrals(person_id) if o.withdrawn_on is None]
+        episode.measures = _measure_pairs(q.outcomes(person_id))
+    return episode
+
+
+def _codes(referrals: list[Referral]) -> list[dict[str, Any]]:
+    from sprx_tui.core import fhir
+
+    return [
         {
             "system": fhir.SNOMED,
             "code": r.snomed_code,
@@ -293,60 +311,110 @@ def closing_summary(store: CaseStore, person_id: str) -> dict[str, Any] | str:
         for r in referrals
         if r.snomed_code in fhir.SNOMED_DISPLAY
     ]
-    timeline = [e.contact for e in q.timeline(person_id) if not e.contact.entered_in_error]
-    seen = [c for c in timeline if not c.did_not_attend]
-    discharged = person.status == "discharged"
+
+
+def _ended(episode: _Episode) -> tuple[str | None, str | None]:
+    """(the date the episode ended, the DISCHARGE_REASONS code) when it has ended, else (None, None)."""
+    closed = [r for r in episode.referrals if r.status == "closed" and r.closed_on]
+    if closed:
+        last = max(closed, key=lambda r: (r.closed_on, r.id))
+        return last.closed_on.isoformat(), last.close_reason  # type: ignore[union-attr]
+    person = episode.person
+    if person.status == "discharged" and person.status_changed_on:
+        return person.status_changed_on.isoformat(), None
+    return None, None
+
+
+def _summary_of(episode: _Episode, today: dt.date) -> dict[str, Any]:
+    """The summary's fields: codes, dates and counts always; names, goals, services and outcomes when "full"."""
+    person, seen, referrals = episode.person, episode.seen, episode.referrals
+    discharged_on, reason = _ended(episode)
     summary: dict[str, Any] = {
-        "consent": consent,
+        "consent": episode.consent,
         "nhs_number": person.nhs_number,
         "date_of_birth": person.date_of_birth.isoformat() if person.date_of_birth else None,
-        "generated_on": q.today().isoformat(),
-        "codes": codes,
+        "generated_on": today.isoformat(),
+        "codes": _codes(referrals),
         "referred_on": referrals[0].received_on.isoformat() if referrals else None,
         "first_contact_on": min(c.occurred_at for c in seen).date().isoformat() if seen else None,
         "last_contact_on": max(c.occurred_at for c in seen).date().isoformat() if seen else None,
-        "discharged_on": person.status_changed_on.isoformat() if discharged and person.status_changed_on else None,
+        "discharged_on": discharged_on,
         "contacts": len(seen),
     }
-    if consent == "full":
-        goals = [g.goal for g in q.plan(person_id)]
-        achieved = [g.text for g in goals if g.status == "achieved"]
-        onward = q.onward_referrals(person_id)
-        used = sorted({o.service_name for o in onward if o.outcome == "attended" and o.service_name})
-        measures = _outcome_changes(q.outcomes(person_id))
-        summary.update(
-            {
-                "name": person.display_name,
-                "goals_total": len(goals),
-                "goals_achieved": achieved,
-                "services_used": used,
-                "services_referred": len(onward),
-                "outcomes": measures,
-            }
-        )
-        summary["summary"] = _plain_summary(summary)
-    store.service.record_event("EXPORT", person_id=person_id, detail=f"gp_summary consent={consent} codes={len(codes)}")
+    if reason:
+        summary["discharge_reason"] = reason
+    if episode.consent != "full":
+        return summary
+    from sprx_rules import outcomes
+
+    used = sorted({o.service_name for o in episode.onward if o.outcome == "attended" and o.service_name})
+    measures = _outcome_changes(episode.measures)
+    summary.update(
+        {
+            "name": person.display_name,
+            "goals_total": len(episode.goals),
+            "goals_achieved": [g.text for g in episode.goals if g.status == "achieved"],
+            "services_used": used,
+            "services_referred": len(episode.onward),
+            "outcomes": measures,
+            "copyright": [
+                c
+                for code in dict.fromkeys(m["instrument"] for m in measures)
+                if (c := outcomes.INSTRUMENTS[code].copyright)
+            ],
+        }
+    )
+    summary["summary"] = _plain_summary(summary)
     return summary
 
 
-def _outcome_changes(rows: list[OutcomeResponse]) -> list[dict[str, Any]]:
-    """Earliest complete baseline and latest complete discharge of each measure, figure by figure."""
+def closing_summary(store: CaseStore, person_id: str, *, audit: bool = True) -> dict[str, Any] | str:
+    """The summary sent back to the GP at the end of an episode, as far as the person's consent allows.
+
+    consent_gp_sharing "none": returns CONSENT_REFUSED (a plain sentence), nothing is disclosed.
+    "codes_only": NHS number, date of birth, SNOMED CT codes with their dates, episode dates, the
+    discharge reason's code and the number of contacts; no names and no free text at all. "full": the
+    same plus name, goals (achieved ones by their words), services used and outcome measures (with the
+    instruments' copyright lines), and a short plain-English summary. Contact note text is never
+    included, nor withdrawn onward referrals. A summary made is audited as an EXPORT of that person's
+    record unless `audit` is False (the app's preview, which shows it on screen only).
+    """
+    episode = _read_episode(store, person_id)
+    if isinstance(episode, str):
+        return episode
+    summary = _summary_of(episode, store.queries.today())
+    if audit:
+        store.service.record_event(
+            "EXPORT", person_id=person_id, detail=f"gp_summary consent={episode.consent} codes={len(summary['codes'])}"
+        )
+    return summary
+
+
+def _measure_pairs(rows: list[OutcomeResponse]) -> list[tuple[OutcomeResponse, OutcomeResponse]]:
+    """Earliest complete baseline and latest complete discharge of each measure that has both."""
+    from sprx_rules import outcomes
+
+    live = [r for r in rows if r.complete and not r.entered_in_error and not r.deleted]
+    pairs = []
+    for code in outcomes.INSTRUMENTS:
+        mine = sorted((r for r in live if r.instrument == code), key=lambda r: (r.taken_on, r.id))
+        base = [r for r in mine if r.time_point == "baseline"]
+        done = [r for r in mine if r.time_point == "discharge"]
+        if base and done:
+            pairs.append((base[0], done[-1]))
+    return pairs
+
+
+def _outcome_changes(pairs: list[tuple[OutcomeResponse, OutcomeResponse]]) -> list[dict[str, Any]]:
+    """Each reported figure of each paired measure, baseline to discharge."""
     from sprx_rules import outcomes
     from sprx_tui.core import fhir
 
-    live = [r for r in rows if r.complete and not r.entered_in_error and not r.deleted]
     out = []
-    for code in outcomes.INSTRUMENTS:
-        base = sorted(
-            (r for r in live if r.instrument == code and r.time_point == "baseline"), key=lambda r: (r.taken_on, r.id)
-        )
-        done = sorted(
-            (r for r in live if r.instrument == code and r.time_point == "discharge"), key=lambda r: (r.taken_on, r.id)
-        )
-        if not base or not done:
-            continue
-        before = outcomes.score(code, base[0].responses).figures()
-        after = outcomes.score(code, done[-1].responses).figures()
+    for base, done in pairs:
+        code = base.instrument
+        before = outcomes.score(code, base.responses).figures()
+        after = outcomes.score(code, done.responses).figures()
         labels = dict(fhir.OBSERVED.get(code, ()))
         for name in before:
             if name not in labels:  # SWEMWBS raw score: the metric score is the one reported
@@ -358,8 +426,8 @@ def _outcome_changes(rows: list[OutcomeResponse]) -> list[dict[str, Any]]:
                     "label": labels[name],
                     "baseline": before[name],
                     "discharge": after[name],
-                    "baseline_on": base[0].taken_on.isoformat(),
-                    "discharge_on": done[-1].taken_on.isoformat(),
+                    "baseline_on": base.taken_on.isoformat(),
+                    "discharge_on": done.taken_on.isoformat(),
                 }
             )
     return out
@@ -385,6 +453,8 @@ def _plain_summary(s: dict[str, Any]) -> str:
 
 def render_closing_summary(summary: dict[str, Any] | str) -> str:
     """The closing summary as plain text for a letter or a screen (the refusal sentence as it is)."""
+    from sprx_tui.core.models import DISCHARGE_REASONS
+
     if isinstance(summary, str):
         return summary
     lines = [f"NHS number: {summary['nhs_number'] or 'not recorded'}"]
@@ -402,7 +472,124 @@ def render_closing_summary(summary: dict[str, Any] | str) -> str:
     ):
         if summary.get(key):
             lines.append(f"{label}: {summary[key]}")
+    if summary.get("discharge_reason"):
+        lines.append(f"Reason the episode ended: {DISCHARGE_REASONS.get(summary['discharge_reason'], 'Other')}")
+    lines.append(f"Contacts: {summary['contacts']}")
     if summary.get("summary"):
-        lines.append("")
-        lines.append(summary["summary"])
+        lines += ["", summary["summary"]]
+    for line in summary.get("copyright") or ():
+        lines += ["", line]
     return "\n".join(lines) + "\n"
+
+
+def find_person(store: CaseStore, key: str) -> Person | None:
+    """The person with this record id, or else this NHS number (spaces allowed); None when no one has it."""
+    from sprx_rules import nhs
+
+    key = (key or "").strip()
+    if not key:
+        return None
+    person = store.queries.person(key)
+    if person is not None and not person.deleted:
+        return person
+    try:
+        number = nhs.normalise_nhs_number(key)
+    except ValueError:
+        return None
+    with store.lock, Session(store.engine) as s:
+        return s.exec(
+            select(Person).where(Person.nhs_number == number, Person.deleted == False).order_by(Person.id)  # noqa: E712
+        ).first()
+
+
+GP_LETTER_HEAD = "Social prescribing closing summary for the GP record"
+
+
+def gp_summary_letter(summary: dict[str, Any]) -> str:
+    """The plain-text letter that goes with the FHIR document: a heading, then the summary as rendered."""
+    return f"{GP_LETTER_HEAD}\n{'=' * len(GP_LETTER_HEAD)}\n\n{render_closing_summary(summary)}"
+
+
+def gp_summary_bundle(store: CaseStore, person_id: str, now: dt.datetime | None = None) -> dict[str, Any] | str:
+    """The closing summary as a FHIR R4 document Bundle (Composition first), or CONSENT_REFUSED.
+
+    It holds exactly what `closing_summary` shows for the person's consent: with "codes_only" a
+    Patient with the NHS number and birth date only (no name, address or contact details) and the
+    referrals as coded ServiceRequests without their notes or referrer; with "full" also the name,
+    the goals (without progress notes), the onward referrals to services used (without notes) and
+    the outcome Observations, each carrying its instrument's copyright line. Not audited here.
+    """
+    from sprx_tui.core import fhir
+
+    episode = _read_episode(store, person_id)
+    if isinstance(episode, str):
+        return episode
+    summary = _summary_of(episode, store.queries.today())
+    now = now or store.service.clock()
+    person, full = episode.person, episode.consent == "full"
+    patient = fhir.patient(person)
+    if not full:
+        patient = {k: v for k, v in patient.items() if k in ("resourceType", "id", "meta", "identifier", "birthDate")}
+    resources = [patient]
+    for r in episode.referrals:
+        request = fhir.referral_service_request(r, person)
+        resources.append({k: v for k, v in request.items() if k not in ("note", "requester")})
+        declined = fhir.decline_observation(r, person)
+        if declined is not None:
+            resources.append(declined)
+    if full:
+        resources += [{k: v for k, v in fhir.goal(g).items() if k != "note"} for g in episode.goals]
+        used = [o for o in episode.onward if o.outcome == "attended"]
+        resources += [{k: v for k, v in fhir.onward_service_request(o).items() if k != "note"} for o in used]
+        for pair in episode.measures:
+            for row in pair:
+                resources += fhir.observations(row)
+    composition = fhir.closing_composition(person, summary, gp_summary_letter(summary), resources, now)
+    return fhir.document_bundle(composition, resources, now)
+
+
+def write_gp_summary(store: CaseStore, person_id: str, out: Path) -> tuple[Path, Path]:
+    """Write the GP closing summary: the FHIR document at `out` and the letter beside it (`.txt`).
+
+    Both files are new and owner-only (never overwritten); a failure removes what was written. With
+    consent "none" nothing is written: ServiceError(CONSENT_REFUSED). Audited as one EXPORT.
+    """
+    out = Path(out)
+    letter = out.with_name(out.name.removesuffix(".json").removesuffix(".fhir") + ".txt")
+    for path in (out, letter):
+        if path.exists():
+            raise ServiceError("A file with that name already exists; exports never overwrite, so choose a new name.")
+    if not out.parent.is_dir():
+        raise ServiceError("The folder for the export does not exist; create it or choose another path.")
+    bundle = gp_summary_bundle(store, person_id)
+    if isinstance(bundle, str):
+        raise ServiceError(bundle)
+    summary = closing_summary(store, person_id, audit=False)
+    assert isinstance(summary, dict)
+    written: list[Path] = []
+    try:
+        with disk_full_as_sentence(out.parent):
+            for path, text in (
+                (out, json.dumps(bundle, ensure_ascii=False, indent=1)),
+                (letter, gp_summary_letter(summary)),
+            ):
+                try:
+                    fd = _open_private(path)
+                except FileExistsError:
+                    raise ServiceError(
+                        "A file with that name already exists; exports never overwrite, so choose a new name."
+                    ) from None
+                written.append(path)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    fh.write(text + ("" if text.endswith("\n") else "\n"))
+        store.service.record_event(
+            "EXPORT",
+            person_id=person_id,
+            detail=f"gp_summary consent={summary['consent']} codes={len(summary['codes'])} "
+            f"resources={len(bundle['entry'])}",
+        )
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
+    return out, letter

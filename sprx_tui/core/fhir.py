@@ -53,8 +53,10 @@ __all__ = [
     "UK_CORE_PROFILES",
     "bundle_header",
     "care_plan",
+    "closing_composition",
     "decline_observation",
     "derived_id",
+    "document_bundle",
     "encounter",
     "entry",
     "goal",
@@ -652,3 +654,49 @@ def bundle_header(now: dt.datetime, bundle_id: str | None = None) -> dict[str, A
         "type": "collection",
         "timestamp": _datetime(now),
     }
+
+
+# -- the GP closing summary as a FHIR document ------------------------------------------------------
+
+# SNOMED CT 373942005 "Discharge summary (record artifact)": the kind of document the closing summary is.
+DISCHARGE_SUMMARY = ("373942005", "Discharge summary")
+
+
+def closing_composition(
+    person: Person, summary: dict[str, Any], letter: str, resources: Sequence[dict[str, Any]], now: dt.datetime
+) -> dict[str, Any]:
+    """The Composition that heads the closing-summary document: its narrative is the letter, its entries the resources.
+
+    `summary` (export.closing_summary's fields) decides nothing here: the caller has already kept to the
+    person's consent in `letter` and `resources`; this only dates and titles the document.
+    """
+    code, display = DISCHARGE_SUMMARY
+    return _resource(
+        {
+            "resourceType": "Composition",
+            "id": derived_id(person.id, "closing-summary", _datetime(now)),
+            "status": "final",
+            "type": {"coding": [{"system": SNOMED, "code": code, "display": display}], "text": display},
+            "subject": ref(person.id),
+            "date": _datetime(now),
+            "author": [{"display": "Social prescribing link worker"}],
+            "title": "Social prescribing closing summary",
+            "section": [
+                {
+                    "title": "Closing summary" + (" (codes only)" if summary.get("consent") == "codes_only" else ""),
+                    "text": _narrative(letter.splitlines()),
+                    "entry": [ref(r["id"]) for r in resources],
+                }
+            ],
+        }
+    )
+
+
+def document_bundle(
+    composition: dict[str, Any], resources: Sequence[dict[str, Any]], now: dt.datetime
+) -> dict[str, Any]:
+    """A Bundle of type "document": the Composition first, then every resource it refers to."""
+    bundle = bundle_header(now)
+    bundle["type"] = "document"
+    bundle["entry"] = [entry(composition), *(entry(r) for r in resources)]
+    return bundle

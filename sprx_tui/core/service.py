@@ -22,6 +22,8 @@ from sprx_tui.core.diskfull import disk_full_as_sentence
 from sprx_tui.core.ids import uuid7
 from sprx_tui.core.models import (
     CONTACT_MODES,
+    DECLINE_REASONS,
+    DISCHARGE_REASONS,
     GOAL_STATUSES,
     LIFE_AREAS,
     ONWARD_KINDS,
@@ -32,6 +34,7 @@ from sprx_tui.core.models import (
     SNOMED_REFERRAL_ACCEPTED,
     SNOMED_SP_DECLINED,
     SYNCED_MODELS,
+    WITHDRAW_REASONS,
     AuditEvent,
     CommunityService,
     Contact,
@@ -64,6 +67,10 @@ T = TypeVar("T", bound=Synced)
 
 GENESIS_HASH = "0" * 64
 _AUDIT_COLUMNS = [c for c in AuditEvent.model_fields if c != "seq"]
+
+
+ONWARD_NOTE_MAX = 500
+"""An onward referral's note is a short note, not a letter."""
 
 
 class ServiceError(Exception):
@@ -623,8 +630,55 @@ class CaseService:
                 )
             return person
 
-    def discharge(self, person_id: str) -> Person:
-        return self.set_status(person_id, PersonStatus.DISCHARGED.value)
+    def discharge(self, person_id: str, reason: str = "goals_met", note: str = "", on: dt.date | None = None) -> Person:
+        """End the person's episode with a reason from DISCHARGE_REASONS (and a note; required for "other").
+
+        Every referral still open (received or accepted) is closed on `on` (default today) with the reason;
+        the person becomes did-not-engage for that reason and discharged for every other, and their open
+        follow-ups are cancelled. Audited with the reason code only.
+        """
+        note = (note or "").strip()
+        on = on or self.today()
+        if reason not in DISCHARGE_REASONS:
+            raise InvalidInput({"reason": "Choose why the episode is ending from the list."})
+        if reason == "other" and not note:
+            raise InvalidInput({"note": "Say in a few words why the episode is ending."})
+        if on > self.today():
+            raise InvalidInput({"on": "The discharge date cannot be in the future."})
+        status = PersonStatus.DID_NOT_ENGAGE if reason == "did_not_engage" else PersonStatus.DISCHARGED
+        with self._txn() as txn:
+            person = self._get(txn, Person, person_id, "person")
+            if person.status in self._CLOSED_STATUSES:
+                raise ServiceError("This person's episode has already ended; a new referral starts another.")
+            open_referrals = txn.session.exec(
+                select(Referral).where(
+                    Referral.person_id == person.id,
+                    Referral.status.in_([ReferralStatus.RECEIVED.value, ReferralStatus.ACCEPTED.value]),  # type: ignore[attr-defined]
+                    Referral.deleted == False,  # noqa: E712
+                )
+            ).all()
+            for referral in open_referrals:
+                self._patch(
+                    txn,
+                    referral,
+                    {
+                        "status": ReferralStatus.CLOSED.value,
+                        "closed_on": on,
+                        "close_reason": reason,
+                        "close_note": note or None,
+                    },
+                )
+            self._patch(txn, person, {"status": status.value, "status_changed_on": on})
+            self._close_follow_ups_if_case_closed(txn, person)
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=person.id,
+                record_type="person",
+                record_id=person.id,
+                detail=f"discharged reason={reason} referrals={len(open_referrals)}",
+            )
+            return person
 
     _CLOSED_STATUSES = (PersonStatus.DISCHARGED.value, PersonStatus.DECLINED.value, PersonStatus.DID_NOT_ENGAGE.value)
 
@@ -728,11 +782,17 @@ class CaseService:
             )
             return contact
 
-    def decline_referral(self, referral_id: str, reason: str) -> Referral:
-        """Decline with a reason; records SNOMED CT 871711000000103."""
+    def decline_referral(self, referral_id: str, reason: str = "", code: str = "other") -> Referral:
+        """Decline with a coded reason (DECLINE_REASONS) and words; records SNOMED CT 871711000000103.
+
+        The words are required for "other" and optional for the rest (the code's label stands for them).
+        """
         reason = (reason or "").strip()
-        if not reason:
+        if code not in DECLINE_REASONS:
+            raise InvalidInput({"decline_code": "Choose a reason for declining from the list."})
+        if not reason and code == "other":
             raise InvalidInput({"decline_reason": "Give a reason for declining the referral."})
+        reason = reason or DECLINE_REASONS[code]
         with self._txn() as txn:
             referral = self._get(txn, Referral, referral_id, "referral")
             if referral.status != ReferralStatus.RECEIVED:
@@ -744,6 +804,7 @@ class CaseService:
                     "status": ReferralStatus.DECLINED.value,
                     "decided_on": self.today(),
                     "decline_reason": reason,
+                    "decline_code": code,
                     "snomed_code": SNOMED_SP_DECLINED,
                 },
             )
@@ -769,7 +830,7 @@ class CaseService:
                 person_id=person.id,
                 record_type="referral",
                 record_id=referral.id,
-                detail=f"declined snomed={SNOMED_SP_DECLINED}",
+                detail=f"declined snomed={SNOMED_SP_DECLINED} code={code}",
             )
             return referral
 
@@ -1161,15 +1222,29 @@ class CaseService:
         need: str | None = None,
         made_on: dt.date | None = None,
         notes: str = "",
+        need_id: str | None = None,
+        consent: bool = False,
     ) -> OnwardReferral:
-        """Refer, signpost or accompany a person to a directory service."""
+        """Refer, signpost or accompany a person to a directory service.
+
+        `need_id` names one of the person's Need rows (its category becomes `need`); `consent` records
+        that the person agreed to it; `notes` is a short note (500 characters at most).
+        """
         if kind not in ONWARD_KINDS:
             raise InvalidInput({"kind": "Choose signposted, referred or accompanied."})
+        notes = (notes or "").strip()
+        if len(notes) > ONWARD_NOTE_MAX:
+            raise InvalidInput({"notes": f"Keep the note to {ONWARD_NOTE_MAX} characters; it is a short note."})
         with self._txn() as txn:
             person = self._get(txn, Person, person_id, "person")
             service = txn.session.get(CommunityService, service_id)
             if service is None:
                 raise NotFound("That service is not in the directory.")
+            if need_id is not None:
+                need_row = txn.session.get(Need, need_id)
+                if need_row is None or need_row.deleted or need_row.person_id != person.id:
+                    raise InvalidInput({"need": "Choose one of this person's needs."})
+                need = need_row.category
             row = self._insert(
                 txn,
                 OnwardReferral(
@@ -1182,9 +1257,38 @@ class CaseService:
                     made_on=made_on or self.today(),
                     need=need,
                     notes=notes,
+                    need_id=need_id,
+                    consent=bool(consent),
                 ),
             )
             self._audit(txn, "CREATE", person_id=person.id, record_type="onward_referral", record_id=row.id)
+            return row
+
+    def withdraw_onward_referral(self, onward_id: str, reason: str, words: str = "") -> OnwardReferral:
+        """Withdraw an onward referral made wrongly: kept in the record, marked withdrawn, out of uptake figures.
+
+        `reason` is a code from WITHDRAW_REASONS; the stored reason is its label, then `words` if given
+        (required for "other").
+        """
+        words = (words or "").strip()
+        if reason not in WITHDRAW_REASONS:
+            raise InvalidInput({"reason": "Choose why the referral is withdrawn from the list."})
+        if reason == "other" and not words:
+            raise InvalidInput({"words": "Say in a few words why the referral is withdrawn."})
+        text = WITHDRAW_REASONS[reason] + (f": {words}" if words else "")
+        with self._txn() as txn:
+            row = self._get(txn, OnwardReferral, onward_id, "onward referral")
+            if row.withdrawn_on is not None:
+                raise ServiceError("This onward referral was already withdrawn.")
+            self._patch(txn, row, {"withdrawn_on": self.today(), "withdrawn_reason": text})
+            self._audit(
+                txn,
+                "UPDATE",
+                person_id=row.person_id,
+                record_type="onward_referral",
+                record_id=row.id,
+                detail=f"withdrawn reason={reason}",
+            )
             return row
 
     def record_onward_outcome(

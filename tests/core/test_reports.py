@@ -158,7 +158,8 @@ def test_caseload_and_referrals(report: reports.Report) -> None:
     assert report.referrals_by_reason == {
         "housing": 2, "loneliness": 2, "money": 2, "carer_strain": 1, "low_mood": 1, "physical_activity": 1,
     }  # fmt: skip
-    assert report.referrals_by_status == {"received": 1, "accepted": 5, "declined": 1, "closed": 0}
+    # Discharge closes the episode's referral: P1-P4 were discharged.
+    assert report.referrals_by_status == {"received": 1, "accepted": 1, "declined": 1, "closed": 4}
 
 
 def test_contacts_per_person(report: reports.Report) -> None:
@@ -268,3 +269,92 @@ def test_attendance_is_rounded_only_for_display() -> None:
 def test_codes_in_words_and_names_as_written() -> None:
     lines = rules_report._bars({"GP": 2, "low_mood": 1, "self": 1}, None)
     assert [ln.split()[0] for ln in lines] == ["GP", "Low", "Self"]
+
+
+# -- reports by period (sprx_rules.report.PERIOD_DEFINITION) ------------------------------------------------
+
+
+@pytest.fixture
+def unlocked(caseload: tuple[CaseStore, Path]) -> Iterator[CaseStore]:
+    """The caseload's store, unlocked again if a command-line test locked it (and then locked after)."""
+    store, path = caseload
+    if store.vault.is_unlocked:
+        yield store
+        return
+    vault = Vault(path)
+    vault.unlock(bytearray(b"walking group on tuesday"))
+    try:
+        yield open_store(vault, clock=lambda: NOW)
+    finally:
+        vault.lock()
+
+
+def test_a_week_of_september_worked_out_by_hand(unlocked: CaseStore) -> None:
+    """10-15 September 2026: P5's contacts on days 9-12 after 1 September (10th-13th) and P1's did-not-attend
+    on the 10th, so 5 contacts with 2 people; no referral was received, made or ended in that week."""
+    period = rules_report.period_from("2026-09-10", "2026-09-15", None)
+    r = reports.build_report(unlocked, period=period)
+    assert (r.contacts.total, r.contacts.people, r.contacts.did_not_attend) == (5, 2, 1)
+    assert sum(r.contacts.by_mode.values()) == 5 and r.contacts.by_mode["phone"] >= 4
+    # The two people by their status today (P1 discharged, P5 active), and P5's two unmet needs.
+    assert r.people == 2 and r.caseload_by_status["active"] == 1 and r.caseload_by_status["discharged"] == 1
+    assert r.unmet_needs == {"housing": 1, "money": 1} and r.unmet_needs_people == 1
+    assert r.referrals == 0 and r.uptake.onward_referrals == 0 and r.episodes_ended == {
+        "goals_met": 0, "moved_away": 0, "declined_support": 0, "did_not_engage": 0, "died": 0, "other": 0,
+    }  # fmt: skip
+    assert all(o.paired == 0 for o in r.outcomes)
+    text = reports.render_text(r)
+    assert "Period: 10 September 2026 to 15 September 2026" in text
+    assert "a contact by the day it happened" in " ".join(text.split())
+
+
+def test_quarters_split_the_caseload_by_its_dates(unlocked: CaseStore) -> None:
+    """Referrals came on 1 August and onward referrals on 2 September (Q3); the discharges on 23 November and
+    their measures on 1 November (Q4)."""
+    q3 = reports.build_report(unlocked, period=rules_report.quarter("2026Q3"))
+    assert (q3.people, q3.referrals, q3.contacts.total, q3.uptake.onward_referrals) == (7, 7, 25, 5)
+    assert sum(q3.episodes_ended.values()) == 0 and all(o.paired == 0 for o in q3.outcomes)
+    q4 = reports.build_report(unlocked, period=rules_report.quarter("2026Q3").step(1))
+    assert q4.caseload_by_status == {"referred": 0, "active": 0, "discharged": 4, "declined": 0, "did_not_engage": 0}
+    assert (q4.referrals, q4.contacts.total, q4.uptake.onward_referrals) == (0, 0, 0)
+    assert q4.episodes_ended["goals_met"] == 4 and all(o.paired == 4 for o in q4.outcomes)
+    assert q4.unmet_needs == {"housing": 1}  # P3's; P5 had nothing in the quarter
+    assert reports.render_text(q4).splitlines()[3] == "Period: 2026 Q4 (1 October 2026 to 31 December 2026)"
+
+
+@pytest.mark.parametrize(
+    ("args", "sentence"),
+    [
+        ((None, None, "2026Q5"), "Write a quarter as the year then Q1 to Q4"),
+        (("2026-13-01", None, None), "The from date must be written like 2026-07-01"),
+        (("2026-09-01", "2026-08-01", None), "The period ends before it starts"),
+        (("2026-09-01", None, "2026Q3"), "Give either a quarter or dates"),
+    ],
+)
+def test_bad_periods_are_one_sentence(args: tuple[str | None, ...], sentence: str) -> None:
+    with pytest.raises(ValueError, match=sentence):
+        rules_report.period_from(*args)
+
+
+def test_quarter_steps_cross_years() -> None:
+    q = rules_report.quarter("2026-q1")
+    assert (q.start, q.end) == (dt.date(2026, 1, 1), dt.date(2026, 3, 31))
+    assert q.step(-1).quarter == "2025Q4" and q.step(4).quarter == "2027Q1"
+    assert rules_report.quarter_of(dt.date(2026, 12, 31)).quarter == "2026Q4"
+    assert rules_report.period_from("2026-01-01", "2026-02-01", None).quarter is None
+
+
+def test_cli_report_for_a_quarter(
+    caseload: tuple[CaseStore, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, path = caseload
+    store.vault.lock()
+    monkeypatch.setattr("sprx_tui.core.db.init_process_security", lambda *_a, **_k: None)
+    monkeypatch.setattr("sys.stdin", io.StringIO("walking group on tuesday\n"))
+    code = cli.main(["report", "--vault", str(path), "--passphrase-stdin", "--quarter", "2026Q4"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "Period: 2026 Q4 (1 October 2026 to 31 December 2026)" in out and "Caseload by status (4 people)" in out
+    code = cli.main(["report", "--vault", str(path), "--passphrase-stdin", "--quarter", "Q4"])
+    out, err = capsys.readouterr()
+    assert code == 1 and err.strip().startswith("sprx: Write a quarter as the year") and err.count("\n") == 1

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlmodel import Session, select
 
 from sprx_rules.hsds import service_id
-from sprx_rules.report import Report, report_to_dict
+from sprx_rules.report import Period, Report, quarter, report_to_dict
 from sprx_tui.core import reports
 from sprx_tui.core.models import SYNCED_MODELS
 from sprx_tui.core.store import open_store
@@ -91,6 +91,8 @@ def test_bad_rows_are_reported_and_the_rest_imported(sqlite_server: TestServer, 
 
 
 REPORT_TABLES = ("person", "referral", "contact", "outcome_response", "need", "onward_referral")
+PERIODS = (quarter("2026Q3"), quarter("2026Q4"), Period(dt.date(2026, 9, 10), dt.date(2026, 9, 15)))
+BY_PERIOD: dict[Period, Report] = {}  # the laptop's report for each period, filled by local_caseload
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +106,8 @@ def local_caseload(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[R
     local = open_store(vault, clock=lambda: NOW)
     build_caseload(local)
     mine = reports.build_report(local)
+    for period in PERIODS:
+        BY_PERIOD[period] = reports.build_report(local, period=period)
     rows = []
     with Session(local.engine) as s:
         for tbl in REPORT_TABLES:
@@ -129,6 +133,14 @@ def test_practice_report_gives_the_laptop_report_figures(
     # Every section has figures, so this is not a comparison of empty reports.
     assert mine.people == 7 and mine.contacts.total == 25 and mine.uptake.onward_referrals == 5
     assert all(o.paired == 4 for o in mine.outcomes) and mine.unmet_needs == {"housing": 2, "money": 1}
+    # By period too, the same figures (a week of September worked out by hand in tests/core/test_reports.py).
+    for period, laptop in BY_PERIOD.items():
+        server_side = build_practice_report(server.store, "P1", today=NOW.date(), period=period)
+        server_side.scope = laptop.scope
+        assert report_to_dict(server_side) == report_to_dict(laptop), period
+    week = BY_PERIOD[PERIODS[2]]
+    assert (week.contacts.total, week.people, week.unmet_needs) == (5, 2, {"housing": 1, "money": 1})
+    assert BY_PERIOD[PERIODS[1]].episodes_ended["goals_met"] == 4
     empty = build_practice_report(server.store, "P9")
     assert empty.people == 0 and empty.contacts.mean is None
 
@@ -145,3 +157,16 @@ def test_server_cli_import_and_report(tmp_path: Path, capsys: pytest.CaptureFixt
     out, _err = capsys.readouterr()
     assert out.startswith("Caseload and outcomes: practice P1,")
     assert "Caseload by status (0 people)" in out and "Sync: 0 open conflicts" in out
+
+
+def test_server_cli_report_for_a_quarter(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = f"sqlite:///{tmp_path}/s.db"
+    assert server_main(["init", "--db", db]) == 0
+    assert server_main(["worker", "add", "alice", "--practice", "P1", "--team", "T1", "--db", db]) == 0
+    capsys.readouterr()
+    assert server_main(["report", "--db", db, "--practice", "P1", "--quarter", "2026Q3"]) == 0
+    out, _err = capsys.readouterr()
+    assert "Period: 2026 Q3 (1 July 2026 to 30 September 2026)" in out and "Caseload by status (0 people)" in out
+    assert server_main(["report", "--db", db, "--practice", "P1", "--from", "2026-09-30", "--to", "2026-07-01"]) != 0
+    out, err = capsys.readouterr()
+    assert out == "" and err == "The period ends before it starts; check the --from and --to dates.\n"
