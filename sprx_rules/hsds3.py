@@ -360,6 +360,7 @@ class _Places:
     phones: list[Phone] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
     access: list[str] = field(default_factory=list)
+    stated: set[str] = field(default_factory=set)  # what the locations state (see _place_fields)
 
 
 def _places(doc: ServiceDoc, ctx: _Context, line: int) -> _Places:
@@ -386,6 +387,28 @@ def _places(doc: ServiceDoc, ctx: _Context, line: int) -> _Places:
             out.phones += _each(Phone, loc.phones, ctx, line)
             out.schedules += _each(Schedule, loc.schedules, ctx, line)
     out.address = _join_unique(parts, ", ")
+    out.stated = _place_fields(doc)
+    return out
+
+
+# What a location states by having the key at all (a CSV package without addresses.csv has none).
+_LOCATION_KEYS = {"addresses": "postcode", "accessibility": "accessibility", "schedules": "opening_times",
+                  "phones": "phone"}  # fmt: skip
+
+
+def _place_fields(doc: ServiceDoc) -> set[str]:
+    """The fields the service's locations state: an explicit empty list of locations clears the address,
+    postcode and accessibility; a location lacking a key (no addresses) leaves that field alone."""
+    if "service_at_locations" not in doc.model_fields_set:
+        return set()
+    sals = [s for s in doc.service_at_locations if isinstance(s, dict)]
+    if not sals:
+        return {"address", "postcode", "accessibility"}
+    out = {"address"}
+    for key, fname in _LOCATION_KEYS.items():
+        every = all(key in s or (isinstance(s.get("location"), dict) and key in s["location"]) for s in sals)
+        if every:
+            out.add(fname)
     return out
 
 
@@ -414,15 +437,12 @@ _PRESENT_BY_KEY: dict[str, tuple[str, ...]] = {
     "url": ("url",),
     "email": ("email",),
     "organization": ("organisation", "url", "email"),
-    "service_at_locations": ("address", "postcode", "area", "phone", "opening_times", "accessibility"),
     "schedules": ("opening_times",),
     "service_areas": ("area",),
     "phones": ("phone",),
     "contacts": ("phone",),
     "languages": ("languages",),
     "cost_options": ("cost",),
-    "fees": ("cost",),
-    "fees_description": ("cost",),
     "eligibility_description": ("eligibility",),
     "minimum_age": ("min_age",),
     "maximum_age": ("max_age",),
@@ -436,10 +456,12 @@ _PRESENT_BY_KEY: dict[str, tuple[str, ...]] = {
 }
 
 
-def _present(doc: ServiceDoc) -> frozenset[str]:
-    out: set[str] = {"name", "source_id"}
+def _present(doc: ServiceDoc, cost: str, places: _Places) -> frozenset[str]:
+    out: set[str] = {"name", "source_id", *places.stated}
     for key in doc.model_fields_set | set(doc.model_extra or {}):
         out.update(_PRESENT_BY_KEY.get(key, ()))
+    if cost:  # fees text without cost_options (a list item) states the cost; an empty one does not clear it
+        out.add("cost")
     return frozenset(out)
 
 
@@ -498,6 +520,7 @@ def service_record(raw: dict[str, Any], ctx: _Context, line: int = 0) -> Service
         return None
     doc, src, name = checked
     status = doc.status.strip().lower()
+    cost = _cost(doc, ctx, line)
     org = _each(Organization, [doc.organization], ctx, line)[0] if doc.organization else Organization()
     places = _places(doc, ctx, line)
     areas = [
@@ -525,7 +548,7 @@ def service_record(raw: dict[str, Any], ctx: _Context, line: int = 0) -> Service
         email=clean_text(doc.email or org.email, MAX_SHORT),
         url=clean_text(doc.url or org.website or org.url, MAX_SHORT),
         eligibility=html_to_text(doc.eligibility_description, MAX_SHORT),
-        cost=_cost(doc, ctx, line),
+        cost=cost,
         referral_route=_route(doc),
         opening_times=_join_unique([_schedule_text(s) for s in schedules]),
         accessibility=_access(doc, places),
@@ -535,7 +558,7 @@ def service_record(raw: dict[str, Any], ctx: _Context, line: int = 0) -> Service
         min_age=doc.minimum_age,
         max_age=doc.maximum_age,
         source=ctx.source,
-        present=_present(doc),
+        present=_present(doc, cost, places),
     )
 
 
