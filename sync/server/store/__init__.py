@@ -12,6 +12,8 @@
 - ``feed``: pull (change feed) and snapshot pages with their tokens
 - ``imports``: referrals from the practice's file (the file readers are ``sync.server.importer``
   and ``sync.server.directory``)
+- ``admin``: the admin command's checks and lists: practices and teams that must exist, workers listed
+  and removed, people found, enrolment codes listed and cancelled, a device restored
 - ``maintenance``: tombstone GC, a new epoch after a restore, server info
 
 Tables and helpers are re-exported here, so ``from sync.server.store import record`` keeps working.
@@ -20,6 +22,7 @@ Tables and helpers are re-exported here, so ``from sync.server.store import reco
 from __future__ import annotations
 
 from sync.server.store.accounts import CODE_ALPHABET, ENROL_CODE_TTL_MS, AccountsMixin, normalise_code
+from sync.server.store.admin import AdminMixin
 from sync.server.store.base import Device, StoreBase, StoreError, canonical, sha256_hex
 from sync.server.store.feed import SNAPSHOT_TABLES, FeedMixin
 from sync.server.store.imports import PERSON_NS, ImportsMixin
@@ -47,7 +50,9 @@ from sync.server.store.tables import (
 )
 
 
-class ServerStore(ImportsMixin, PushMixin, FeedMixin, ScopeMixin, AccountsMixin, MaintenanceMixin, StoreBase):
+class ServerStore(
+    AdminMixin, ImportsMixin, PushMixin, FeedMixin, ScopeMixin, AccountsMixin, MaintenanceMixin, StoreBase
+):
     """All server state. Every sync write goes through one transaction that locks the counter (``_write``)."""
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from typing import Any
@@ -17,6 +18,23 @@ ENROL_CODE_TTL_MS = 15 * 60 * 1000
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O or 1/I: read aloud over the phone
 
 
+LOGIN_PATTERN = re.compile(r"[a-z][a-z0-9._-]{0,63}")
+RESERVED_LOGINS = frozenset({"issue", "list", "cancel"})
+"""Words of `sprx-server enrol-code`, which also takes a login in their place (the older form)."""
+
+
+def check_login(login: str) -> None:
+    """A worker id is a login (asmith, a.smith, asmith2), never a person's name: ids are written to logs."""
+    if not LOGIN_PATTERN.fullmatch(login):
+        raise StoreError(
+            "invalid",
+            "A worker id is a login such as asmith: lower-case letters, digits, '.', '_' or '-', starting with a "
+            'letter (at most 64); give the person\'s name with --name "A. Smith".',
+        )
+    if login in RESERVED_LOGINS:
+        raise StoreError("invalid", f"{login} cannot be a login (it is a word of sprx-server enrol-code).")
+
+
 def normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum())
 
@@ -24,9 +42,23 @@ def normalise_code(code: str) -> str:
 class AccountsMixin(StoreBase):
     """Who may sync: workers, their enrolment codes and the laptops (devices) enrolled with them."""
 
-    def add_worker(self, worker_id: str, practice_id: str, team_id: str | None = None) -> None:
+    def add_worker(
+        self, worker_id: str, practice_id: str, team_id: str | None = None, *, display_name: str | None = None
+    ) -> None:
+        """Add a worker by login (``check_login``); ``display_name`` is for the admin's lists and never logged.
+
+        The practice (and team) are made by their first worker. A removed worker added again to the
+        same practice is restored.
+        """
+        check_login(worker_id)
+        if display_name is not None:
+            try:
+                gate.check_device_name(display_name)  # one printable line, like a laptop's name
+            except gate.GateError:
+                raise StoreError("invalid", "The name must be one line of printable text.") from None
         with self._write() as conn:
-            if conn.execute(sa.select(worker.c.id).where(worker.c.id == worker_id)).first():
+            old = conn.execute(sa.select(worker).where(worker.c.id == worker_id)).first()
+            if old is not None and (old.removed_at is None or old.practice_id != practice_id):
                 raise StoreError("exists", f"A worker called {worker_id} already exists.")
             if not conn.execute(sa.select(practice.c.id).where(practice.c.id == practice_id)).first():
                 conn.execute(practice.insert().values(id=practice_id, name=practice_id))
@@ -36,16 +68,32 @@ class AccountsMixin(StoreBase):
                     conn.execute(team.insert().values(id=team_id, practice_id=practice_id))
                 elif t.practice_id != practice_id:
                     raise StoreError("invalid", f"Team {team_id} belongs to another practice.")
-            conn.execute(
-                worker.insert().values(id=worker_id, practice_id=practice_id, team_id=team_id, created_at=self.now_ms())
-            )
+            if old is not None:  # a removed worker comes back
+                conn.execute(
+                    worker.update()
+                    .where(worker.c.id == worker_id)
+                    .values(removed_at=None, team_id=team_id, display_name=display_name or old.display_name)
+                )
+            else:
+                conn.execute(
+                    worker.insert().values(
+                        id=worker_id,
+                        practice_id=practice_id,
+                        team_id=team_id,
+                        created_at=self.now_ms(),
+                        display_name=display_name,
+                    )
+                )
         log_event("worker_added", worker_id=worker_id, practice_id=practice_id)
 
     def get_worker(self, worker_id: str) -> Any:
+        """A worker who has not been removed; StoreError not_found."""
         with self._read() as conn:
             w = conn.execute(sa.select(worker).where(worker.c.id == worker_id)).first()
         if w is None:
             raise StoreError("not_found", f"There is no worker called {worker_id}.", 404)
+        if w.removed_at is not None:
+            raise StoreError("not_found", f"Worker {worker_id} was removed.", 404)
         return w
 
     def issue_enrol_code(self, worker_id: str) -> tuple[str, int]:
@@ -154,7 +202,7 @@ class AccountsMixin(StoreBase):
         if pending is not None:
             vals.update(pending_reported=pending, pending_reported_at=now)
         if not pending:
-            vals["revoked_at"] = now
+            vals["revoked_at"] = vals["erase_told_at"] = now  # it erases itself on this answer
         with self.engine.connect() as conn:
             conn.execution_options(sprx_write=True)
             with conn.begin():
@@ -196,9 +244,25 @@ class AccountsMixin(StoreBase):
                 "retired_at": r.retired_at,
                 "pending_reported": r.pending_reported,
                 "pending_reported_at": r.pending_reported_at,
+                "erase_told_at": r.erase_told_at,
             }
             for r in rows
         ]
+
+    def _told_to_erase(self, device_id: str) -> bool:
+        """Note that a revoked laptop is being told to erase itself (from then on it cannot be restored).
+
+        False when it is no longer revoked (``restore_device`` got there first).
+        """
+        with self.engine.connect() as conn:
+            conn.execution_options(sprx_write=True)
+            with conn.begin():
+                n = conn.execute(
+                    device.update()
+                    .where(device.c.id == device_id, device.c.revoked_at.is_not(None))
+                    .values(erase_told_at=sa.func.coalesce(device.c.erase_told_at, self.now_ms()))
+                ).rowcount
+        return n == 1
 
     def authenticate(self, token: str) -> Device:
         """The device a bearer token belongs to; StoreError unauthorised / device_revoked."""
@@ -211,6 +275,8 @@ class AccountsMixin(StoreBase):
         if r is None:
             raise StoreError("unauthorised", "The device token is not valid.", 401)
         if r.revoked_at is not None:
+            if not self._told_to_erase(r.id):  # restored by the admin since the read above
+                return self.authenticate(token)
             raise StoreError("device_revoked", "This device has been revoked.", 403)
         return Device(
             id=r.id,

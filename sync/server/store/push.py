@@ -411,7 +411,7 @@ class PushMixin(ScopeMixin):
         if conn is None:
             with self._write() as c:
                 return self.server_write(tbl, row_id, values, practice_id=practice_id, person_id=person_id, conn=c)
-        r = conn.execute(sa.select(record).where(record.c.tbl == tbl, record.c.id == row_id)).first()
+        r = conn.execute(_SEL_RECORD, {"b_tbl": tbl, "b_id": row_id}).first()
         h = self.clock.now()
         if r is None:
             fields = {f: {"v": v, "hlc": h} for f, v in values.items()}

@@ -13,6 +13,12 @@ from sync.server.log import log_event
 from sync.server.store.base import Device, StoreBase, StoreError
 from sync.server.store.tables import assignment, assignment_log, conflict, record, team, worker
 
+# Built once (an import assigns a person per row: bench/bench_import.py).
+_SEL_PERSON_PRACTICE = sa.select(record.c.practice_id).where(
+    record.c.tbl == "person", record.c.id == sa.bindparam("b_id")
+)
+_SEL_ASSIGNMENT = sa.select(assignment).where(assignment.c.person_id == sa.bindparam("b_id"))
+
 
 class ScopeMixin(StoreBase):
     """A person is in a device's scope when assigned to its worker or its worker's team."""
@@ -49,13 +55,11 @@ class ScopeMixin(StoreBase):
 
         ``backfill`` re-sends the person's rows to the new owner (off for a worker's own new person).
         """
-        p = conn.execute(
-            sa.select(record.c.practice_id).where(record.c.tbl == "person", record.c.id == person_id)
-        ).first()
+        p = conn.execute(_SEL_PERSON_PRACTICE, {"b_id": person_id}).first()
         if p is not None and p.practice_id != practice_id:
             raise StoreError("invalid", "That person belongs to another practice.")
         conn.info.get("sprx_scope", {}).clear()  # scope changes inside this transaction
-        old = conn.execute(sa.select(assignment).where(assignment.c.person_id == person_id)).first()
+        old = conn.execute(_SEL_ASSIGNMENT, {"b_id": person_id}).first()
         if old is not None and (old.worker_id, old.team_id) == (worker_id, team_id):
             return
         s = self._next_seq(conn)
