@@ -35,6 +35,8 @@ from sync.server.setup import describe
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 PGDUMP_MAGIC = b"PGDMP"
+PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
+"""Where Debian and Ubuntu keep each PostgreSQL version's tools, when they are not on PATH."""
 DATA_TABLES = ("practice", "worker", "device", "enrol_code", "record", "change_log", "applied_mutation", "conflict")
 """A store with a row in any of these is not empty (``init`` leaves only server_meta and alembic_version)."""
 
@@ -90,7 +92,7 @@ def find_tool(name: str) -> str:
     found = shutil.which(name)
     if found:
         return found
-    cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), key=lambda p: int(Path(p).parts[-3]))
+    cands = sorted(glob.glob(f"{PG_BIN_GLOB}/{name}"), key=lambda p: (len(p), p))
     if cands:
         return cands[-1]
     raise BackupError(

@@ -241,6 +241,7 @@ def uvicorn_server(
     key: Path | None = None,
     timeout: float = 20.0,
     log: Path | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
     """Run ``python -m sync.server.cli serve`` as a real process; yields its base URL.
 
@@ -248,7 +249,7 @@ def uvicorn_server(
     to a pipe: the server logs one line per request, and an unread pipe fills after a few hundred
     requests and blocks the server. The file is read only to explain an early exit.
     """
-    port = free_port()
+    port = port or free_port()
     ServerStore(db_url).close()  # an empty database gets the schema (serve never creates a store)
     cmd = [sys.executable, "-m", "sync.server.cli", "serve", "--db", db_url,
            "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
