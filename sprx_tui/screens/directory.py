@@ -29,6 +29,7 @@ from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet, Sel
 from textual.worker import Worker, get_current_worker
 
 from sprx_rules.hsds import html_to_text
+from sprx_rules.hsds3 import age_words
 from sprx_rules.validate import format_phone
 from sprx_tui import _textual_hacks as hacks
 from sprx_tui.core import directory
@@ -38,11 +39,13 @@ from sprx_tui.core.store import CaseStore
 from sprx_tui.drafts import discard_later
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.area import AreaScreen
-from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, FormField, fmt_date, local, worker_error
+from sprx_tui.screens.episode import OnwardReferralModal
+from sprx_tui.screens.forms import MODAL_CSS, FormField, fmt_date, local, worker_error
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import nhs_display
 from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
+from sprx_tui.widgets.toggles import RadioChoice
 
 if TYPE_CHECKING:
     from sprx_tui.router import Shell
@@ -187,11 +190,12 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
     if sub:
         lines.append(Content.styled(visible(sub), "$text-muted"))
     if not service.active:
-        lines.append(
-            Content.styled(
-                f"{INACTIVE_MARK}: marked inactive in the directory; it may have closed.", "bold $text-error"
-            )
+        why = (
+            f"withdrawn from its directory on {fmt_date(service.withdrawn_on)}"
+            if service.withdrawn_on
+            else "marked inactive in the directory; it may have closed"
         )
+        lines.append(Content.styled(f"{INACTIVE_MARK}: {why}. Not offered for referral.", "bold $text-error"))
     if directory.is_stale(service, today):
         when = fmt_date(service.last_verified, "never")
         lines.append(
@@ -211,7 +215,11 @@ def detail_content(service: CommunityService, uptake: directory.ServiceUptake | 
         ("Web", service.url),
         ("Address", ", ".join(p for p in (service.address, service.postcode) if p)),
         ("Opening", service.opening_times),
-        ("Eligibility", html_to_text(service.eligibility)),
+        (
+            "Eligibility",
+            "; ".join(p for p in (html_to_text(service.eligibility), age_words(service.min_age, service.max_age)) if p),
+        ),
+        ("Languages", ", ".join(service.languages or [])),
         ("Cost", service.cost),
         ("How to refer", service.referral_route),
         ("Access", service.accessibility),
@@ -321,7 +329,7 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
             )
             with ChoiceSet(id="kind"):
                 for kind, text in SUGGESTION_KINDS.items():
-                    yield RadioButton(text, value=kind == self.start_kind, id=f"kind-{kind}")
+                    yield RadioChoice(text, value=kind == self.start_kind, id=f"kind-{kind}")
             yield FormField("What has changed (optional)", Input(self.start_note, id="note"), field="note")
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Send (Ctrl+S)", id="save", variant="primary")
@@ -820,20 +828,31 @@ class DirectoryScreen(AreaScreen):
         verb = "Refer" if kind == "referred" else "Signpost"
         question = f"{verb} {person_name} to {row.name}"
         question += f" for {REFERRAL_REASONS.get(need, need).lower()}?" if need else "?"
-        warnings = []
         if not row.active:
-            warnings.append("This service is marked INACTIVE and may have closed.")
+            self.notify(
+                f"{visible(row.name)} is marked inactive (closed or withdrawn from its directory), so it is not "
+                "offered for referral or signposting.",
+                severity="warning",
+                markup=False,
+            )
+            return
+        warnings = []
         if row.stale:
             warnings.append("Its details were last verified over 6 months ago.")
         if warnings:
             question += "\n" + " ".join(warnings)
 
-        def answered(yes: bool | None) -> None:
-            store = self.store
-            if yes and store is not None:
-                self._make_onward(store, person_id, person_name, row.id, row.name, kind, need)
+        store = self.store
+        if store is None:
+            return
+        with store.lock:  # a handful of rows: the person's needs to choose from
+            needs = [n for n in store.queries.needs(person_id) if not n.deleted]
 
-        self.app.push_screen(ConfirmModal(question, yes=verb, no="Cancel", danger=not row.active), answered)
+        def answered(choice: dict[str, Any] | None) -> None:
+            if choice is not None and self.store is not None:
+                self._make_onward(self.store, person_id, person_name, row.id, row.name, kind, need, choice)
+
+        self.app.push_screen(OnwardReferralModal(question, needs, kind=kind, start_need=need), answered)
 
     @work(thread=True, group="directory-write", exit_on_error=False, name="directory-write")
     def _make_onward(
@@ -845,8 +864,18 @@ class DirectoryScreen(AreaScreen):
         service_name: str,
         kind: str,
         need: str | None,
+        choice: dict[str, Any],
     ) -> None:
-        store.service.refer_to_service(person_id, service_id, kind=kind, need=need)
+        """`choice` is the dialog's: the Need row (or "" for none: the guessed category stays), note, consent."""
+        store.service.refer_to_service(
+            person_id,
+            service_id,
+            kind=kind,
+            need=need,
+            need_id=choice.get("need_id") or None,
+            notes=choice.get("notes", ""),
+            consent=bool(choice.get("consent")),
+        )
         self.post_message(OnwardReferralMade(service_name, kind, person_name))
 
     @on(OnwardReferralMade)
