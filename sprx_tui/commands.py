@@ -73,6 +73,10 @@ class ShellCommandsProvider(Provider):
                     "The directory, to refer or signpost them (f)",
                 )
             )
+        if hasattr(app, "action_new_person"):
+            commands.append(
+                ("New person", app.action_new_person, "Add a person with their referral, e.g. a self-referral (a)")
+            )
         for mode, key, label in AREAS:
             commands.append((f"Go to {label}", partial(app.action_area, mode), f"Switch to {label} ({key})"))
         commands.extend(

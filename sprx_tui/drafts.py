@@ -41,6 +41,7 @@ DRAFT_MODULES: dict[str, str] = {
     "contact": "sprx_tui.screens.contact",
     "directory": "sprx_tui.screens.directory",
     "measure": "sprx_tui.screens.questionnaire",
+    "person": "sprx_tui.screens.person_form",
     "plan": "sprx_tui.screens.plan",
     "referral": "sprx_tui.screens.referral",
     "sync": "sprx_tui.screens.sync",

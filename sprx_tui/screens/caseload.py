@@ -15,6 +15,7 @@ from textual.content import Content
 from textual.widgets import Input, Static
 from textual.worker import Worker, get_current_worker
 
+from sprx_tui import router
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells
@@ -75,6 +76,26 @@ def flag_marks(flags: Iterable[str], ascii_only: bool = False) -> str:
     return " ".join(marks)
 
 
+# (label, key, drop): on a narrow terminal whole columns are left out, lowest `drop` first (Age, then Last
+# contact, NHS number, Status), so Name, the safety flags and the next follow-up always show in full.
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("Name", "name", None),
+    ("Flags", "flags", None),
+    ("NHS number", "nhs", 3),
+    ("Age", "age", 1),
+    ("Status", "status", 4),
+    ("Last contact", "last", 2),
+    ("Next follow-up", "next", None),
+)
+OVERDUE = "overdue"
+
+
+def follow_up_date(day: dt.date | None, today: dt.date) -> str:
+    """The next follow-up's date, with the word "overdue" after it once it has passed (not by colour alone)."""
+    shown = short_date(day, today)
+    return f"{shown} {OVERDUE}" if day is not None and day < today else shown
+
+
 def short_date(day: dt.date | None, today: dt.date) -> str:
     """'30 Nov' this year, '30 Nov 2025' otherwise (never an ambiguous 11/12)."""
     if day is None:
@@ -109,6 +130,7 @@ class CaseloadScreen(AreaScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter", id="caseload.filter"),
         Binding("s", "sort", "Sort", id="caseload.sort"),
+        Binding("a", "new_person", "New person", id="caseload.new_person", tooltip="Add a person with their referral"),
         *(
             Binding(
                 key, f"status('{value}')", f"Show {label.lower()}", id=f"caseload.status_{value or 'all'}", show=False
@@ -117,7 +139,10 @@ class CaseloadScreen(AreaScreen):
         ),
         Binding("r", "refresh", "Refresh", id="caseload.refresh", show=False),
     ]
-    HELP = "/ filters by name, NHS number or postcode. 0–5 choose a status, s changes the order, Enter opens."
+    HELP = (
+        "/ filters by name, NHS number or postcode. 0–5 choose a status, s changes the order, Enter opens,"
+        " a adds a new person."
+    )
     AUTO_FOCUS = "#caseload"
 
     def __init__(self) -> None:
@@ -139,16 +164,8 @@ class CaseloadScreen(AreaScreen):
         yield FilterInput(id="filter", placeholder="/ Filter by name, NHS number or postcode", classes="pane")
         yield Static(id="status-strip")
         table = CaseloadTable(id="caseload", cursor_type="row", zebra_stripes=True, classes="pane")
-        for label, key in (
-            ("Name", "name"),
-            ("Flags", "flags"),
-            ("NHS number", "nhs"),
-            ("Age", "age"),
-            ("Status", "status"),
-            ("Last contact", "last"),
-            ("Next follow-up", "next"),
-        ):
-            table.add_column(label, key=key)
+        for label, key, drop in COLUMNS:
+            table.add_column(label, key=key, drop=drop)
         yield table
         yield StatusBar()
         yield KeysFooter()
@@ -210,7 +227,7 @@ class CaseloadScreen(AreaScreen):
                     "" if row.age is None else str(row.age),
                     STATUS_LABELS.get(row.status, row.status),
                     short_date(row.last_contact_on, today),
-                    short_date(row.next_follow_up_on, today),
+                    follow_up_date(row.next_follow_up_on, today),
                 ),
             )
             for row in message.rows
@@ -270,6 +287,10 @@ class CaseloadScreen(AreaScreen):
             self.sprx.open_person(event.row_key)
 
     # -- filter, status, sort ----------------------------------------------------------------------
+
+    def action_new_person(self) -> None:
+        """The new-person form; saving adds them with their referral and opens their record."""
+        self.app.push_screen(router.screen_class("person_form")())
 
     def action_filter(self) -> None:
         # Synchronous, unlike Widget.focus(): keys typed straight after "/" must land in the filter.

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from textual import on, work
@@ -23,7 +24,9 @@ from textual.worker import Worker, WorkerState
 
 from sprx_rules.validate import format_phone
 from sprx_tui import router
+from sprx_tui.core import export
 from sprx_tui.core.models import (
+    DISCHARGE_REASONS,
     ONWARD_KINDS,
     ONWARD_OUTCOMES,
     REFERRAL_REASONS,
@@ -41,6 +44,7 @@ from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells, visible
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
+from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, WithdrawOnwardModal
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
 from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_reason_modal, referral_summary
@@ -49,7 +53,7 @@ from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
 from sprx_tui.widgets.person_header import COMMUNICATION_NEEDS, PersonHeader
 from sprx_tui.widgets.row_table import RowTable
-from sprx_tui.widgets.timeline import ContactTimeline
+from sprx_tui.widgets.timeline import ContactTimeline, contact_summary
 
 # (pane id, tab title with its letter underlined, letter)
 TABS: list[tuple[str, str, str]] = [
@@ -74,6 +78,7 @@ TAB_ACTIONS = {
     "amend_contact": "contacts",
     "entered_in_error": "contacts",
     "onward_outcome": "onward",
+    "withdraw_onward": "onward",
     "take_measure": "outcomes",
 }
 
@@ -113,6 +118,13 @@ class OnwardReferralsLoaded(Message):
 @dataclass
 class OutcomesLoaded(Message):
     outcomes: list[OutcomeResponse]
+
+
+@dataclass
+class SummaryPreviewed(Message):
+    """The GP closing summary as it would be written (or the refusal sentence)."""
+
+    text: str
 
 
 @dataclass
@@ -247,6 +259,8 @@ class PersonScreen(Screen[None]):
         Binding("m", "amend_contact", "Amend", id="person.amend_contact", tooltip="Add an amendment to the contact"),
         Binding("e", "entered_in_error", "In error", id="person.entered_in_error", tooltip="Mark entered in error"),
         Binding("t", "onward_outcome", "Outcome", id="person.onward_outcome", tooltip="Record what happened"),
+        Binding("x", "withdraw_onward", "Withdraw", id="person.withdraw_onward", tooltip="Withdraw one made wrongly"),
+        Binding("D", "discharge", "Discharge", id="person.discharge", tooltip="End the episode; the GP summary next"),
         Binding("m", "take_measure", "Measure", id="person.take_measure", tooltip="Take an outcome questionnaire"),
         Binding("f", "find_service", "Find a service", id="person.find_service", show=False),
         Binding("i", "edit_details", "Details", id="person.edit_details", tooltip="Update their details and flags"),
@@ -325,7 +339,9 @@ class PersonScreen(Screen[None]):
         if tab == "onward":
             return [
                 RowTable(id="onward-table", cursor_type="row", zebra_stripes=True, classes="pane"),
-                Static("Press t (or Enter) to record what happened.", classes="tab-hint"),
+                Static(
+                    "Press t (or Enter) to record what happened, x to withdraw one made wrongly.", classes="tab-hint"
+                ),
             ]
         return [
             OutcomesPanel(id="outcomes-panel", classes="pane"),
@@ -516,18 +532,20 @@ class PersonScreen(Screen[None]):
         keep = selected_row_key(table)
         table.clear()
         for o in message.onward:
+            withdrawn = o.withdrawn_on is not None
             cells = inert_cells(
                 o.service_name,
                 ONWARD_KINDS.get(o.kind, o.kind),
                 fmt_date(o.made_on),
                 REFERRAL_REASONS.get(o.need or "", o.need or ""),
-                ONWARD_OUTCOMES.get(o.outcome, o.outcome),
-                fmt_date(o.outcome_on),
+                "WITHDRAWN" if withdrawn else ONWARD_OUTCOMES.get(o.outcome, o.outcome),
+                fmt_date(o.withdrawn_on if withdrawn else o.outcome_on),
             )
             table.add_row(*cells, key=o.id)
         table.loading = False
         table.border_title = "Onward referrals"
-        table.border_subtitle = f"{len(message.onward)} made"
+        gone = sum(1 for o in message.onward if o.withdrawn_on is not None)
+        table.border_subtitle = f"{len(message.onward)} made" + (f", {gone} withdrawn" if gone else "")
         self._restore_cursor(table, keep)
 
     @on(OutcomesLoaded)
@@ -712,7 +730,9 @@ class PersonScreen(Screen[None]):
         def answered(values: dict[str, str] | None) -> None:
             if values:
                 self._write(
-                    lambda: self.store.service.decline_referral(referral_id, values["reason"]),
+                    lambda: self.store.service.decline_referral(
+                        referral_id, values.get("reason", ""), code=values.get("code") or "other"
+                    ),
                     ("header", "referrals"),
                     "Referral declined",
                     draft_key=modal.draft_key,
@@ -730,6 +750,15 @@ class PersonScreen(Screen[None]):
             self.notify("Choose a contact first.", severity="warning")
         return entry
 
+    def _contact_named(self, contact_id: str) -> str:
+        """The contact a dialog changes, named in one line; read now if the timeline is not (a restored draft)."""
+        entries = self.timeline
+        if not any(e.contact.id == contact_id for e in entries) and self.store is not None:
+            with self.store.lock:
+                entries = self.store.queries.timeline(self.person_id)
+        entry = next((e for e in entries if e.contact.id == contact_id), None)
+        return contact_summary(entry.contact) if entry is not None else ""
+
     def action_amend_contact(self) -> None:
         entry = self._selected_contact()
         if entry is not None:
@@ -737,7 +766,7 @@ class PersonScreen(Screen[None]):
 
     def open_amend_form(self, contact_id: str, prefill: dict[str, Any] | None = None) -> None:
         """The amendment dialog; `prefill` is text kept at a lock. Saving discards that draft."""
-        modal = amend_contact_modal(self.person_id, contact_id, prefill=prefill)
+        modal = amend_contact_modal(self.person_id, contact_id, prefill=prefill, about=self._contact_named(contact_id))
 
         def answered(values: dict[str, str] | None) -> None:
             if values:
@@ -764,7 +793,9 @@ class PersonScreen(Screen[None]):
 
     def open_in_error_form(self, contact_id: str, prefill: dict[str, Any] | None = None) -> None:
         """The entered-in-error dialog; `prefill` is a reason kept at a lock. Saving discards that draft."""
-        modal = entered_in_error_modal(self.person_id, contact_id, prefill=prefill)
+        modal = entered_in_error_modal(
+            self.person_id, contact_id, prefill=prefill, about=self._contact_named(contact_id)
+        )
 
         def answered(values: dict[str, str] | None) -> None:
             if values:
@@ -801,6 +832,99 @@ class PersonScreen(Screen[None]):
                 )
 
         self.app.push_screen(OnwardOutcomeModal(onward.service_name, onward.outcome), answered)
+
+    def action_withdraw_onward(self) -> None:
+        table = self.query_one_optional("#onward-table", DataTable)
+        key = selected_row_key(table) if table is not None else None
+        onward = next((o for o in self.onward if o.id == key), None)
+        if onward is None:
+            self.notify("Choose an onward referral first.", severity="warning")
+            return
+        if onward.withdrawn_on is not None:
+            self.notify("This onward referral was already withdrawn.", severity="warning")
+            return
+        about = (
+            f"{onward.service_name}, {ONWARD_KINDS.get(onward.kind, onward.kind).lower()} on {fmt_date(onward.made_on)}"
+        )
+
+        def answered(result: tuple[str, str] | None) -> None:
+            if result:
+                code, words = result
+                self._write(
+                    lambda: self.store.service.withdraw_onward_referral(onward.id, code, words),
+                    ("onward",),
+                    "Onward referral withdrawn; it stays in the record",
+                    keep=onward.id,
+                )
+
+        self.app.push_screen(WithdrawOnwardModal(about), answered)
+
+    # -- the end of the episode, and the GP closing summary -------------------------------------------
+
+    def action_discharge(self) -> None:
+        """End the episode with a reason (a final measure first, if wanted), then offer the GP summary."""
+        self.open_discharge()
+
+    def open_discharge(self) -> None:
+        person = self.person
+        if person is None:
+            self.notify("The person's record is still loading; try again in a moment.")
+            return
+        if person.status in ("discharged", "declined", "did_not_engage"):
+            # Ended already: the summary can still be made (say, after the final measure came in).
+            self._preview_summary(self.store, self.person_id)
+            return
+
+        def answered(result: tuple[str, str] | None) -> None:
+            if result == DischargeModal.MEASURE:
+                self._measure_then_discharge()
+            elif result:
+                self._discharge(self.store, self.person_id, *result)
+
+        self.app.push_screen(DischargeModal(person.display_name, person.consent_gp_sharing), answered)
+
+    def _measure_then_discharge(self) -> None:
+        def measured(_row_id: str | None) -> None:
+            self.reload("outcomes")
+            self.open_discharge()
+
+        def chosen(choice: tuple[str, str] | None) -> None:
+            if choice is None:
+                self.open_discharge()
+                return
+            self.app.push_screen(QuestionnaireScreen(self.person_id, *choice), measured)
+
+        self.app.push_screen(MeasureChooser(self.person_id, None), chosen)
+
+    @work(thread=True, group="person-write", exit_on_error=False)
+    def _discharge(self, store: Any, person_id: str, reason: str, note: str) -> None:
+        store.service.discharge(person_id, reason, note)
+        self.post_message(RecordChanged(("header", "referrals"), f"Episode ended: {DISCHARGE_REASONS[reason]}"))
+        self._preview_summary(store, person_id)
+
+    @work(thread=True, group="person-summary", exit_on_error=False)
+    def _preview_summary(self, store: Any, person_id: str) -> None:
+        # The preview is shown, not sent: audited only when it is written.
+        summary = export.closing_summary(store, person_id, audit=False)
+        self.post_message(SummaryPreviewed(export.render_closing_summary(summary)))
+
+    @on(SummaryPreviewed)
+    def _summary_previewed(self, message: SummaryPreviewed) -> None:
+        person = self.person
+        sharing = person.consent_gp_sharing if person is not None else "full"
+        default = str(Path.home() / f"gp-summary-{self.today.isoformat()}-{self.person_id[-6:]}.fhir.json")
+        store, person_id = self.store, self.person_id
+
+        def answered(path: str | None) -> None:
+            if path:
+                self._write_summary(store, person_id, path)
+
+        self.app.push_screen(GpSummaryModal(message.text, sharing, default), answered)
+
+    @work(thread=True, group="person-summary-write", exit_on_error=False)
+    def _write_summary(self, store: Any, person_id: str, path: str) -> None:
+        written, letter = export.write_gp_summary(store, person_id, Path(path).expanduser())
+        self.post_message(RecordChanged((), f"GP summary written to {written}, the letter to {letter}. Not encrypted."))
 
     # -- writes ------------------------------------------------------------------------------------
 

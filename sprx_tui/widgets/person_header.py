@@ -18,6 +18,9 @@ from sprx_tui.inert import visible
 # Flags that change whether or how to visit at all are shown as errors; the rest as warnings.
 DANGER_FLAGS = frozenset({"do_not_visit_alone", "aggression"})
 
+# The Accessible Information Standard needs a person may have beside an interpreter (Person's own columns).
+COMMUNICATION_NEEDS = {"hearing_need": "Hearing", "sight_need": "Sight", "easy_read": "Easy read"}
+
 STATUS_LABELS = {
     "referred": "Referred",
     "active": "Active",
@@ -62,6 +65,17 @@ def flags_line(person: Person) -> Content:
     return Content.assemble(*pieces)
 
 
+def needs_line(person: Person) -> Content:
+    """ "Needs: Polish interpreter · Hearing · Easy read", shown beside the flags; empty when none are recorded."""
+    parts = [f"{person.interpreter_language} interpreter"] if person.interpreter_language else []
+    parts += [label for name, label in COMMUNICATION_NEEDS.items() if getattr(person, name, False)]
+    if not parts and not person.communication_needs:
+        return Content("")
+    if person.communication_needs and not parts:
+        parts.append("see overview")
+    return Content.assemble(Content.styled("Needs: ", "bold"), Content(visible(" · ".join(parts))))
+
+
 class PersonHeader(Vertical):
     """Who this is and how to visit safely; shown on the record, the contact form and the plan editor."""
 
@@ -91,7 +105,9 @@ class PersonHeader(Vertical):
     def show_person(self, person: Person, today: dt.date) -> None:
         self.person = person
         self.query_one("#identity", Static).update(identity_line(person, today))
-        self.query_one("#flags", Static).update(flags_line(person))
+        needs = needs_line(person)
+        line = Content.assemble(flags_line(person), "   ", needs) if needs.plain else flags_line(person)
+        self.query_one("#flags", Static).update(line)
         notes = (person.safety_notes or "").strip()
         shown = Content(visible(f"Safety notes: {notes}", multiline=True)) if notes else ""
         self.query_one("#safety-notes", Static).update(shown)

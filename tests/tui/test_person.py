@@ -119,7 +119,8 @@ async def test_open_person_shows_header_and_records_one_view(unlocked_store: Cas
         assert "Iris Testwell" in header.identity_text
         assert "75 years" in header.identity_text  # 01/12/1950 on 23/11/2026
         assert "NHS 999 000 0018" in header.identity_text
-        assert header.flags_text == "⚠ Do not visit alone · Animals in the home"
+        # Communication needs sit beside the safety flags (issue 10).
+        assert header.flags_text == "⚠ Do not visit alone · Animals in the home   Needs: Polish interpreter"
         assert "Two dogs" in header.notes_text
         overview = str(screen.query_one("#overview-body").content)
         assert "Polish" in overview and "Codes only" in overview and "Phone" in overview
