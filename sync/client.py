@@ -6,6 +6,7 @@ import hashlib
 import ipaddress
 import queue
 import random
+import socket
 import ssl
 import threading
 import time
@@ -65,9 +66,27 @@ class CertificateMismatch(SyncError):
 
 class CertificateUntrusted(CertificateMismatch):
     message = (
-        "The practice server's certificate could not be verified, so the code was not sent; "
-        "if the practice made its own certificate, give its file with --ca-cert."
+        "The practice server's certificate does not match the one this laptop was told to trust, so the code "
+        "was not sent; check the address, and if the practice made its own certificate, give its file with --ca-cert."
     )
+
+
+class UnknownHost(Offline):
+    """Enrolment: the server's name could not be looked up (DNS)."""
+
+    message = "The practice server's name is unknown; check the address (e.g. https://sprx.practice.example:8443)."
+
+
+class ConnectionRefused(Offline):
+    """Enrolment: the computer answered but nothing listens on that port."""
+
+    message = "The practice server refused the connection; check the port and that sprx-server is running."
+
+
+class NoAnswer(Offline):
+    """Enrolment: no connection for another reason (timeout, no route)."""
+
+    message = "The practice server did not answer; check the address and the network, then try again."
 
 
 class InsecureServer(SyncError):
@@ -352,6 +371,30 @@ def _is_cert_failure(exc: BaseException) -> bool:
 # ---------------------------------------------------------------- enrolment
 
 
+def _why_unreachable(exc: BaseException, url: str) -> Offline:
+    """Which of unknown host, refused, or no answer, from the socket error behind ``exc``; naming the address."""
+    parts = urlsplit(url)
+    where = f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, socket.gaierror):
+            return UnknownHost(
+                f"The practice server's name {parts.hostname} is unknown (it could not be looked up); check the "
+                "address, e.g. https://sprx.practice.example:8443."
+            )
+        if isinstance(e, ConnectionRefusedError):
+            return ConnectionRefused(
+                f"The practice server at {where} refused the connection; check the port and that sprx-server is "
+                "running there."
+            )
+        e = e.__cause__ or e.__context__
+    return NoAnswer(
+        f"The practice server at {where} did not answer; check the address and the network, then try again."
+    )
+
+
 @dataclass(frozen=True)
 class Enrolment:
     device_id: str
@@ -381,6 +424,10 @@ def enrol_device(
             body = t.request("POST", "/v1/devices/enrol", json={"code": code.strip(), "device_name": device_name})
         except CertificateMismatch:
             raise CertificateUntrusted() from None
+        except (ServerBusy, LostResponse):
+            raise
+        except Offline as exc:  # say why: enrolling is done once, by a person checking the address
+            raise _why_unreachable(exc, url) from None
         der = t.peer_der
     try:
         pin = cert_fingerprint(der) if der else ""
