@@ -37,6 +37,7 @@ from sprx_tui.screens.forms import (
 )
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import PersonHeader
+from sprx_tui.widgets.toggles import TickBox
 
 # One key per mode, shown next to its name; community uses "m" (meeting) because "c" is clinic.
 MODE_KEYS: dict[str, str] = {"home_visit": "h", "phone": "p", "video": "v", "clinic": "c", "community": "m"}
@@ -210,7 +211,7 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
                 )
                 yield FormField(
                     "Attendance",
-                    Checkbox("Did not attend", bool(start["did_not_attend"]), id="did_not_attend"),
+                    TickBox("Did not attend", bool(start["did_not_attend"]), id="did_not_attend"),
                     field="did_not_attend",
                 )
         yield KeysFooter()
@@ -399,15 +400,22 @@ def in_error_key(person_id: str, contact_id: str) -> str:
 
 
 def amend_contact_modal(
-    person_id: str | None = None, contact_id: str | None = None, *, prefill: dict[str, Any] | None = None
+    person_id: str | None = None,
+    contact_id: str | None = None,
+    *,
+    prefill: dict[str, Any] | None = None,
+    about: str = "",
 ) -> KeptFieldsModal:
-    """Ask for the correction and why; the original note is never changed. Kept as a draft across a lock."""
+    """Ask for the correction and why; the original note is never changed. Kept as a draft across a lock.
+
+    `about` names the contact it changes (`timeline.contact_summary`: date, mode, the note's first words).
+    """
     return KeptFieldsModal(
         "Amend contact",
         [("text", "Correction (added under the original note)", ""), ("reason", "Why (optional)", "")],
         required={"text": "Write the correction before saving the amendment."},
         save_label="Add amendment",
-        intro="The original note stays as it was; the amendment is shown beneath it.",
+        intro=_naming(about, "The original note stays as it was; the amendment is shown beneath it."),
         draft_key=amend_key(person_id, contact_id) if person_id and contact_id else None,
         draft_payload={"kind": "amend", "person_id": person_id, "contact_id": contact_id},
         prefill=prefill,
@@ -415,19 +423,31 @@ def amend_contact_modal(
 
 
 def entered_in_error_modal(
-    person_id: str | None = None, contact_id: str | None = None, *, prefill: dict[str, Any] | None = None
+    person_id: str | None = None,
+    contact_id: str | None = None,
+    *,
+    prefill: dict[str, Any] | None = None,
+    about: str = "",
 ) -> KeptFieldsModal:
-    """Ask why the contact was entered in error; it stays in the record, marked. Kept as a draft across a lock."""
+    """Ask why the contact was entered in error; it stays in the record, marked. Kept as a draft across a lock.
+
+    `about` names the contact it changes, as for `amend_contact_modal`.
+    """
     return KeptFieldsModal(
         "Mark contact as entered in error",
         [("reason", "Reason", "")],
         required={"reason": "Say why this contact was entered in error."},
         save_label="Mark in error",
-        intro="The contact is kept, struck through, with your reason; nothing is deleted.",
+        intro=_naming(about, "The contact is kept, struck through, with your reason; nothing is deleted."),
         draft_key=in_error_key(person_id, contact_id) if person_id and contact_id else None,
         draft_payload={"kind": "in_error", "person_id": person_id, "contact_id": contact_id},
         prefill=prefill,
     )
+
+
+def _naming(about: str, intro: str) -> str:
+    """The dialog's intro, starting with the contact it changes (shown inert: the note is the worker's text)."""
+    return f"Contact: {about}\n{intro}" if about else intro
 
 
 # -- drafts kept across a lock -------------------------------------------------------------------

@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Checkbox, Input, Label, RadioButton, RadioSet, Rule, Static
+from textual.widgets import Button, Checkbox, Input, Label, RadioSet, Rule, Static
 from textual.worker import Worker
 
 from sprx_tui.config import AUTO_LOCK_RANGE
@@ -19,6 +19,7 @@ from sprx_tui.messages import PassphraseChanged, PassphraseChangeFailed
 from sprx_tui.screens.unlock import show_strength, strength_hint, take_secret, wipe
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import StatusBar
+from sprx_tui.widgets.toggles import RadioChoice, TickBox
 
 if TYPE_CHECKING:
     from sprx_tui.router import Shell
@@ -51,10 +52,10 @@ class SettingsScreen(Screen):
             yield Static("", id="auto_lock-error", classes="field-error")
             yield Label("Theme", classes="field-label")
             with RadioSet(id="theme"):
-                yield RadioButton("Calm (default)", id="theme-default", value=config.theme == "default")
-                yield RadioButton("High contrast", id="theme-high_contrast", value=config.theme == "high_contrast")
-            yield Checkbox("Sync automatically when online", config.auto_sync, id="auto_sync")
-            yield Checkbox("Plain text marks for safety flags (no symbols)", config.ascii_marks, id="ascii_marks")
+                yield RadioChoice("Calm (default)", id="theme-default", value=config.theme == "default")
+                yield RadioChoice("High contrast", id="theme-high_contrast", value=config.theme == "high_contrast")
+            yield TickBox("Sync automatically when online", config.auto_sync, id="auto_sync")
+            yield TickBox("Plain text marks for safety flags (no symbols)", config.ascii_marks, id="ascii_marks")
             yield Static("Ctrl+S saves these settings.", classes="hint")
             yield Rule()
             yield Static("Change passphrase", classes="section")

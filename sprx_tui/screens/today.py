@@ -35,13 +35,17 @@ LIST_ROWS = 50
 LOADING_SHOWN_AFTER_SECONDS = 0.25
 """An empty list shows a loading mark only if its read takes longer than this (usually it takes ~50 ms)."""
 
-# (table id, title, columns)
+# (table id, title, columns); a column named in DROPPED is left out when its panel is too narrow (80x24).
 PANELS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("due", "Due today", ("Name", "Flags", "For")),
     ("overdue", "Overdue follow-ups", ("Name", "Due", "For")),
     ("referrals", "New referrals", ("Name", "From", "Received", "Urgency")),
     ("quiet", f"No contact for {NO_CONTACT_DAYS}+ days", ("Name", "Last contact", "Days")),
 )
+DROPPED = {("referrals", "From"): 1}
+"""For triage the urgency and the date received matter more than where a referral came from: on a
+narrow terminal the source is cut (to LEAST[...] at the least) and then left out before they are."""
+LEAST = {("referrals", "From"): 8, ("due", "For"): 8, ("overdue", "For"): 8}
 MORE = {  # where a list cut at LIST_ROWS can be seen whole (the panel's bottom border says so)
     "due": "all: F3, by next follow-up",
     "overdue": "all: F3, by next follow-up",
@@ -100,7 +104,8 @@ class TodayScreen(AreaScreen):
                 table = TodayTable(id=table_id, cursor_type="row", zebra_stripes=True, classes="pane")
                 table.border_title = title
                 for column in columns:
-                    table.add_column(column, key=column.lower())
+                    place = (table_id, column)
+                    table.add_column(column, key=column.lower(), drop=DROPPED.get(place), least=LEAST.get(place))
                 yield table
         yield StatusBar()
         yield KeysFooter()

@@ -83,6 +83,9 @@ class UnlockScreen(Screen):
     AUTO_FOCUS = "#passphrase"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "submit", "Unlock", id="unlock.submit", show=True),
+        # Typed while the app starts, before the terminal is in raw mode, Enter reaches the app as a newline
+        # (the terminal's line discipline turns CR into LF): Textual reads that as ctrl+j, and it was lost.
+        Binding("ctrl+j", "submit", "Unlock", id="unlock.submit_newline", show=False),
         Binding("f8", "forgotten", "Forgotten passphrase", id="unlock.recovery", priority=True),
     ]
     HELP = "Type your passphrase and press Enter. F8 if you have forgotten it (you need your recovery key)."

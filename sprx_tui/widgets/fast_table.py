@@ -41,6 +41,11 @@ class _Column:
     label: str
     key: str
     width: int  # in terminal cells, without padding
+    drop: int | None = None  # left out when too narrow, lowest first; None: always shown
+    least: int | None = None  # may be cut (ending in an ellipsis) down to this width before any is left out
+
+
+ELLIPSIS = "…"
 
 
 def _plain(cell: object) -> str:
@@ -134,12 +139,20 @@ class TextTable(ScrollView, can_focus=True):
         self._columns: list[_Column] = []
         self.rows: dict[str, tuple[str, ...]] = {}  # row key -> its cells, as drawn; in order
         self._keys: list[str] = []
+        self._fitted: tuple[tuple[int, tuple[int, ...]], list[tuple[int, int]]] | None = None  # see `shown_columns`
 
     # -- content -----------------------------------------------------------------------------------
 
-    def add_column(self, label: str, *, key: str | None = None) -> str:
+    def add_column(
+        self, label: str, *, key: str | None = None, drop: int | None = None, least: int | None = None
+    ) -> str:
+        """A column; with `drop`, it is left out when the table is too narrow for all (lowest `drop` first);
+        with `least`, its text may first be cut down to that width (ending in an ellipsis).
+
+        So a narrow terminal loses whole columns the screen chose, never the end of a date in a cut column.
+        """
         key = key if key is not None else label
-        self._columns.append(_Column(_plain(label), key, cell_len(_plain(label))))
+        self._columns.append(_Column(_plain(label), key, cell_len(_plain(label)), drop, least))
         for row_key, cells in self.rows.items():
             self.rows[row_key] = (*cells, "")
         self._resized()
@@ -199,8 +212,38 @@ class TextTable(ScrollView, can_focus=True):
 
     def _resized(self) -> None:
         width = sum(column.width + 2 * CELL_PADDING for column in self._columns)
+        if self.is_mounted:
+            region = self.scrollable_content_region.width
+            width = sum(w + 2 * CELL_PADDING for _i, w in self.shown_columns(region)) if region > 0 else width
         self.virtual_size = Size(width, len(self._keys) + 1)  # + the header
         self.refresh()
+
+    def on_resize(self) -> None:
+        self._resized()
+
+    def shown_columns(self, width: int) -> list[tuple[int, int]]:
+        """(column index, width) of the columns drawn in `width` cells.
+
+        Columns with a `least` width are cut towards it first; if that is not enough, columns with a
+        `drop` number are left out, lowest first, until the rest fit; if they still do not, the last one
+        shown is cut, ending in an ellipsis.
+        """
+        key = (width, tuple(column.width for column in self._columns))
+        if self._fitted is not None and self._fitted[0] == key:
+            return self._fitted[1]
+        shown = list(enumerate(self._columns))
+        fitted = _shrunk(shown, width)
+        for order in sorted({c.drop for c in self._columns if c.drop is not None}):
+            if _total(fitted) <= width:
+                break
+            shown = [(i, column) for i, column in shown if column.drop != order]
+            fitted = _shrunk(shown, width)
+        excess = _total(fitted) - width
+        if excess > 0 and fitted:
+            last, last_width = fitted[-1]
+            fitted[-1] = (last, max(1, last_width - excess))
+        self._fitted = (key, fitted)
+        return fitted
 
     # -- cursor ------------------------------------------------------------------------------------
 
@@ -261,19 +304,19 @@ class TextTable(ScrollView, can_focus=True):
 
     # -- drawing -----------------------------------------------------------------------------------
 
-    def _line(self, cells: tuple[str, ...]) -> str:
+    def _line(self, cells: tuple[str, ...], shown: list[tuple[int, int]]) -> str:
         pad = " " * CELL_PADDING
-        cut = (set_cell_size(text, column.width) for column, text in zip(self._columns, cells, strict=True))
-        return "".join(f"{pad}{text}{pad}" for text in cut)
+        return "".join(f"{pad}{_fit(cells[i], width)}{pad}" for i, width in shown)
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
+        shown = self.shown_columns(width)
         base = self.rich_style
         scroll_x = round(self.scroll_x)
         if y == 0:
             style = base + self.get_component_rich_style("text-table--header")
             labels = tuple(column.label for column in self._columns)
-            strip = Strip([Segment(self._line(labels), style)])
+            strip = Strip([Segment(self._line(labels, shown), style)])
             return strip.crop_extend(scroll_x, scroll_x + width, style)
         row = round(self.scroll_y) + y - 1
         if not 0 <= row < len(self._keys):
@@ -284,9 +327,34 @@ class TextTable(ScrollView, can_focus=True):
         if row == self.cursor_row:
             style += self.get_component_rich_style("text-table--cursor")
         style += Style.from_meta({"row": row})
-        strip = Strip([Segment(self._line(self.rows[self._keys[row]]), style)])
+        strip = Strip([Segment(self._line(self.rows[self._keys[row]], shown), style)])
         return strip.crop_extend(scroll_x, scroll_x + width, style)
 
     def notify_style_update(self) -> None:
         super().notify_style_update()
         self.refresh()
+
+
+def _fit(text: str, width: int) -> str:
+    """`text` padded or cut to `width` cells; a cut text ends in an ellipsis, so it never reads as whole."""
+    if cell_len(text) <= width:
+        return set_cell_size(text, width)
+    return set_cell_size(text, width - 1) + ELLIPSIS if width > 1 else set_cell_size(text, width)
+
+
+def _total(fitted: list[tuple[int, int]]) -> int:
+    return sum(width + 2 * CELL_PADDING for _i, width in fitted)
+
+
+def _shrunk(shown: list[tuple[int, _Column]], width: int) -> list[tuple[int, int]]:
+    """(index, width) of `shown`, the columns with a `least` width cut (in order) until they fit, if they can."""
+    fitted = [(i, column.width) for i, column in shown]
+    excess = _total(fitted) - width
+    for n, (i, column) in enumerate(shown):
+        if excess <= 0:
+            break
+        if column.least is not None and column.width > column.least:
+            cut = min(excess, column.width - column.least)
+            fitted[n] = (i, column.width - cut)
+            excess -= cut
+    return fitted

@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from textual.content import Content
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
-from sprx_tui.core.models import CONTACT_MODES
+from sprx_tui.core.models import CONTACT_MODES, Contact
 from sprx_tui.core.queries import TimelineEntry
 from sprx_tui.formats import fmt_date, fmt_datetime, local
 from sprx_tui.inert import visible
 
+MARK = "▶ "
+"""Before the highlighted contact, the one `m` and `e` act on: shown in a character, not by colour alone."""
+UNMARKED = "  "
+FIRST_WORDS = 6
 
-def entry_content(entry: TimelineEntry) -> Content:
-    """One contact as the worker reads it: when, how, how long, the note, then any amendments."""
+
+def contact_summary(contact: Contact) -> str:
+    """The contact a dialog changes, in one line: when, how, and the first words of its note (plain text)."""
+    words = contact.notes.split()
+    first = " ".join(words[:FIRST_WORDS]) + ("…" if len(words) > FIRST_WORDS else "")
+    when = local(contact.occurred_at).strftime("%a ") + fmt_datetime(contact.occurred_at)
+    return f"{when} · {CONTACT_MODES.get(contact.mode, contact.mode)} · " + (f"“{first}”" if first else "(no notes)")
+
+
+def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
+    """One contact as the worker reads it: when, how, how long, the note, then any amendments.
+
+    Each line is indented by two characters; the first line of the highlighted contact starts with MARK.
+    """
     c = entry.contact
     when = local(c.occurred_at).strftime("%a ") + fmt_datetime(c.occurred_at)
     heading = [
@@ -47,7 +64,12 @@ def entry_content(entry: TimelineEntry) -> Content:
             note += f" ({visible(a.reason, multiline=True)})"
         lines.append(Content.styled(note + ":", "bold $text-accent"))
         lines.append(Content.styled("    " + visible(a.text, multiline=True), "$text-accent"))
-    return Content("\n").join(lines)
+    body = Content("\n").join(lines)
+    first, *rest = body.split("\n")
+    return Content("\n").join(
+        [Content.assemble(Content.styled(MARK, "bold") if marked else UNMARKED, first)]
+        + [Content.assemble(UNMARKED, line) for line in rest]
+    )
 
 
 class ContactTimeline(OptionList):
@@ -61,11 +83,15 @@ class ContactTimeline(OptionList):
     def __init__(self, *, id: str | None = None, classes: str = "pane") -> None:
         super().__init__(id=id, classes=classes)
         self.border_title = "Contacts"
+        self._entries: dict[str, TimelineEntry] = {}
+        self._marked: str | None = None  # the contact drawn with MARK
 
     def show_entries(self, entries: Sequence[TimelineEntry], keep: str | None = None) -> None:
         """Replace the list, keeping the highlight on `keep` (or the current contact) when it is still there."""
         keep = keep or self.selected_contact_id
         options: list[Option | None] = []
+        self._entries = {entry.contact.id: entry for entry in entries}
+        self._marked = None
         for i, entry in enumerate(entries):
             if i:
                 options.append(None)  # a separator line between contacts
@@ -82,6 +108,7 @@ class ContactTimeline(OptionList):
                 index = 0
         self.highlighted = index
         self._update_position()
+        self._move_mark()
 
     @property
     def selected_contact_id(self) -> str | None:
@@ -91,6 +118,19 @@ class ContactTimeline(OptionList):
     def watch_highlighted(self, highlighted: int | None) -> None:
         super().watch_highlighted(highlighted)
         self._update_position()
+        self._move_mark()
+
+    def _move_mark(self) -> None:
+        """Draw MARK before the highlighted contact only (its prompt is replaced; the others are kept)."""
+        now = self.selected_contact_id
+        if now == self._marked:
+            return
+        for contact_id, marked in ((self._marked, False), (now, True)):
+            entry = self._entries.get(contact_id) if contact_id else None
+            if entry is not None:
+                with contextlib.suppress(OptionDoesNotExist):
+                    self.replace_option_prompt(entry.contact.id, entry_content(entry, marked=marked))
+        self._marked = now
 
     def _update_position(self) -> None:
         if self.highlighted is not None and self.option_count:

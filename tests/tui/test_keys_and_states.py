@@ -144,3 +144,133 @@ async def test_home_end_and_page_keys_move_in_every_list(unlocked_store: CaseSto
         assert keys.cursor_row == keys.row_count - 1 > 0
         await press(pilot, "home")
         assert keys.cursor_row == 0
+
+
+# -- 6. every state in words as well as colour -----------------------------------------------------------
+
+
+async def test_tick_boxes_and_radio_choices_show_their_state_in_characters(unlocked_store: CaseStore) -> None:
+    from textual.widgets import Checkbox, RadioButton
+
+    from sprx_tui.screens.settings import SettingsScreen
+
+    app = make_app(unlocked_store, auto_sync=True, ascii_marks=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "f9")
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+
+        def shown(widget: Checkbox | RadioButton) -> str:
+            return widget.render().plain  # type: ignore[union-attr]
+
+        calm, high = (
+            screen.query_one("#theme-default", RadioButton),
+            screen.query_one("#theme-high_contrast", RadioButton),
+        )
+        assert shown(calm).startswith("(•) Calm") and shown(high).startswith("( ) High contrast")
+        auto, marks = screen.query_one("#auto_sync", Checkbox), screen.query_one("#ascii_marks", Checkbox)
+        assert shown(auto).startswith("[x] Sync") and shown(marks).startswith("[ ] Plain text")
+        marks.toggle()
+        high.toggle()
+        await pilot.pause()
+        assert shown(marks).startswith("[x] Plain text")
+        assert shown(high).startswith("(•) High") and shown(calm).startswith("( ) Calm")
+
+
+async def test_the_contact_m_and_e_act_on_is_marked_and_named_in_their_dialogs(unlocked_store: CaseStore) -> None:
+    from textual.widgets import Static
+
+    from sprx_tui.drafts import KeptFieldsModal
+    from sprx_tui.widgets.timeline import MARK, ContactTimeline
+
+    rows, _ = unlocked_store.queries.caseload(status="active", limit=100)
+    person_id = next(r.id for r in rows if len(unlocked_store.queries.timeline(r.id)) >= 2)
+    entries = unlocked_store.queries.timeline(person_id)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_person(person_id)
+        await press(pilot, "c")
+        timeline = app.screen.query_one(ContactTimeline)
+
+        def marked() -> list[str]:
+            return [str(timeline.get_option(e.contact.id).prompt).split("\n")[0] for e in entries if e.contact.id]
+
+        assert marked()[0].startswith(MARK) and not any(line.startswith(MARK) for line in marked()[1:])
+        await press(pilot, "down")
+        assert timeline.selected_contact_id == entries[1].contact.id
+        assert marked()[1].startswith(MARK) and not marked()[0].startswith(MARK)
+        for key in ("m", "e"):
+            await press(pilot, key)
+            dialog = app.screen
+            assert isinstance(dialog, KeptFieldsModal)
+            intro = dialog.query_one(".dialog-intro", Static).render().plain  # type: ignore[union-attr]
+            second = entries[1].contact
+            assert intro.startswith("Contact: ") and second.notes.split()[0] in intro
+            assert second.occurred_at.strftime("%d") in intro
+            await press(pilot, "escape")
+
+
+# -- 8. the smaller items ------------------------------------------------------------------------------------
+
+
+async def test_an_enter_typed_before_the_unlock_screen_appears_unlocks(demo_vault: Path) -> None:
+    """Typed before the terminal is in raw mode, Enter arrives as a newline (CR becomes LF): ctrl+j to Textual."""
+    from textual.widgets import Input
+
+    from sprx_tui.screens.unlock import UnlockScreen
+    from tests.tui.conftest import PASSPHRASE
+
+    app = SprxApp(demo_vault, clock=frozen_clock, config=Config())
+    app.animation_level = "none"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, UnlockScreen), what="the unlock screen")
+        app.screen.query_one("#passphrase", Input).value = PASSPHRASE
+        await pilot.press("ctrl+j")
+        await wait_until(pilot, lambda: isinstance(app.screen, TodayScreen), what="Today after the unlock")
+        assert app.store is not None
+        await press(pilot, "ctrl+l")
+
+
+def screen_text(app: SprxApp) -> str:
+    import html
+    import re
+
+    svg = app.export_screenshot()
+    parts = re.findall(r"<text[^>]*>(.*?)</text>", svg, flags=re.S)
+    return html.unescape(" ".join(re.sub(r"<[^>]+>", "", p) for p in parts)).replace("\xa0", " ")
+
+
+def shown_labels(table: Any) -> list[str]:
+    width = table.scrollable_content_region.width
+    return [table._columns[i].label for i, _w in table.shown_columns(width)]
+
+
+async def test_at_80x24_lists_drop_whole_columns_and_the_caseload_says_overdue(unlocked_store: CaseStore) -> None:
+    from sprx_tui.widgets.fast_table import TextTable
+
+    today = frozen_clock().date()
+    rows, _ = unlocked_store.queries.caseload(sort="name", limit=100)
+    late = [r for r in rows if r.next_follow_up_on is not None and r.next_follow_up_on < today]
+    assert late
+    app = make_app(unlocked_store)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        referrals = app.screen.query_one("#referrals", TextTable)
+        assert shown_labels(referrals) == ["Name", "Received", "Urgency"]
+        await press(pilot, "f3")
+        table = app.screen.query_one("#caseload", TextTable)
+        assert shown_labels(table) == ["Name", "Flags", "NHS number", "Status", "Next follow-up"]
+        cells = table.rows[late[0].id]
+        assert cells[-1] == late[0].next_follow_up_on.strftime("%d %b") + " overdue"
+        assert cells[-1] in screen_text(app)  # drawn whole, not cut to "04"
+    async with make_app(unlocked_store).run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert shown_labels(pilot.app.screen.query_one("#referrals", TextTable)) == [
+            "Name",
+            "From",
+            "Received",
+            "Urgency",
+        ]
+        await press(pilot, "f3")
+        assert len(shown_labels(pilot.app.screen.query_one("#caseload", TextTable))) == 7
