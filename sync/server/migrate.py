@@ -113,7 +113,7 @@ BASELINE_TABLES = (
     "record", "change_log", "applied_mutation", "conflict", "quarantine", "deleted_id",
 )  # fmt: skip
 BASELINE_DEVICE_COLUMNS = ("retired_at", "pending_reported", "pending_reported_at")
-"""Columns older stores gained on open (``_add_missing_columns``) before migrations: the baseline has them."""
+"""Columns older stores gained by ALTER TABLE when opened, before migrations existed: the baseline has them."""
 
 
 def _complete_legacy(conn: Connection) -> None:

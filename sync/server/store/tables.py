@@ -1,7 +1,9 @@
 """The server's tables and engine: SQLAlchemy 2 Core, a SQLite file (WAL) by default, PostgreSQL by URL.
 
 Every ``sa.Table`` the server keeps, the hot-path statements built once from them, and ``make_engine``
-with the pragmas and locking the store relies on. Files stay private through ``sync.server.private``.
+with the pragmas and locking the store relies on. A change here needs a migration in
+sync/server/migrations/versions (tests/sync/test_server_migrations.py fails without one). Files stay
+private through ``sync.server.private``.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ device = sa.Table(
     sa.Column("last_acked_mutation_id", Big, nullable=False, default=0),
     sa.Column("last_pull_seq", Big, nullable=False, default=0),
     sa.Column("last_seen", Big, nullable=True),
-    # Added later (see _add_missing_columns): retirement, and what the laptop last said it held unsent.
+    # Added later: retirement, and what the laptop last said it held unsent (in the baseline, 0001).
     sa.Column("retired_at", Big, nullable=True),
     sa.Column("pending_reported", Big, nullable=True),
     sa.Column("pending_reported_at", Big, nullable=True),
@@ -184,19 +186,6 @@ _DEL_LOG = change_log.delete().where(
     change_log.c.kind == _b("b_kind"), change_log.c.tbl == _b("b_tbl"), change_log.c.row_id == _b("b_row")
 )
 _INS_APPLIED = applied_mutation.insert()
-
-
-def _add_missing_columns(engine: Engine, table: sa.Table) -> None:
-    """Add nullable columns defined since a database was made (create_all adds whole tables only)."""
-    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-    missing = [c for c in table.columns if c.name not in have]
-    if not missing:
-        return
-    with engine.begin() as conn:
-        for c in missing:
-            assert c.nullable, f"{table.name}.{c.name} must be nullable to be added to existing rows"
-            kind = c.type.compile(dialect=engine.dialect)
-            conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{c.name}" {kind}')
 
 
 def make_engine(url: str) -> Engine:
