@@ -189,7 +189,7 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
                     "Minutes",
                     Input(
                         str(start["duration"] or ""),
-                        placeholder="e.g. 45",
+                        placeholder="optional, e.g. 45",
                         id="duration",
                         restrict=r"\d*",
                         max_length=4,
@@ -279,6 +279,8 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
         except ValidationError as exc:
             errors["when"] = exc.message
         duration = typed["duration"].strip()
+        # A blank box saves no minutes: stored as 0, which the timeline and the FHIR export read as
+        # "not recorded" (never shown as "0 min"). A worker who did not time a visit is not made to guess.
         minutes = int(duration) if duration.isdigit() else 0
         if minutes > 24 * 60:
             errors["duration"] = "The duration must be between 0 and 1440 minutes."

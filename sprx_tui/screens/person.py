@@ -32,6 +32,7 @@ from sprx_tui.core.models import (
     REFERRAL_REASONS,
     REFERRAL_SOURCES,
     SAFETY_FLAGS,
+    SNOMED_REFERRAL_ACCEPTED,
     OnwardReferral,
     OutcomeResponse,
     Person,
@@ -204,6 +205,10 @@ def _follow_up_text(due: dt.date | None, today: dt.date) -> str:
     return fmt_date(due)
 
 
+def _code_name(referral: Referral) -> str:
+    return " (referral to social prescribing service)" if referral.snomed_code == SNOMED_REFERRAL_ACCEPTED else ""
+
+
 def referral_detail(referral: Referral) -> Content:
     parts: list[Content | str] = [
         Content.styled(visible(REFERRAL_SOURCES.get(referral.source, referral.source)), "bold"),
@@ -217,7 +222,10 @@ def referral_detail(referral: Referral) -> Content:
         parts.append(Content.styled(f"\nDeclined: {visible(referral.decline_reason, multiline=True)}", "$text-warning"))
     if referral.snomed_code:
         parts.append(
-            Content.styled(f"\nSNOMED CT {visible(referral.snomed_code)} sent to the GP record", "$text-muted")
+            # Recorded here; whether it reaches the GP record is the practice server's (a demo vault sends nothing).
+            Content.styled(
+                f"\nRecorded as SNOMED CT {visible(referral.snomed_code)}{_code_name(referral)}", "$text-muted"
+            )
         )
     return Content.assemble(*parts)
 

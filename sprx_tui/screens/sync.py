@@ -118,6 +118,13 @@ class ConflictTable(RowTable):
         return super().check_action(action, parameters)
 
 
+DEMO_SENTENCE = (
+    "This is a demo vault of made-up people. It cannot be enrolled with a practice server, so "
+    "nothing in it ever leaves this laptop."
+)
+"""What the Sync screen says of a demo vault, and what `s` says there (it offers no sync)."""
+
+
 class SyncScreen(AreaScreen):
     """Everything about sync on one screen; `s` runs one now."""
 
@@ -278,10 +285,7 @@ class SyncScreen(AreaScreen):
             server.update(inert(f"Practice server: {status.server_url or 'unknown'} (enrolled{who})"))
             enrol.display = command.display = False
         elif status.demo:
-            server.update(
-                "This is a demo vault of made-up people. It cannot be enrolled with a practice server, so "
-                "nothing in it ever leaves this laptop."
-            )
+            server.update(DEMO_SENTENCE)
             enrol.display = command.display = False
         else:
             server.update("This laptop is not enrolled with a practice server, so your changes stay on it for now.")
@@ -340,12 +344,20 @@ class SyncScreen(AreaScreen):
 
     # -- running a sync ----------------------------------------------------------------------------
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "sync_now" and self.view is not None and self.view.status.demo:
+            return False  # a demo vault is never sent anywhere: no "Sync now" in the footer
+        return super().check_action(action, parameters)
+
     def action_sync_now(self) -> None:
         controller = _controller(self.app)
         if self.sprx.store is None:
             return
         if controller is None:
             self.notify("Sync is not available right now; lock and unlock to try again.", severity="warning")
+            return
+        if self.view is not None and self.view.status.demo:
+            self.notify(DEMO_SENTENCE)  # the same words as the screen: no enrolment to suggest
             return
         if self.view is not None and not self.view.status.enrolled:
             self.notify(f"This laptop is not enrolled yet; use `{ENROL_COMMAND}` first.", severity="warning")

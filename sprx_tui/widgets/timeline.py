@@ -35,13 +35,9 @@ def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
     """
     c = entry.contact
     when = local(c.occurred_at).strftime("%a ") + fmt_datetime(c.occurred_at)
-    heading = [
-        Content.styled(when, "bold"),
-        "  ·  ",
-        visible(CONTACT_MODES.get(c.mode, c.mode)),
-        "  ·  ",
-        f"{c.duration_minutes} min",
-    ]
+    heading = [Content.styled(when, "bold"), "  ·  ", visible(CONTACT_MODES.get(c.mode, c.mode))]
+    if c.duration_minutes:  # 0 is "not recorded" (a blank Minutes box), as the FHIR export reads it too
+        heading += ["  ·  ", f"{c.duration_minutes} min"]
     if c.did_not_attend:
         heading += ["  ·  ", Content.styled("Did not attend", "bold $text-warning")]
     if c.follow_up_on:

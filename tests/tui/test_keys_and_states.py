@@ -274,3 +274,56 @@ async def test_at_80x24_lists_drop_whole_columns_and_the_caseload_says_overdue(u
         ]
         await press(pilot, "f3")
         assert len(shown_labels(pilot.app.screen.query_one("#caseload", TextTable))) == 7
+
+
+async def test_a_blank_minutes_box_saves_no_minutes_and_none_are_shown(unlocked_store: CaseStore) -> None:
+    from sprx_tui.core import fhir
+    from sprx_tui.screens.contact import ContactScreen
+    from sprx_tui.widgets.timeline import ContactTimeline
+
+    rows, _ = unlocked_store.queries.caseload(status="active", limit=1)
+    person_id = rows[0].id
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_person(person_id)
+        await press(pilot, "n")
+        assert isinstance(app.screen, ContactScreen)
+        await pilot.press("tab", "tab", "h", "tab", *"Phoned about the garden group.")
+        await press(pilot, "ctrl+s")
+        contact = unlocked_store.queries.timeline(person_id)[0].contact
+        assert contact.notes == "Phoned about the garden group." and contact.duration_minutes == 0
+        top = str(app.screen.query_one(ContactTimeline).get_option(contact.id).prompt).split("\n")[0]
+        assert "Home visit" in top and "min" not in top  # not "0 min": no time was recorded
+        encounter = fhir.encounter(contact)
+        assert "length" not in encounter and "end" not in encounter["period"]  # the export says none either
+
+
+async def test_the_sync_screen_of_a_demo_vault_says_one_thing(unlocked_store: CaseStore) -> None:
+    from sprx_tui.screens.sync import DEMO_SENTENCE, SyncScreen
+
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await press(pilot, "f6")
+        screen = app.screen
+        assert isinstance(screen, SyncScreen)
+        await wait_until(pilot, lambda: screen.view is not None, what="the sync view")
+        await settle(pilot)
+        from textual.widgets import Static
+
+        assert str(screen.query_one("#sync-server", Static).render()) == DEMO_SENTENCE
+        assert "sprx enrol" not in screen_text(app)
+        assert "sync_now" not in {b.binding.action for b in screen.active_bindings.values() if b.enabled}
+        await press(pilot, "s")
+        said = " ".join(n.message for n in app._notifications)
+        assert "sprx enrol" not in said and "not enrolled" not in said
+
+
+def test_an_accepted_referral_is_said_to_be_coded_not_sent() -> None:
+    from sprx_tui.core.models import SNOMED_REFERRAL_ACCEPTED, Referral
+    from sprx_tui.screens.person import referral_detail
+
+    referral = Referral(person_id="p", source="gp", status="accepted", snomed_code=SNOMED_REFERRAL_ACCEPTED)
+    shown = referral_detail(referral).plain
+    assert f"Recorded as SNOMED CT {SNOMED_REFERRAL_ACCEPTED}" in shown
+    assert "sent" not in shown  # nothing is sent from here (a demo vault sends nothing at all)
