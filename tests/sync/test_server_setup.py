@@ -90,6 +90,48 @@ def test_every_admin_command_refuses_a_store_that_does_not_exist(
     assert not missing.parent.exists()  # nothing was made, not even the folder
 
 
+def _leaf_commands() -> list[list[str]]:
+    """Every sprx-server command that takes --db, with placeholder values for what it requires."""
+    import argparse
+
+    from sync.server.cli import build_parser
+
+    out: list[list[str]] = []
+
+    def walk(parser: argparse.ArgumentParser, prefix: list[str]) -> None:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs:
+            for name, child in subs[0].choices.items():
+                walk(child, [*prefix, name])
+            return
+        if not any("--db" in a.option_strings for a in parser._actions) or prefix == ["init"]:
+            return
+        args = list(prefix)
+        for a in parser._actions:
+            if not a.option_strings and a.required and a.nargs != 0:
+                args.append("x")
+            elif a.option_strings and a.required:
+                args += [a.option_strings[0], "x"]
+        for g in parser._mutually_exclusive_groups:
+            if g.required:
+                args += [g._group_actions[0].option_strings[0], "x"]
+        out.append(args)
+
+    walk(build_parser(), [])
+    return out
+
+
+def test_no_command_but_init_makes_a_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found from the parser, so a command added later is held to it too."""
+    missing = tmp_path / "nowhere" / "server.db"
+    commands = _leaf_commands()
+    assert len(commands) >= 12 and ["db", "upgrade"] in commands and ["serve"] in commands
+    for args in commands:
+        code, _, err = run(capsys, *args, "--db", f"sqlite:///{missing}")
+        assert code != 0 and one_sentence(err), (args, err)
+        assert not missing.parent.exists(), args
+
+
 def test_without_any_store_a_command_says_where_to_give_one(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "device", "list")
     assert code == 1 and one_sentence(err)
