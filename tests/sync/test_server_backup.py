@@ -164,13 +164,18 @@ def test_postgresql_backup_and_restore(pg_base: str, tmp_path: Path, capsys: pyt
     before = rows(url)
     code, _, err = run(capsys, "restore", "--from", str(out), "--db", url)
     assert code == 1 and "is not empty" in err
-    fresh = create_database(pg_base, "r_" + uuid.uuid4().hex[:12])
-    code, _, err = run(capsys, "restore", "--from", str(out), "--db", fresh)
-    assert code == 0, err
-    after = rows(fresh)
-    assert {k: v for k, v in after.items() if k != "server_meta"} == {
-        k: v for k, v in before.items() if k != "server_meta"
-    }
+    for made_by_init in (False, True):  # a new database, and one `init` has just filled
+        fresh = create_database(pg_base, "r_" + uuid.uuid4().hex[:12])
+        if made_by_init:
+            assert run(capsys, "init", "--db", fresh)[0] == 0
+        code, _, err = run(capsys, "restore", "--from", str(out), "--db", fresh)
+        assert code == 0, err
+        after = rows(fresh)
+        assert {k: v for k, v in after.items() if k != "server_meta"} == {
+            k: v for k, v in before.items() if k != "server_meta"
+        }
+        assert after["server_meta"][0][1] != before["server_meta"][0][1]  # a new epoch
+        assert run(capsys, "db", "current", "--db", fresh)[0] == 0
     # A SQLite backup does not go into PostgreSQL.
     sq = f"sqlite:///{tmp_path}/s.db"
     assert run(capsys, "init", "--db", sq)[0] == 0
