@@ -131,7 +131,10 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
     PersonFormScreen .form-row { height: auto; }
     PersonFormScreen .form-section { color: $text-primary; text-style: bold; padding: 1 1 0 1; height: auto; }
     PersonFormScreen .boxes { height: auto; padding: 0 1; }
-    PersonFormScreen .boxes Checkbox { width: auto; margin-right: 1; }
+    PersonFormScreen .boxes Checkbox { width: auto; margin-right: 2; }
+    PersonFormScreen #flags { layout: grid; grid-size: 3; grid-gutter: 0 1; grid-rows: 1; height: auto; padding: 0; }
+    PersonFormScreen #flags Checkbox { width: 1fr; margin-right: 0; }
+    PersonFormScreen #field-consent_social_prescribing Checkbox { margin: 1 1 0 1; }
     PersonFormScreen Select { width: 1fr; }
     PersonFormScreen #field-date_of_birth, PersonFormScreen #field-postcode { width: 22; }
     PersonFormScreen #field-nhs_number { width: 26; }
@@ -190,10 +193,11 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
                 yield box("communication_needs", "Other needs (words)", placeholder="optional", max_length=4000)
             with Horizontal(classes="boxes", id="needs"):
                 for name, label in NEED_BOXES:
-                    yield Checkbox(label, bool(start[name]), id=name)
+                    yield Checkbox(label, bool(start[name]), id=name, compact=True)
             yield Static("Home-visit safety flags", classes="form-section")
             flags = [
-                Checkbox(label, bool(start[f"flag_{flag}"]), id=f"flag_{flag}") for flag, label in SAFETY_FLAGS.items()
+                Checkbox(label, bool(start[f"flag_{flag}"]), id=f"flag_{flag}", compact=True)
+                for flag, label in SAFETY_FLAGS.items()
             ]
             yield FormField(
                 "Tick each that applies", Horizontal(*flags, classes="boxes", id="flags"), field="safety_flags"
@@ -212,6 +216,7 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
                         "Agrees to social prescribing",
                         bool(start["consent_social_prescribing"]),
                         id="consent_social_prescribing",
+                        compact=True,
                     ),
                     field="consent_social_prescribing",
                 )
