@@ -184,6 +184,28 @@ def test_a_store_from_before_migrations_upgrades_with_every_row(
         store.close()
 
 
+def test_every_migration_downgrades_and_upgrades_again_with_every_row(empty_url: str) -> None:
+    from alembic import command
+
+    load_v0(empty_url)
+    engine = make_engine(empty_url)
+    try:
+        migrate.upgrade(engine)
+        at_head = dump(empty_url)
+        cfg = migrate._config()
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, migrate.BASELINE)
+        assert migrate.status(engine).revision == migrate.BASELINE
+        down = dump(empty_url)
+        for table, rows in down.items():
+            assert rows == [{k: r[k] for k in (rows[0] if rows else {})} for r in at_head[table]], table
+        migrate.upgrade(engine)
+        assert dump(empty_url) == at_head
+    finally:
+        engine.dispose()
+
+
 def test_db_commands_on_a_missing_or_empty_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     url = f"sqlite:///{tmp_path}/none/server.db"
     for args in (["db", "upgrade"], ["db", "current"]):

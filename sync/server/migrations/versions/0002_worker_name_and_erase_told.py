@@ -21,16 +21,13 @@ Big = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("worker") as batch:
-        batch.add_column(sa.Column("display_name", sa.String(200), nullable=True))
-        batch.add_column(sa.Column("removed_at", Big, nullable=True))
-    with op.batch_alter_table("device") as batch:
-        batch.add_column(sa.Column("erase_told_at", Big, nullable=True))
+    op.add_column("worker", sa.Column("display_name", sa.String(200), nullable=True))
+    op.add_column("worker", sa.Column("removed_at", Big, nullable=True))
+    op.add_column("device", sa.Column("erase_told_at", Big, nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("device") as batch:
-        batch.drop_column("erase_told_at")
-    with op.batch_alter_table("worker") as batch:
-        batch.drop_column("removed_at")
-        batch.drop_column("display_name")
+    # Plain DROP COLUMN on both (SQLite 3.35+): a batch copy of worker would break device's foreign key.
+    op.drop_column("device", "erase_told_at")
+    op.drop_column("worker", "removed_at")
+    op.drop_column("worker", "display_name")
