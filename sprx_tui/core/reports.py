@@ -23,6 +23,7 @@ from sprx_rules.report import Period, Report, Tallies, in_period_people, report_
 from sprx_rules.report import render_text as _render
 from sprx_tui.core.models import (
     CONTACT_MODES,
+    DISCHARGE_REASONS,
     NEED_CATEGORIES,
     ONWARD_KINDS,
     ONWARD_OUTCOMES,
@@ -42,6 +43,7 @@ LABELS: dict[str, str] = {
     "received": "Awaiting decision",
     "accepted": "Accepted",
     "closed": "Closed",
+    **DISCHARGE_REASONS,
     **REFERRAL_SOURCES,
     **REFERRAL_REASONS,
     **NEED_CATEGORIES,

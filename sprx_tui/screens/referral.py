@@ -14,18 +14,11 @@ from textual.widgets.option_list import Option
 
 from sprx_tui.core.models import ONWARD_OUTCOMES, REFERRAL_SOURCES, Referral
 from sprx_tui.core.service import InvalidInput
-from sprx_tui.drafts import KeptFieldsModal, push_person
+from sprx_tui.drafts import push_person
 from sprx_tui.inert import inert
 from sprx_tui.screens.contact import ContactScreen
+from sprx_tui.screens.episode import DeclineModal
 from sprx_tui.screens.forms import MODAL_CSS, fmt_date
-
-COMMON_DECLINE_REASONS = [
-    "Does not want support at present.",
-    "Already supported by another service.",
-    "Moved away from the area.",
-    "Needs are clinical; referred back to the GP.",
-    "Could not be contacted after three attempts.",
-]
 
 
 def referral_summary(referral: Referral) -> str:
@@ -42,22 +35,20 @@ def decline_key(person_id: str, referral_id: str) -> str:
     return f"referral:{person_id}:decline:{referral_id}"
 
 
-def decline_referral_modal(referral: Referral, *, prefill: dict[str, Any] | None = None) -> KeptFieldsModal:
-    """Ask for the reason; start typing for the common ones (→ accepts the suggestion). Kept across a lock."""
+def decline_referral_modal(referral: Referral, *, prefill: dict[str, Any] | None = None) -> DeclineModal:
+    """Ask for the reason from the coded list, with words (needed for Other). Kept across a lock."""
     return decline_reason_modal(referral.person_id, referral.id, referral_summary(referral), prefill=prefill)
 
 
 def decline_reason_modal(
     person_id: str, referral_id: str, summary: str, *, prefill: dict[str, Any] | None = None
-) -> KeptFieldsModal:
+) -> DeclineModal:
     """The decline dialog from ids and the referral's one-line summary (which a kept draft carries)."""
-    return KeptFieldsModal(
+    return DeclineModal(
         "Decline referral",
-        [("reason", "Reason for declining", "")],
-        required={"reason": "Give a reason for declining the referral."},
+        [("reason", "In a few words (needed for Other)", "")],
         save_label="Decline",
         intro=summary + ". The GP record is sent the 'social prescribing declined' code.",
-        suggestions={"reason": COMMON_DECLINE_REASONS},
         draft_key=decline_key(person_id, referral_id),
         draft_payload={"kind": "decline", "person_id": person_id, "referral_id": referral_id, "summary": summary},
         prefill=prefill,

@@ -16,8 +16,10 @@ from textual.message import Message
 from textual.widgets import Static
 from textual.worker import Worker
 
+from sprx_rules.report import PERIOD_DEFINITION, Period, quarter_of
 from sprx_tui.core import reports
 from sprx_tui.core.export import LEAVING_WARNING
+from sprx_tui.core.models import DISCHARGE_REASONS
 from sprx_tui.core.store import CaseStore
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.forms import TextFieldsModal, local, worker_error
@@ -130,10 +132,28 @@ class ReportsScreen(AreaScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("r", "refresh", "Refresh", id="reports.refresh", tooltip="Count everything again"),
         Binding("e", "export", "Export", id="reports.export", tooltip="Save the report as a text file"),
+        Binding(
+            "left_square_bracket",
+            "quarter(-1)",
+            "Earlier quarter",
+            key_display="[",
+            id="reports.quarter_back",
+            tooltip="Count one calendar quarter, going back",
+        ),
+        Binding(
+            "right_square_bracket",
+            "quarter(1)",
+            "Later quarter",
+            key_display="]",
+            id="reports.quarter_on",
+            tooltip="Count one calendar quarter, going on",
+        ),
+        Binding("a", "all_records", "All records", id="reports.all", tooltip="Count every record, not one quarter"),
     ]
     HELP = (
         "The figures of `sprx report` for the people on this laptop: counts and means only, never names. "
-        "Arrow keys and Page Up/Down scroll; r counts again; e saves the report as a text file."
+        "Arrow keys and Page Up/Down scroll; r counts again; e saves the report as a text file; [ and ] count "
+        "one calendar quarter (this one first, then earlier or later ones); a counts every record again."
     )
     HORIZONTAL_BREAKPOINTS: ClassVar[list[tuple[int, str]] | None] = [(0, "-narrow"), (110, "-wide")]
     AUTO_FOCUS = "#report"
@@ -150,6 +170,7 @@ class ReportsScreen(AreaScreen):
         super().__init__()
         self.report: reports.Report | None = None
         self._say_when_counted = False
+        self.period: Period | None = None  # None: every record
 
     @property
     def sprx(self) -> Shell:
@@ -174,7 +195,13 @@ class ReportsScreen(AreaScreen):
             yield Static("Counting…", id="report-heading")
             with Vertical(id="report-columns"):
                 with Vertical(id="column-left", classes="report-column"):
-                    yield ReportSection("Caseload by status", chart("chart-status"), id="section-caseload")
+                    yield ReportSection(
+                        "Caseload by status",
+                        chart("chart-status"),
+                        sub("Episodes ended, by reason"),
+                        chart("chart-ended"),
+                        id="section-caseload",
+                    )
                     yield ReportSection(
                         "Referrals received",
                         sub("By source", first=True),
@@ -246,10 +273,23 @@ class ReportsScreen(AreaScreen):
             self.query_one("#report-columns").loading = True
         self._load(store, local(self.sprx.clock()).date())
 
+    def action_quarter(self, step: int) -> None:
+        """Count one calendar quarter: this one first, then the one before or after the quarter shown."""
+        today = local(self.sprx.clock()).date()
+        self.period = quarter_of(today) if self.period is None else self.period.step(step)
+        self._say_when_counted = True
+        self._count()
+
+    def action_all_records(self) -> None:
+        if self.period is not None:
+            self.period = None
+            self._say_when_counted = True
+            self._count()
+
     @work(thread=True, exclusive=True, group="reports", exit_on_error=False, name="reports")
     def _load(self, store: CaseStore, today: dt.date) -> None:
         # build_report holds the store lock for its reads.
-        self.post_message(ReportLoaded(reports.build_report(store, today)))
+        self.post_message(ReportLoaded(reports.build_report(store, today, period=self.period)))
 
     @on(ReportLoaded)
     def _loaded(self, message: ReportLoaded) -> None:
@@ -259,8 +299,14 @@ class ReportsScreen(AreaScreen):
                 Content.assemble(
                     Content.styled(f"Caseload and outcomes: {r.scope}, {r.generated_on:%d %B %Y}", "bold"),
                     "\n",
+                    Content.styled(
+                        f"Period: {r.period.label()}" if r.period else "Period: every record (press [ for a quarter)",
+                        "bold",
+                    ),
+                    "\n",
                     Content.styled("Counts and means only: no names, no notes. ", "$text-muted"),
-                    Content.styled(f"{r.people} people in all.", "$text-muted"),
+                    Content.styled(f"{r.people} people {'in the period' if r.period else 'in all'}.", "$text-muted"),
+                    *(["\n", Content.styled(PERIOD_DEFINITION, "$text-muted")] if r.period else []),
                 )
             )
             self._show_caseload(r)
@@ -270,7 +316,7 @@ class ReportsScreen(AreaScreen):
             self.query_one("#report-columns").loading = False
         if self._say_when_counted:
             self._say_when_counted = False
-            self.notify("The figures have been counted again.")
+            self.notify(f"Counted for {r.period.label()}." if r.period else "The figures have been counted again.")
 
     def _chart(self, chart_id: str) -> BarChart:
         return self.query_one(f"#{chart_id}", BarChart)
@@ -281,6 +327,7 @@ class ReportsScreen(AreaScreen):
     def _show_caseload(self, r: reports.Report) -> None:
         self.query_one("#section-caseload").border_title = f"Caseload by status ({r.people} people)"
         self._chart("chart-status").show(count_bars(r.caseload_by_status))
+        self._chart("chart-ended").show(count_bars(r.episodes_ended, DISCHARGE_REASONS))
         self.query_one("#section-referrals").border_title = f"Referrals received ({r.referrals})"
         self._chart("chart-source").show(count_bars(r.referrals_by_source))
         self._chart("chart-reason").show(count_bars(r.referrals_by_reason))
@@ -342,8 +389,9 @@ class ReportsScreen(AreaScreen):
             f"Attendance rate {rate} ({u.attended} attended of {u.known_outcome} with a known outcome)\n"
             f"Median days to first response {days} (over {u.responses_timed} referrals)"
         )
+        withdrawn = f" {u.withdrawn} withdrawn as made wrongly, not counted." if u.withdrawn else ""
         self._static("uptake-note").update(
-            " ".join(r.definitions.get(k, "") for k in ("attendance", "response")).strip()
+            " ".join(r.definitions.get(k, "") for k in ("attendance", "response")).strip() + withdrawn
         )
 
     # -- export ------------------------------------------------------------------------------------
@@ -354,7 +402,8 @@ class ReportsScreen(AreaScreen):
         if store is None or report is None:
             self.notify("The report is still being counted; try again in a moment.")
             return
-        default = str(Path.home() / f"sprx-report-{report.generated_on:%Y-%m-%d}.txt")
+        span = report.period.quarter or f"{report.period.start}-to-{report.period.end}" if report.period else ""
+        default = str(Path.home() / f"sprx-report-{span or report.generated_on.isoformat()}.txt")
 
         def answered(values: dict[str, str] | None) -> None:
             if values and self.sprx.store is not None:

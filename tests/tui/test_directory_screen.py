@@ -26,7 +26,8 @@ from sprx_tui.screens.directory import (
     detail_content,
     open_directory_for,
 )
-from sprx_tui.screens.forms import ConfirmModal
+from sprx_tui.screens.episode import OnwardReferralModal
+from sprx_tui.screens.forms import ConfirmModal, FormField
 from sprx_tui.screens.person import PersonScreen
 from tests.sample_data import hsds_sample
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
@@ -119,13 +120,19 @@ async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStor
         assert target.name in detail_text(screen)
         await pilot.press("r")
         await settle(pilot, rounds=4)
-        assert isinstance(app.screen, ConfirmModal)
-        assert f"Refer {person.display_name} to {target.name}" in str(app.screen.query_one("#question").render())
-        await pilot.press("enter")
+        assert isinstance(app.screen, OnwardReferralModal)
+        assert f"Refer {person.display_name} to {target.name}" in str(app.screen.query_one(".dialog-title").render())
+        # A referral needs the person's agreement: without the tick, one sentence and nothing saved.
+        await pilot.press("ctrl+s")
+        await settle(pilot, rounds=2)
+        assert isinstance(app.screen, OnwardReferralModal)
+        assert "Tick that the person agreed" in app.screen.query_one(FormField).error
+        await pilot.press("enter", *"Tuesdays", "tab", "space", "ctrl+s")  # the need, a note, the tick
         await settle(pilot, rounds=4)
         assert app.screen is screen
         onward = q.onward_referrals(person_id)
         assert [(o.service_id, o.kind, o.outcome) for o in onward] == [(target.id, "referred", "pending")]
+        assert (onward[0].notes, onward[0].consent) == ("Tuesdays", True)
         assert onward[0].made_on == FROZEN_NOW.date()
         referrals = directory.uptake(unlocked_store, target.id)[0].referrals
         assert referrals >= 1 and cell_text(results(screen), target.id, "refs") == str(referrals)
@@ -158,7 +165,7 @@ async def test_signpost_with_the_need_filter(unlocked_store: CaseStore) -> None:
         assert all("loneliness" in r.needs for r in expected)
         target = next(r for r in expected if r.active)
         await move_to(pilot, screen, target.id)
-        await pilot.press("s", "enter")
+        await pilot.press("s", "ctrl+s")  # signposting needs no agreement ticked
         await settle(pilot, rounds=4)
         onward = q.onward_referrals(person_id)
         assert [(o.service_id, o.kind, o.need) for o in onward] == [(target.id, "signposted", "loneliness")]
@@ -187,8 +194,8 @@ async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: C
         assert isinstance(app.screen, DirectoryScreen) and app.screen.person_id == person_id
         await pilot.press("enter", "s")
         await settle(pilot, rounds=4)
-        assert isinstance(app.screen, ConfirmModal)
-        await pilot.press("n")
+        assert isinstance(app.screen, OnwardReferralModal)
+        await pilot.press("escape")
         await settle(pilot, rounds=4)
         assert unlocked_store.queries.onward_referrals(person_id) == []
 

@@ -335,7 +335,7 @@ async def test_decline_reason_comes_back_and_declining_discards_it(demo_vault: P
         referral = store.service.receive_referral(person.id, source="gp", reasons=["loneliness"])
         await open_person(app, pilot, person.id, "r", "d")
         assert isinstance(app.screen, KeptFieldsModal)
-        await pilot.press(*secret)
+        await pilot.press("down", "enter", *secret)  # a coded reason, then the words
         await lock(app, pilot, demo_vault, secret)
 
         store = await unlock_to_offer(
@@ -345,14 +345,14 @@ async def test_decline_reason_comes_back_and_declining_discards_it(demo_vault: P
         await accept(app, pilot)
         modal = app.screen
         assert isinstance(modal, KeptFieldsModal)
-        assert stack_types(app)[-3:] == ["RecordsBackdrop", "PersonScreen", "KeptFieldsModal"]
+        assert stack_types(app)[-3:] == ["RecordsBackdrop", "PersonScreen", "DeclineModal"]
         assert modal.query_one("#reason", Input).value == secret
         assert "From GP, received 23/11/2026" in str(modal.query_one(".dialog-intro", Static).content)
         await pilot.press("ctrl+s")
         await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         [stored] = store.queries.referrals(person.id)
-        assert (stored.status, stored.decline_reason) == ("declined", secret)
+        assert (stored.status, stored.decline_reason, stored.decline_code) == ("declined", secret, "other_service")
         assert store.service.list_drafts() == []
 
 

@@ -21,7 +21,8 @@ from sprx_tui.core.models import (
 )
 from sprx_tui.core.store import CaseStore
 from sprx_tui.screens.contact import ContactScreen, ModePicker, draft_key, restore_draft
-from sprx_tui.screens.forms import ConfirmModal, TextFieldsModal, local
+from sprx_tui.screens.episode import DeclineModal
+from sprx_tui.screens.forms import ConfirmModal, local
 from sprx_tui.screens.person import PersonScreen
 from sprx_tui.screens.plan import PlanFormModal, PlanScreen
 from sprx_tui.widgets.goal_list import GoalList
@@ -260,17 +261,20 @@ async def test_decline_referral_with_reason(unlocked_store: CaseStore) -> None:
         await settle(pilot)
         await pilot.press("d")
         await pilot.pause()
-        assert isinstance(app.screen, TextFieldsModal)
-        await pilot.press("enter")  # blank: refused with a sentence, dialog stays
+        assert isinstance(app.screen, DeclineModal)
+        await pilot.press("end", "ctrl+s")  # "Other" with no words: refused with a sentence, dialog stays
+        assert "Chosen: Other" in str(app.screen.query_one("#chosen").content)
         assert "Give a reason" in str(app.screen.query_one("#error-reason").content)
-        await type_text(pilot, "Alr")
-        await pilot.press("right", "enter")  # accept the suggested common reason
+        await pilot.press("home", "down", "ctrl+s")  # a coded reason stands for itself
         await settle(pilot)
         assert isinstance(app.screen, PersonScreen)
         [referral] = unlocked_store.queries.referrals(person_id)
         assert referral.status == "declined"
         assert referral.snomed_code == SNOMED_SP_DECLINED
-        assert referral.decline_reason == "Already supported by another service."
+        assert (referral.decline_code, referral.decline_reason) == (
+            "other_service",
+            "Already supported by another service",
+        )
         assert "Declined" in str(app.screen.query_one("#referral-detail").content)
 
 
