@@ -38,6 +38,8 @@ __all__ = ["FeedError", "FeedState", "default_state_path", "pull"]
 
 MAX_PAGES = 10_000
 """A feed that claims more pages than this is not followed past it (a loop in a broken API)."""
+MAX_BODY = 50_000_000
+"""The largest answer read (bytes): a page or a service document far beyond any real one is refused."""
 DETAIL_KEYS = ("service_at_locations", "schedules")
 """A list item lacking all of these is fetched whole from /services/{id}."""
 
@@ -104,24 +106,36 @@ class _Http:
             if attempt:
                 self.sleep(min(self.pause * 2 ** (attempt - 1), 30.0))
             try:
-                r = self.client.get(url, params=params)
+                status, body = self._get(url, params, what)
             except httpx.TimeoutException:
                 last = "did not answer in time"
                 continue
             except httpx.TransportError:
                 last = "could not be reached"
                 continue
-            if r.status_code == 429 or r.status_code >= 500:
-                last = f"answered {r.status_code}"
+            if status == 429 or status >= 500:
+                last = f"answered {status}"
                 continue
-            if r.status_code != 200:
-                raise FeedError(f"The directory answered {r.status_code} for {what}.")
+            if status != 200:
+                raise FeedError(f"The directory answered {status} for {what}.")
             try:
-                return r.json()
-            except ValueError:
+                return json.loads(body)
+            except (ValueError, UnicodeDecodeError):
                 raise FeedError(f"The directory sent something that is not JSON for {what}.") from None
         tries = self.retries + 1
         raise FeedError(f"The directory {last} for {what} ({tries} {'try' if tries == 1 else 'tries'}).")
+
+    def _get(self, url: str, params: dict[str, Any] | None, what: str) -> tuple[int, bytes]:
+        """(status, body) with the body capped at MAX_BODY: a runaway answer is refused, not held in memory."""
+        with self.client.stream("GET", url, params=params) as r:
+            if r.status_code != 200:
+                return r.status_code, b""
+            body = bytearray()
+            for chunk in r.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise FeedError(f"The directory sent more than {MAX_BODY // 1_000_000} MB for {what}.")
+            return r.status_code, bytes(body)
 
 
 def _check_url(url: str) -> str:
@@ -151,6 +165,43 @@ def _page_records(
         full_docs.append(detail if isinstance(detail, dict) and str(detail.get("id")) == sid else doc)
     records = parse_json_value(full_docs, f"page {page}", state.practice_id, state.source, problems)
     return records, data
+
+
+def _read_pages(
+    http: _Http,
+    base: str,
+    store: ServerStore,
+    state: FeedState,
+    state_path: Path,
+    seen: set[str],
+    problems: list[Problem],
+    bar: Any,
+) -> bool:
+    """Read, write and count page after page from state.next_page; True when the feed's last page was read."""
+    while state.next_page <= MAX_PAGES:
+        page = state.next_page
+        records, data = _page_records(http, base, page, state, problems)
+        fresh = [r.id for r in records if r.id not in seen]
+        if records and not fresh and page > 1:  # an API that ignores ?page= would loop for ever
+            problems.append(Problem(f"page {page}", 0, "the page repeats services already read, so the pull stopped"))
+            return False
+        plan = apply_records(store, records, state.practice_id, full=False, source=state.source, problems=problems)
+        seen.update(fresh)
+        state.seen += fresh
+        state.added, state.changed = state.added + plan.added, state.changed + plan.changed
+        state.unchanged += plan.unchanged
+        total = data.get("total_pages")
+        state.total_pages = total if isinstance(total, int) and total > 0 else state.total_pages
+        bar.total = state.total_pages
+        bar.update(1)
+        state.next_page = page + 1
+        state.save(state_path)
+        if _last_page(data, page, len(data.get("contents") or [])):
+            return True
+    problems.append(
+        Problem(f"page {state.next_page}", 0, f"the feed has more than {MAX_PAGES} pages; the rest was not read")
+    )
+    return False
 
 
 def _last_page(data: dict[str, Any], page: int, n: int) -> bool:
@@ -195,26 +246,11 @@ def pull(
     )  # fmt: skip
     try:
         with client, bar:
-            while state.next_page <= MAX_PAGES:
-                page = state.next_page
-                records, data = _page_records(http, base, page, state, problems)
-                plan = apply_records(store, records, practice_id, full=False, source=source, problems=problems)
-                fresh = [r.id for r in records if r.id not in seen]
-                seen.update(fresh)
-                state.seen += fresh
-                state.added, state.changed = state.added + plan.added, state.changed + plan.changed
-                state.unchanged += plan.unchanged
-                total = data.get("total_pages")
-                state.total_pages = total if isinstance(total, int) and total > 0 else state.total_pages
-                bar.total = state.total_pages
-                bar.update(1)
-                state.next_page = page + 1
-                state.save(state_path)
-                if _last_page(data, page, len(data.get("contents") or [])):
-                    break
+            complete = _read_pages(http, base, store, state, state_path, seen, problems, bar)
     finally:
         bar.close()
-    final = apply_records(store, [], practice_id, full=full, source=source, held=seen, problems=problems)
+    # A feed that did not end cleanly (a page repeating earlier ones, too many pages) withdraws nothing.
+    final = apply_records(store, [], practice_id, full=full and complete, source=source, held=seen, problems=problems)
     result = DirectoryImport(
         added=state.added, updated=state.changed, unchanged=state.unchanged, withdrawn=final.withdrawn,
         problems=problems, format="feed",
@@ -224,6 +260,8 @@ def pull(
     summary.inserts = [("", {})] * state.added
     summary.updates = [("", {})] * state.changed
     result.lines = report_lines(summary, "feed", source)
+    if full and not complete:
+        result.lines.append("The feed did not end cleanly (see the problems above), so no service was withdrawn.")
     if resumed_from > 1:
         result.lines.insert(0, f"Continued from page {resumed_from}, where the last run stopped.")
     state_path.unlink(missing_ok=True)

@@ -38,6 +38,7 @@ class Api:
         self.requests: list[str] = []
         self.failures: dict[str, list[str]] = {}  # path (with query) -> ["500" | "slow", ...]
         self.slow_seconds = 1.0
+        self.ignore_page = False  # a broken API that always answers page 1 and never says it is the last
 
     def page(self, n: int) -> dict[str, Any]:
         total_pages = max(1, -(-len(self.docs) // PAGE_SIZE))
@@ -60,6 +61,8 @@ class Api:
         parts = urlsplit(path)
         if parts.path == "/api/services":
             page = int(parse_qs(parts.query).get("page", ["1"])[0])
+            if self.ignore_page:
+                return 200, {**self.page(1), "last_page": False, "total_pages": None}
             return 200, self.page(page)
         if parts.path.startswith("/api/services/"):
             sid = parts.path.rsplit("/", 1)[1]
@@ -190,3 +193,19 @@ def test_cli_pull(api: tuple[Api, str], tmp_path: Path, capsys: pytest.CaptureFi
         "to continue."
     )
     assert list(tmp_path.glob("s.db.directory-pull-*.json"))  # the place is kept beside the store
+
+
+def test_an_api_that_ignores_the_page_stops_and_withdraws_nothing(
+    sqlite_server: TestServer, api: tuple[Api, str], tmp_path: Path
+) -> None:
+    fake, url = api
+    sqlite_server.worker("w1", "P1")
+    assert run(sqlite_server, url, tmp_path / "s.json").added == 5
+    fake.ignore_page = True
+    result = run(sqlite_server, url, tmp_path / "s.json")
+    assert [str(p) for p in result.problems] == [
+        "page 2:0: the page repeats services already read, so the pull stopped"
+    ]
+    assert (result.unchanged, result.withdrawn) == (2, 0)
+    assert result.lines[-1] == "The feed did not end cleanly (see the problems above), so no service was withdrawn."
+    assert all(v["active"] for v in directory(sqlite_server).values())
