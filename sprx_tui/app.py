@@ -46,7 +46,7 @@ from sprx_tui.inert import visible
 from sprx_tui.messages import DraftsFound, SyncCountsRead, SyncStatusChanged, VaultLocked, VaultUnlocked
 from sprx_tui.router import OpenDirectoryFor, OpenPerson
 from sprx_tui.screens.lock import Backdrop, DraftOfferScreen
-from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, setting_for, theme_name
+from sprx_tui.themes import SPRX_DEFAULT, SPRX_HIGH_CONTRAST, SPRX_NO_COLOR, setting_for, theme_name
 from sprx_tui.widgets.status_bar import AREAS, SyncSummary
 
 # mode -> (module, class) for the five areas; the last three are written by other parts of the project.
@@ -215,7 +215,12 @@ class SprxApp(App[int]):
         self.terminal_guard: Any | None = None  # terminal_guard.TerminalGuard, in a real terminal
         self.register_theme(SPRX_DEFAULT)
         self.register_theme(SPRX_HIGH_CONTRAST)
-        self.theme = theme_name(self.config.theme)
+        self.register_theme(SPRX_NO_COLOR)
+        self.theme = self.theme_for(self.config.theme)
+
+    def theme_for(self, setting: str) -> str:
+        """The Textual theme for a theme setting: with NO_COLOR set, always the black-and-white one."""
+        return SPRX_NO_COLOR.name if self.no_color else theme_name(setting)
 
     def _epoch(self) -> float:
         return self.clock().timestamp()
@@ -688,12 +693,12 @@ class SprxApp(App[int]):
 
     def action_toggle_theme(self) -> None:
         self.config.theme = "default" if self.config.theme == "high_contrast" else "high_contrast"
-        self.theme = theme_name(self.config.theme)
+        self.theme = self.theme_for(self.config.theme)
         self.save_config()
 
     def apply_config(self) -> None:
         """Make the current config take effect (after the settings screen saved it)."""
-        self.theme = theme_name(self.config.theme)
+        self.theme = self.theme_for(self.config.theme)
         self.set_keymap(self.config.keymap)
         if self._sync is not None and hasattr(self._sync, "config_changed"):
             with contextlib.suppress(Exception):
@@ -709,7 +714,8 @@ class SprxApp(App[int]):
 
     def watch_theme(self, theme: str) -> None:
         # Keep the config in step if the theme changed elsewhere (e.g. TEXTUAL_THEME); saved on next save.
-        self.config.theme = setting_for(theme)
+        if theme != SPRX_NO_COLOR.name:  # NO_COLOR's theme is the terminal's choice, never saved as the worker's
+            self.config.theme = setting_for(theme)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in {"area", "lock", "settings", "toggle_theme"}:

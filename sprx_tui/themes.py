@@ -47,6 +47,43 @@ SPRX_HIGH_CONTRAST = Theme(
     },
 )
 
+SPRX_NO_COLOR = Theme(
+    name="sprx-no-color",
+    primary="#FFFFFF",
+    secondary="#FFFFFF",
+    accent="#FFFFFF",
+    warning="#FFFFFF",
+    error="#FFFFFF",
+    success="#FFFFFF",
+    foreground="#FFFFFF",
+    background="#000000",
+    surface="#000000",
+    panel="#262626",
+    dark=True,
+    luminosity_spread=0.0,
+    text_alpha=1.0,
+    variables={
+        "text-muted": "#D9D9D9",
+        "foreground-muted": "#D9D9D9",
+        "border": "#FFFFFF",
+        "border-blurred": "#8C8C8C",
+        # The selected row or option: reversed (black on white) when focused, white on dark grey when not.
+        "block-cursor-background": "#FFFFFF",
+        "block-cursor-foreground": "#000000",
+        "block-cursor-text-style": "bold",
+        "block-cursor-blurred-background": "#4D4D4D",
+        "block-cursor-blurred-foreground": "#FFFFFF",
+        "block-cursor-blurred-text-style": "bold",
+        "block-hover-background": "#333333",
+        "footer-key-foreground": "#FFFFFF",
+        "input-selection-background": "#FFFFFF 40%",
+        "button-color-foreground": "#000000",
+    },
+)
+"""Chosen whenever NO_COLOR is set. Textual then draws every colour as its grey (Monochrome), which made
+the default theme's selection white on light grey (1.9:1). This one is black, white and greys only, so
+what is selected or focused reads by contrast and weight: reversed and bold when focused."""
+
 THEMES = {"default": SPRX_DEFAULT, "high_contrast": SPRX_HIGH_CONTRAST}
 
 

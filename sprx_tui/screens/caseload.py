@@ -16,6 +16,7 @@ from textual.widgets import Input, Static
 from textual.worker import Worker, get_current_worker
 
 from sprx_tui import router
+from sprx_tui.core.models import SAFETY_FLAGS
 from sprx_tui.core.store import CaseStore
 from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells
@@ -96,6 +97,14 @@ def follow_up_date(day: dt.date | None, today: dt.date) -> str:
     return f"{shown} {OVERDUE}" if day is not None and day < today else shown
 
 
+def flag_legend(ascii_only: bool = False) -> str:
+    """What each safety-flag mark means, in one paragraph (shown by F1 on the screens that use the marks)."""
+    meanings = [
+        f"{flag_marks([flag], ascii_only)} {label}" for flag, label in SAFETY_FLAGS.items() if flag in FLAG_MARKS
+    ]
+    return "Safety flags: " + " · ".join(meanings) + "."
+
+
 def short_date(day: dt.date | None, today: dt.date) -> str:
     """'30 Nov' this year, '30 Nov 2025' otherwise (never an ambiguous 11/12)."""
     if day is None:
@@ -169,6 +178,10 @@ class CaseloadScreen(AreaScreen):
         yield table
         yield StatusBar()
         yield KeysFooter()
+
+    def help_legend(self) -> str:
+        """The flag marks' meanings, for F1."""
+        return flag_legend(self.sprx.config.ascii_marks)
 
     def on_mount(self) -> None:
         self._show_strip()

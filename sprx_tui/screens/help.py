@@ -10,6 +10,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Static
 
+from sprx_tui.inert import inert
 from sprx_tui.widgets.row_table import RowTable
 
 EVERYWHERE = "Everywhere"
@@ -56,16 +57,18 @@ class HelpScreen(ModalScreen[None]):
     ]
     HELP_TITLE = "Help"
 
-    def __init__(self, title: str, about: str, rows: list[tuple[str, str, str, str]]) -> None:
+    def __init__(self, title: str, about: str, rows: list[tuple[str, str, str, str]], legend: str = "") -> None:
         super().__init__()
         self.title_text = title
         self.about = about
         self.rows = rows
+        self.legend = legend
 
     @classmethod
     def for_screen(cls, screen: Screen) -> HelpScreen:
         about = str(getattr(type(screen), "HELP", "") or "")
-        return cls(f"Keys: {screen_title(screen)}", about, key_rows(screen))
+        legend = getattr(screen, "help_legend", None)  # what the screen's marks mean (the safety-flag symbols)
+        return cls(f"Keys: {screen_title(screen)}", about, key_rows(screen), legend() if callable(legend) else "")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="help", classes="pane"):
@@ -76,6 +79,8 @@ class HelpScreen(ModalScreen[None]):
             for where, keys, what, _tip in self.rows:
                 table.add_row(keys, what, where)
             yield table
+            if self.legend:
+                yield Static(inert(self.legend, multiline=True), id="help-legend")
             yield Static("Esc closes · Ctrl+P searches every command", classes="hint")
 
     def on_mount(self) -> None:

@@ -21,7 +21,7 @@ from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert_cells
 from sprx_tui.messages import TodayLoaded
 from sprx_tui.screens.area import AreaScreen
-from sprx_tui.screens.caseload import flag_marks, short_date
+from sprx_tui.screens.caseload import flag_legend, flag_marks, short_date
 from sprx_tui.widgets.fast_table import TextTable
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
@@ -109,6 +109,10 @@ class TodayScreen(AreaScreen):
                 yield table
         yield StatusBar()
         yield KeysFooter()
+
+    def help_legend(self) -> str:
+        """The flag marks' meanings, for F1."""
+        return flag_legend(self.sprx.config.ascii_marks)
 
     def on_screen_resume(self) -> None:
         # At the unlock the lists are read before Today is switched to (read_lists with `then`).

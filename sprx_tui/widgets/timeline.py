@@ -32,34 +32,42 @@ def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
     """One contact as the worker reads it: when, how, how long, the note, then any amendments.
 
     Each line is indented by two characters; the first line of the highlighted contact starts with MARK.
+    The highlighted one keeps its weights (bold, struck through, reversed) but not its colours: drawn on
+    the highlight, a muted or accent colour was unreadable (1.1:1 in high contrast, 1.4:1 with NO_COLOR).
     """
+
+    def styled(text: str, style: str) -> Content:
+        if marked:
+            style = " ".join(word for word in style.split() if not word.startswith("$"))
+        return Content.styled(text, style)
+
     c = entry.contact
     when = local(c.occurred_at).strftime("%a ") + fmt_datetime(c.occurred_at)
-    heading = [Content.styled(when, "bold"), "  ·  ", visible(CONTACT_MODES.get(c.mode, c.mode))]
+    heading = [styled(when, "bold"), "  ·  ", visible(CONTACT_MODES.get(c.mode, c.mode))]
     if c.duration_minutes:  # 0 is "not recorded" (a blank Minutes box), as the FHIR export reads it too
         heading += ["  ·  ", f"{c.duration_minutes} min"]
     if c.did_not_attend:
-        heading += ["  ·  ", Content.styled("Did not attend", "bold $text-warning")]
+        heading += ["  ·  ", styled("Did not attend", "bold $text-warning")]
     if c.follow_up_on:
-        heading += ["  ·  ", Content.styled(f"follow-up {fmt_date(c.follow_up_on)}", "$text-muted")]
+        heading += ["  ·  ", styled(f"follow-up {fmt_date(c.follow_up_on)}", "$text-muted")]
     lines: list[Content] = [Content.assemble(*heading)]
     if c.entered_in_error:
         lines.append(
             Content.assemble(
-                Content.styled("ENTERED IN ERROR", "bold reverse $text-error"),
-                Content.styled(f"  {visible(c.error_reason or '', multiline=True)}", "$text-error"),
+                styled("ENTERED IN ERROR", "bold reverse $text-error"),
+                styled(f"  {visible(c.error_reason or '', multiline=True)}", "$text-error"),
             )
         )
     notes = visible(c.notes.strip(), multiline=True) or "(no notes)"
-    lines.append(Content.styled(notes, "strike $text-muted" if c.entered_in_error else ""))
+    lines.append(styled(notes, "strike $text-muted" if c.entered_in_error else ""))
     for a in entry.amendments:
         note = f"  ↳ Amended {fmt_datetime(a.amended_at)}"
         if a.author:
             note += f" by {visible(a.author)}"
         if a.reason:
             note += f" ({visible(a.reason, multiline=True)})"
-        lines.append(Content.styled(note + ":", "bold $text-accent"))
-        lines.append(Content.styled("    " + visible(a.text, multiline=True), "$text-accent"))
+        lines.append(styled(note + ":", "bold $text-accent"))
+        lines.append(styled("    " + visible(a.text, multiline=True), "$text-accent"))
     body = Content("\n").join(lines)
     first, *rest = body.split("\n")
     return Content("\n").join(

@@ -327,3 +327,92 @@ def test_an_accepted_referral_is_said_to_be_coded_not_sent() -> None:
     shown = referral_detail(referral).plain
     assert f"Recorded as SNOMED CT {SNOMED_REFERRAL_ACCEPTED}" in shown
     assert "sent" not in shown  # nothing is sent from here (a demo vault sends nothing at all)
+
+
+def _contrast(a: Any, b: Any) -> float:
+    def luminance(c: Any) -> float:
+        def channel(v: int) -> float:
+            x = v / 255
+            return x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4
+
+        r, g, b_ = c.rgb
+        return 0.2126 * channel(r) + 0.7152 * channel(g) + 0.0722 * channel(b_)
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def line_contrast(widget: Any, y: int, *, monochrome: bool) -> float:
+    """The lowest text-on-background contrast of one drawn line of `widget`, as the terminal shows it."""
+    from textual.color import Color
+
+    strip = widget.render_line(y)
+    worst = 99.0
+    for segment in strip:
+        style = segment.style
+        if style is None or not segment.text.strip() or style.color is None or style.bgcolor is None:
+            continue
+        fg, bg = Color.from_rich_color(style.color), Color.from_rich_color(style.bgcolor)
+        if monochrome:  # what Textual's Monochrome filter (NO_COLOR) draws
+            fg, bg = fg.monochrome, bg.monochrome
+        worst = min(worst, _contrast(fg, bg))
+    assert worst < 99.0, "nothing drawn on that line"
+    return worst
+
+
+@pytest.mark.parametrize("theme", ["no_color", "high_contrast"])
+async def test_selected_and_focused_styles_keep_their_contrast(
+    unlocked_store: CaseStore, monkeypatch: pytest.MonkeyPatch, theme: str
+) -> None:
+    from textual.widgets import Checkbox, DataTable
+
+    from sprx_tui.widgets.fast_table import TextTable
+    from sprx_tui.widgets.timeline import ContactTimeline
+
+    no_color = theme == "no_color"
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(unlocked_store, theme="default" if no_color else "high_contrast")
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.no_color is no_color
+        await press(pilot, "f3")
+        table = app.screen.query_one("#caseload", TextTable)
+        assert table.has_focus
+        assert line_contrast(table, 1, monochrome=no_color) >= 7.0  # the selected row, focused
+        await press(pilot, "slash")
+        assert not table.has_focus
+        assert line_contrast(table, 1, monochrome=no_color) >= 4.5  # the selected row, not focused
+        await press(pilot, "escape", "down", "enter")
+        await press(pilot, "c")
+        timeline = app.screen.query_one(ContactTimeline)
+        assert timeline.has_focus and timeline.option_count
+        assert line_contrast(timeline, 0, monochrome=no_color) >= 7.0  # the contact m and e act on
+        await press(pilot, "f4")
+        services = app.screen.query_one("#results", DataTable)
+        services.focus()
+        await press(pilot, "down")
+        assert line_contrast(services, 2, monochrome=no_color) >= 7.0  # a selected service (a DataTable row)
+        await press(pilot, "f9")
+        box = app.screen.query_one("#auto_sync", Checkbox)
+        box.focus()
+        await pilot.pause()
+        assert line_contrast(box, 0, monochrome=no_color) >= 4.5  # a focused tick box and its label
+
+
+async def test_help_explains_the_flag_marks_where_they_are_shown(unlocked_store: CaseStore) -> None:
+    from textual.widgets import Static
+
+    from sprx_tui.screens.caseload import FLAG_MARKS
+    from sprx_tui.screens.help import HelpScreen
+
+    for ascii_only in (False, True):
+        app = make_app(unlocked_store, ascii_marks=ascii_only)
+        async with app.run_test(size=(80, 24)) as pilot:
+            for area in ("f2", "f3"):
+                await press(pilot, area, "f1")
+                assert isinstance(app.screen, HelpScreen)
+                legend = str(app.screen.query_one("#help-legend", Static).render())
+                for unicode_mark, ascii_mark in FLAG_MARKS.values():
+                    assert (ascii_mark if ascii_only else unicode_mark) in legend
+                assert "Do not visit alone" in legend and "Animals in the home" in legend
+                await press(pilot, "escape")
