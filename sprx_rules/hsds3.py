@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from sprx_rules.hsds import (
     MAX_FILE_BYTES,
@@ -201,14 +201,16 @@ class Location(_Row):
     TABLE = "locations"
     KNOWN = frozenset(
         {"id", "location_type", "url", "organization_id", "alternate_name", "description", "transportation",
-         "latitude", "longitude", "external_identifier", "external_identifier_type", "languages", "contacts",
+         "latitude", "longitude", "external_identifier", "external_identifier_type", "languages",
          "attributes", "metadata"}
     )  # fmt: skip
     name: Text = ""
-    addresses: Items = []
-    accessibility: Items = []
+    # Early HSDS 3.0 examples spell these "addresss" and "accessibilitys"; both spellings are read.
+    addresses: Items = Field(default=[], validation_alias=AliasChoices("addresses", "addresss"))
+    accessibility: Items = Field(default=[], validation_alias=AliasChoices("accessibility", "accessibilitys"))
     phones: Items = []
     schedules: Items = []
+    contacts: Items = []
 
 
 class ServiceDoc(_Row):
@@ -217,8 +219,7 @@ class ServiceDoc(_Row):
     TABLE = "services"
     KNOWN = frozenset(
         {"organization_id", "program_id", "alternate_name", "accreditations", "assurer_email", "licenses",
-         "alert", "funding", "program", "required_documents", "contacts", "metadata", "capacities", "__line",
-         "__file"}
+         "alert", "funding", "fundings", "program", "required_documents", "contacts", "metadata", "capacities"}
     )  # fmt: skip
     id: Text = ""
     name: Text = ""
@@ -370,7 +371,8 @@ def _places(doc: ServiceDoc, ctx: _Context, line: int) -> _Places:
         if not isinstance(sal, dict):
             continue
         out.schedules += _each(Schedule, _items_or_empty(sal.get("schedules")), ctx, line)
-        out.phones += _each(Phone, _items_or_empty(sal.get("phones")), ctx, line)
+        sal_phones = _items_or_empty(sal.get("phones")) + _contact_phone_items(sal.get("contacts"))
+        out.phones += _each(Phone, sal_phones, ctx, line)
         loc_raw = sal.get("location")
         if not isinstance(loc_raw, dict):
             continue
@@ -384,16 +386,21 @@ def _places(doc: ServiceDoc, ctx: _Context, line: int) -> _Places:
                 what = clean_text(acc.accessibility or acc.description, MAX_SHORT)
                 detail = clean_text(acc.details, MAX_SHORT)
                 out.access.append(f"{what} ({detail})" if detail and what else what or detail)
-            out.phones += _each(Phone, loc.phones, ctx, line)
+            out.phones += _each(Phone, loc.phones + _contact_phone_items(loc.contacts), ctx, line)
             out.schedules += _each(Schedule, loc.schedules, ctx, line)
     out.address = _join_unique(parts, ", ")
     out.stated = _place_fields(doc)
     return out
 
 
+def _contact_phone_items(contacts: Any) -> list[Any]:
+    """The phones of a list of contacts (raw objects, checked by the caller)."""
+    return [p for c in _items_or_empty(contacts) if isinstance(c, dict) for p in _items_or_empty(c.get("phones"))]
+
+
 # What a location states by having the key at all (a CSV package without addresses.csv has none).
-_LOCATION_KEYS = {"addresses": "postcode", "accessibility": "accessibility", "schedules": "opening_times",
-                  "phones": "phone"}  # fmt: skip
+_LOCATION_KEYS = {("addresses", "addresss"): "postcode", ("accessibility", "accessibilitys"): "accessibility",
+                  ("schedules",): "opening_times", ("phones", "contacts"): "phone"}  # fmt: skip
 
 
 def _place_fields(doc: ServiceDoc) -> set[str]:
@@ -405,8 +412,10 @@ def _place_fields(doc: ServiceDoc) -> set[str]:
     if not sals:
         return {"address", "postcode", "accessibility"}
     out = {"address"}
-    for key, fname in _LOCATION_KEYS.items():
-        every = all(key in s or (isinstance(s.get("location"), dict) and key in s["location"]) for s in sals)
+    for keys, fname in _LOCATION_KEYS.items():
+        every = all(
+            any(k in s or (isinstance(s.get("location"), dict) and k in s["location"]) for k in keys) for s in sals
+        )
         if every:
             out.add(fname)
     return out

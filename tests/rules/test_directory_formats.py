@@ -244,3 +244,25 @@ def test_absent_field_keeps_its_value_explicit_empty_clears_it() -> None:
     [(sid, changes)] = plan.updates
     assert sid == service_id("P1", "ex-1")
     assert changes == {"address": "", "postcode": "", "opening_times": "", "accessibility": ""}
+
+
+def test_spellings_and_places_of_the_hsds_3_0_specification_examples() -> None:
+    """The HSDS 3.0 specification's own service_full example (openreferral/specification, examples/) spells
+    a location's lists "addresss" and "accessibilitys", puts phones under contacts at the service-at-location
+    and the location, and has "fundings": all read, none reported as unknown."""
+    doc = full_doc()
+    loc = doc["service_at_locations"][0]["location"]
+    loc["addresss"] = loc.pop("addresses")
+    loc["accessibilitys"] = loc.pop("accessibility")
+    loc["contacts"] = [
+        {"id": "c1", "name": "Desk", "phones": [{"id": "p1", "number": "0113 496 0000", "extension": 100}]}
+    ]
+    doc["service_at_locations"][0]["description"] = "At the civic centre"
+    doc["fundings"] = doc.pop("funding")
+    doc["attributes"][0].update(link_entity="service", value="x")
+    problems: list[Any] = []
+    [rec] = parse_json_value(doc, "spec.json", "local", "", problems)
+    assert problems == []
+    assert rec.postcode == "ABC 1234" and rec.accessibility.startswith("The building is equipped")
+    assert rec.phone == "0113 496 0000 ext 100"
+    assert rec.present is not None and {"postcode", "accessibility", "phone"} <= rec.present
