@@ -116,7 +116,7 @@ class ServiceUptake:
 
 
 def search_text_for(service: CommunityService | ServiceRecord) -> str:
-    """What directory search matches: names, description, categories, needs (keys and labels), place.
+    """What directory search matches: names, description, categories, needs (keys and labels), place, languages.
 
     Anything that writes CommunityService rows (import here, the sync client on pull) must set
     `search_text` with this, or the row cannot be found by text.
@@ -134,6 +134,7 @@ def search_text_for(service: CommunityService | ServiceRecord) -> str:
         service.postcode,
         (service.postcode or "").replace(" ", ""),
         service.eligibility,
+        " ".join(service.languages or []),
     ]
     return " ".join(p.lower() for p in parts if p)
 

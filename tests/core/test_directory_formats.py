@@ -154,3 +154,13 @@ def test_a_named_source_is_withdrawn_only_by_its_own_imports(core_store: CaseSto
     assert directory.import_directory(core_store, FULL_JSON).withdrawn == 0
     one = write_list(tmp_path / "one.json", derived(1))
     assert directory.import_directory(core_store, one, source="council").withdrawn == 1
+
+
+def test_languages_are_kept_and_searchable(core_store: CaseStore, tmp_path: Path) -> None:
+    docs = derived(1)
+    docs[0]["languages"] = [{"id": "l1", "name": "Welsh", "code": "cy"}]
+    directory.import_directory(core_store, write_list(tmp_path / "one.json", docs))
+    svc = directory.get_service(core_store, service_id("local", "ex-1"))
+    assert svc is not None and svc.languages == ["Welsh"]
+    rows, total = directory.search_services(core_store, "welsh")
+    assert total == 1 and rows[0].name == "Service 1"
