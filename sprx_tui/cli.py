@@ -447,10 +447,15 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise CliError("There is no directory package or file at that path.")
+    from sprx_tui.core.sync.enrol import is_enrolled
+
     store = unlock_store(args)
     try:
+        # An enrolled laptop's directory comes from the practice server: a local import may add and
+        # update, but withdrawing is the server's to do (its full imports reach this laptop by sync).
+        enrolled = is_enrolled(store)
         try:
-            result = import_directory(store, path, full=not args.partial, source=args.source or "")
+            result = import_directory(store, path, full=not args.partial and not enrolled, source=args.source or "")
         except HsdsError as exc:
             raise CliError(str(exc)) from None
     finally:
@@ -461,6 +466,8 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
         raise CliError("Nothing could be imported from that package; the problems are listed above.", EXIT_FAIL)
     for line in result.lines:
         print(visible(line))
+    if enrolled and not args.partial:
+        print("This laptop gets its directory from the practice server, so nothing was withdrawn here.")
     if result.inactive:
         n = result.inactive
         print(f"{n} {'service is' if n == 1 else 'services are'} marked inactive by the publisher.")

@@ -164,3 +164,22 @@ def test_languages_are_kept_and_searchable(core_store: CaseStore, tmp_path: Path
     assert svc is not None and svc.languages == ["Welsh"]
     rows, total = directory.search_services(core_store, "welsh")
     assert total == 1 and rows[0].name == "Service 1"
+
+
+def test_an_enrolled_laptop_never_withdraws_locally(
+    run_cli: Callable[..., tuple[int, str, str]], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from sprx_tui.core.store import open_store, set_state
+    from sprx_tui.core.sync.state import K_TOKEN
+
+    assert run_cli(capsys, str(FULL_JSON))[0] == 0
+    vault = Vault(tmp_path / "vault")
+    vault.unlock(bytearray(b"walking group on tuesday"))
+    set_state(open_store(vault).engine, {K_TOKEN: "a-device-token"})
+    vault.lock()
+    code, out, _ = run_cli(capsys, str(hsds_sample()))
+    assert code == 0 and out.startswith(
+        "Read an HSDS 1.1 datapackage: 13 added, 0 changed, 0 withdrawn, 0 unchanged.\n"
+        "Partial import: services not in this file were left as they are.\n"
+    )
+    assert "This laptop gets its directory from the practice server, so nothing was withdrawn here.\n" in out
