@@ -92,7 +92,7 @@ def cmd_people_find(args: argparse.Namespace) -> int:
 
 def add_people_commands(sub: Any, db: argparse.ArgumentParser) -> None:
     pe = sub.add_parser("people", help="find people on the server").add_subparsers(
-        dest="pcmd", required=True, parser_class=_Parser
+        dest="pcmd", metavar="ACTION", required=True, parser_class=_Parser
     )
     pf = pe.add_parser("find", parents=[db], help="find people by NHS number or part of a name: id, name, worker")
     pf.add_argument("text", help="an NHS number, or part of a given or family name (any case)")
@@ -204,10 +204,11 @@ def add_enrol_code_command(sub: Any, db: argparse.ArgumentParser) -> None:
 
 def _status(d: dict[str, Any]) -> str:
     """A device's state, and whether it can still be restored."""
-    if d["retired_at"] and d["revoked_at"]:
-        return f"retired {_when(d['retired_at'])}, erased {_when(d['erase_told_at'] or d['revoked_at'])}"
-    if d["revoked_at"] and d["erase_told_at"]:
-        return f"revoked {_when(d['revoked_at'])}, erased {_when(d['erase_told_at'])}"
+    if d["erased"]:
+        erased = _when(d["erase_told_at"] or d["revoked_at"])
+        if d["retired_at"]:
+            return f"retired {_when(d['retired_at'])}, erased {erased}"
+        return f"revoked {_when(d['revoked_at'])}, erased {erased}"
     if d["revoked_at"]:
         return f"revoked {_when(d['revoked_at'])} (not synced since; restorable)"
     if d["retired_at"]:
@@ -230,7 +231,7 @@ def cmd_device_list(args: argparse.Namespace) -> int:
 def cmd_device_restore(args: argparse.Namespace) -> int:
     store = _store(args)
     d = store.device_info(args.device_id)
-    if d["erase_told_at"] is not None:
+    if d["erased"]:
         # Said before asking: there is nothing to confirm.
         store.restore_device(args.device_id)  # raises the store's sentence (erased: enrol again)
     if d["revoked_at"] is None and d["retired_at"] is None:

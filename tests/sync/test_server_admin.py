@@ -313,6 +313,13 @@ def test_device_restore_undoes_a_retire_until_the_laptop_has_erased(
     with pytest.raises(StoreError):
         store.retired(store.authenticate(b["token"]), 0)
     assert "already told to erase" in refused(capsys, "device", "restore", b["device_id"], "--yes", *db)
+    # A retirement finished before erase_told_at existed is known by revoked_at written at its last contact.
+    from sync.server.store import device
+
+    with store._write() as conn:
+        conn.execute(device.update().where(device.c.id == b["device_id"]).values(erase_told_at=None))
+    assert "already told to erase" in refused(capsys, "device", "restore", b["device_id"], "--yes", *db)
+    assert "erased" in run(capsys, "device", "list", *db)[1]
 
 
 # ---------------------------------------------------------------- referral import

@@ -35,6 +35,17 @@ def check_login(login: str) -> None:
         raise StoreError("invalid", f"{login} cannot be a login (it is a word of sprx-server enrol-code).")
 
 
+def told_to_erase(d: Any) -> bool:
+    """Has the server told this laptop to erase itself (so it holds no copy and cannot be restored)?
+
+    ``erase_told_at`` says so since it was added; a retirement finished before then left its mark as
+    ``revoked_at`` set at the laptop's last contact (``retired`` writes both at once).
+    """
+    if d.erase_told_at is not None:
+        return True
+    return d.retired_at is not None and d.revoked_at is not None and (d.last_seen or 0) >= d.revoked_at
+
+
 def normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum())
 
@@ -245,6 +256,7 @@ class AccountsMixin(StoreBase):
                 "pending_reported": r.pending_reported,
                 "pending_reported_at": r.pending_reported_at,
                 "erase_told_at": r.erase_told_at,
+                "erased": told_to_erase(r),
             }
             for r in rows
         ]

@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from sprx_rules.nhs import normalise_nhs_number
 from sprx_rules.validate import ValidationError
 from sync.server.log import log_event
-from sync.server.store.accounts import ENROL_CODE_TTL_MS, AccountsMixin, normalise_code
+from sync.server.store.accounts import ENROL_CODE_TTL_MS, AccountsMixin, normalise_code, told_to_erase
 from sync.server.store.base import StoreError, sha256_hex
 from sync.server.store.scope import ScopeMixin
 from sync.server.store.tables import assignment, device, enrol_code, practice, record, team, worker
@@ -303,7 +303,7 @@ class AdminMixin(ScopeMixin, AccountsMixin):
             d = conn.execute(sa.select(device).where(device.c.id == device_id)).first()
             if d is None:
                 raise StoreError("not_found", f"There is no device {device_id}.", 404)
-            if d.erase_told_at is not None:
+            if told_to_erase(d):
                 raise StoreError(
                     "erased",
                     f"Device {device_id} was already told to erase its copy, so it cannot be restored; enrol the "
