@@ -29,12 +29,31 @@ SHARING_WORDS = {
     "none": "Nothing: they have not agreed to share information with their GP.",
 }
 
-CHOICE_CSS = """
+SHORT_CSS = """
+{name} .dialog {{ overflow-y: auto; }}
+{name}.-short .dialog {{ padding: 0 1; }}
+{name}.-short .dialog-title {{ margin-bottom: 0; }}
+{name}.-short Input {{ border: none !important; height: 1 !important; padding: 0 1; }}
+{name}.-short Button {{ border: none !important; height: 1 !important; min-width: 0; }}
+{name}.-short .dialog-buttons {{ margin-top: 0; }}
+"""
+"""On a short terminal (under 30 rows, 80x24 say) fields and buttons take one line each, so all of a dialog
+shows; taller terminals keep the bordered look. A dialog that still does not fit scrolls."""
+
+SHORT_BREAKPOINTS = [(0, "-short"), (30, "-tall")]
+
+CHOICE_CSS = (
+    """
 {name} {{ align: center middle; }}
 {name} OptionList {{ height: auto; max-height: 8; margin-bottom: 1; }}
+{name}.-short OptionList {{ margin-bottom: 0; }}
 {name} .chosen {{ height: auto; color: $text-muted; }}
 {name} .muted {{ color: $text-muted; height: auto; }}
 """
+    + SHORT_CSS
+)
+
+SHARING_SHORT = {"full": "the full summary", "codes_only": "codes only", "none": "nothing"}
 
 
 class ReasonChoiceModal(ModalScreen[tuple[str, str] | None]):
@@ -45,6 +64,7 @@ class ReasonChoiceModal(ModalScreen[tuple[str, str] | None]):
     """
 
     DEFAULT_CSS = CHOICE_CSS.format(name="ReasonChoiceModal") + MODAL_CSS
+    VERTICAL_BREAKPOINTS = SHORT_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Save", priority=True, id="reason_choice.save"),
         Binding("escape", "cancel", "Cancel", id="reason_choice.cancel"),
@@ -159,8 +179,8 @@ class DischargeModal(ReasonChoiceModal):
 
     def __init__(self, person_name: str, sharing: str, **kwargs: Any) -> None:
         intro = (
-            f"Their open referrals are closed and their follow-ups cancelled. Sharing with the GP: "
-            f"{SHARING_WORDS.get(sharing, SHARING_WORDS['full'])} The closing summary is offered next."
+            "Open referrals close and follow-ups are cancelled. The GP closing summary is offered next "
+            f"(sharing: {SHARING_SHORT.get(sharing, sharing)})."
         )
         super().__init__(
             f"End {person_name}'s episode",
@@ -249,8 +269,12 @@ class GpSummaryModal(ModalScreen[str | None]):
     DEFAULT_CSS = (
         "GpSummaryModal { align: center middle; }\n"
         "GpSummaryModal #preview { height: auto; max-height: 14; border: round $panel; padding: 0 1; }\n"
-        "GpSummaryModal .muted { color: $text-muted; height: auto; }\n" + MODAL_CSS
+        "GpSummaryModal.-short #preview { max-height: 8; }\n"
+        "GpSummaryModal .muted { color: $text-muted; height: auto; }\n"
+        + SHORT_CSS.format(name="GpSummaryModal")
+        + MODAL_CSS
     )
+    VERTICAL_BREAKPOINTS = SHORT_BREAKPOINTS
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+s", "save", "Write", priority=True, id="gp_summary.save"),
         Binding("escape", "cancel", "Not now", id="gp_summary.cancel"),
@@ -274,12 +298,10 @@ class GpSummaryModal(ModalScreen[str | None]):
                 with Horizontal(classes="dialog-buttons"):
                     yield Button("Close (Esc)", id="cancel", variant="primary")
                 return
-            yield Static(
-                "Written as a FHIR document for the GP system and as a plain-text letter beside it. " + LEAVING_WARNING,
-                classes="muted",
-            )
+            written = "Written as a FHIR document and a letter (.txt) beside it. "
+            yield Static(written + LEAVING_WARNING, classes="muted")
             yield FormField(
-                "Save the FHIR document to (a new file; the letter goes beside it as .txt)",
+                "Save to (a new file)",
                 Input(self.default_path, id="path"),
                 field="path",
             )

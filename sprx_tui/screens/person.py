@@ -920,7 +920,7 @@ class PersonScreen(Screen[None]):
     def _summary_previewed(self, message: SummaryPreviewed) -> None:
         person = self.person
         sharing = person.consent_gp_sharing if person is not None else "full"
-        default = str(Path.home() / f"gp-summary-{self.today.isoformat()}-{self.person_id[-6:]}.fhir.json")
+        default = f"~/gp-summary-{self.today.isoformat()}.fhir.json"  # no name or number in a file name
         store, person_id = self.store, self.person_id
 
         def answered(path: str | None) -> None:
