@@ -154,3 +154,26 @@ def test_sprx_enrol_prints_one_sentence_for_each(
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in done.stderr, done.stderr
+
+
+def test_sync_exit_codes_are_in_its_help_and_in_readme(capsys: pytest.CaptureFixture[str]) -> None:
+    """The codes `sprx sync` returns (sprx_tui.core.sync.run) are the ones its --help and README list."""
+    from sprx_tui.cli import main
+    from sprx_tui.core.sync import EXIT_CONFLICTS, EXIT_FAILED, EXIT_OFFLINE, EXIT_REVOKED, EXIT_SYNCED, EXIT_UPGRADE
+
+    with pytest.raises(SystemExit):
+        main(["sync", "--help"])
+    helptext = capsys.readouterr().out
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    codes = {
+        EXIT_SYNCED: "synced",
+        EXIT_FAILED: "failure",
+        EXIT_OFFLINE: "could not be reached",
+        EXIT_CONFLICTS: "conflicts",
+        EXIT_REVOKED: "revoked",
+        EXIT_UPGRADE: "update",
+    }
+    assert sorted(codes) == [0, 1, 3, 4, 5, 6]
+    for code, words in codes.items():
+        assert any(line.startswith(f"  {code}  ") and words in line for line in helptext.splitlines()), code
+        assert any(line.startswith(f"| {code} |") and words in line for line in readme.splitlines()), code
