@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from textual.message import Message
 from textual.timer import Timer
 
-from sprx_tui.core.sync import SyncStatus, sync_now, sync_status
+from sprx_tui.core.sync import SyncStatus, close_transport, sync_now, sync_status
 from sprx_tui.core.sync.view import PHASE_LABELS
 from sprx_tui.messages import SyncFinished, SyncOutcome, SyncProgress, SyncStarted, SyncStatusChanged
 from sprx_tui.screens.revoked import RevokedScreen
@@ -140,6 +140,8 @@ class SyncController:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
+        if self._store is not None:
+            close_transport(self._store)  # the kept-alive sync connection goes with the store
         self._store = None
         self._views.clear()
         self.running = False

@@ -11,6 +11,7 @@ be sent, and the caseload's denormalised dates are kept right.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import types
 import typing
@@ -102,11 +103,17 @@ def _local_value(model: type[Any], field: str, value: Any) -> Any:
 
 
 def max_hlc(meta: dict[str, Any]) -> int:
+    """The newest field HLC of a row's metadata (0 for none)."""
+    try:
+        # The server's metadata: every entry a dict with an integer hlc (one pass in C).
+        return int(max((m["hlc"] or 0 for m in meta.values()), default=0))
+    except (TypeError, KeyError, AttributeError):
+        pass
     top = 0
     for m in meta.values():
         if isinstance(m, dict):
             h = m.get("hlc") or 0
-            if h > top:
+            if isinstance(h, int) and h > top:
                 top = h
     return int(top)
 
@@ -144,6 +151,7 @@ class PageApplier:
         # Tests raise inside a page transaction to prove the page and its cursor roll back together.
         self.fail_in_page: Callable[[int], None] | None = None
         self._page_news = 0
+        self._page_applied = 0
         self._page_aside: list[dict[str, Any]] = []
         self._page_cleared: list[tuple[str, str]] = []
         self._held: set[tuple[str, str]] = set()
@@ -178,91 +186,126 @@ class PageApplier:
         pending = self._pending_by_row(s, keys)
         touched: set[str] = set()
         dated: set[str] = set()  # people whose caseload dates depend on rows of this page
-        applied = 0
+        self._page_applied = 0
         self._page_news = 0
         self._page_aside, self._page_cleared = [], []
         # One read per page (the table is empty unless something was set aside): a later good version clears it.
         self._held = {(t, r) for t, r in run_sql(s, "SELECT tbl, row_id FROM sync_quarantine").all()}
-        held = self._held
-        me = self.device_id
         by_tbl: dict[str, list[dict[str, Any]]] = {}
         for c in changes:
             by_tbl.setdefault(c["tbl"], []).append(c)
         for tbl, items in by_tbl.items():
             if tbl == "community_service":
                 n = self._apply_directory(s, items, practice)
-                applied += n
+                self._page_applied += n
                 self._page_news += n  # the directory is written on the server (imports), never here
-                continue
-            model = SYNCED_MODELS.get(tbl)
-            spec = TABLES.get(tbl)
-            if model is None or spec is None:
-                continue  # a table this version does not know yet
-            ids = [c["id"] for c in items]
-            present = {r[0] for r in run_sql(s, f"SELECT id FROM {tbl} WHERE id IN {IN_IDS}", id_param(ids))}
-            existing: dict[str, Synced] = {}
-            for chunk in chunks([i for i in ids if i in present]):
-                for r in s.exec(select(model).where(col(model.id).in_(chunk))).all():
-                    existing[r.id] = r
-            bulk = _bulk(tbl, self.engine.dialect)
-            base = bulk.template()
-            fresh: list[tuple[Any, ...]] = []
-            for c in items:
-                seq = int(c["seq"])
-                row = existing.get(c["id"])
-                if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
-                    continue  # already applied (a replayed page)
-                refusal = _row_refusal(tbl, c)
-                if refusal is not None:
-                    self._set_aside(s, tbl, c, refusal, seq, row)
-                    continue
-                if held and (tbl, c["id"]) in held:
-                    self._page_cleared.append((tbl, c["id"]))
-                person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
-                touched.add(person_id)
-                if tbl in _DATED:
-                    dated.add(person_id)
-                applied += 1
-                known = row.server_seq if row is not None and row.server_seq is not None else -1
-                self._page_news += _written_elsewhere(c.get("meta"), known, me)
-                if self.fail_in_page is not None:
-                    self.fail_in_page(applied)
-                if row is None and (tbl, c["id"]) not in pending:
-                    # Not held here and no local work on it: a plain insert, no merge (the bulk path).
-                    fresh.append(bulk.row(base, c, practice, person_id, seq))
-                    continue
-                values = {
-                    f: _local_value(model, f, v)
-                    for f, v in (c.get("values") or {}).items()
-                    if f in spec.fields and f in model.model_fields
-                }
-                meta = dict(c.get("meta") or {})
-                if row is None:
-                    # Local work for a row this laptop no longer holds: rebuild it, then re-apply the work.
-                    d = _DEFAULTS[tbl]()
-                    d.update(id=c["id"], practice_id=practice, person_id=person_id)
-                    row = model(**d)
-                for f, v in values.items():
-                    setattr(row, f, v)
-                row.field_meta = meta
-                row.deleted = bool(c.get("deleted"))
-                row.server_seq = seq
-                row.person_id = person_id
-                self._reapply(row, model, pending.get((tbl, row.id), []))
-                row.row_hlc = max_hlc(row.field_meta)
-                if isinstance(row, Person):
-                    row.search_text = search_text_for(row)
-                s.add(row)
-            if fresh:
-                if tbl == "person":
-                    fresh = bulk.fill_person_dates(s, fresh)
-                s.connection().exec_driver_sql(bulk.sql, fresh)
+            else:
+                self._apply_table(s, tbl, items, practice, pending, touched, dated)
         s.flush()
         self._apply_conflicts(s, conflicts, pending)
         self._write_quarantine(s)
         self._purge(s, removed, touched)
         self._refresh_people(s, dated)
-        return Applied(applied, self._page_news, len(self._page_aside))
+        return Applied(self._page_applied, self._page_news, len(self._page_aside))
+
+    def _existing(self, s: Session, tbl: str, model: type[Synced], ids: list[str]) -> dict[str, Synced]:
+        """The rows of this page the laptop already holds, as models (one id probe, then only those loaded)."""
+        present = {r[0] for r in run_sql(s, f"SELECT id FROM {tbl} WHERE id IN {IN_IDS}", id_param(ids))}
+        existing: dict[str, Synced] = {}
+        for chunk in chunks([i for i in ids if i in present]):
+            for r in s.exec(select(model).where(col(model.id).in_(chunk))).all():
+                existing[r.id] = r
+        return existing
+
+    def _apply_table(
+        self,
+        s: Session,
+        tbl: str,
+        items: list[dict[str, Any]],
+        practice: str,
+        pending: dict[tuple[str, str], list[SyncOutbox]],
+        touched: set[str],
+        dated: set[str],
+    ) -> None:
+        """One table's rows of a page: new ones by one bulk insert, held or locally edited ones merged."""
+        model = SYNCED_MODELS.get(tbl)
+        if model is None or TABLES.get(tbl) is None:
+            return  # a table this version does not know yet
+        existing = self._existing(s, tbl, model, [c["id"] for c in items])
+        bulk = _bulk(tbl, self.engine.dialect)
+        base = bulk.template()
+        fresh: list[tuple[Any, ...]] = []
+        me = self.device_id
+        for c in items:
+            seq = int(c["seq"])
+            row = existing.get(c["id"])
+            if not self._admit(s, tbl, c, seq, row):
+                continue
+            person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
+            touched.add(person_id)
+            if tbl in _DATED:
+                dated.add(person_id)
+            self._page_applied += 1
+            known = row.server_seq if row is not None and row.server_seq is not None else -1
+            self._page_news += _written_elsewhere(c.get("meta"), known, me)
+            if self.fail_in_page is not None:
+                self.fail_in_page(self._page_applied)
+            if row is None and (tbl, c["id"]) not in pending:
+                # Not held here and no local work on it: a plain insert, no merge (the bulk path).
+                fresh.append(bulk.row(base, c, practice, person_id, seq))
+            else:
+                self._merge_row(s, model, c, row, practice, person_id, seq, pending.get((tbl, c["id"]), []))
+        if fresh:
+            if tbl == "person":
+                fresh = bulk.fill_person_dates(s, fresh)
+            s.connection().exec_driver_sql(bulk.sql, fresh)
+
+    def _admit(self, s: Session, tbl: str, c: dict[str, Any], seq: int, row: Synced | None) -> bool:
+        """Whether a pulled row is to be written: not a replay of what is held, and through the inbound gate."""
+        if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
+            return False  # already applied (a replayed page)
+        refusal = _row_refusal(tbl, c)
+        if refusal is not None:
+            self._set_aside(s, tbl, c, refusal, seq, row)
+            return False
+        if self._held and (tbl, c["id"]) in self._held:
+            self._page_cleared.append((tbl, c["id"]))
+        return True
+
+    def _merge_row(
+        self,
+        s: Session,
+        model: type[Synced],
+        c: dict[str, Any],
+        row: Synced | None,
+        practice: str,
+        person_id: str,
+        seq: int,
+        pending: list[SyncOutbox],
+    ) -> None:
+        """A row this laptop holds, or one with local work waiting: the server's version, then that work on top."""
+        spec = TABLES[c["tbl"]]
+        values = {
+            f: _local_value(model, f, v)
+            for f, v in (c.get("values") or {}).items()
+            if f in spec.fields and f in model.model_fields
+        }
+        if row is None:
+            # Local work for a row this laptop no longer holds: rebuild it, then re-apply the work.
+            d = _DEFAULTS[c["tbl"]]()
+            d.update(id=c["id"], practice_id=practice, person_id=person_id)
+            row = model(**d)
+        for f, v in values.items():
+            setattr(row, f, v)
+        row.field_meta = dict(c.get("meta") or {})
+        row.deleted = bool(c.get("deleted"))
+        row.server_seq = seq
+        row.person_id = person_id
+        self._reapply(row, model, pending)
+        row.row_hlc = max_hlc(row.field_meta)
+        if isinstance(row, Person):
+            row.search_text = search_text_for(row)
+        s.add(row)
 
     def _set_aside(
         self, s: Session, tbl: str, c: dict[str, Any], refusal: gate.Refusal, seq: int, row: Any = None
@@ -571,9 +614,10 @@ class _Bulk:
             if wire is None:
                 self.fields[f] = (i, proc)
             elif proc is None:
-                self.fields[f] = (i, _none_safe(wire))
+                self.fields[f] = (i, _once(_none_safe(wire)))
             else:
-                self.fields[f] = (i, _compose(_none_safe(wire), proc))
+                # A date or time from the wire is parsed and stored once per distinct text (many rows share one).
+                self.fields[f] = (i, _once(_compose(_none_safe(wire), proc)))
         self.meta_proc = self.processors[self.index["field_meta"]]
         self.bool_proc = self.processors[self.index["deleted"]]
 
@@ -647,6 +691,16 @@ class _Bulk:
 
 def _compose(first: Callable[[Any], Any], then: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: then(first(v))
+
+
+def _once(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``convert`` remembered per distinct text (bounded), for values that repeat across a page."""
+    cached = functools.lru_cache(maxsize=8192)(convert)
+
+    def run(v: Any) -> Any:
+        return cached(v) if isinstance(v, str) else convert(v)
+
+    return run
 
 
 def _none_safe(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from sprx_tui.core.diskfull import DISK_FULL, is_disk_full
@@ -122,12 +121,22 @@ def _sync_lock(store: CaseStore) -> threading.Lock:
         return _SYNC_LOCKS.setdefault(key, threading.Lock())
 
 
+_COUNTS_SQL = (
+    f"SELECT ({PENDING_COUNT_SQL}), (SELECT count(*) FROM sync_conflict WHERE status = 'open'), "
+    "(SELECT count(*) FROM sync_rejected), (SELECT count(*) FROM sync_quarantine)"
+)
+"""Pending, open conflicts, rejected and set aside, in one statement (every sync ends with it)."""
+
+
+def _all_counts(store: CaseStore) -> tuple[int, int, int, int]:
+    with store.lock, store.engine.connect() as c:
+        row = c.exec_driver_sql(_COUNTS_SQL).one()
+    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
+
+
 def _counts(store: CaseStore) -> tuple[int, int, int]:
-    with store.lock, Session(store.engine) as s:
-        pending = s.connection().exec_driver_sql(PENDING_COUNT_SQL).scalar() or 0
-        conflicts = s.exec(select(func.count()).select_from(SyncConflict).where(SyncConflict.status == "open")).one()
-        rejected = s.exec(select(func.count()).select_from(SyncRejected)).one()
-    return int(pending), int(conflicts), int(rejected)
+    pending, conflicts, rejected, _aside = _all_counts(store)
+    return pending, conflicts, rejected
 
 
 def set_aside_count(store: CaseStore) -> int:
@@ -242,6 +251,59 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
+_TRANSPORTS: dict[str, tuple[tuple[str | None, ...], sc.Transport]] = {}
+"""Per vault: the transport of its last sync and what it was made for (url, token, pin, certificate).
+
+Kept between syncs so the app's background sync (and a run of `sync_now` calls) reuses one kept-alive
+HTTPS connection instead of a new TLS handshake each time. Only ever used under the vault's sync lock.
+"""
+_TRANSPORTS_GUARD = threading.Lock()
+
+
+def _kept_transport(store: CaseStore, cfg: dict[str, str | None], now_ms: Callable[[], int]) -> sc.Transport:
+    """The vault's kept transport when it was made for this enrolment; else a new one (the old one closed)."""
+    key = str(Path(store.vault.path).resolve())
+    want = (cfg.get(K_URL), cfg.get(K_TOKEN), cfg.get(K_PIN), cfg.get(K_CERT))
+    with _TRANSPORTS_GUARD:
+        kept = _TRANSPORTS.pop(key, None)
+    if kept is not None:
+        if kept[0] == want:
+            kept[1].now_ms = now_ms
+            _keep_transport(store, want, kept[1])
+            return kept[1]
+        kept[1].close()
+    t = sc.Transport(str(cfg[K_URL]), token=cfg[K_TOKEN], pin=cfg.get(K_PIN), cert_pem=cfg.get(K_CERT), now_ms=now_ms)
+    _keep_transport(store, want, t)
+    return t
+
+
+def _keep_transport(store: CaseStore, want: tuple[str | None, ...], t: sc.Transport) -> None:
+    with _TRANSPORTS_GUARD:
+        _TRANSPORTS[str(Path(store.vault.path).resolve())] = (want, t)
+
+
+def _transport_for(
+    store: CaseStore, cfg: dict[str, str], transport: httpx.BaseTransport | None, now_ms: Callable[[], int]
+) -> sc.Transport:
+    """The vault's kept transport; with an injected one (in-process tests), a client for this sync only."""
+    if transport is None:
+        return _kept_transport(store, dict(cfg), now_ms)
+    return sc.Transport(cfg[K_URL], token=cfg[K_TOKEN], pin=cfg.get(K_PIN), cert_pem=cfg.get(K_CERT),
+                        transport=transport, now_ms=now_ms)  # fmt: skip
+
+
+_GONE: dict[type[SyncError], str] = {sc.DeviceRevoked: "revoked", sc.DeviceRetired: "retired"}
+"""The status of a sync that ended with the laptop's local copy erased."""
+
+
+def close_transport(store: CaseStore) -> None:
+    """Close the vault's kept sync connection (at lock, at quit, after an erase); the next sync opens a new one."""
+    with _TRANSPORTS_GUARD:
+        kept = _TRANSPORTS.pop(str(Path(store.vault.path).resolve()), None)
+    if kept is not None:
+        kept[1].close()
+
+
 def sync_now(
     store: CaseStore,
     progress: sc.Progress | None = None,
@@ -250,8 +312,12 @@ def sync_now(
     sleep: Callable[[float], None] = time.sleep,
     local: VaultSyncAdapter | None = None,
     page: int = sc.PAGE,
+    pipeline: bool = True,
 ) -> SyncResult:
     """Push pending changes, then pull the caseload; never raises for network or server trouble.
+
+    ``pipeline=False`` fetches and applies a first sync's pages strictly in turn instead of fetching
+    ahead (the result is the same; tests compare the two).
 
     ``progress(phase, done, total)`` is called from the calling thread ("push" has a total; "pull"
     and "snapshot" pass None). After status "revoked" or "retired" the vault is erased and the store is dead.
@@ -260,7 +326,7 @@ def sync_now(
     if not lock.acquire(blocking=False):
         return SyncResult("busy", EXIT_FAILED, "A sync is already running.")
     try:
-        return _sync_locked(store, progress, transport, sleep, local, page)
+        return _sync_locked(store, progress, transport, sleep, local, page, pipeline)
     finally:
         lock.release()
 
@@ -272,6 +338,7 @@ def _sync_locked(
     sleep: Callable[[float], None],
     local: VaultSyncAdapter | None,
     page: int,
+    pipeline: bool = True,
 ) -> SyncResult:
     cfg = read_config(store)
     if not cfg.get(K_TOKEN):
@@ -283,15 +350,8 @@ def _sync_locked(
     local.news = 0
     if cfg.get(K_OFFSET):
         store.service.hlc_offset_ms = int(cfg[K_OFFSET])
-    t = sc.Transport(
-        cfg[K_URL],
-        token=cfg[K_TOKEN],
-        pin=cfg.get(K_PIN),
-        cert_pem=cfg.get(K_CERT),
-        transport=transport,
-        now_ms=local.now_ms,
-    )
-    engine = sc.SyncEngine(local, t, cfg[K_DEVICE], progress=progress, sleep=sleep, page=page)
+    t = _transport_for(store, cfg, transport, local.now_ms)
+    engine = sc.SyncEngine(local, t, cfg[K_DEVICE], progress=progress, sleep=sleep, page=page, pipeline=pipeline)
     status, code, message = "synced", EXIT_SYNCED, ""
     try:
         engine.run()
@@ -302,21 +362,19 @@ def _sync_locked(
                 detail=f"sent={r.acked + r.rejected} rejected={r.rejected} received={r.pulled + r.snapshot_rows}",
             )
             engine.push()
-    except sc.DeviceRevoked as exc:
+    except (sc.DeviceRevoked, sc.DeviceRetired) as exc:
+        # Retired, not lost: the engine raises that only once the outbox is empty (everything was sent).
+        close_transport(store)
         t.close()
         _erase(store)
-        return SyncResult("revoked", EXIT_REVOKED, str(exc), report=engine.report)
-    except sc.DeviceRetired as exc:
-        # Retired, not lost: the engine raises this only once the outbox is empty (everything was sent).
-        t.close()
-        _erase(store)
-        return SyncResult("retired", EXIT_REVOKED, str(exc), report=engine.report)
+        return SyncResult(_GONE[type(exc)], EXIT_REVOKED, str(exc), report=engine.report)
     except sc.UpgradeNeeded as exc:
         status, code, message = "upgrade", EXIT_UPGRADE, str(exc)
     except sc.Offline as exc:
         status, code, message = "offline", EXIT_OFFLINE, str(exc)
     except SyncError as exc:
         status, code, message = "failed", EXIT_FAILED, str(exc)
+        close_transport(store)  # e.g. a certificate or token the server no longer accepts: start afresh
     except Exception as exc:  # noqa: BLE001 - a worker thread must get a sentence, not a traceback
         # Every page and every acknowledgement is its own transaction, so a failure leaves nothing half-applied.
         status, code = "failed", EXIT_FAILED
@@ -324,9 +382,10 @@ def _sync_locked(
         if is_disk_full(exc, store.vault.path):
             message = DISK_FULL
     finally:
-        t.close()
+        if transport is not None:
+            t.close()
     r = engine.report
-    pending, conflicts, rejected_total = _counts(store)
+    pending, conflicts, rejected_total, set_aside = _all_counts(store)
     if status == "synced":
         sent = r.acked - r.bookkeeping
         # Received: what came from elsewhere (this laptop's own changes come back in the feed too).
@@ -358,7 +417,7 @@ def _sync_locked(
         rejected_total=rejected_total,
         finished_at=now,
         report=r,
-        set_aside=set_aside_count(store),
+        set_aside=set_aside,
     )
 
 
@@ -407,6 +466,7 @@ __all__ = [
     "LAST_SYNC_PERSIST_S",
     "UNSENT_WARN_AFTER",
     "SyncResult",
+    "close_transport",
     "SyncStatus",
     "open_conflicts",
     "plural",
