@@ -199,14 +199,14 @@ def test_assign_takes_an_nhs_number_or_an_id_and_refuses_unknowns(
 # ---------------------------------------------------------------- practices
 
 
-def test_unknown_practice_is_refused_by_import_directory_and_report(
+def test_unknown_practice_is_refused_by_directory_imports_and_report(
     url: str, store: ServerStore, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     db = ["--db", url]
     store.add_worker("asmith", "P1")
     folder = tmp_path / "empty-directory"
     folder.mkdir()
-    for cmd in (["import-directory", str(folder)], ["report"]):
+    for cmd in (["import-directory", str(folder)], ["report"], ["directory", "pull", "https://127.0.0.1:1/"]):
         said = refused(capsys, *cmd, "--practice", "no-such-practice", *db)
         assert said.startswith("There is no practice called no-such-practice")
     assert run(capsys, "report", "--practice", "P1", *db)[0] == 0
