@@ -90,9 +90,11 @@ def send_key(app: Any, key: str) -> None:
 def _summary(message: Any) -> SimpleNamespace:
     """What the measurements need from a message, without keeping the message (and the rows it carries)."""
     fields: dict[str, Any] = {"kind": type(message)}
-    for name in ("generation", "offset", "contact_id"):
+    for name in ("generation", "offset", "contact_id", "person_id"):
         if hasattr(message, name):
             fields[name] = getattr(message, name)
+    if getattr(message, "person", None) is not None:
+        fields["person_id"] = message.person.id
     if hasattr(message, "entries"):
         fields["contact_ids"] = frozenset(e.contact.id for e in message.entries)
     return SimpleNamespace(**fields)
@@ -264,6 +266,7 @@ def child_sprx(args: argparse.Namespace) -> None:
     from sprx_tui.screens.caseload import CaseloadScreen, CaseloadTable
     from sprx_tui.screens.contact import ContactContextLoaded, ContactSaved, ContactScreen
     from sprx_tui.screens.person import PersonLoaded, PersonScreen, TimelineLoaded
+    from sprx_tui.screens.person_form import PersonFormScreen, PersonSaved
     from sprx_tui.screens.today import TodayScreen
 
     # The KDF runs inside the unlock worker; time it there so it can be taken out of "unlock".
@@ -292,6 +295,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             TimelineLoaded,
             ContactContextLoaded,
             ContactSaved,
+            PersonSaved,
         )
     )
     from sprx_tui import _textual_hacks
@@ -341,9 +345,39 @@ def child_sprx(args: argparse.Namespace) -> None:
 
         return match
 
+    def new_person_shown(t0: float) -> Callable[[Any], bool]:
+        def match(msg: Any) -> bool:
+            if msg.kind is not PersonLoaded:
+                return False
+            saved = [x for tx, x in marks.messages[-400:] if tx >= t0 and x.kind is PersonSaved]
+            return bool(saved) and saved[-1].person_id == msg.person_id
+
+        return match
+
     def caseload_page(screen: Any) -> Callable[[float], Callable[[Any], bool]]:
         # Read the generation when a message arrives: the key may not have reached the filter yet.
         return lambda t0: lambda m: m.kind is CaseloadLoaded and m.offset == 0 and m.generation == screen._generation
+
+    async def add_person_by_keys(pilot: Any) -> dict[str, Any]:
+        """Add one person with a self-referral from the caseload as a worker would, key by key; count the keys.
+
+        F3 (to the caseload, counted though the caseload is already shown), a, the given name, Tab, the family
+        name, Ctrl+S: the referral source starts at "Self-referral", so choosing it takes no key.
+        """
+        app = pilot.app
+        given, family = "Keyed", "Walkin"
+        keys = ["f3", "a", *given, "tab", *family, "ctrl+s"]
+        await pilot.press(keys[0], keys[1])
+        await wait_for(lambda: isinstance(app.screen, PersonFormScreen) and bool(app.screen.query("#given_name")))
+        await pilot.press(*keys[2:])
+        await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)
+        person = app.screen.person
+        referrals = app.store.queries.referrals(person.id)
+        assert (person.given_name, person.family_name) == (given, family), (person.given_name, person.family_name)
+        assert [r.source for r in referrals] == ["self"], referrals
+        await pilot.press("escape")
+        await wait_for(lambda: isinstance(app.screen, CaseloadScreen))
+        return {"keys": len(keys) - len(given) - len(family), "typed_characters": len(given) + len(family)}
 
     async def run() -> None:
         t_start = _now()
@@ -469,6 +503,30 @@ def child_sprx(args: argparse.Namespace) -> None:
             out["save_contact_each_ms"] = [round(x, 1) for x in saves]
             out["save_contact_cpu_ms"] = summary(saves_cpu)
             out["save_contact_committed_ms"] = summary(committed)  # Ctrl+S -> ContactSaved (written, fsynced)
+
+            # -- add a person (a self-referral) from the caseload: keys counted once, then Ctrl+S timed
+            out["add_person_keys"] = await add_person_by_keys(pilot)
+            adds: list[float] = []
+            adds_cpu: list[float] = []
+            adds_committed: list[float] = []
+            for k in range(args.new_people):
+                await pilot.press("a")
+                await wait_for(
+                    lambda: isinstance(app.screen, PersonFormScreen) and bool(app.screen.query("#given_name"))
+                )
+                app.screen.query_one("#given_name", Input).value = "Bench"
+                app.screen.query_one("#family_name", Input).value = f"Walkin{k:03d}"
+                ms, cpu = await measured(pilot, "ctrl+s", new_person_shown, "PersonScreen")
+                t_saved = marks.message_after(last_key_at[0], lambda msg: msg.kind is PersonSaved)
+                adds_committed.append((t_saved - last_key_at[0]) * 1000 if t_saved is not None else float("nan"))
+                adds.append(ms)
+                adds_cpu.append(cpu)
+                await wait_for(lambda: isinstance(app.screen, PersonScreen))
+                await pilot.press("escape")
+                await wait_for(lambda: isinstance(app.screen, CaseloadScreen))
+            out["add_person_ms"] = summary(adds)
+            out["add_person_cpu_ms"] = summary(adds_cpu)
+            out["add_person_committed_ms"] = summary(adds_committed)  # Ctrl+S -> PersonSaved (written)
             out["peak_rss_after_unlock_mb"] = round(peak_rss_since_reset_mb(), 1) if reset else None
             await pilot.press("ctrl+l")
             await pilot.pause()
@@ -513,6 +571,7 @@ def run_parent(args: argparse.Namespace) -> None:
             kind, _, off = mode.partition("-no-")
             argv = [PYTHON, SCRIPT, "child", kind, "--vault", str(vault), "--seed", str(args.seed + r)]
             argv += ["--queries", str(args.queries), "--opens", str(args.opens), "--saves", str(args.saves)]
+            argv += ["--new-people", str(args.new_people)]
             argv += ["--hacks-off", off]
             run = run_child(argv)
             if run.returncode != 0:
@@ -597,6 +656,28 @@ def run_parent(args: argparse.Namespace) -> None:
             "<= 50",
             per_round("save_contact_ms"),
         ),
+        ("add a person (self-referral): Ctrl+S -> written (p50)", med("add_person_committed_ms", "p50"), "", "", ""),
+        (
+            "add a person -> their record shown, p50",
+            med("add_person_ms", "p50"),
+            med("add_person_cpu_ms", "p50"),
+            "",
+            "",
+        ),
+        (
+            "add a person -> their record shown, p95",
+            med("add_person_ms", "p95"),
+            med("add_person_cpu_ms", "p95"),
+            "<= 50",
+            per_round("add_person_ms"),
+        ),
+        (
+            "keys to add a person with a self-referral (plus the name)",
+            sprx[0]["add_person_keys"]["keys"],
+            "",
+            "",
+            "F3 a, given name Tab family name, Ctrl+S",
+        ),
         ("peak RSS through unlock, MB (Argon2id included)", med("peak_rss_through_unlock_mb"), "", "", ""),
         ("peak RSS after unlock: caseload, filter, open, save, MB", med("peak_rss_after_unlock_mb"), "", "", ""),
         ("RSS with the caseload shown, MB", med("rss_with_caseload_mb"), "", "", ""),
@@ -619,6 +700,8 @@ def run_parent(args: argparse.Namespace) -> None:
             "filter_keystroke_p95_ms": med("filter_keystroke_ms", "p95"),
             "open_person_p95_ms": med("open_person_ms", "p95"),
             "save_contact_p95_ms": med("save_contact_ms", "p95"),
+            "add_person_p95_ms": med("add_person_ms", "p95"),
+            "add_person_keys": sprx[0]["add_person_keys"]["keys"],
             "peak_rss_after_unlock_mb": med("peak_rss_after_unlock_mb"),
             "savings_ms": savings,
             "runs": results,
@@ -663,6 +746,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--queries", type=int, default=40, help="filter texts typed per round (each key measured)")
         p.add_argument("--opens", type=int, default=20)
         p.add_argument("--saves", type=int, default=15)
+        p.add_argument("--new-people", type=int, default=10, help="people added (Ctrl+S in the new-person form)")
         p.add_argument("--seed", type=int, default=1)
         if name == "run":
             p.add_argument(

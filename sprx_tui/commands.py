@@ -65,6 +65,14 @@ class ShellCommandsProvider(Provider):
             commands.append(
                 ("New contact for this person", partial(screen.run_action, "new_contact"), "Record a visit or call (n)")
             )
+        if hasattr(screen, "action_edit_details"):
+            commands.append(
+                (
+                    "Update this person's details",
+                    partial(screen.run_action, "edit_details"),
+                    "Phone, address, communication needs, safety flags, consent (i)",
+                )
+            )
         if hasattr(screen, "action_find_service"):
             commands.append(
                 (

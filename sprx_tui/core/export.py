@@ -27,6 +27,7 @@ from sprx_tui.core.models import (
     Person,
     PlanAction,
     Referral,
+    SafetyFlagChange,
     Synced,
     WhatMatters,
 )
@@ -44,6 +45,7 @@ CSV_TABLES: list[tuple[str, type[Synced]]] = [
     ("referrals", Referral),
     ("contacts", Contact),
     ("contact_amendments", ContactAmendment),
+    ("safety_flag_changes", SafetyFlagChange),
     ("follow_ups", FollowUp),
     ("what_matters", WhatMatters),
     ("goals", Goal),

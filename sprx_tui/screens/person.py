@@ -296,9 +296,11 @@ class PersonScreen(Screen[None]):
 
     COMMANDS = {MeasureCommands}
 
-    def __init__(self, person_id: str, tab: str | None = None) -> None:
+    def __init__(self, person_id: str, tab: str | None = None, *, loaded: PersonLoaded | None = None) -> None:
+        """`loaded`: the person as a worker has just read them (after adding them), so the header needs no read."""
         super().__init__()
         self.person_id = person_id
+        self._preloaded = loaded if loaded is not None and loaded.person is not None else None
         self.initial_tab = tab if tab in TAB_IDS else "overview"
         self.person: Person | None = None
         self.flag_history: list[SafetyFlagChange] = []
@@ -386,6 +388,10 @@ class PersonScreen(Screen[None]):
             self._load_tab(tab)
 
     def on_mount(self) -> None:
+        if self._preloaded is not None and self._preloaded.person is not None:
+            if self._preloaded.person.id == self.person_id:
+                self.post_message(self._preloaded)
+                return
         self._load_person()
 
     def on_screen_resume(self) -> None:

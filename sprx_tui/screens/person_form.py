@@ -30,7 +30,9 @@ from sprx_tui.core.service import InvalidInput
 from sprx_tui.drafts import clean_text_values, discard_later, push_person
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.forms import ConfirmModal, FormField, KeysInOrder, fmt_date, show_errors, worker_error
+from sprx_tui.screens.person import PersonLoaded  # the message only; the screen is opened through the router
 from sprx_tui.widgets.keys_footer import KeysFooter
+from sprx_tui.widgets.toggles import TickBox
 
 NEW_KEY = "person:new"
 GP_SHARING_CHOICES: tuple[tuple[str, str], ...] = (
@@ -111,6 +113,7 @@ class DuplicateFound(Message):
 class PersonSaved(Message):
     person_id: str
     changed: tuple[str, ...]
+    loaded: PersonLoaded | None = None  # a new person as the save's worker read them back
 
 
 @dataclass
@@ -193,10 +196,10 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
                 yield box("communication_needs", "Other needs (words)", placeholder="optional", max_length=4000)
             with Horizontal(classes="boxes", id="needs"):
                 for name, label in NEED_BOXES:
-                    yield Checkbox(label, bool(start[name]), id=name, compact=True)
+                    yield TickBox(label, bool(start[name]), id=name, compact=True)
             yield Static("Home-visit safety flags", classes="form-section")
             flags = [
-                Checkbox(label, bool(start[f"flag_{flag}"]), id=f"flag_{flag}", compact=True)
+                TickBox(label, bool(start[f"flag_{flag}"]), id=f"flag_{flag}", compact=True)
                 for flag, label in SAFETY_FLAGS.items()
             ]
             yield FormField(
@@ -212,7 +215,7 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
             with Horizontal(classes="form-row"):
                 yield FormField(
                     "Social prescribing",
-                    Checkbox(
+                    TickBox(
                         "Agrees to social prescribing",
                         bool(start["consent_social_prescribing"]),
                         id="consent_social_prescribing",
@@ -345,7 +348,11 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
             self.post_message(PersonRejected(dict(exc.errors)))
             return
         service.discard_draft(self.draft_key)
-        self.post_message(PersonSaved(person_id, changed))
+        loaded = None
+        if self.person_id is None:
+            # Read back here, in the save's own worker, so their record opens without a read of its own.
+            loaded = PersonLoaded(store.queries.person(person_id), store.queries.safety_flag_history(person_id))
+        self.post_message(PersonSaved(person_id, changed, loaded))
 
     @on(DuplicateFound)
     def _duplicate_found(self, message: DuplicateFound) -> None:
@@ -385,8 +392,9 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
         self._saving = False
         if self.is_new:
             self.app.notify("Person added with their referral")
-            self.dismiss(message.person_id)
-            self.app.post_message(router.OpenPerson(message.person_id))
+            # Their record takes the form's place in one step (no redraw of the screen beneath in between).
+            record = router.screen_class("person")(message.person_id, loaded=message.loaded)  # type: ignore[call-arg]
+            self.app.switch_screen(record)
             return
         self.app.notify("Details saved" if message.changed else "Nothing had changed; nothing was saved")
         self.dismiss(message.person_id)

@@ -110,3 +110,15 @@ def test_update_writes_only_changed_fields_and_flags_need_a_reason(core_store: C
         assert s.get(Person, person.id).safety_flags == []
         assert len(s.exec(select(Referral)).all()) == 1
     assert core_store.service.verify_audit_chain()
+
+
+def test_the_csv_export_carries_the_safety_flag_history(core_store: CaseStore, tmp_path) -> None:
+    from sprx_tui.core.export import export_csv
+
+    person, _ = core_store.service.new_person(
+        referral_source="self", given_name="Bea", family_name="Example", safety_flags=["smoking"]
+    )
+    counts = export_csv(core_store, tmp_path / "export")
+    assert counts["safety_flag_changes"] == 1
+    body = (tmp_path / "export" / "safety_flag_changes.csv").read_text()
+    assert "smoking" in body and person.id in body
