@@ -122,3 +122,34 @@ def test_the_csv_export_carries_the_safety_flag_history(core_store: CaseStore, t
     assert counts["safety_flag_changes"] == 1
     body = (tmp_path / "export" / "safety_flag_changes.csv").read_text()
     assert "smoking" in body and person.id in body
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("postcode", "LS1 4A"),
+        ("phone", "12"),
+        ("date_of_birth", "31/02/1950"),
+        ("date_of_birth", "01/01/2030"),
+        ("hearing_need", "yes"),
+        ("safety_flags", ["dragons"]),
+    ],
+)
+def test_each_bad_field_is_one_sentence_on_that_field_and_nothing_is_saved(
+    core_store: CaseStore, field: str, value: object
+) -> None:
+    before = core_count_rows(core_store.engine, *TABLES)
+    with pytest.raises(InvalidInput) as caught:
+        core_store.service.new_person(referral_source="self", given_name="Bea", family_name="Example", **{field: value})
+    assert list(caught.value.errors) == [field]
+    sentence = caught.value.errors[field]
+    assert sentence[0].isupper() and sentence.endswith(".") and "\n" not in sentence
+    assert core_count_rows(core_store.engine, *TABLES) == before
+
+
+def test_a_flag_reason_too_long_is_refused_on_its_field(core_store: CaseStore) -> None:
+    person, _ = core_store.service.new_person(referral_source="self", given_name="Bea", family_name="Example")
+    with pytest.raises(InvalidInput) as caught:
+        core_store.service.add_safety_flag(person.id, "access", "x" * 2001)
+    assert list(caught.value.errors) == ["flag_reason"]
+    assert core_store.queries.person(person.id).safety_flags == []
