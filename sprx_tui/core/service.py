@@ -182,6 +182,18 @@ def _check_resolution(conflict: SyncConflict, row: Any, chosen_value: Any) -> No
         raise InvalidInput({"deleted": "Choose whether to keep the record or confirm the delete."})
 
 
+def _check_person_choices(fields: dict[str, Any], errors: dict[str, str]) -> None:
+    """The yes/no answers, safety flags and GP sharing of a person's fields: one sentence for each one wrong."""
+    for name in ("hearing_need", "sight_need", "easy_read", "consent_social_prescribing"):
+        if name in fields and not isinstance(fields[name], bool):
+            errors[name] = f"{validate.field_label(name)} must be yes or no."
+    for flag in fields.get("safety_flags") or []:
+        if flag not in SAFETY_FLAGS:
+            errors["safety_flags"] = "One of the safety flags is not a known flag."
+    if fields.get("consent_gp_sharing") not in (None, "full", "codes_only", "none"):
+        errors["consent_gp_sharing"] = "Sharing with the GP must be full, codes only, or none."
+
+
 def _flag_reason(text: str, errors: dict[str, str]) -> str:
     """Why a safety flag was added or removed: required, one plain sentence when missing or too long."""
     reason = (text or "").strip()
@@ -454,14 +466,7 @@ class CaseService:
             out["date_of_birth"] = dob
         elif "date_of_birth" in fields:
             out["date_of_birth"] = None
-        for name in ("hearing_need", "sight_need", "easy_read", "consent_social_prescribing"):
-            if name in fields and not isinstance(fields[name], bool):
-                errors[name] = f"{validate.field_label(name)} must be yes or no."
-        for flag in fields.get("safety_flags") or []:
-            if flag not in SAFETY_FLAGS:
-                errors["safety_flags"] = "One of the safety flags is not a known flag."
-        if fields.get("consent_gp_sharing") not in (None, "full", "codes_only", "none"):
-            errors["consent_gp_sharing"] = "Sharing with the GP must be full, codes only, or none."
+        _check_person_choices(fields, errors)
         if errors:
             raise InvalidInput(errors)
         return out
