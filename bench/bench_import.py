@@ -5,7 +5,8 @@ Usage: ``.venv/bin/python bench/bench_import.py [--rows 3000] [--profile]``
 Builds a fresh SQLite store in a temporary folder, adds the worker, writes ROWS synthetic referrals
 (NHS numbers in the 999 test range, made-up names) and runs the real command in-process, twice: the
 first run imports every row, the second finds every row already present. ``--profile`` prints the
-top of a cProfile of the first run.
+top of a cProfile of the first run. The last line is ``JSON {...}`` (bench/README.md): wall and CPU
+seconds of both runs and the load average at the start and the end; compare CPU across runs.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import tempfile
 import time
@@ -58,6 +60,7 @@ def run(argv: list[str]) -> tuple[int, float, float]:
 
 
 def bench(rows: int, profile: bool) -> None:
+    start = {"load_start": round(os.getloadavg()[0], 2)}
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/s.db"
         csv = Path(tmp) / "refs.csv"
@@ -77,6 +80,11 @@ def bench(rows: int, profile: bool) -> None:
             f"({1000 * first_cpu / rows:.2f} ms CPU a row, exit {code})"
         )
         print(f"re-import (all already present): {again:.1f} s wall, {again_cpu:.1f} s CPU (exit {code2})")
+        import common  # beside this script; imported here so tests can import the generator alone
+
+        emit = {"rows": rows, "first_wall_s": first, "first_cpu_s": first_cpu, "again_wall_s": again}
+        emit |= {"again_cpu_s": again_cpu, "loadavg_1m_end": round(os.getloadavg()[0], 2)}
+        common.emit_json({**start, **emit, "command": common.command_line()})
         if prof:
             pstats.Stats(prof).sort_stats("cumulative").print_stats(25)
 
