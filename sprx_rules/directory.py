@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sprx_rules.hsds import HsdsError, Problem, ServiceRecord, parse_datapackage
+from sprx_rules.hsds import UNREAD, HsdsError, Problem, ServiceRecord, parse_datapackage
 from sprx_rules.hsds3 import looks_like_v3_package, parse_json_path, parse_v3_package
 
 __all__ = ["ImportPlan", "detect_format", "plan_import", "read_directory", "report_lines"]
@@ -87,6 +87,7 @@ class ImportPlan:
     unchanged: int = 0
     kept: set[str] = field(default_factory=set)  # fields left as stored because the source does not state them
     full: bool = True
+    withheld: bool = False  # a full import that withdrew nothing because a service row could not be read
 
     @property
     def added(self) -> int:
@@ -119,15 +120,24 @@ def plan_import(
     source: str,
     today: dt.date,
     held: set[str] | None = None,
+    problems: list[Problem] | None = None,
 ) -> ImportPlan:
     """The plan for one import.
 
     existing: every stored directory row of the practice, id -> its synced values (only `source`,
     `active` and `withdrawn_on` are needed for rows the import does not hold). held: ids the source
     holds besides `records` (a feed read page by page withdraws once, after its last page).
+    problems: the reading's problems; a service that could not be read is not withdrawn, and when a
+    service row was lost whole (its id unknown) the import withdraws nothing.
     """
-    plan = ImportPlan(full=full)
     held = set(held or ())
+    lost = False
+    for p in problems or ():
+        if p.service_id == UNREAD:
+            lost = True
+        elif p.service_id:
+            held.add(p.service_id)
+    plan = ImportPlan(full=full and not lost, withheld=full and lost)
     for rec in records:
         held.add(rec.id)
         values = rec.values()
@@ -142,7 +152,7 @@ def plan_import(
             plan.updates.append((rec.id, changes))
         else:
             plan.unchanged += 1
-    if full:
+    if plan.full:
         for sid, old in existing.items():
             if sid in held or (old.get("source") or "") != source or old.get("withdrawn_on"):
                 continue
@@ -164,7 +174,9 @@ def report_lines(plan: ImportPlan, fmt: str, source: str = "") -> list[str]:
             f"{plan.withdrawn} {'service is' if plan.withdrawn == 1 else 'services are'} no longer in this source, "
             "so marked inactive (withdrawn today); their referrals are kept."
         )
-    if not plan.full:
+    if plan.withheld:
+        lines.append("A service row could not be read (see the problems), so no service was withdrawn.")
+    elif not plan.full:
         lines.append("Partial import: services not in this file were left as they are.")
     if plan.kept:
         lines.append(

@@ -32,7 +32,7 @@ import re
 import unicodedata
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ __all__ = [
     "HSDS_NAMESPACE",
     "NEED_KEYWORDS",
     "STATUS_ACTIVE",
+    "UNREAD",
     "HsdsError",
     "Problem",
     "ServiceRecord",
@@ -162,9 +163,16 @@ class Problem:
     file: str
     line: int
     reason: str
+    service_id: str = field(default="", compare=False)
+    """Set when a service of the source could not be read: its directory id, or UNREAD when unknown.
+    A full import never withdraws such a service (see sprx_rules.directory)."""
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}: {self.reason}"
+
+
+UNREAD = "?"
+"""Problem.service_id of a service row lost whole (its id unknown): a full import then withdraws nothing."""
 
 
 @dataclass
@@ -463,14 +471,17 @@ class _Reader:
                 if not any(cell.strip() for cell in rec):
                     continue
                 if len(rec) != len(columns):
-                    self.problem(file, line, f"the row has {len(rec)} values but the header has {len(columns)}")
+                    reason = f"the row has {len(rec)} values but the header has {len(columns)}"
+                    self.problems.append(Problem(file, line, reason, UNREAD if resource == "service" else ""))
                     continue
                 rows.append((line, dict(zip(columns, rec, strict=True))))
                 if len(rows) >= MAX_ROWS:
-                    self.problem(file, line, f"only the first {MAX_ROWS} rows were read")
+                    reason = f"only the first {MAX_ROWS} rows were read"
+                    self.problems.append(Problem(file, line, reason, UNREAD if resource == "service" else ""))
                     break
         except csv.Error as exc:
-            self.problem(file, start, f"the CSV cannot be read from this line on ({_csv_reason(exc)})")
+            reason = f"the CSV cannot be read from this line on ({_csv_reason(exc)})"
+            self.problems.append(Problem(file, start, reason, UNREAD if resource == "service" else ""))
         self.loaded.add(resource)
         return _Table(file, rows, columns)
 
@@ -615,6 +626,9 @@ def parse_datapackage(
     seen: set[str] = set()
     for line, row in services.rows:
         checked = _check_service(row, services.file, line, seen, problems)
+        src = clean_text(row.get("id"), 100)
+        if checked is None and src and src not in seen:  # unreadable, not a repeat: never withdrawn for it
+            problems[-1] = replace(problems[-1], service_id=service_id(practice_id, src, source))
         if checked is not None:
             src, name, active = checked
             rec = _service_record(row, src, name, active, tables, practice_id, services.file, line, problems)

@@ -31,6 +31,7 @@ from sprx_rules.hsds import (
     MAX_ROWS,
     MAX_SHORT,
     STATUS_ACTIVE,
+    UNREAD,
     HsdsError,
     Problem,
     ServiceRecord,
@@ -503,16 +504,21 @@ def _access(doc: ServiceDoc, places: _Places) -> str:
 
 
 def _checked(raw: dict[str, Any], ctx: _Context, line: int) -> tuple[ServiceDoc, str, str] | None:
-    """(the service, its id, its name), or None with the reason reported."""
+    """(the service, its id, its name), or None with the reason reported (and its id, so a full import
+    does not take an unreadable service for a withdrawn one)."""
+    raw_id = raw.get("id")
+    src = clean_text(str(raw_id), 100) if isinstance(raw_id, str | int) else ""
+    unread = service_id(ctx.practice_id, src, ctx.source) if src else UNREAD
     try:
         doc = ServiceDoc.model_validate(raw)
     except ValidationError as exc:
-        ctx.problems.append(Problem(ctx.file, line, f"the service was skipped: {_reason(exc)}"))
+        ctx.problems.append(Problem(ctx.file, line, f"the service was skipped: {_reason(exc)}", unread))
         return None
     ctx.note_unknown(doc)
-    src, name = clean_text(doc.id, 100), html_to_text(doc.name, MAX_SHORT)
+    name = html_to_text(doc.name, MAX_SHORT)
     if not src or not name:
-        ctx.problems.append(Problem(ctx.file, line, f"the service has no {'id' if not src else 'name'}"))
+        reason = f"the service has no {'id' if not src else 'name'}"
+        ctx.problems.append(Problem(ctx.file, line, reason, unread))
         return None
     status = doc.status.strip().lower()
     if status and status not in STATUS_ACTIVE:
@@ -665,14 +671,16 @@ def _load_json(f: Path, problems: list[Problem]) -> Any:
     try:
         if f.stat().st_size > MAX_FILE_BYTES:
             problems.append(
-                Problem(f.name, 0, f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB, so it was not used")
+                Problem(
+                    f.name, 0, f"the file is larger than {MAX_FILE_BYTES // 1_000_000} MB, so it was not used", UNREAD
+                )
             )
             return None
         return json.loads(f.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
-        problems.append(Problem(f.name, exc.lineno, "the file is not valid JSON, so it was skipped"))
+        problems.append(Problem(f.name, exc.lineno, "the file is not valid JSON, so it was skipped", UNREAD))
     except (OSError, UnicodeDecodeError):
-        problems.append(Problem(f.name, 0, "the file cannot be read as UTF-8 text, so it was skipped"))
+        problems.append(Problem(f.name, 0, "the file cannot be read as UTF-8 text, so it was skipped", UNREAD))
     return None
 
 

@@ -192,7 +192,7 @@ def import_directory(
         }
         if not records and full:
             full = False  # a package that yields nothing must not withdraw the whole directory
-        plan = plan_import(records, existing, full=full, source=source, today=day)
+        plan = plan_import(records, existing, full=full, source=source, today=day, problems=problems)
         by_id = {r.id: r for r in records}
         if plan.inserts:
             s.execute(

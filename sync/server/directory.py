@@ -80,12 +80,12 @@ def apply_records(
         for rec in records:
             refusal = gate.check_values(TABLE, rec.values(), rec.source_id)
             if refusal is not None:  # the parser cleans text; this catches what it let through
-                problems.append(Problem("services", 0, refusal.sentence))
+                problems.append(Problem("services", 0, refusal.sentence, rec.id))  # refused, not withdrawn
                 continue
             good.append(rec)
         # A source that yields nothing must not withdraw the whole directory.
         full = full and bool(good or held)
-        plan = plan_import(good, existing, full=full, source=source, today=day, held=held)
+        plan = plan_import(good, existing, full=full, source=source, today=day, held=held, problems=problems)
         for sid, values in [*plan.inserts, *plan.updates, *plan.withdrawals]:
             store.server_write(TABLE, sid, values, practice_id=practice_id, conn=conn)
     return plan

@@ -266,3 +266,25 @@ def test_spellings_and_places_of_the_hsds_3_0_specification_examples() -> None:
     assert rec.postcode == "ABC 1234" and rec.accessibility.startswith("The building is equipped")
     assert rec.phone == "0113 496 0000 ext 100"
     assert rec.present is not None and {"postcode", "accessibility", "phone"} <= rec.present
+
+
+def test_an_unreadable_service_is_not_taken_for_a_withdrawn_one(tmp_path: Path) -> None:
+    before = stored(records_of(derived(3)))
+    docs = derived(3)
+    docs[2]["minimum_age"] = "twelve"
+    problems: list[Any] = []
+    now = parse_json_value(docs, "feed.json", "P1", "", problems)
+    assert len(now) == 2 and problems[0].service_id == service_id("P1", "ex-3")
+    plan = plan_import(now, before, full=True, source="", today=TODAY, problems=problems)
+    assert (plan.withdrawn, plan.unchanged) == (0, 2)
+    # A services.csv row lost whole (its id cannot be trusted): the full import withdraws nothing.
+    pkg = csv_copy(tmp_path, descriptor=False)
+    with (pkg / "services.csv").open("a") as fh:
+        fh.write("s2,too,few\n")
+    records, problems, _ = read_directory(pkg, practice_id="P1")
+    old = {service_id("P1", "gone"): {"source": "", "active": True, "withdrawn_on": None}}
+    plan = plan_import(records, old, full=True, source="", today=TODAY, problems=problems)
+    assert (plan.added, plan.withdrawn, plan.withheld) == (1, 0, True)
+    assert report_lines(plan, "hsds3-csv")[1] == (
+        "A service row could not be read (see the problems), so no service was withdrawn."
+    )
