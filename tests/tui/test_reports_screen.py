@@ -21,7 +21,7 @@ from sprx_tui.screens.forms import TextFieldsModal
 from sprx_tui.screens.reports import ReportsScreen, label
 from sprx_tui.widgets.bar_chart import Bar, BarChart, bar_text
 from tests.tui.conftest import FROZEN_NOW, frozen_clock
-from tests.tui.settling import open_area, settle
+from tests.tui.settling import open_area, settle, wait_until
 
 SIZE = (120, 40)
 
@@ -159,3 +159,27 @@ def test_bars_are_characters_with_eighths_and_an_ascii_form() -> None:
     assert lines[0].startswith("Active  ") and lines[0].endswith("█")
     assert len(lines[0].rstrip()) == 40
     assert BarChart([]).lines(40)[0].plain == "None recorded."
+
+
+async def test_quarters_step_with_brackets_and_a_counts_everything(unlocked_store: CaseStore) -> None:
+    from sprx_rules.report import quarter
+
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_reports(app, pilot)
+        await wait_until(pilot, lambda: screen.report is not None, what="the first count")
+        assert "Period: every record" in text_of(screen, "report-heading")
+        await pilot.press("left_square_bracket")  # this quarter first (the frozen clock is 23 November 2026)
+        await wait_until(pilot, lambda: screen.report is not None and screen.report.period == quarter("2026Q4"))
+        heading = text_of(screen, "report-heading")
+        assert "Period: 2026 Q4 (1 October 2026 to 31 December 2026)" in heading
+        assert "a referral by the date it was received" in " ".join(heading.split())
+        expected = reports.build_report(unlocked_store, FROZEN_NOW.date(), period=quarter("2026Q4"))
+        assert counts_shown(screen, "chart-status") == {label(k): n for k, n in expected.caseload_by_status.items()}
+        await pilot.press("left_square_bracket")
+        await wait_until(pilot, lambda: screen.report is not None and screen.report.period == quarter("2026Q3"))
+        await pilot.press("right_square_bracket", "right_square_bracket")
+        await wait_until(pilot, lambda: screen.report is not None and screen.report.period == quarter("2027Q1"))
+        await pilot.press("a")
+        await wait_until(pilot, lambda: screen.report is not None and screen.report.period is None)
+        assert screen.report.people == reports.build_report(unlocked_store).people
