@@ -112,6 +112,12 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def _unread(problems: list[Problem]) -> tuple[set[str], bool]:
+    """(ids of services that could not be read, whether a service row was lost whole)."""
+    ids = {p.service_id for p in problems if p.service_id and p.service_id != UNREAD}
+    return ids, any(p.service_id == UNREAD for p in problems)
+
+
 def plan_import(
     records: list[ServiceRecord],
     existing: Mapping[str, Mapping[str, Any]],
@@ -130,13 +136,8 @@ def plan_import(
     problems: the reading's problems; a service that could not be read is not withdrawn, and when a
     service row was lost whole (its id unknown) the import withdraws nothing.
     """
-    held = set(held or ())
-    lost = False
-    for p in problems or ():
-        if p.service_id == UNREAD:
-            lost = True
-        elif p.service_id:
-            held.add(p.service_id)
+    unread, lost = _unread(problems or [])
+    held = set(held or ()) | unread
     plan = ImportPlan(full=full and not lost, withheld=full and lost)
     for rec in records:
         held.add(rec.id)
