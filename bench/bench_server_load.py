@@ -9,12 +9,15 @@ nothing rejected, every laptop holding exactly its worker's rows. Throughput is 
 bulk insert (executemany, one transaction) of the same rows into a fresh database of the same kind,
 in the same run.
 
-Usage: ``.venv/bin/python bench/bench_server_load.py [--db sqlite|postgres|both] [--http]``.
+Usage: ``.venv/bin/python bench/bench_server_load.py [--db sqlite|postgres|both] [--http]``;
+``--db postgres --processes 4 --devices 200`` runs four ``sprx-server serve`` processes on one PostgreSQL
+with the devices split among them round-robin (every ledger still checked gap-free, exactly once).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -238,29 +241,34 @@ def run_once(kind: str, db_url: str, bulk_url: str, args: argparse.Namespace, wo
     if not args.http:
         cert, key = bench_sync.make_cert(work)
         verify = ssl.create_default_context(cafile=str(cert))
-    log = work / f"server-load-{kind}.log"
-    with bench_sync.serve(db_url, cert, key, log) as url:
+    procs = max(1, args.processes)
+    logs = [work / f"server-load-{kind}-{k}.log" for k in range(procs)]
+    with contextlib.ExitStack() as servers:
+        # Several server processes on one database (each `sprx-server serve` on its own port): the
+        # devices are split among them round-robin, as a reverse proxy would.
+        urls = [servers.enter_context(bench_sync.serve(db_url, cert, key, log)) for log in logs]
         go = threading.Event()
-        devs = [Device(url, verify, codes[i], i, args, go) for i in range(args.devices)]
+        devs = [Device(urls[i % procs], verify, codes[i], i, args, go) for i in range(args.devices)]
         pairs: dict[str, list[Device]] = {}
         for i, d in enumerate(devs):
             pairs.setdefault(workers[i // 2], []).append(d)
         for d in devs:
             d.start()
         load0 = os.getloadavg()[0]
-        pid = bench_sync.SERVER_PID[url]
-        cpu0 = bench_sync.proc_cpu_s(pid)
+        pids = [bench_sync.SERVER_PID[u] for u in urls]
+        cpu0 = sum(bench_sync.proc_cpu_s(pid) for pid in pids)
         t0 = time.perf_counter()
         go.set()
         for d in devs:
             d.join()
         wall = time.perf_counter() - t0
-        server_cpu = bench_sync.proc_cpu_s(pid) - cpu0
+        server_cpu = sum(bench_sync.proc_cpu_s(pid) for pid in pids) - cpu0
         for d in devs:  # after everyone has pushed: each laptop catches up on its partner's last rows
             d._pull()
     total = args.devices * args.batches * args.batch
     res: dict[str, Any] = {
         "db": kind,
+        "server_processes": procs,
         "transport": "http" if args.http else "https",
         "devices": args.devices,
         "unique_mutations": total,
@@ -275,11 +283,13 @@ def run_once(kind: str, db_url: str, bulk_url: str, args: argparse.Namespace, wo
         "pull_ms_p50": statistics.median([x for d in devs for x in d.pull_ms]),
         "errors": [d.error for d in devs if d.error][:3],
         "loadavg_1m_at_start": load0,
-        "server_ms": bench_sync.server_times(log),
+        "loadavg_1m_at_end": os.getloadavg()[0],
+        "server_ms": bench_sync.server_times(logs[0]),
     }
     res["verify"] = verify_server(db_url, devs, pairs, total)
-    res["raw_bulk_insert"] = raw_bulk_insert(db_url, bulk_url)
-    res["bulk_vs_sync"] = {k: v["rows_per_s"] / res["mutations_per_s"] for k, v in res["raw_bulk_insert"].items()}
+    if not args.no_bulk:
+        res["raw_bulk_insert"] = raw_bulk_insert(db_url, bulk_url)
+        res["bulk_vs_sync"] = {k: v["rows_per_s"] / res["mutations_per_s"] for k, v in res["raw_bulk_insert"].items()}
     print(f"{kind}: {json.dumps(res)}", file=sys.stderr)
     return res
 
@@ -292,6 +302,9 @@ def main() -> int:
     ap.add_argument("--db", choices=["sqlite", "postgres", "both"], default="both")
     ap.add_argument("--http", action="store_true", help="plain HTTP on loopback instead of HTTPS")
     ap.add_argument("--json", type=Path, default=OUT / "bench_server_load.json")
+    ap.add_argument("--processes", type=int, default=1,
+                    help="server processes on the one database, devices split round-robin (PostgreSQL)")  # fmt: skip
+    ap.add_argument("--no-bulk", action="store_true", help="skip the raw bulk insert comparison")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="load-work-", dir=OUT))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from sync.server import migrate, private
 from sync.server.store.tables import (
     _DEL_LOG,
     _INS_LOG,
+    _INS_RECORD,
+    device,
     make_engine,
     md,
     record,
@@ -109,6 +112,10 @@ class StoreBase:
         private.prepare_sqlite(url)  # the file (and so its -wal/-shm) is 0600 before SQLite opens it
         self.engine = make_engine(url)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._write_turn = threading.RLock()
+        self._seen_guard = threading.Lock()
+        self._seen_later: dict[str, dict[str, Any]] = {}
+        """Device seen-updates left to the write transaction in progress in this process (see ``_note_seen``)."""
         self.now_ms = now_ms
         try:
             if create and migrate.status(self.engine).state == migrate.EMPTY:
@@ -117,16 +124,18 @@ class StoreBase:
         except migrate.SchemaError as e:
             self.engine.dispose()
             raise StoreError(f"schema_{e.state}", e.message, 503) from None
-        with self._write() as conn:
-            row = conn.execute(sa.select(server_meta).where(server_meta.c.id == 1)).first()
-            if row is None:
-                conn.execute(
-                    server_meta.insert().values(id=1, epoch=str(uuid.uuid4()), tombstone_watermark=0, seq=0, hlc=0)
-                )
-                last_hlc = 0
-            else:
-                last_hlc = int(row.hlc)
-        self.clock = hlc_mod.HybridClock(now_ms, last=last_hlc)
+        # Read first: a store that has its counter row needs no write to open (so reports can run
+        # against a read-only replica of a PostgreSQL store).
+        with self._read() as conn:
+            row = conn.execute(sa.select(server_meta.c.hlc).where(server_meta.c.id == 1)).first()
+        if row is None:
+            with self._write() as conn:
+                row = conn.execute(sa.select(server_meta.c.hlc).where(server_meta.c.id == 1)).first()
+                if row is None:
+                    conn.execute(
+                        server_meta.insert().values(id=1, epoch=str(uuid.uuid4()), tombstone_watermark=0, seq=0, hlc=0)
+                    )
+        self.clock = hlc_mod.HybridClock(now_ms, last=int(row.hlc) if row is not None else 0)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -135,7 +144,11 @@ class StoreBase:
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
+        # Writers of this process queue here, each woken as soon as the one before commits, instead of
+        # each holding a pooled connection while it waits on the database's lock (SQLite's busy handler
+        # polls with growing sleeps; PostgreSQL's row lock holds a connection per waiter). Other server
+        # processes on the same database still take turns by the database's lock.
+        with self._write_turn, self.engine.connect() as conn:
             conn.execution_options(sprx_write=True)
             with conn.begin():
                 # One counter row, locked for the whole transaction (SQLite: BEGIN IMMEDIATE):
@@ -147,9 +160,39 @@ class StoreBase:
                 # The counter is kept in memory for the transaction and written back once.
                 conn.info["sprx_seq"] = int(start or 0)
                 conn.info["sprx_scope"] = {}
+                # Read-ahead of an earlier transaction on this pooled connection (one that failed) never carries over.
+                for key in ("sprx_rows", "sprx_deleted", "sprx_gate", "sprx_defer"):
+                    conn.info.pop(key, None)
                 yield conn
+                self._flush_seen(conn)
                 if start is not None and conn.info["sprx_seq"] != start:
                     conn.execute(server_meta.update().where(server_meta.c.id == 1).values(seq=conn.info["sprx_seq"]))
+
+    def _note_seen(self, device_id: str, vals: dict[str, Any]) -> None:
+        """Write a device's last-seen time and pull position; never wait behind this process's writers.
+
+        When a write transaction of this process is in progress (a push), the values are handed to it
+        and committed with it instead of queueing behind it (SQLite has one writer). Lost only if that
+        transaction fails, which leaves them older: safe, since GC only keeps more for an older position.
+        """
+        if not self._write_turn.acquire(blocking=False):
+            with self._seen_guard:
+                self._seen_later.setdefault(device_id, {}).update(vals)
+            return
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(sprx_write=True)
+                with conn.begin():
+                    conn.execute(device.update().where(device.c.id == device_id).values(**vals))
+                    self._flush_seen(conn)
+        finally:
+            self._write_turn.release()
+
+    def _flush_seen(self, conn: Connection) -> None:
+        with self._seen_guard:
+            later, self._seen_later = self._seen_later, {}
+        for device_id, vals in later.items():
+            conn.execute(device.update().where(device.c.id == device_id).values(**vals))
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -183,20 +226,39 @@ class StoreBase:
     ) -> None:
         if not fresh:  # a brand-new row has no earlier feed entry to replace
             conn.execute(_DEL_LOG, {"b_kind": kind, "b_tbl": tbl, "b_row": row_id})
-        conn.execute(
-            _INS_LOG,
-            {
-                "seq": seq,
-                "kind": kind,
-                "tbl": tbl,
-                "row_id": row_id,
-                "person_id": person_id,
-                "practice_id": practice_id,
-                "origin_device": origin,
-                "origin_mutation_id": mutation_id,
-                "at": now,
-            },
-        )
+        params = {
+            "seq": seq,
+            "kind": kind,
+            "tbl": tbl,
+            "row_id": row_id,
+            "person_id": person_id,
+            "practice_id": practice_id,
+            "origin_device": origin,
+            "origin_mutation_id": mutation_id,
+            "at": now,
+        }
+        defer = conn.info.get("sprx_defer") if fresh else None
+        if defer is not None:
+            defer["log"].append(params)  # see _flush_deferred
+        else:
+            conn.execute(_INS_LOG, params)
+
+    def _flush_deferred(self, conn: Connection) -> None:
+        """Write the new rows and feed entries a push held back (one statement each), before anything reads them.
+
+        Inside a push, inserts of brand-new rows wait in ``conn.info["sprx_defer"]`` and go to the
+        database as one multi-row insert: the same transaction, a fraction of the round trips under
+        the write lock. Every read of ``record`` in the push path flushes them first.
+        """
+        defer = conn.info.get("sprx_defer")
+        if not defer:
+            return
+        if defer["record"]:
+            conn.execute(_INS_RECORD, defer["record"])
+            defer["record"] = []
+        if defer["log"]:
+            conn.execute(_INS_LOG, defer["log"])
+            defer["log"] = []
 
     def get_record(self, tbl: str, row_id: str) -> RowState | None:
         with self._read() as conn:

@@ -16,7 +16,7 @@ from sync import schema
 from sync.schema import TABLES
 from sync.server.store.base import Device, StoreError, canonical
 from sync.server.store.scope import ScopeMixin
-from sync.server.store.tables import assignment_log, change_log, conflict, device, record
+from sync.server.store.tables import assignment_log, change_log, conflict, record
 
 
 def _encode_after(d: dict[str, Any]) -> str:
@@ -123,29 +123,11 @@ class FeedMixin(ScopeMixin):
         with self._read() as conn:
             meta = self._meta(conn)
             self._check_cursor(meta, cursor, epoch)
-            entries = conn.execute(self.pull_query(dev, cursor, limit + 1)).all()
-            has_more = len(entries) > limit
-            entries = entries[:limit]
-            changes, conflicts = self._load(conn, entries)
-            lost = sa.or_(
-                assignment_log.c.old_worker_id == dev.worker_id,
-                assignment_log.c.old_team_id == dev.team_id if dev.team_id is not None else sa.false(),
-            )
-            removed = conn.execute(
-                sa.select(assignment_log.c.person_id)
-                .where(
-                    assignment_log.c.seq > cursor,
-                    assignment_log.c.practice_id == dev.practice_id,
-                    lost,
-                    sa.not_(self._in_scope_of(dev, assignment_log.c.person_id)),
-                )
-                .distinct()
-            ).scalars()
-            removed_ids = sorted(set(removed))
-            # With nothing more to send, jump to the snapshot's counter: every seq up to it is
-            # committed (the counter is locked by writers), so nothing can appear behind it.
-            next_cursor = int(entries[-1].seq) if has_more else int(meta.seq)
-            epoch_now, watermark = meta.epoch, int(meta.tombstone_watermark)
+            # At the feed's tip nothing can follow the cursor: answered from it alone (the usual idle poll).
+            page = None if cursor == int(meta.seq) else self._feed_page(conn, dev, cursor, limit, meta)
+        if page is None:
+            return self._nothing_new(dev, cursor, meta)
+        changes, conflicts, removed_ids, has_more, next_cursor = page
         self._seen(dev, pull_seq=cursor)
         return _envelope(
             changes,
@@ -154,8 +136,53 @@ class FeedMixin(ScopeMixin):
                 "removed_person_ids": removed_ids,
                 "next_cursor": max(next_cursor, cursor),
                 "has_more": has_more,
-                "server_epoch": epoch_now,
-                "tombstone_watermark": watermark,
+                "server_epoch": meta.epoch,
+                "tombstone_watermark": int(meta.tombstone_watermark),
+                "last_acked_mutation_id": dev.last_acked_mutation_id,
+                "server_hlc": self.clock.now(),
+                "server_time_ms": self.now_ms(),
+            },
+        )
+
+    def _feed_page(
+        self, conn: Connection, dev: Device, cursor: int, limit: int, meta: Any
+    ) -> tuple[list[str], list[str], list[str], bool, int]:
+        """Changes, conflicts and removals after ``cursor`` in the device's scope, inside the caller's read."""
+        entries = conn.execute(self.pull_query(dev, cursor, limit + 1)).all()
+        has_more = len(entries) > limit
+        entries = entries[:limit]
+        changes, conflicts = self._load(conn, entries)
+        lost = sa.or_(
+            assignment_log.c.old_worker_id == dev.worker_id,
+            assignment_log.c.old_team_id == dev.team_id if dev.team_id is not None else sa.false(),
+        )
+        removed = conn.execute(
+            sa.select(assignment_log.c.person_id)
+            .where(
+                assignment_log.c.seq > cursor,
+                assignment_log.c.practice_id == dev.practice_id,
+                lost,
+                sa.not_(self._in_scope_of(dev, assignment_log.c.person_id)),
+            )
+            .distinct()
+        ).scalars()
+        # With nothing more to send, jump to the snapshot's counter: every seq up to it is
+        # committed (the counter is locked by writers), so nothing can appear behind it.
+        next_cursor = int(entries[-1].seq) if has_more else int(meta.seq)
+        return changes, conflicts, sorted(set(removed)), has_more, next_cursor
+
+    def _nothing_new(self, dev: Device, cursor: int, meta: Any) -> bytes:
+        """A pull at the feed's tip: no change, conflict or removal can be after the counter."""
+        self._seen(dev, pull_seq=cursor)
+        return _envelope(
+            [],
+            [],
+            {
+                "removed_person_ids": [],
+                "next_cursor": cursor,
+                "has_more": False,
+                "server_epoch": meta.epoch,
+                "tombstone_watermark": int(meta.tombstone_watermark),
                 "last_acked_mutation_id": dev.last_acked_mutation_id,
                 "server_hlc": self.clock.now(),
                 "server_time_ms": self.now_ms(),
@@ -206,10 +233,7 @@ class FeedMixin(ScopeMixin):
         vals: dict[str, Any] = {"last_seen": now}
         if pull_seq is not None:
             vals["last_pull_seq"] = pull_seq
-        with self.engine.connect() as conn:
-            conn.execution_options(sprx_write=True)
-            with conn.begin():
-                conn.execute(device.update().where(device.c.id == dev.id).values(**vals))
+        self._note_seen(dev.id, vals)
 
     def snapshot(self, dev: Device, after: str | None, limit: int) -> dict[str, Any]:
         """Keyset-paged copy of everything live in scope (the SnapshotResponse shape, as Python values)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -59,6 +59,13 @@ def quarantine_payload(m: Any) -> str:
     # canonical() is ASCII; quoting it again at most doubles it (each quote or backslash gains one).
     summary["payload_head"] = whole[: max(0, room // 2)]
     return canonical(summary)
+
+
+class _LedgerRow(NamedTuple):
+    """A ledger row written earlier in the same batch (read back from the batch, not the database)."""
+
+    payload_sha256: str
+    result: str
 
 
 class _Refused(Exception):
@@ -128,13 +135,15 @@ class PushMixin(ScopeMixin):
         """The steps of ``_apply``, in order: gate, clock, scope, deleted, merge, write, conflicts."""
         mid = m.get("mutation_id")
         # The inbound gate first: a value that cannot be stored or shown safely is never applied,
-        # and what is kept of it in quarantine is the sentence, not the value.
-        refusal = gate.check_mutation(m)
+        # and what is kept of it in quarantine is the sentence, not the value. (A push runs it for
+        # its whole batch before it takes the write lock: ``sprx_gate``.)
+        gated = conn.info.get("sprx_gate", {})
+        refusal = gated[id(m)] if id(m) in gated else gate.check_mutation(m)
         if refusal is not None:
             raise _Refused("invalid_value", refusal.sentence)
         tbl, row_id = m["tbl"], m["row_id"]
         hlcs = self._check_clock(m, dev)
-        r = conn.execute(_SEL_RECORD, {"b_tbl": tbl, "b_id": row_id}).first()
+        r = self._current_row(conn, tbl, row_id)
         state = _row_state(r) if r is not None else None
         auto_assign = dev is not None and self._check_scope(conn, m, state, dev, practice_id)
         if state is None and m["op"] == "insert":
@@ -208,10 +217,43 @@ class PushMixin(ScopeMixin):
             return True
         raise _Refused("out_of_scope", "This person is not on your caseload.")
 
+    def _current_row(self, conn: Connection, tbl: str, row_id: str) -> Any:
+        """The stored row, from the batch's one read when it was there (each entry used once: a second
+        change to the same row in the batch reads what the first one wrote)."""
+        known = conn.info.get("sprx_rows")
+        if known is not None and (tbl, row_id) in known:
+            return known.pop((tbl, row_id))
+        self._flush_deferred(conn)
+        return conn.execute(_SEL_RECORD, {"b_tbl": tbl, "b_id": row_id}).first()
+
     def _check_not_deleted(self, conn: Connection, tbl: str, row_id: str) -> None:
         """A deleted row's id is never used again."""
-        if conn.execute(_SEL_DELETED, {"b_tbl": tbl, "b_id": row_id}).first() is not None:
+        known = conn.info.get("sprx_deleted")
+        if known is not None and (tbl, row_id) in known:
+            gone = known.pop((tbl, row_id))
+        else:
+            gone = conn.execute(_SEL_DELETED, {"b_tbl": tbl, "b_id": row_id}).first() is not None
+        if gone:
             raise _Refused("deleted", "This record was deleted and cannot be re-created.")
+
+    def _read_ahead(self, conn: Connection, mutations: list[Mutation]) -> None:
+        """The batch's stored rows and tombstones in one read each (not one round trip per mutation)."""
+        keys = list({(str(m["tbl"]), str(m["row_id"])) for m in mutations})
+        rows: dict[tuple[str, str], Any] = dict.fromkeys(keys)
+        deleted: dict[tuple[str, str], bool] = dict.fromkeys(keys, False)
+        by_tbl: dict[str, list[str]] = {}
+        for t, i in keys:
+            by_tbl.setdefault(t, []).append(i)
+        for t, ids in by_tbl.items():
+            for k in range(0, len(ids), 500):
+                chunk = ids[k : k + 500]
+                for r in conn.execute(sa.select(record).where(record.c.tbl == t, record.c.id.in_(chunk))):
+                    rows[(t, r.id)] = r
+                q = sa.select(deleted_id.c.id).where(deleted_id.c.tbl == t, deleted_id.c.id.in_(chunk))
+                for (i,) in conn.execute(q):
+                    deleted[(t, i)] = True
+        conn.info["sprx_rows"] = rows
+        conn.info["sprx_deleted"] = deleted
 
     def _open_conflicts(self, conn: Connection, tbl: str, row_id: str) -> list[Conflict]:
         q = sa.select(conflict).where(conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open")
@@ -241,7 +283,10 @@ class PushMixin(ScopeMixin):
             "seq": seq,
             "lookup": lookup,
         }
-        if state is None:
+        defer = conn.info.get("sprx_defer")
+        if state is None and defer is not None:
+            defer["record"].append({"tbl": tbl, "id": row_id, **row_vals})  # see _flush_deferred
+        elif state is None:
             conn.execute(_INS_RECORD, {"tbl": tbl, "id": row_id, **row_vals})
         else:
             conn.execute(_UPD_RECORD, {"b_tbl": tbl, "b_id": row_id, **row_vals})
@@ -293,6 +338,7 @@ class PushMixin(ScopeMixin):
         self, conn: Connection, new: RowState, lookup: str, origin: str, mid: int | None, now: int
     ) -> list[str]:
         """Two people with one NHS number in a practice: flag for a person, never merge."""
+        self._flush_deferred(conn)
         others = conn.execute(
             sa.select(record.c.id).where(
                 record.c.practice_id == new["practice_id"],
@@ -328,21 +374,33 @@ class PushMixin(ScopeMixin):
         """
         now = self.now_ms()
         acks: list[dict[str, Any]] = []
+        # What depends on the batch alone is worked out before the write lock is taken.
+        hashes = [sha256_hex(canonical(m)) for m in mutations]
+        gated = {id(m): gate.check_mutation(m) for m in mutations}
+        ledger: list[dict[str, Any]] = []
         with self._write() as conn:
             d = conn.execute(sa.select(device).where(device.c.id == dev.id)).one()
             if d.revoked_at is not None:
                 raise StoreError("device_revoked", "This device has been revoked.", 403)
             last = int(d.last_acked_mutation_id)
-            for m in mutations:
+            conn.info["sprx_gate"] = gated
+            if any(int(m["mutation_id"]) > last for m in mutations):
+                self._read_ahead(conn, [m for m in mutations if int(m["mutation_id"]) > last])
+            conn.info["sprx_defer"] = {"record": [], "log": []}
+            for m, h in zip(mutations, hashes, strict=True):
                 mid = int(m["mutation_id"])
-                h = sha256_hex(canonical(m))
                 if mid <= last:
-                    prior = conn.execute(
-                        sa.select(applied_mutation).where(
-                            applied_mutation.c.device_id == dev.id,
-                            applied_mutation.c.mutation_id == mid,
-                        )
-                    ).first()
+                    prior = (
+                        next((x for x in ledger if x["mutation_id"] == mid), None)
+                        or conn.execute(
+                            sa.select(applied_mutation).where(
+                                applied_mutation.c.device_id == dev.id,
+                                applied_mutation.c.mutation_id == mid,
+                            )
+                        ).first()
+                    )
+                    if isinstance(prior, dict):
+                        prior = _LedgerRow(prior["payload_sha256"], prior["result"])
                     if prior is not None and prior.payload_sha256 != h:
                         raise StoreError(
                             "mutation_id_reuse",
@@ -365,18 +423,24 @@ class PushMixin(ScopeMixin):
                         expected=last + 1,
                     )
                 ack = self._apply(conn, m, origin=dev.id, practice_id=dev.practice_id, dev=dev, now=now)
-                conn.execute(
-                    _INS_APPLIED,
+                ledger.append(
                     {
                         "device_id": dev.id,
                         "mutation_id": mid,
                         "payload_sha256": h,
                         "result": canonical(ack),
                         "applied_at": now,
-                    },
+                    }  # fmt: skip
                 )
                 acks.append(ack)
                 last = mid
+            self._flush_deferred(conn)
+            conn.info.pop("sprx_defer", None)
+            if ledger:  # the batch's ledger rows in one statement, in the same transaction
+                conn.execute(_INS_APPLIED, ledger)
+            conn.info.pop("sprx_rows", None)
+            conn.info.pop("sprx_deleted", None)
+            conn.info.pop("sprx_gate", None)
             seen: dict[str, Any] = {"last_acked_mutation_id": last, "last_seen": now}
             if pending is not None:
                 seen.update(pending_reported=pending, pending_reported_at=now)

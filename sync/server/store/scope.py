@@ -55,6 +55,7 @@ class ScopeMixin(StoreBase):
 
         ``backfill`` re-sends the person's rows to the new owner (off for a worker's own new person).
         """
+        self._flush_deferred(conn)  # the person may be a row a push has not written yet
         p = conn.execute(_SEL_PERSON_PRACTICE, {"b_id": person_id}).first()
         if p is not None and p.practice_id != practice_id:
             raise StoreError("invalid", "That person belongs to another practice.")
