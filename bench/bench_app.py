@@ -265,7 +265,8 @@ def child_sprx(args: argparse.Namespace) -> None:
     from sprx_tui.messages import CaseloadLoaded, TodayLoaded, VaultUnlocked
     from sprx_tui.screens.caseload import CaseloadScreen, CaseloadTable
     from sprx_tui.screens.contact import ContactContextLoaded, ContactSaved, ContactScreen
-    from sprx_tui.screens.person import PersonLoaded, PersonScreen, TimelineLoaded
+    from sprx_tui.screens.episode import DischargeModal, GpSummaryModal
+    from sprx_tui.screens.person import PersonLoaded, PersonScreen, SummaryPreviewed, TimelineLoaded
     from sprx_tui.screens.person_form import PersonFormScreen, PersonSaved
     from sprx_tui.screens.today import TodayScreen
 
@@ -296,6 +297,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             ContactContextLoaded,
             ContactSaved,
             PersonSaved,
+            SummaryPreviewed,
         )
     )
     from sprx_tui import _textual_hacks
@@ -527,6 +529,32 @@ def child_sprx(args: argparse.Namespace) -> None:
             out["add_person_ms"] = summary(adds)
             out["add_person_cpu_ms"] = summary(adds_cpu)
             out["add_person_committed_ms"] = summary(adds_committed)  # Ctrl+S -> PersonSaved (written)
+            # -- discharge: Ctrl+S in the discharge form (goals met) -> the GP summary's preview drawn
+            ends: list[float] = []
+            ends_cpu: list[float] = []
+            while len(ends) < args.discharges:
+                await pilot.press("down")
+                await pilot.press("enter")
+                await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)
+                person_screen = app.screen
+                if person_screen.person.status not in ("referred", "active"):
+                    await pilot.press("escape")  # this one's episode has ended already
+                    await wait_for(lambda: isinstance(app.screen, CaseloadScreen))
+                    continue
+                await pilot.press("D")
+                await wait_for(lambda: isinstance(app.screen, DischargeModal) and bool(app.screen.query("#words")))
+                ms, cpu = await measured(
+                    pilot, "ctrl+s", lambda t0: lambda m: m.kind is SummaryPreviewed, "GpSummaryModal"
+                )
+                ends.append(ms)
+                ends_cpu.append(cpu)
+                await wait_for(lambda: isinstance(app.screen, GpSummaryModal))
+                await pilot.press("escape")  # not now
+                await wait_for(lambda s=person_screen: app.screen is s)
+                await pilot.press("escape")
+                await wait_for(lambda: isinstance(app.screen, CaseloadScreen))
+            out["discharge_ms"] = summary(ends)
+            out["discharge_cpu_ms"] = summary(ends_cpu)
             out["peak_rss_after_unlock_mb"] = round(peak_rss_since_reset_mb(), 1) if reset else None
             await pilot.press("ctrl+l")
             await pilot.pause()
@@ -571,7 +599,7 @@ def run_parent(args: argparse.Namespace) -> None:
             kind, _, off = mode.partition("-no-")
             argv = [PYTHON, SCRIPT, "child", kind, "--vault", str(vault), "--seed", str(args.seed + r)]
             argv += ["--queries", str(args.queries), "--opens", str(args.opens), "--saves", str(args.saves)]
-            argv += ["--new-people", str(args.new_people)]
+            argv += ["--new-people", str(args.new_people), "--discharges", str(args.discharges)]
             argv += ["--hacks-off", off]
             run = run_child(argv)
             if run.returncode != 0:
@@ -672,6 +700,20 @@ def run_parent(args: argparse.Namespace) -> None:
             per_round("add_person_ms"),
         ),
         (
+            "discharge -> the GP summary preview shown, p50",
+            med("discharge_ms", "p50"),
+            med("discharge_cpu_ms", "p50"),
+            "",
+            "",
+        ),
+        (
+            "discharge -> the GP summary preview shown, p95",
+            med("discharge_ms", "p95"),
+            med("discharge_cpu_ms", "p95"),
+            "<= 50",
+            per_round("discharge_ms"),
+        ),
+        (
             "keys to add a person with a self-referral (plus the name)",
             sprx[0]["add_person_keys"]["keys"],
             "",
@@ -702,6 +744,7 @@ def run_parent(args: argparse.Namespace) -> None:
             "save_contact_p95_ms": med("save_contact_ms", "p95"),
             "add_person_p95_ms": med("add_person_ms", "p95"),
             "add_person_keys": sprx[0]["add_person_keys"]["keys"],
+            "discharge_p95_ms": med("discharge_ms", "p95"),
             "peak_rss_after_unlock_mb": med("peak_rss_after_unlock_mb"),
             "savings_ms": savings,
             "runs": results,
@@ -747,6 +790,7 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--opens", type=int, default=20)
         p.add_argument("--saves", type=int, default=15)
         p.add_argument("--new-people", type=int, default=10, help="people added (Ctrl+S in the new-person form)")
+        p.add_argument("--discharges", type=int, default=8, help="episodes ended (Ctrl+S in the discharge form)")
         p.add_argument("--seed", type=int, default=1)
         if name == "run":
             p.add_argument(
