@@ -345,7 +345,8 @@ class SyncScreen(AreaScreen):
     # -- running a sync ----------------------------------------------------------------------------
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action == "sync_now" and self.view is not None and self.view.status.demo:
+        status = self.view.status if self.view is not None else None
+        if action == "sync_now" and status is not None and status.demo and not status.enrolled:
             return False  # a demo vault is never sent anywhere: no "Sync now" in the footer
         return super().check_action(action, parameters)
 
@@ -356,7 +357,7 @@ class SyncScreen(AreaScreen):
         if controller is None:
             self.notify("Sync is not available right now; lock and unlock to try again.", severity="warning")
             return
-        if self.view is not None and self.view.status.demo:
+        if self.view is not None and self.view.status.demo and not self.view.status.enrolled:
             self.notify(DEMO_SENTENCE)  # the same words as the screen: no enrolment to suggest
             return
         if self.view is not None and not self.view.status.enrolled:
