@@ -241,12 +241,14 @@ def cmd_export_gp_summary(args: argparse.Namespace) -> int:
     """`sprx export --format gp-summary --person NHS_NUMBER_OR_ID`: the closing summary for one person's GP."""
     if not args.person:
         raise CliError("Say whose summary to export: add --person with their NHS number or record id.")
+    from sprx_tui.core.export import check_gp_summary_target
+    from sprx_tui.core.service import ServiceError
+
     out = Path(args.out or "gp-summary.fhir.json")
-    letter = out.with_name(out.name.removesuffix(".json").removesuffix(".fhir") + ".txt")
-    if out.exists() or letter.exists():
-        raise CliError("A file with that name already exists; exports never overwrite, so choose a new name.")
-    if not out.parent.is_dir():
-        raise CliError("The folder for the export does not exist; create it or choose another path.")
+    try:  # before the passphrase is asked for (and an UNLOCK audited)
+        check_gp_summary_target(out)
+    except ServiceError as exc:
+        raise CliError(str(exc)) from None
     _confirm_export(args)
     store = unlock_store(args)
     try:

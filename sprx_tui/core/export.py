@@ -550,19 +550,27 @@ def gp_summary_bundle(store: CaseStore, person_id: str, now: dt.datetime | None 
     return fhir.document_bundle(composition, resources, now)
 
 
+def check_gp_summary_target(out: Path | str) -> tuple[Path, Path]:
+    """(the FHIR file, the letter beside it as .txt) for `out`, or ServiceError with the sentence why not."""
+    out = Path(out).expanduser()
+    letter = out.with_name(out.name.removesuffix(".json").removesuffix(".fhir") + ".txt")
+    if not out.name or out.is_dir():
+        raise ServiceError("Give a file name for the summary, not a folder.")
+    for path in (out, letter):
+        if path.exists():
+            raise ServiceError("A file with that name already exists; exports never overwrite, so choose a new name.")
+    if not out.parent.is_dir():
+        raise ServiceError("The folder for the export does not exist; create it or choose another path.")
+    return out, letter
+
+
 def write_gp_summary(store: CaseStore, person_id: str, out: Path) -> tuple[Path, Path]:
     """Write the GP closing summary: the FHIR document at `out` and the letter beside it (`.txt`).
 
     Both files are new and owner-only (never overwritten); a failure removes what was written. With
     consent "none" nothing is written: ServiceError(CONSENT_REFUSED). Audited as one EXPORT.
     """
-    out = Path(out)
-    letter = out.with_name(out.name.removesuffix(".json").removesuffix(".fhir") + ".txt")
-    for path in (out, letter):
-        if path.exists():
-            raise ServiceError("A file with that name already exists; exports never overwrite, so choose a new name.")
-    if not out.parent.is_dir():
-        raise ServiceError("The folder for the export does not exist; create it or choose another path.")
+    out, letter = check_gp_summary_target(out)
     bundle = gp_summary_bundle(store, person_id)
     if isinstance(bundle, str):
         raise ServiceError(bundle)

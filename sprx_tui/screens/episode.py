@@ -16,8 +16,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from sprx_tui.core.export import CONSENT_REFUSED, LEAVING_WARNING
+from sprx_tui.core.export import CONSENT_REFUSED, LEAVING_WARNING, check_gp_summary_target
 from sprx_tui.core.models import DECLINE_REASONS, DISCHARGE_REASONS, REFERRAL_REASONS, WITHDRAW_REASONS, Need
+from sprx_tui.core.service import ServiceError
 from sprx_tui.drafts import KeptFieldsModal
 from sprx_tui.inert import inert
 from sprx_tui.screens.forms import MODAL_CSS, FormField, show_errors
@@ -317,9 +318,15 @@ class GpSummaryModal(ModalScreen[str | None]):
         if self.refused:
             return
         path = self.query_one("#path", Input).value.strip()
-        if show_errors(self, {"path": "Say where to save the summary."} if not path else {}) or not path:
-            return
-        self.dismiss(path)
+        problem = "Say where to save the summary." if not path else ""
+        if path:
+            try:
+                check_gp_summary_target(path)
+            except ServiceError as exc:
+                problem = str(exc)
+        show_errors(self, {"path": problem} if problem else {})
+        if not problem:
+            self.dismiss(path)
 
     def action_cancel(self) -> None:
         self.dismiss(None)

@@ -220,6 +220,12 @@ def referral_detail(referral: Referral) -> Content:
         parts.append(Content.styled("\nPress a to accept with the first contact, d to decline.", "$text-muted"))
     if referral.decline_reason:
         parts.append(Content.styled(f"\nDeclined: {visible(referral.decline_reason, multiline=True)}", "$text-warning"))
+    if referral.status == "closed" and referral.closed_on:
+        why = DISCHARGE_REASONS.get(referral.close_reason or "", "Other")
+        note = f" ({visible(referral.close_note, multiline=True)})" if referral.close_note else ""
+        parts.append(Content.styled(f"\nEpisode ended {fmt_date(referral.closed_on)}: {why}{note}", "bold"))
+    elif referral.status == "accepted":
+        parts.append(Content.styled("\nPress D to end the episode (discharge).", "$text-muted"))
     if referral.snomed_code:
         parts.append(
             # Recorded here; whether it reaches the GP record is the practice server's (a demo vault sends nothing).

@@ -17,6 +17,7 @@ from sprx_tui.core.export import CONSENT_REFUSED
 from sprx_tui.core.store import CaseStore
 from sprx_tui.screens.directory import DirectoryScreen
 from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, OnwardReferralModal, WithdrawOnwardModal
+from sprx_tui.screens.forms import FormField
 from sprx_tui.screens.person import PersonScreen
 from tests.tui.conftest import FROZEN_NOW
 from tests.tui.settling import settle, wait_until
@@ -149,6 +150,13 @@ async def test_discharge_codes_only_shows_and_writes_no_names(unlocked_store: Ca
         assert "Wren" not in text and "Testsharer" not in text and "Wants company" not in text
         assert "NHS number: 9449305552" in text and "Reason the episode ended: Moved away" in text
         assert "Codes only" in str(modal.query_one(".muted").render())
+        # A folder that does not exist: one sentence under the box, the dialog and the path stay.
+        missing = str(tmp_path / "no-such-folder" / "codes.fhir.json")
+        modal.query_one("#path", Input).value = missing
+        await pilot.press("ctrl+s")
+        await settle(pilot)
+        assert app.screen is modal and modal.query_one("#path", Input).value == missing
+        assert modal.query_one(FormField).error.startswith("The folder for the export does not exist")
         modal.query_one("#path", Input).value = str(tmp_path / "codes.fhir.json")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: (tmp_path / "codes.txt").exists(), what="the letter written")
