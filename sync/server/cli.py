@@ -94,16 +94,11 @@ def _store(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from sync.server import serve
-    from sync.server.log import configure
 
     s = _settings(args)
     url = s.require_db()
     serve.check_tls(s)
-    try:
-        configure(destination=s.log)
-    except OSError:
-        raise Failure(f"Cannot write the log file {s.log}.") from None
-    return serve.run(s, _open_store(url))
+    return serve.run(s, _open_store(url))  # binds the port, then points the log at its destination
 
 
 def _print_lines(lines: list[str]) -> int:

@@ -112,7 +112,7 @@ def run(s: Settings, store: Any) -> int:
 
     from sync.server.app import create_app
     from sync.server.limits import Limits
-    from sync.server.log import log_event
+    from sync.server.log import configure, log_event
 
     check_tls(s)
     limits = Limits(
@@ -122,7 +122,18 @@ def run(s: Settings, store: Any) -> int:
         enrol_overall=s.enrol_attempts,
         enrol_window_s=s.enrol_window,
     )
-    sock = bind(s.host, s.port)
+    try:
+        sock = bind(s.host, s.port)
+    except ServeError:
+        store.close()
+        raise
+    try:
+        # Only now, with nothing left to refuse: the log set-up replaces the process's "sprx" handlers.
+        configure(destination=s.log)
+    except OSError:
+        sock.close()
+        store.close()
+        raise ServeError(f"Cannot write the log file {s.log}.") from None
     app = create_app(store, limits=limits)
     config = uvicorn.Config(
         app,
