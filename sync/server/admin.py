@@ -54,7 +54,9 @@ def cmd_worker_remove(args: argparse.Namespace) -> int:
 def add_worker_commands(w: Any, db: argparse.ArgumentParser) -> None:
     wa = w.add_parser("add", parents=[db], help="add a worker by login (e.g. asmith), with their name for lists")
     wa.add_argument("login", help="the worker's login: lower-case letters, digits, . _ - (it is written to logs)")
-    wa.add_argument("--name", dest="display_name", help='the person\'s name, e.g. "A. Smith" (shown in lists only)')
+    wa.add_argument(
+        "--name", dest="display_name", metavar="NAME", help='the person\'s name, e.g. "A. Smith" (shown in lists only)'
+    )
     wa.add_argument("--practice", required=True, help="the practice's id (made by its first worker)")
     wa.add_argument("--team", help="a team within the practice (made by its first worker)")
     wa.set_defaults(fn=cmd_worker_add)
@@ -315,10 +317,10 @@ def add_import_referrals_command(sub: Any, db: argparse.ArgumentParser) -> None:
         "import-referrals",
         parents=[db],
         help="import referrals from the practice's CSV file (--template prints its header)",
-        description="Import referrals from a UTF-8 CSV file with a header line. Each good line creates or finds "
-        "the person (by NHS number), adds the referral and assigns the person to the worker; a re-import adds "
-        "nothing. Bad lines are listed with the reason and skipped; the exit status is 1 only when nothing "
-        "was imported.",
+        description="Import referrals from a UTF-8 CSV file with a header line. Each good line creates or\n"
+        "finds the person (by NHS number), adds the referral and assigns the person to the worker;\n"
+        "importing the same file again adds nothing. Bad lines are skipped and listed with the reason;\n"
+        "the exit status is 1 only when no line was imported or already present.",
         epilog="columns (in any order):\n" + columns_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
