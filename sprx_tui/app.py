@@ -197,7 +197,7 @@ class SprxApp(App[int]):
         self._area_modes: set[str] = set()
         # A record pushed in the records' mode -> the area it was opened from (Esc there goes back to it).
         self._record_origin: weakref.WeakKeyDictionary[Screen, str] = weakref.WeakKeyDictionary()
-        self._last_area = "today"  # the area shown last, where the records' mode returns when emptied
+        self._records_from = "today"  # the area the last record was opened from: where an emptied records' mode returns
         self._last_input = clock()
         self._sync: Any | None = None
         self._heap = hacks.HeapFreeze()
@@ -452,7 +452,6 @@ class SprxApp(App[int]):
         if self.store is None or not self._add_area(mode):
             return
         self.switch_mode(mode)
-        self._last_area = mode
         self.sub_title = AREA_LABELS[mode]
 
     def switch_mode(self, mode: str) -> AwaitMount:
@@ -579,7 +578,7 @@ class SprxApp(App[int]):
                 self.add_mode(RECORDS_MODE, RecordsBackdrop)
                 self._area_modes.add(RECORDS_MODE)
             if origin in AREA_SCREENS:
-                self._last_area = origin
+                self._records_from = origin
             self.switch_mode(RECORDS_MODE)
         self._record_origin[screen] = origin
         self.push_screen(screen)
@@ -588,7 +587,7 @@ class SprxApp(App[int]):
         """With no record left in the records' mode, show the area they were opened from."""
         if self.store is None or self.current_mode != RECORDS_MODE or len(self.screen_stack) > 1:
             return
-        self.action_area(self._last_area)
+        self.action_area(self._records_from)
 
     def _records_open(self) -> bool:
         return len(self._stack_of(RECORDS_MODE)) > 1
@@ -684,12 +683,12 @@ class SprxApp(App[int]):
         return False
 
     def action_new_person(self) -> None:
-        """The new-person form (a self-referral, a walk-in) on the current area; saving opens the person."""
+        """The new-person form (a self-referral, a walk-in) with the records; saving opens the person in its place."""
         if self.store is None:
             return
         screen_class = self._optional_part("sprx_tui.screens.person_form", "PersonFormScreen", "new person form")
         if screen_class is not None:
-            self.push_screen(screen_class())
+            self.push_record(screen_class())  # so the record that replaces it is a record too (F2-F6 show areas)
 
     def action_toggle_theme(self) -> None:
         self.config.theme = "default" if self.config.theme == "high_contrast" else "high_contrast"

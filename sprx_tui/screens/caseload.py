@@ -303,7 +303,9 @@ class CaseloadScreen(AreaScreen):
 
     def action_new_person(self) -> None:
         """The new-person form; saving adds them with their referral and opens their record."""
-        self.app.push_screen(router.screen_class("person_form")())
+        form = router.screen_class("person_form")()
+        push = getattr(self.app, "push_record", None)  # with the records, like the person it becomes
+        (push if callable(push) else self.app.push_screen)(form)
 
     def action_filter(self) -> None:
         # Synchronous, unlike Widget.focus(): keys typed straight after "/" must land in the filter.

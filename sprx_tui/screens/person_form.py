@@ -148,6 +148,11 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
         Binding("escape", "cancel", "Cancel", id="person_form.cancel"),
     ]
     AUTO_FOCUS = "#given_name"
+    HELP_TITLE = "Person details"
+    HELP = (
+        "Tab moves to the next box, Space ticks a box, Enter opens a list. Only the names are needed; the referral"
+        " starts as a self-referral. A safety flag added or removed needs a reason. Ctrl+S saves, Esc cancels."
+    )
 
     def __init__(self, person: Person | None = None, *, prefill: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -445,7 +450,8 @@ def restore_draft(app: App[Any], key: str, payload: dict[str, Any]) -> None:
     """Open the form again with what was typed: a new person's, or a person's details over their record."""
     values = payload.get("values") if isinstance(payload.get("values"), dict) else {}
     if payload.get("kind") != "details":
-        app.push_screen(PersonFormScreen(prefill=values))
+        push = getattr(app, "push_record", None)  # with the records, like the person it becomes
+        (push if callable(push) else app.push_screen)(PersonFormScreen(prefill=values))
         return
     person_id = str(payload.get("person_id") or "")
     if not person_id:

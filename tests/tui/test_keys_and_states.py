@@ -416,3 +416,27 @@ async def test_help_explains_the_flag_marks_where_they_are_shown(unlocked_store:
                     assert (ascii_mark if ascii_only else unicode_mark) in legend
                 assert "Do not visit alone" in legend and "Animals in the home" in legend
                 await press(pilot, "escape")
+
+
+async def test_a_new_person_is_a_record_too_so_area_keys_still_show_their_area(unlocked_store: CaseStore) -> None:
+    from textual.widgets import Input
+
+    from sprx_tui.screens.person_form import PersonFormScreen
+
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "f3", "a")
+        assert isinstance(app.screen, PersonFormScreen)
+        app.screen.query_one("#given_name", Input).value = "Wren"
+        app.screen.query_one("#family_name", Input).value = "Hollowmere"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: isinstance(app.screen, PersonScreen), what="the new person's record")
+        record = app.screen
+        await press(pilot, "f3")
+        assert isinstance(app.screen, CaseloadScreen)
+        await press(pilot, "f2")
+        assert isinstance(app.screen, TodayScreen)
+        await press(pilot, "escape")
+        assert app.screen is record
+        await press(pilot, "escape")
+        assert isinstance(app.screen, CaseloadScreen)  # where the form was opened
