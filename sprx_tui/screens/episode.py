@@ -228,7 +228,7 @@ class OnwardReferralModal(ReasonChoiceModal):
     NO_NEED = "-"
 
     def __init__(self, question: str, needs: Sequence[Need], *, kind: str, start_need: str | None = None) -> None:
-        reasons = {n.id: _need_words(n) for n in needs}
+        reasons = {n.id: need_words(n) for n in needs}
         reasons[self.NO_NEED] = "No particular need"
         start = next((n.id for n in needs if n.category == start_need), self.NO_NEED)
         super().__init__(
@@ -255,7 +255,7 @@ class OnwardReferralModal(ReasonChoiceModal):
         return {"need_id": need, "notes": self.words.strip(), "consent": self.query_one("#consent", TickBox).value}
 
 
-def _need_words(need: Need) -> str:
+def need_words(need: Need) -> str:
     label = REFERRAL_REASONS.get(need.category, need.category)
     status = {"open": "", "met": " (met)", "unmet": " (no service found)"}.get(need.status, "")
     return label + status + (f": {need.description}" if need.description else "")

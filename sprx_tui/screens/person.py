@@ -33,6 +33,7 @@ from sprx_tui.core.models import (
     REFERRAL_SOURCES,
     SAFETY_FLAGS,
     SNOMED_REFERRAL_ACCEPTED,
+    Need,
     OnwardReferral,
     OutcomeResponse,
     Person,
@@ -43,9 +44,9 @@ from sprx_tui.core.models import (
 from sprx_tui.core.queries import GoalWithActions, TimelineEntry
 from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
-from sprx_tui.inert import inert_cells, visible
+from sprx_tui.inert import inert, inert_cells, visible
 from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
-from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, WithdrawOnwardModal
+from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, WithdrawOnwardModal, need_words
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
 from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, decline_reason_modal, referral_summary
@@ -114,6 +115,7 @@ class PlanLoaded(Message):
 @dataclass
 class OnwardReferralsLoaded(Message):
     onward: list[OnwardReferral]
+    needs: list[Need] = field(default_factory=list)
 
 
 @dataclass
@@ -355,6 +357,7 @@ class PersonScreen(Screen[None]):
         if tab == "onward":
             return [
                 RowTable(id="onward-table", cursor_type="row", zebra_stripes=True, classes="pane"),
+                Static("", id="onward-needs", classes="tab-hint"),
                 Static(
                     "Press t (or Enter) to record what happened, x to withdraw one made wrongly.", classes="tab-hint"
                 ),
@@ -434,7 +437,7 @@ class PersonScreen(Screen[None]):
             "referrals": ("#referrals-table", lambda: ReferralsLoaded(q.referrals(pid))),
             "contacts": ("#timeline", lambda: TimelineLoaded(q.timeline(pid))),
             "plan": ("#plan-pane-body", lambda: PlanLoaded(q.what_matters(pid), q.plan(pid))),
-            "onward": ("#onward-table", lambda: OnwardReferralsLoaded(q.onward_referrals(pid))),
+            "onward": ("#onward-table", lambda: OnwardReferralsLoaded(q.onward_referrals(pid), q.needs(pid))),
             "outcomes": ("#outcomes-panel", lambda: OutcomesLoaded(q.outcomes(pid))),
         }
         if tab not in loaders:
@@ -564,6 +567,12 @@ class PersonScreen(Screen[None]):
             table.add_row(*cells, key=o.id)
         table.loading = False
         table.border_title = "Onward referrals"
+        needs = [n for n in message.needs if not n.deleted]
+        self.query_one("#onward-needs", Static).update(
+            inert("Needs: " + "; ".join(need_words(n) for n in needs))
+            if needs
+            else "No needs recorded yet: add them in the plan (p, then n)."
+        )
         gone = sum(1 for o in message.onward if o.withdrawn_on is not None)
         table.border_subtitle = f"{len(message.onward)} made" + (f", {gone} withdrawn" if gone else "")
         self._restore_cursor(table, keep)

@@ -17,11 +17,12 @@ from textual.widgets import Button, Input, OptionList, Select, Static
 from textual.worker import Worker, WorkerState
 
 from sprx_rules.validate import ValidationError
-from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, Person, WhatMatters
+from sprx_tui.core.models import GOAL_STATUSES, LIFE_AREAS, NEED_CATEGORIES, Person, WhatMatters
 from sprx_tui.core.queries import GoalWithActions
 from sprx_tui.core.service import InvalidInput
 from sprx_tui.drafts import discard_later, push_person
 from sprx_tui.inert import inert, visible
+from sprx_tui.screens.episode import ReasonChoiceModal
 from sprx_tui.screens.forms import (
     MODAL_CSS,
     ConfirmModal,
@@ -363,6 +364,7 @@ class PlanScreen(Screen[None]):
         Binding("a", "add_goal", "Add goal", id="plan.add_goal"),
         Binding("t", "add_action", "Add action", id="plan.add_action"),
         Binding("w", "add_what_matters", "Add what matters", show=False, id="plan.add_what_matters"),
+        Binding("n", "add_need", "Add need", id="plan.add_need", tooltip="A need an onward referral can address"),
         Binding("e", "edit", "Edit", id="plan.edit", tooltip="Edit the highlighted entry, goal or action"),
         Binding("s", "cycle_status", "Status", id="plan.cycle_status", tooltip="Next status for the goal"),
         Binding("space", "toggle_done", "Action done / not done", show=False, id="plan.toggle_done"),
@@ -522,6 +524,27 @@ class PlanScreen(Screen[None]):
 
     def action_add_what_matters(self) -> None:
         self._open_form(what_matters_form(self.today), "what_matters", "new")
+
+    def action_add_need(self) -> None:
+        """Record one of the person's needs (a category and their words); onward referrals choose from these."""
+        modal = ReasonChoiceModal(
+            "Add a need",
+            NEED_CATEGORIES,
+            intro="What the person needs help with; a referral or signpost then says which need it addresses.",
+            words_label="In their words (optional)",
+            words_required=(),
+        )
+        service, pid = self.app.store.service, self.person_id
+
+        def answered(result: tuple[str, str] | None) -> None:
+            if result:
+                category, words = result
+                self._change(
+                    lambda: service.record_need(pid, category, words),
+                    f"Need recorded: {NEED_CATEGORIES[category]}. Refer or signpost for it from the directory (f).",
+                )
+
+        self.app.push_screen(modal, answered)
 
     def action_add_goal(self) -> None:
         self.goals.focus()

@@ -179,3 +179,29 @@ async def test_discharge_without_consent_shows_only_the_refusal(unlocked_store: 
     [referral] = unlocked_store.queries.referrals(person_id)
     assert (referral.close_reason, referral.close_note) == ("other", "Chose to stop")
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.txt"))
+
+
+async def test_a_need_added_in_the_plan_is_offered_and_shown_as_written(unlocked_store: CaseStore) -> None:
+    from sprx_tui.screens.episode import ReasonChoiceModal
+    from sprx_tui.screens.plan import PlanScreen
+
+    person_id = new_person(unlocked_store, "full")
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_person(app, pilot, person_id)
+        await pilot.press("p")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanScreen), what="the plan")
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, ReasonChoiceModal), what="the need dialog")
+        await pilot.press("down", "enter", *"[b]debt[/b] letters")  # low mood, in their words (markup stays text)
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: len(unlocked_store.queries.needs(person_id)) == 2, what="the need saved")
+        await wait_until(pilot, lambda: isinstance(app.screen, PlanScreen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, PersonScreen))
+        await pilot.press("o")
+        needs = app.screen.query_one("#onward-needs")
+        await wait_until(pilot, lambda: "Low mood" in str(needs.render()), what="the needs line")
+        assert "Low mood or anxiety: [b]debt[/b] letters" in str(needs.render())
+    [_first, added] = sorted(unlocked_store.queries.needs(person_id), key=lambda n: n.id)
+    assert (added.category, added.description, added.status) == ("low_mood", "[b]debt[/b] letters", "open")
