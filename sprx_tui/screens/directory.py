@@ -601,6 +601,7 @@ class DirectoryScreen(AreaScreen):
                 table.move_cursor(row=table.get_row_index(keep))
         self._loading_more = False
         self._show_titles()
+        self.refresh_bindings()  # refer, signpost and flag need a service on the list
         if message.offset == 0:
             self._show_selected()
 
@@ -747,6 +748,11 @@ class DirectoryScreen(AreaScreen):
         self.query_one("#detail").scroll_home(animate=False)
 
     # -- search and filters ------------------------------------------------------------------------
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action in {"onward", "flag"} and not self.rows:
+            return None  # no service found: refer, signpost and flag are shown dimmed and do nothing
+        return super().check_action(action, parameters)
 
     def action_search(self) -> None:
         # Synchronous, unlike Widget.focus(): keys typed straight after "/" must land in the box.

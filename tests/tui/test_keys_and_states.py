@@ -106,6 +106,8 @@ async def test_a_directory_search_with_no_matches_clears_the_list_and_refers_nob
         assert table.row_count == 0 and screen.rows == {}
         detail = screen.query_one("#detail-body", Static).render().plain  # type: ignore[union-attr]
         assert detail.startswith("No services match")
+        offered = {b.binding.action for b in screen.active_bindings.values() if b.enabled}
+        assert not offered & {"onward('referred')", "onward('signposted')", "flag"}  # dimmed in the footer
         for key in ("r", "s"):
             await press(pilot, "enter", key)  # to the (empty) list, then refer or signpost
             assert app.screen is screen and not isinstance(app.screen, ConfirmModal)
