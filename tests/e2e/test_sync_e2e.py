@@ -128,6 +128,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert r.returncode == 0, r.stderr
     db_file = tmp / "server.db"
     db = f"sqlite:///{db_file}"
+    admin(db, "init")  # only init makes a store (issue 11)
     admin(db, "worker", "add", "alice", "--practice", "P1")
     server = ServerProc(db, free_port(), tmp / "tls" / "server.crt", tmp / "tls" / "server.key", tmp / "server.log")
     server.start()
@@ -268,6 +269,7 @@ def test_wrong_certificate_is_refused_before_anything_is_sent(world: World) -> N
     world.server.stop()
     r = run("-m", "sync.server.cli", "tls-cert", "--out", str(world.tmp / "tls2"))
     assert r.returncode == 0
+    admin(f"sqlite:///{world.tmp / 'impostor.db'}", "init")
     impostor = ServerProc(
         f"sqlite:///{world.tmp / 'impostor.db'}",
         world.server.port,
