@@ -135,8 +135,10 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
     PersonFormScreen .form-section { color: $text-primary; text-style: bold; padding: 1 1 0 1; height: auto; }
     PersonFormScreen .boxes { height: auto; padding: 0 1; }
     PersonFormScreen .boxes Checkbox { width: auto; margin-right: 2; }
-    PersonFormScreen #flags { layout: grid; grid-size: 3; grid-gutter: 0 1; grid-rows: 1; height: auto; padding: 0; }
-    PersonFormScreen #flags Checkbox { width: 1fr; margin-right: 0; }
+    PersonFormScreen #flags {
+        layout: grid; grid-size: 3; grid-columns: 27 1fr 1fr; grid-rows: 1; height: auto; padding: 0;
+    }
+    PersonFormScreen #flags Checkbox { width: 1fr; margin-right: 0; padding: 0; }
     PersonFormScreen #field-consent_social_prescribing Checkbox { margin: 1 1 0 1; }
     PersonFormScreen Select { width: 1fr; }
     PersonFormScreen #field-date_of_birth, PersonFormScreen #field-postcode { width: 22; }
@@ -190,7 +192,7 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
                 yield box("family_name", "Family name", max_length=200)
                 yield box("date_of_birth", "Date of birth", placeholder="dd/mm/yyyy", max_length=10)
             with Horizontal(classes="form-row"):
-                yield box("nhs_number", "NHS number (optional)", placeholder="485 777 3456", max_length=16)
+                yield box("nhs_number", "NHS number (optional)", placeholder="10 digits", max_length=16)
                 yield box("phone", "Phone", placeholder="optional", max_length=40)
             with Horizontal(classes="form-row"):
                 yield box("address", "Address", placeholder="optional", max_length=1000)
