@@ -53,7 +53,7 @@ def new_person(*, invalid_nhs: bool = False) -> Callable[[Pilot[Any]], Any]:
     return run_before
 
 
-def details_of(store: CaseStore) -> Callable[[Pilot[Any]], Any]:
+def details_of(store: CaseStore, *, scroll_to_flags: bool = False) -> Callable[[Pilot[Any]], Any]:
     person_id = flagged_person(store)
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -63,6 +63,9 @@ def details_of(store: CaseStore) -> Callable[[Pilot[Any]], Any]:
         await pilot.press("i")
         await wait_until(pilot, lambda: isinstance(pilot.app.screen, PersonFormScreen), what="the details form")
         await settle(pilot)
+        if scroll_to_flags:
+            pilot.app.screen.query_one("#flag_reason").focus()  # the flags and their reason in view
+            await settle(pilot)
         for _ in range(2):
             await pilot.pause()
 
@@ -84,3 +87,21 @@ def test_new_person_form_with_a_refused_nhs_number(
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_person_details_form(snap_compare: Any, unlocked_store: CaseStore, size: tuple[int, int]) -> None:
     assert snap_compare(make_app(unlocked_store), terminal_size=size, run_before=details_of(unlocked_store))
+
+
+@pytest.mark.parametrize("theme", ["high_contrast", "no_color"])
+def test_person_details_form_in_the_other_themes(
+    snap_compare: Any, unlocked_store: CaseStore, theme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The details of a flagged person at 80x24: ticked and unticked boxes read the same without colour."""
+    if theme == "no_color":
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = SprxApp(
+        unlocked_store.vault.path,
+        clock=frozen_clock,
+        config=Config(theme="high_contrast" if theme == "high_contrast" else "default"),
+        store=unlocked_store,
+    )
+    app.animation_level = "none"
+    assert app.no_color == (theme == "no_color")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=details_of(unlocked_store, scroll_to_flags=True))
