@@ -896,7 +896,8 @@ class _PageSource(Protocol):
 
 
 def _snapshot_params(engine: SyncEngine, after: str | None) -> dict[str, Any]:
-    params: dict[str, Any] = {"limit": engine.page}
+    # meta=raw: rows' metadata as the server stored it (a JSON string), kept as received.
+    params: dict[str, Any] = {"limit": engine.page, "meta": "raw"}
     if after:
         params["after"] = after
     return params

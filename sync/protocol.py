@@ -99,7 +99,9 @@ class Change(BaseModel):
     id: str
     person_id: str | None
     values: dict[str, Any]
-    meta: dict[str, FieldMetaModel]
+    meta: dict[str, FieldMetaModel] | str
+    """Per field: who wrote it, when (HLC) and at which seq. A snapshot asked with ``meta=raw`` sends the
+    same as one JSON string holding the server's stored JSON text, which a laptop stores as received."""
     deleted: bool
 
 

@@ -2,7 +2,7 @@
 
 import time
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -251,7 +251,11 @@ def create_app(
         dev: CurrentDevice,
         after: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = DEFAULT_PAGE,
+        meta: Annotated[Literal["raw"] | None, Query()] = None,
     ) -> Response:
-        return Response(store.snapshot_body(dev, after, limit), media_type="application/json")
+        # meta=raw: each row's metadata as a JSON string of its stored text, which a laptop stores as
+        # received (servers before it ignore the parameter and send objects, which laptops also take).
+        body = store.snapshot_body(dev, after, limit, raw_meta=meta == "raw")
+        return Response(body, media_type="application/json")
 
     return app

@@ -5,12 +5,17 @@ where its last committed page left it and ends identical to an unpipelined first
 from __future__ import annotations
 
 import itertools
+import json
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import strategies as hst
+from sqlmodel import Session, select
 
+from sprx_tui.core.models import SYNCED_MODELS
+from sync.server import store as st
 from tests.sync.client_harness import Laptop, Net, net, vault_template  # noqa: F401 - fixtures
 
 PAGE = 10
@@ -43,8 +48,8 @@ def _snapshot_pages(lap: Laptop) -> int:
 @pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    kind=st.sampled_from(["network", "writer"]),
-    at=st.integers(min_value=1, max_value=2 * PEOPLE),
+    kind=hst.sampled_from(["network", "writer"]),
+    at=hst.integers(min_value=1, max_value=2 * PEOPLE),
 )
 def test_a_pipelined_first_sync_killed_anywhere_resumes_and_ends_identical(net: Net, kind: str, at: int) -> None:
     if not hasattr(net, "_ref"):
@@ -114,3 +119,22 @@ def test_a_resync_request_mid_snapshot_drops_the_pages_fetched_ahead_and_starts_
     assert r.status == "synced", r.message
     assert seen["snapshot"] >= 3 + 4  # refused at the third, then the whole snapshot again from its start
     assert lap.dump() == author.dump() == net.server_dump("alice")
+
+
+def test_metadata_stored_as_received_reads_back_as_the_servers_and_stamps_the_row(net: Net) -> None:
+    """A snapshot asks for meta=raw and stores each row's metadata text as sent: it reads back as the
+    server's metadata, and the row's HLC is the newest field stamp in it."""
+    _caseload(net)
+    lap = _fresh(net)
+    assert lap.sync().status == "synced"
+    with net.server.store.engine.connect() as c:
+        server = {(r.tbl, r.id): json.loads(r.meta) for r in c.execute(sa.select(st.record))}
+    seen = 0
+    with Session(lap.store.engine) as s:
+        for tbl in ("person", "goal"):
+            for row in s.exec(select(SYNCED_MODELS[tbl])).all():
+                meta = server[(tbl, row.id)]
+                assert row.field_meta == meta
+                assert row.row_hlc == max(m["hlc"] for m in meta.values())
+                seen += 1
+    assert seen == 2 * PEOPLE

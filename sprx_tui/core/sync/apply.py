@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import re
 import types
 import typing
 from collections.abc import Callable
@@ -118,10 +119,21 @@ def max_hlc(meta: dict[str, Any]) -> int:
     return int(top)
 
 
+def _meta_dict(text: str) -> dict[str, Any]:
+    """A row's metadata sent as text (meta=raw), as values; {} for text that is not a JSON object."""
+    try:
+        got = json.loads(text)
+    except ValueError:
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
 def _written_elsewhere(meta: Any, known_seq: int, device_id: str) -> bool:
     """Whether a pulled row carries a write this laptop has not seen: a field (or the deletion) written
     by another device after the server version this laptop last held. A row whose only new writes are
     this laptop's own is its change coming back."""
+    if isinstance(meta, str):
+        meta = _meta_dict(meta)
     if not isinstance(meta, dict) or not meta:
         return True  # nothing to tell by: count it
     for m in meta.values():
@@ -241,6 +253,8 @@ class PageApplier:
             row = existing.get(c["id"])
             if not self._admit(s, tbl, c, seq, row):
                 continue
+            if isinstance(c.get("meta"), str) and (row is not None or (tbl, c["id"]) in pending):
+                c["meta"] = _meta_dict(c["meta"])  # merged with what is held: as values, not text
             person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
             touched.add(person_id)
             if tbl in _DATED:
@@ -640,8 +654,13 @@ class _Bulk:
         out[ix["id"]] = c["id"]
         out[ix["practice_id"]] = practice
         out[ix["person_id"]] = person_id
-        out[ix["field_meta"]] = self.meta_proc(meta) if self.meta_proc is not None else meta
-        out[ix["row_hlc"]] = max_hlc(meta)
+        if isinstance(meta, str):
+            # The server's stored JSON text (a snapshot with meta=raw): stored as received.
+            out[ix["field_meta"]] = meta
+            out[ix["row_hlc"]] = _max_hlc_text(meta)
+        else:
+            out[ix["field_meta"]] = self.meta_proc(meta) if self.meta_proc is not None else meta
+            out[ix["row_hlc"]] = max_hlc(meta)
         out[ix["server_seq"]] = seq
         deleted = bool(c.get("deleted"))
         out[ix["deleted"]] = self.bool_proc(deleted) if self.bool_proc is not None else deleted
@@ -705,6 +724,18 @@ def _once(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _none_safe(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None else convert(v)
+
+
+_HLC_IN_TEXT = re.compile(r'"hlc":\s*(\d+)')
+"""Every hlc in a row's metadata text."""
+
+
+def _max_hlc_text(text: str) -> int:
+    """``max_hlc`` of metadata sent as text: read off the text, unless writers listed under "also"
+    (whose stamps ``max_hlc`` does not count) make it parse the text."""
+    if '"also"' in text:
+        return max_hlc(_meta_dict(text))
+    return max((int(h) for h in _HLC_IN_TEXT.findall(text)), default=0)
 
 
 _SEARCH_FIELDS = ("given_name", "family_name", "preferred_name", "nhs_number", "postcode")

@@ -163,10 +163,11 @@ LAST_SYNC_PERSIST_S = 600
 def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved: bool) -> None:
     """Keep the last-sync status; write it to the vault only when it says something new.
 
-    A sync that moved nothing and ended as the stored one did would otherwise cost a write
-    transaction (an fsync) just for the time and the sentence. Those are kept in memory, which
-    sync_status reads, and written when the status changes, when data moved, or when the stored
-    time is more than LAST_SYNC_PERSIST_S old (so a restart shows at most that much staleness).
+    A sync that ended as the stored one did would otherwise cost a write transaction (an fsync)
+    just for the time and the sentence: a tenth of an everyday sync. Those are kept in memory, which
+    sync_status reads, and written when the status changes or when the stored time is more than
+    LAST_SYNC_PERSIST_S old (so a restart shows at most that much staleness). Whether data moved
+    (``moved``) does not matter: what moved is already committed, each page with its position.
     """
     key = str(Path(store.vault.path).resolve())
     try:
@@ -180,7 +181,7 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
                     fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
                 except ValueError:
                     fresh = False
-            if moved or stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
+            if stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
                 write_state(s, values)
                 _LAST_SYNC.pop(key, None)
                 return

@@ -66,11 +66,16 @@ _CHANGE_COLS = (record.c.seq, record.c.tbl, record.c.id, record.c.person_id, rec
 _q = json.dumps
 
 
-def _change_json(r: Any) -> str:
-    """A record row in the wire shape of ``protocol.Change``, built from its stored canonical JSON as is."""
+def _change_json(r: Any, raw_meta: bool = False) -> str:
+    """A record row in the wire shape of ``protocol.Change``, built from its stored canonical JSON as is.
+
+    ``raw_meta``: the metadata as one JSON string holding its canonical JSON text (a snapshot asked
+    with ``meta=raw``), so a laptop can store it as received instead of parsing and re-encoding it.
+    """
+    meta = _q(r.meta) if raw_meta else r.meta
     return (
         f'{{"seq":{int(r.seq)},"tbl":{_q(r.tbl)},"id":{_q(r.id)},"person_id":{_q(r.person_id)},'
-        f'"values":{r.values},"meta":{r.meta},"deleted":{"true" if r.deleted else "false"}}}'
+        f'"values":{r.values},"meta":{meta},"deleted":{"true" if r.deleted else "false"}}}'
     )
 
 
@@ -239,8 +244,11 @@ class FeedMixin(ScopeMixin):
         """Keyset-paged copy of everything live in scope (the SnapshotResponse shape, as Python values)."""
         return json.loads(self.snapshot_body(dev, after, limit))  # type: ignore[no-any-return]
 
-    def snapshot_body(self, dev: Device, after: str | None, limit: int) -> bytes:
-        """The SnapshotResponse as JSON bytes, for first sync and resync; rows go out as stored."""
+    def snapshot_body(self, dev: Device, after: str | None, limit: int, *, raw_meta: bool = False) -> bytes:
+        """The SnapshotResponse as JSON bytes, for first sync and resync; rows go out as stored.
+
+        ``raw_meta``: each row's metadata as a JSON string of its stored text (see ``_change_json``).
+        """
         with self._read() as conn:
             meta = self._meta(conn)
             if after is None:
@@ -274,7 +282,7 @@ class FeedMixin(ScopeMixin):
                 for r in rows:
                     if len(out) < limit:
                         last_key = (r.tbl, r.person_id, r.id)
-                    out.append(_change_json(r))
+                    out.append(_change_json(r, raw_meta))
                 if len(out) > limit:
                     break
                 ti, last_pid, last_id = ti + 1, "", ""
