@@ -407,11 +407,14 @@ def onward_service_request(row: OnwardReferral) -> dict[str, Any]:
         notes.append({"text": f"First response from the service: {row.first_response_on.isoformat()}"})
     if row.notes:
         notes.append({"text": row.notes})
+    if row.withdrawn_on:
+        notes.append({"text": f"Withdrawn {row.withdrawn_on.isoformat()}: {row.withdrawn_reason or 'made wrongly'}"})
     return _resource(
         {
             "resourceType": "ServiceRequest",
             "id": row.id,
-            "status": ONWARD_STATUS.get(row.outcome, "active"),
+            # A referral withdrawn as made wrongly is revoked, whatever outcome it had.
+            "status": "revoked" if row.withdrawn_on else ONWARD_STATUS.get(row.outcome, "active"),
             "intent": "proposal" if row.kind == "signposted" else "order",
             "category": [_local("onward-kind", row.kind, ONWARD_KINDS.get(row.kind))],
             "code": {"text": row.service_name or "Community service"},

@@ -1308,7 +1308,10 @@ class CaseService:
         changes: dict[str, Any] = {"outcome": outcome, "outcome_on": outcome_on or self.today()}
         if first_response_on is not None:
             changes["first_response_on"] = first_response_on
-        return self._update_plan_row(OnwardReferral, onward_id, "onward referral", changes)
+        with self._txn() as txn:
+            if self._get(txn, OnwardReferral, onward_id, "onward referral").withdrawn_on is not None:
+                raise ServiceError("This onward referral was withdrawn, so it has no outcome to record.")
+            return self._update_plan_row(OnwardReferral, onward_id, "onward referral", changes)
 
     def record_outcome(
         self,

@@ -156,7 +156,8 @@ def flag_history_lines(person: Person, history: Sequence[SafetyFlagChange]) -> l
     rows = []
     for flag in person.safety_flags or []:
         added = next((h for h in history if h.flag == flag and h.change == "added"), None)
-        label = SAFETY_FLAGS.get(flag, flag.replace("_", " "))
+        # A flag this version does not know arrived from elsewhere: its name is shown inertly, as any record text.
+        label = SAFETY_FLAGS.get(flag) or visible(flag.replace("_", " "))
         if added is None:
             rows.append((label, "recorded before flag history was kept"))
         else:
@@ -850,6 +851,9 @@ class PersonScreen(Screen[None]):
         onward = next((o for o in self.onward if o.id == key), None)
         if onward is None:
             self.notify("Choose an onward referral first.", severity="warning")
+            return
+        if onward.withdrawn_on is not None:
+            self.notify("This onward referral was withdrawn, so it has no outcome to record.", severity="warning")
             return
 
         def answered(outcome: str | None) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlmodel import Session, select
 
-from sprx_tui.core import export, reports
+from sprx_tui.core import export, fhir, reports
 from sprx_tui.core.models import AuditEvent, FollowUp, Person, Referral, SyncOutbox
 from sprx_tui.core.service import InvalidInput, ServiceError
 from sprx_tui.core.store import CaseStore, open_store
@@ -133,6 +133,10 @@ def test_onward_referral_with_need_and_consent_then_withdrawn(core_store: CaseSt
     assert (gone.withdrawn_on, gone.withdrawn_reason) == (svc.today(), "Wrong service: Meant the debt clinic")
     with pytest.raises(ServiceError, match="already withdrawn"):
         svc.withdraw_onward_referral(row.id, "made_in_error")
+    with pytest.raises(ServiceError, match="no outcome to record"):
+        svc.record_onward_outcome(row.id, "attended")
+    request = fhir.onward_service_request(gone)
+    assert request["status"] == "revoked" and "Withdrawn" in request["note"][-1]["text"]
     # Kept in the record, shown as withdrawn; out of the uptake figures.
     kept = [o for o in core_store.queries.onward_referrals(pid) if o.id == row.id]
     assert kept and kept[0].withdrawn_on == svc.today()
