@@ -83,3 +83,16 @@ def test_discharge_dialog(snap_compare: Any, episode_store: CaseStore, size: tup
 def test_gp_summary_preview_codes_only(snap_compare: Any, episode_store: CaseStore, size: tuple[int, int]) -> None:
     run_before = press_d(episode_store, "Closed")  # ended already: D offers the summary
     assert snap_compare(make_app(episode_store), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("theme", ["high_contrast", "no_color"])
+def test_discharge_dialog_without_colour_cues(
+    snap_compare: Any, episode_store: CaseStore, theme: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """80x24, high contrast and NO_COLOR: the chosen reason is said in words ("Chosen: Moved away")."""
+    if theme == "no_color":
+        monkeypatch.setenv("NO_COLOR", "1")
+    app = make_app(episode_store, theme="high_contrast" if theme == "high_contrast" else "default")
+    assert app.no_color == (theme == "no_color")
+    run_before = press_d(episode_store, "Active", "down")
+    assert snap_compare(app, terminal_size=(80, 24), run_before=run_before)
