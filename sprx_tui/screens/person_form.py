@@ -79,10 +79,11 @@ def person_values(person: Person | None) -> dict[str, Any]:
             "referral_text": "",
         }
         return values
-    values = {name: "" if getattr(person, name) is None else str(getattr(person, name)) for name in TEXT_FIELDS}
+    # Shown inertly: a line break or an escape in a stored value appears as a visible mark (␊, ␛), never raw.
+    values = {name: visible(getattr(person, name)) for name in TEXT_FIELDS}
     values["date_of_birth"] = fmt_date(person.date_of_birth, "")
     if person.phone:
-        values["phone"] = format_phone(person.phone)
+        values["phone"] = visible(format_phone(person.phone))
     if person.nhs_number:
         try:
             values["nhs_number"] = nhs.format_nhs_number(person.nhs_number)
@@ -306,6 +307,10 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
         typed = self.values()
         out: dict[str, Any] = {}
         for name in TEXT_FIELDS:
+            if self.person is not None and typed[name] == self.baseline[name]:
+                # Left as shown: the record's own value (not its inert or formatted form), so it is no change.
+                out[name] = getattr(self.person, name)
+                continue
             text = str(typed[name]).strip()
             out[name] = text or (None if name in OPTIONAL_TEXT else "")
         for name, _label in NEED_BOXES:

@@ -229,3 +229,38 @@ async def test_a_half_typed_new_person_is_restored_from_its_draft(unlocked_store
             what="the restored form, filled",
         )
         assert details_key("p1") == "person:p1:details"
+
+
+async def test_details_show_stored_text_inertly_and_saving_leaves_it_as_it_was(unlocked_store: CaseStore) -> None:
+    """A multi-line address and needs (as an import or another laptop may store them) are shown with visible marks in
+    the one-line boxes, never raw line breaks; changing only the phone writes only the phone."""
+    person, _ = unlocked_store.service.new_person(
+        referral_source="gp",
+        given_name="Ivo",
+        family_name="Brackenridge",
+        address="1 Mill Lane\nEastgate",
+        communication_needs="Large print\tplease\nNo phone calls",
+    )
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.open_person(person.id)
+        await wait_until(pilot, lambda: isinstance(app.screen, PersonScreen), what="the record")
+        await settle(pilot)
+        record = app.screen
+        await pilot.press("i")
+        await wait_until(pilot, lambda: bool(app.screen.query("#address")), what="the details form")
+        form = app.screen
+        assert form.query_one("#address", Input).value == "1 Mill Lane\u240aEastgate"
+        assert form.query_one("#communication_needs", Input).value == "Large print\u2409please\u240aNo phone calls"
+        form.query_one("#phone", Input).value = "01632 960003"
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: app.screen is record, what="back on the record")
+    saved = unlocked_store.queries.person(person.id)
+    assert (saved.address, saved.communication_needs) == (
+        "1 Mill Lane\nEastgate",
+        "Large print\tplease\nNo phone calls",
+    )
+    with Session(unlocked_store.engine) as s:
+        patches = s.exec(select(SyncOutbox).where(SyncOutbox.row_id == person.id, SyncOutbox.op == "patch")).all()
+        assert [sorted(p.fields) for p in patches] == [["phone"]]
