@@ -442,3 +442,29 @@ async def test_a_new_person_is_a_record_too_so_area_keys_still_show_their_area(u
         assert app.screen is record
         await press(pilot, "escape")
         assert isinstance(app.screen, CaseloadScreen)  # where the form was opened
+
+
+async def test_today_keeps_its_focus_and_tab_order_after_a_person(unlocked_store: CaseStore) -> None:
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        order = ["due", "overdue", "referrals", "quiet"]
+        await press(pilot, "tab", "tab")
+        assert app.focused is not None and app.focused.id == "referrals"
+        for back in ("escape", "f2"):  # Esc back from the person, or Today's key over them
+            await press(pilot, "enter")
+            assert isinstance(app.screen, PersonScreen)
+            await press(pilot, back)
+            assert isinstance(app.screen, TodayScreen)
+            assert app.focused is not None and app.focused.id == "referrals"  # where the person was opened
+            seen = []
+            for _ in order:
+                await press(pilot, "tab")
+                seen.append(app.focused.id if app.focused is not None else None)
+            assert seen == ["quiet", "due", "overdue", "referrals"]
+            if back == "f2":
+                await press(pilot, "escape")  # the record left open by F2
+                assert isinstance(app.screen, PersonScreen)
+                await press(pilot, "escape")
+                assert isinstance(app.screen, TodayScreen) and app.focused is not None
+                assert app.focused.id == "referrals"
