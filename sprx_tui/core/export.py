@@ -273,7 +273,7 @@ class _Episode:
     person: Person
     consent: str
     referrals: list[Referral]
-    seen: list[Contact]
+    seen: list[dt.datetime]  # when each contact happened that the person attended (not entered in error)
     goals: list[Goal] = field(default_factory=list)
     onward: list[OnwardReferral] = field(default_factory=list)
     measures: list[tuple[OutcomeResponse, OutcomeResponse]] = field(default_factory=list)
@@ -291,8 +291,18 @@ def _read_episode(store: CaseStore, person_id: str) -> _Episode | str:
     if consent == "none":
         return CONSENT_REFUSED
     referrals = sorted(q.referrals(person_id), key=lambda r: (r.received_on, r.id))
-    timeline = [e.contact for e in q.timeline(person_id) if not e.contact.entered_in_error]
-    episode = _Episode(person, consent, referrals, [c for c in timeline if not c.did_not_attend])
+    with store.lock, Session(store.engine) as s:  # dates only: no notes, no amendments are read
+        seen = list(
+            s.exec(
+                select(Contact.occurred_at).where(
+                    Contact.person_id == person_id,
+                    Contact.deleted == False,  # noqa: E712
+                    Contact.entered_in_error == False,  # noqa: E712
+                    Contact.did_not_attend == False,  # noqa: E712
+                )
+            )
+        )
+    episode = _Episode(person, consent, referrals, seen)
     if consent == "full":
         episode.goals = [g.goal for g in q.plan(person_id)]
         episode.onward = [o for o in q.onward_referrals(person_id) if o.withdrawn_on is None]
@@ -338,8 +348,8 @@ def _summary_of(episode: _Episode, today: dt.date) -> dict[str, Any]:
         "generated_on": today.isoformat(),
         "codes": _codes(referrals),
         "referred_on": referrals[0].received_on.isoformat() if referrals else None,
-        "first_contact_on": min(c.occurred_at for c in seen).date().isoformat() if seen else None,
-        "last_contact_on": max(c.occurred_at for c in seen).date().isoformat() if seen else None,
+        "first_contact_on": min(seen).date().isoformat() if seen else None,
+        "last_contact_on": max(seen).date().isoformat() if seen else None,
         "discharged_on": discharged_on,
         "contacts": len(seen),
     }

@@ -4,7 +4,7 @@ summary's preview and export, an onward referral's need, note and consent, and w
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from textual import on
@@ -178,7 +178,12 @@ class DischargeModal(ReasonChoiceModal):
     ]
     MEASURE = ("measure", "")
 
-    def __init__(self, person_name: str, sharing: str, **kwargs: Any) -> None:
+    def __init__(
+        self, person_name: str, sharing: str, *, on_save: Callable[[str, str], None] | None = None, **kwargs: Any
+    ) -> None:
+        """`on_save(code, note)` ends the episode while the dialog stays up; the caller replaces it with the
+        GP summary's preview in one step (one screen change, not two). Without it, Ctrl+S dismisses."""
+        self.on_save = on_save
         intro = (
             "Open referrals close and follow-ups are cancelled. The GP closing summary is offered next "
             f"(sharing: {SHARING_SHORT.get(sharing, sharing)})."
@@ -194,6 +199,25 @@ class DischargeModal(ReasonChoiceModal):
 
     def extra(self) -> ComposeResult:
         yield Button("Take a final outcome measure first (Ctrl+T)", id="measure")
+
+    def action_save(self) -> None:
+        if self.on_save is None:
+            super().action_save()
+            return
+        errors = self.check()
+        if show_errors(self, errors) or errors or self.saving:
+            return
+        self.saving = True
+        self.on_save(self.code, self.words.strip())
+
+    @property
+    def saving(self) -> bool:
+        return self.query_one("#save", Button).disabled
+
+    @saving.setter
+    def saving(self, value: bool) -> None:
+        """While the episode is being ended, Save is disabled; a failure enables it again (nothing is lost)."""
+        self.query_one("#save", Button).disabled = value
 
     def action_measure_first(self) -> None:
         self.dismiss(self.MEASURE)
@@ -281,8 +305,10 @@ class GpSummaryModal(ModalScreen[str | None]):
         Binding("escape", "cancel", "Not now", id="gp_summary.cancel"),
     ]
 
-    def __init__(self, preview: str, sharing: str, default_path: str) -> None:
+    def __init__(self, preview: str, sharing: str, default_path: str, *, ended: str | None = None) -> None:
+        """`ended`: the reason, when the episode was ended just now (said at the top)."""
         super().__init__()
+        self.ended = ended
         self.preview = preview
         self.sharing = sharing
         self.default_path = default_path
@@ -290,7 +316,10 @@ class GpSummaryModal(ModalScreen[str | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static("GP closing summary: exactly what will leave", classes="dialog-title")
+            title = "GP closing summary: exactly what will leave"
+            if self.ended:
+                title = f"Episode ended ({self.ended}). {title}"
+            yield Static(title, classes="dialog-title")
             yield Static(f"Sharing: {SHARING_WORDS.get(self.sharing, '')}", classes="muted")
             with VerticalScroll(id="preview"):
                 yield Static(inert(self.preview, multiline=True), id="preview-text")

@@ -128,6 +128,7 @@ class SummaryPreviewed(Message):
     """The GP closing summary as it would be written (or the refusal sentence)."""
 
     text: str
+    ended: str | None = None  # the reason, when the episode was ended just now (the record is re-read after)
 
 
 @dataclass
@@ -911,10 +912,14 @@ class PersonScreen(Screen[None]):
         def answered(result: tuple[str, str] | None) -> None:
             if result == DischargeModal.MEASURE:
                 self._measure_then_discharge()
-            elif result:
-                self._discharge(self.store, self.person_id, *result)
 
-        self.app.push_screen(DischargeModal(person.display_name, person.consent_gp_sharing), answered)
+        store, person_id = self.store, self.person_id
+        modal = DischargeModal(
+            person.display_name,
+            person.consent_gp_sharing,
+            on_save=lambda reason, note: self._discharge(store, person_id, reason, note),
+        )
+        self.app.push_screen(modal, answered)
 
     def _measure_then_discharge(self) -> None:
         def measured(_row_id: str | None) -> None:
@@ -932,8 +937,9 @@ class PersonScreen(Screen[None]):
     @work(thread=True, group="person-write", exit_on_error=False)
     def _discharge(self, store: Any, person_id: str, reason: str, note: str) -> None:
         store.service.discharge(person_id, reason, note)
-        self.post_message(RecordChanged(("header", "referrals"), f"Episode ended: {DISCHARGE_REASONS[reason]}"))
-        self._preview_summary(store, person_id)
+        # The preview is what the worker looks at next; the record under it is re-read when it closes.
+        summary = export.closing_summary(store, person_id, audit=False)
+        self.post_message(SummaryPreviewed(export.render_closing_summary(summary), DISCHARGE_REASONS[reason]))
 
     @work(thread=True, group="person-summary", exit_on_error=False)
     def _preview_summary(self, store: Any, person_id: str) -> None:
@@ -949,10 +955,16 @@ class PersonScreen(Screen[None]):
         store, person_id = self.store, self.person_id
 
         def answered(path: str | None) -> None:
+            if message.ended:
+                self._record_changed(RecordChanged(("header", "referrals"), f"Episode ended: {message.ended}"))
             if path:
                 self._write_summary(store, person_id, path)
 
-        self.app.push_screen(GpSummaryModal(message.text, sharing, default), answered)
+        modal = GpSummaryModal(message.text, sharing, default, ended=message.ended)
+        with self.app.batch_update():
+            if isinstance(self.app.screen, DischargeModal):
+                self.app.pop_screen()  # the discharge dialog gives way to the preview in one screen change
+            self.app.push_screen(modal, answered)
 
     @work(thread=True, group="person-summary-write", exit_on_error=False)
     def _write_summary(self, store: Any, person_id: str, path: str) -> None:
@@ -989,4 +1001,6 @@ class PersonScreen(Screen[None]):
         if event.state == WorkerState.ERROR:
             for widget in self.query("DataTable, ContactTimeline, #plan-pane-body, PersonHeader, OutcomesPanel"):
                 widget.loading = False
+            if isinstance(self.app.screen, DischargeModal):
+                self.app.screen.saving = False  # the episode did not end: the dialog and its note stay
             worker_error(self, event)

@@ -205,3 +205,21 @@ async def test_a_need_added_in_the_plan_is_offered_and_shown_as_written(unlocked
         assert "Low mood or anxiety: [b]debt[/b] letters" in str(needs.render())
     [_first, added] = sorted(unlocked_store.queries.needs(person_id), key=lambda n: n.id)
     assert (added.category, added.description, added.status) == ("low_mood", "[b]debt[/b] letters", "open")
+
+
+async def test_a_discharge_that_fails_keeps_the_dialog_and_its_note(unlocked_store: CaseStore) -> None:
+    person_id = new_person(unlocked_store, "full")
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_person(app, pilot, person_id)
+        await pilot.press("D")
+        await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
+        modal = app.screen
+        await pilot.press("enter", *"Moving to Wales")
+        unlocked_store.service.discharge(person_id, "moved_away")  # ended elsewhere meanwhile (say, by sync)
+        await pilot.press("ctrl+s")
+        await wait_until(
+            pilot, lambda: any("already ended" in n.message for n in app._notifications), what="the sentence"
+        )
+        await wait_until(pilot, lambda: not modal.saving, what="Save enabled again")
+        assert app.screen is modal and modal.words == "Moving to Wales"
