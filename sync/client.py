@@ -252,6 +252,7 @@ class Transport:
             verify=verify,
             transport=transport,
             timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(keepalive_expiry=protocol.KEEP_ALIVE_S),
             event_hooks={"request": [self._add_trace]},
         )
 

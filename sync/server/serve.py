@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from sync import protocol
 from sync.server.config import ConfigError, Settings
 
 GRACE_S = 30
@@ -144,6 +145,7 @@ def run(s: Settings, store: Any) -> int:
         log_config=None,  # uvicorn's warnings go through the root logger, ours through "sprx"
         server_header=False,
         timeout_graceful_shutdown=GRACE_S,
+        timeout_keep_alive=int(protocol.KEEP_ALIVE_S),  # the laptops' background sync reuses its connection
         lifespan="off",
     )
     server = _server(config)

@@ -141,3 +141,40 @@ def test_start_up_line_and_sigterm_finishes_the_request_in_flight(
         assert store.get_record("person", "p-1") is not None  # the change was committed before the stop
     finally:
         store.close()
+
+
+@pytest.mark.slow
+def test_an_idle_connection_is_kept_for_the_next_background_sync(tmp_path: Path) -> None:
+    """uvicorn's own default closes an idle connection after 5 s; the app syncs every minute or so and
+    would pay a new TLS handshake each time. The server keeps it for protocol.KEEP_ALIVE_S."""
+    from sprx_tui.sync_controller import HEALTHY_SECONDS, JITTER
+
+    assert protocol.KEEP_ALIVE_S > HEALTHY_SECONDS * (1 + JITTER)  # longer than the app's longest healthy wait
+    url = f"sqlite:///{tmp_path}/store/server.db"
+    assert main(["init", "--db", url]) == 0
+    port = free_port()
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sync.server.cli", "serve", "--db", url, "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    request = f"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
+    try:
+        wait_for(lambda: has_event(log, "started") or proc.poll() is not None, what="the start-up line")
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+            for _ in range(2):
+                s.sendall(request)
+                reply = s.recv(65536)
+                assert reply.startswith(b"HTTP/1.1 200 OK"), reply[:200]
+                # Idle for longer than uvicorn's default keep-alive: the server must not close the connection.
+                s.settimeout(7.0)
+                try:
+                    assert s.recv(1) != b"", "the server closed an idle connection"
+                except TimeoutError:
+                    pass  # nothing arrived and the connection is still open
+                s.settimeout(20)
+    finally:
+        proc.terminate()
+        proc.wait(30)
