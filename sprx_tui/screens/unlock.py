@@ -203,6 +203,7 @@ class FirstRunScreen(Screen):
     AUTO_FOCUS = "#new"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("enter", "submit", "Next", id="firstrun.submit", show=True),
+        Binding("ctrl+j", "submit", "Next", id="firstrun.submit_newline", show=False),  # see UnlockScreen
     ]
     HELP = "Choose a passphrase, type it twice and press Enter. Ctrl+Q quits without creating anything."
 

@@ -468,3 +468,18 @@ async def test_today_keeps_its_focus_and_tab_order_after_a_person(unlocked_store
                 await press(pilot, "escape")
                 assert isinstance(app.screen, TodayScreen) and app.focused is not None
                 assert app.focused.id == "referrals"
+
+
+async def test_a_newline_typed_before_the_first_run_screen_appears_moves_on(tmp_path: Path) -> None:
+    from textual.widgets import Input
+
+    from sprx_tui.screens.unlock import FirstRunScreen
+
+    app = SprxApp(tmp_path / "new-vault", clock=frozen_clock, config=Config())
+    app.animation_level = "none"
+    async with app.run_test(size=SIZE) as pilot:
+        await wait_until(pilot, lambda: isinstance(app.screen, FirstRunScreen), what="the first-run screen")
+        app.screen.query_one("#new", Input).value = "otter meadow lantern quiet"
+        await pilot.press("ctrl+j")
+        await pilot.pause()
+        assert app.focused is app.screen.query_one("#again", Input)  # as Enter does: on to the second box
