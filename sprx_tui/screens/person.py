@@ -252,6 +252,14 @@ def selected_row_key(table: DataTable[Any]) -> str | None:
 # -- the screen -------------------------------------------------------------------------------------
 
 
+ONWARD_WIDE_FROM = 110
+"""Below this many columns the onward referrals table leaves out Kind and cuts the service and need."""
+ONWARD_NARROW_FIXED = 54
+"""Made, Outcome and On (10 + 17 + 10), the cells' padding (10), the pane's padding, border and scrollbar (6),
+and one spare column."""
+ONWARD_LEAST = 8
+
+
 class PersonScreen(Screen[None]):
     """One person's record. Only the header and the first tab load at once; other tabs load when shown."""
 
@@ -323,6 +331,7 @@ class PersonScreen(Screen[None]):
         self._stale = False  # the plan editor may have changed the record
         self._footer_tab = ""  # the tab whose keys the footer shows
         self._timeline_reads = 0  # numbers each read of the timeline, so a late older one never wins
+        self._onward_narrow = False  # the onward table without its Kind column (a narrow terminal)
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -380,7 +389,18 @@ class PersonScreen(Screen[None]):
             table.add_columns("Received", "From", "Reasons", "Urgency")
             table.add_column("Status", width=10)
         elif tab == "onward":
-            self.query_one("#onward-table", DataTable).add_columns("Service", "Kind", "Made", "Need", "Outcome", "On")
+            table = self.query_one("#onward-table", DataTable)
+            # On a narrow terminal (80x24) the dates and the outcome stay whole: Kind is left out, and the
+            # service and the need are cut (ending in an ellipsis) to share what is left.
+            self._onward_narrow = self.size.width < ONWARD_WIDE_FROM
+            if self._onward_narrow:
+                room = max(2 * ONWARD_LEAST, self.size.width - ONWARD_NARROW_FIXED)
+                table.add_column("Service", width=room - room * 2 // 5)
+                table.add_columns("Made")
+                table.add_column("Need", width=room * 2 // 5)
+                table.add_columns("Outcome", "On")
+            else:
+                table.add_columns("Service", "Kind", "Made", "Need", "Outcome", "On")
 
     async def _ensure_pane(self, tab: str, *, load: bool = True) -> None:
         """Build a tab's widgets the first time it is shown (twice-called safely), then load its data."""
@@ -566,6 +586,10 @@ class PersonScreen(Screen[None]):
                 "WITHDRAWN" if withdrawn else ONWARD_OUTCOMES.get(o.outcome, o.outcome),
                 fmt_date(o.withdrawn_on if withdrawn else o.outcome_on),
             )
+            if self._onward_narrow:
+                del cells[1]  # Kind (see _set_up_pane)
+                for cut in (cells[0], cells[2]):
+                    cut.overflow = "ellipsis"
             table.add_row(*cells, key=o.id)
         table.loading = False
         table.border_title = "Onward referrals"

@@ -483,3 +483,23 @@ async def test_a_newline_typed_before_the_first_run_screen_appears_moves_on(tmp_
         await pilot.press("ctrl+j")
         await pilot.pause()
         assert app.focused is app.screen.query_one("#again", Input)  # as Enter does: on to the second box
+
+
+async def test_at_80x24_onward_referrals_keep_their_dates_and_outcome(unlocked_store: CaseStore) -> None:
+    from sprx_tui.core.models import ONWARD_OUTCOMES
+    from sprx_tui.formats import fmt_date
+
+    rows, _ = unlocked_store.queries.caseload(status="active", sort="name", limit=100)
+    person_id, onward = next(
+        (r.id, made[0]) for r in rows if (made := unlocked_store.queries.onward_referrals(r.id)) and made[0].outcome_on
+    )
+    for size, kind_shown in (((80, 24), False), (SIZE, True)):
+        app = make_app(unlocked_store)
+        async with app.run_test(size=size) as pilot:
+            await settle(pilot)
+            app.open_person(person_id)
+            await press(pilot, "o")
+            text = screen_text(app)
+            assert fmt_date(onward.made_on) in text and fmt_date(onward.outcome_on) in text
+            assert ONWARD_OUTCOMES[onward.outcome] in text
+            assert ("Kind" in text) is kind_shown
