@@ -120,7 +120,9 @@ DISCHARGE_REASONS: dict[str, str] = {
     "died": "Died",
     "other": "Other",
 }
-"""Why an episode ended (Referral.close_reason); "did_not_engage" leaves the person did-not-engage, the rest discharged."""
+"""Why an episode ended (Referral.close_reason).
+
+"did_not_engage" leaves the person did-not-engage; the rest leave them discharged."""
 
 DECLINE_REASONS: dict[str, str] = {
     "not_wanted": "Does not want support at present",
