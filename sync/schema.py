@@ -70,7 +70,7 @@ TABLES: dict[str, TableSpec] = {
                 "gp_practice": L,
                 "consent_social_prescribing": L,
                 "consent_gp_sharing": L,
-                "safety_flags": L,
+                "safety_flags": L,  # laptops settle it per flag from safety_flag_change after each pull
                 "safety_notes": M,
                 "status": L,
                 "status_changed_on": L,

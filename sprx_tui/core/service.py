@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine, insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from sprx_rules import gate, nhs, validate
 from sprx_rules import outcomes as instruments
@@ -202,6 +202,27 @@ def _flag_reason(text: str, errors: dict[str, str]) -> str:
     elif len(reason) > 2000:
         errors["flag_reason"] = "The reason for the safety flag change must be at most 2000 characters."
     return reason
+
+
+FlagChange = tuple[str, str, int, str, str]
+"""One safety flag history row as the merge reads it: flag, change (added/removed), HLC, device, row id."""
+
+
+def flags_from_history(current: list[str], history: list[FlagChange]) -> list[str]:
+    """A person's safety flags as their history says: each flag in the state of its latest change (by HLC, then
+    device, then row id: the same order on every laptop), plus the flags recorded before history was kept (no
+    row for them). Listed as the form lists them, unknown flags after by name, so laptops that agree on the set
+    write the same list."""
+    latest: dict[str, tuple[tuple[int, str, str], str]] = {}
+    for flag, change, hlc, dev, row_id in history:
+        if change not in ("added", "removed"):
+            continue  # a kind of change this version does not know says nothing about the flag
+        key = (hlc, dev, row_id)
+        if flag not in latest or key > latest[flag][0]:
+            latest[flag] = (key, change)
+    flags = {f for f in current if f not in latest} | {f for f, (_k, change) in latest.items() if change == "added"}
+    order = {f: i for i, f in enumerate(SAFETY_FLAGS)}
+    return sorted(flags, key=lambda f: (order.get(f, len(order)), f))
 
 
 class CaseService:
@@ -615,6 +636,50 @@ class CaseService:
                     record_id=row.id,
                     detail=f"{change} {flag}",
                 )
+
+    def settle_safety_flags(self, session: Session, person_ids: set[str]) -> list[str]:
+        """Put each person's safety flags right from their history, inside the sync's own transaction.
+
+        The flags sync as one last-writer-wins list, so two laptops that each added a flag offline would keep one
+        list; the history rows of both arrive. After a pull, each person whose flags or flag history arrived gets
+        the set their history gives (`flags_from_history`), written as an ordinary synced edit when it differs:
+        every laptop that sees the same history writes the same list, so they converge. ``session`` is the
+        caller's open transaction (the store's lock held); it commits this with the pulled rows. Returns the
+        people corrected."""
+        ids = sorted(p for p in person_ids if p)
+        history: dict[str, list[FlagChange]] = {}
+        for i in range(0, len(ids), 500):
+            for r in session.exec(
+                select(SafetyFlagChange).where(col(SafetyFlagChange.person_id).in_(ids[i : i + 500]))
+            ):
+                meta = (r.field_meta or {}).get("flag") or {}
+                hlc, dev = int(meta.get("hlc") or r.row_hlc or 0), str(meta.get("dev") or r.created_on_device)
+                history.setdefault(r.person_id, []).append((r.flag, r.change, hlc, dev, r.id))
+        if not history:
+            return []
+        txn = _Txn(session)
+        self._txn_stack.append(txn)
+        corrected: list[str] = []
+        try:
+            for person_id, changes in sorted(history.items()):
+                person = session.get(Person, person_id)
+                if person is None or person.deleted:
+                    continue
+                now = list(person.safety_flags or [])
+                want = flags_from_history(now, changes)
+                if set(want) == set(now):
+                    continue  # the same flags in another order are no change
+                try:
+                    self._patch(txn, person, {"safety_flags": want})
+                except InvalidInput:
+                    continue  # refused by the gate: nothing was written; the list stays as it came
+                self._audit(txn, "UPDATE", person_id=person_id, record_type="person", record_id=person_id,
+                            detail="safety_flags (merged from their history)")  # fmt: skip
+                corrected.append(person_id)
+            self._finish(txn)
+        finally:
+            self._txn_stack.pop()
+        return corrected
 
     def set_status(self, person_id: str, status: str) -> Person:
         if status not in {s.value for s in PersonStatus}:

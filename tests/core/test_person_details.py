@@ -6,7 +6,7 @@ import pytest
 from sqlmodel import Session, select
 
 from sprx_tui.core.models import AuditEvent, Person, Referral, SafetyFlagChange, SyncOutbox
-from sprx_tui.core.service import InvalidInput
+from sprx_tui.core.service import InvalidInput, flags_from_history
 from sprx_tui.core.store import CaseStore
 from tests.core.conftest import core_count_rows
 
@@ -153,3 +153,50 @@ def test_a_flag_reason_too_long_is_refused_on_its_field(core_store: CaseStore) -
         core_store.service.add_safety_flag(person.id, "access", "x" * 2001)
     assert list(caught.value.errors) == ["flag_reason"]
     assert core_store.queries.person(person.id).safety_flags == []
+
+
+# -- the flags a person's history gives (what sync settles their list to) ------------------------------
+
+
+def test_the_flags_from_history_take_each_flags_latest_change_by_hlc_then_device_then_row() -> None:
+    history = [
+        ("animals", "added", 10, "dev-a", "r1"),
+        ("animals", "removed", 20, "dev-b", "r2"),
+        ("aggression", "removed", 30, "dev-a", "r3"),  # the same HLC on two devices: the device decides
+        ("aggression", "added", 30, "dev-b", "r4"),
+        ("smoking", "added", 40, "dev-a", "r6"),  # the same HLC and device: the row id decides
+        ("smoking", "removed", 40, "dev-a", "r5"),
+    ]
+    want = ["aggression", "smoking"]
+    assert flags_from_history(["animals"], history) == want
+    assert flags_from_history([], list(reversed(history))) == want  # the order rows arrived in does not matter
+
+
+def test_flags_without_history_are_kept_and_the_list_is_in_the_forms_order() -> None:
+    history = [("do_not_visit_alone", "added", 5, "dev-a", "r1"), ("access", "removed", 6, "dev-a", "r2")]
+    got = flags_from_history(["smoking", "access", "animals"], history)
+    assert got == ["do_not_visit_alone", "animals", "smoking"]  # access removed; the rest as SAFETY_FLAGS lists
+    assert flags_from_history(["animals", "zz_new", "aa_new"], []) == ["animals", "aa_new", "zz_new"]
+
+
+def test_a_kind_of_flag_change_this_version_does_not_know_is_ignored() -> None:
+    history = [("animals", "added", 5, "dev-a", "r1"), ("animals", "archived", 9, "dev-b", "r2")]
+    assert flags_from_history([], history) == ["animals"]
+
+
+def test_settling_a_persons_flags_writes_one_synced_edit_without_new_history(core_store: CaseStore) -> None:
+    service = core_store.service
+    person, _ = service.new_person(referral_source="self", given_name="Cy", family_name="Example",
+                                   safety_flags=["animals"])  # fmt: skip
+    service.update_person(person.id, safety_flags=[])  # a list written around the history (as a lost merge leaves it)
+    history_before = len(audits(core_store, "safety_flag_change"))
+    with core_store.lock, Session(core_store.engine) as s, s.begin():
+        assert service.settle_safety_flags(s, {person.id, "no-such-person"}) == [person.id]
+    with core_store.lock, Session(core_store.engine) as s, s.begin():
+        assert service.settle_safety_flags(s, {person.id}) == []  # settled: nothing more to write
+    with Session(core_store.engine) as s:
+        assert s.get(Person, person.id).safety_flags == ["animals"]
+    last = outbox(core_store, "person")[-1]
+    assert last.op == "patch" and last.fields["safety_flags"]["v"] == ["animals"]
+    assert len(audits(core_store, "safety_flag_change")) == history_before  # no new history row
+    assert audits(core_store, "person")[-1].detail == "safety_flags (merged from their history)"

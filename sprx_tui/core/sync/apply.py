@@ -152,6 +152,8 @@ class Applied:
     """Of those, rows that brought something from elsewhere (this laptop's own changes come back in the feed too)."""
     set_aside: int
     """Rows and conflicts the inbound gate refused, kept in sync_quarantine."""
+    flagged: frozenset[str] = frozenset()
+    """People whose safety flags or flag history arrived: their flags are settled from the history."""
 
 
 class PageApplier:
@@ -166,6 +168,7 @@ class PageApplier:
         self._page_applied = 0
         self._page_aside: list[dict[str, Any]] = []
         self._page_cleared: list[tuple[str, str]] = []
+        self._page_flagged: set[str] = set()
         self._held: set[tuple[str, str]] = set()
         """(tbl, row_id) of the quarantine entries when the page began."""
 
@@ -201,6 +204,7 @@ class PageApplier:
         self._page_applied = 0
         self._page_news = 0
         self._page_aside, self._page_cleared = [], []
+        self._page_flagged = set()
         # One read per page (the table is empty unless something was set aside): a later good version clears it.
         self._held = {(t, r) for t, r in run_sql(s, "SELECT tbl, row_id FROM sync_quarantine").all()}
         by_tbl: dict[str, list[dict[str, Any]]] = {}
@@ -218,7 +222,7 @@ class PageApplier:
         self._write_quarantine(s)
         self._purge(s, removed, touched)
         self._refresh_people(s, dated)
-        return Applied(self._page_applied, self._page_news, len(self._page_aside))
+        return Applied(self._page_applied, self._page_news, len(self._page_aside), frozenset(self._page_flagged))
 
     def _existing(self, s: Session, tbl: str, model: type[Synced], ids: list[str]) -> dict[str, Synced]:
         """The rows of this page the laptop already holds, as models (one id probe, then only those loaded)."""
@@ -259,6 +263,8 @@ class PageApplier:
             touched.add(person_id)
             if tbl in _DATED:
                 dated.add(person_id)
+            if tbl == "safety_flag_change" or (tbl == "person" and "safety_flags" in (c.get("values") or {})):
+                self._page_flagged.add(person_id)
             self._page_applied += 1
             known = row.server_seq if row is not None and row.server_seq is not None else -1
             self._page_news += _written_elsewhere(c.get("meta"), known, me)

@@ -22,16 +22,19 @@ from sprx_tui.core.models import SYNCED_MODELS, HlcState, SyncOutbox, SyncReject
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.sync.apply import PageApplier, max_hlc
 from sprx_tui.core.sync.state import (
+    IN_IDS,
     K_AFTER,
     K_BASE,
     K_CURSOR,
     K_EPOCH,
+    K_FLAGS,
     K_OFFSET,
     K_PHASE,
     K_PURGE,
     K_STARTED,
     PENDING_COUNT_SQL,
     chunks,
+    id_param,
     read_state,
     run_sql,
     save_hlc,
@@ -56,6 +59,7 @@ class VaultSyncAdapter:
         self._base_cache: int | None = None
         self._pos: PullPosition | None = None
         self._purge_waiting = False
+        self._flags_waiting = False
         self._seen_hlc: int | None = None
         """The newest server HLC seen but not yet merged into the stored clock (see observe_server)."""
         self.news = 0
@@ -326,8 +330,9 @@ class VaultSyncAdapter:
         if self._pos is not None:
             return dataclasses.replace(self._pos)
         with self.lock, Session(self.engine) as s:
-            st = read_state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED, K_PURGE])
+            st = read_state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED, K_PURGE, K_FLAGS])
         self._purge_waiting = bool(st.get(K_PURGE))
+        self._flags_waiting = bool(st.get(K_FLAGS))
         self._pos = PullPosition(
             phase=st.get(K_PHASE) or "snapshot",
             cursor=int(st.get(K_CURSOR) or 0),
@@ -363,6 +368,7 @@ class VaultSyncAdapter:
                 values.update({K_PHASE: "pull", K_CURSOR: str(int(page["snapshot_seq"])), K_AFTER: None,
                                K_STARTED: None})  # fmt: skip
             self._flush_hlc(s)
+            self._settle_flags(s, done.flagged, last=not page.get("has_more"))
             write_state(s, values)
         self.set_aside += done.set_aside
         return done.rows
@@ -374,7 +380,9 @@ class VaultSyncAdapter:
         cursor = int(page["next_cursor"])
         epoch = str(page.get("server_epoch") or "") or None
         pos = self.pull_position()
-        idle = not (changes or conflicts or removed or self._purge_waiting) and pos.epoch == epoch
+        idle = (
+            not (changes or conflicts or removed or self._purge_waiting or self._flags_waiting) and pos.epoch == epoch
+        )
         if idle and 0 <= cursor - pos.cursor < CURSOR_LAG:
             # Nothing arrived: write nothing (a no-op sync costs no fsync). A cursor that only moved
             # past other people's changes is kept until it is CURSOR_LAG behind: the next pull then
@@ -385,10 +393,29 @@ class VaultSyncAdapter:
             done = self.pages.apply(s, changes, conflicts, removed)
             if changes or conflicts or removed:
                 self._flush_hlc(s)
+            self._settle_flags(s, done.flagged, last=not page.get("has_more"))
             write_state(s, {K_CURSOR: str(cursor), K_EPOCH: epoch})
         self.news += done.news  # counted once the page is committed (a failed page is fetched again)
         self.set_aside += done.set_aside
         return done.rows
+
+    def _settle_flags(self, s: Session, arrived: frozenset[str], *, last: bool) -> None:
+        """Safety flags merge per flag from their history (`CaseService.settle_safety_flags`), once the pull or
+        snapshot has brought everything: a person's history may span pages, and a list settled from half of it
+        could bring back a flag removed later. Until the last page the people wait in sync_state, so a sync
+        cut short settles them the next time. Only people with flag history can need it (without any, the list
+        stands as it came), and history arriving later names its person again."""
+        if not arrived and not self._flags_waiting:
+            return
+        waiting: set[str] = set(json.loads(read_state(s, [K_FLAGS]).get(K_FLAGS) or "[]"))
+        if arrived:
+            sql = f"SELECT DISTINCT person_id FROM safety_flag_change WHERE person_id IN {IN_IDS}"
+            waiting.update(r[0] for r in run_sql(s, sql, id_param(sorted(arrived))).all())
+        if last and waiting:
+            self.store.service.settle_safety_flags(s, waiting)
+            waiting = set()
+        write_state(s, {K_FLAGS: json.dumps(sorted(waiting)) if waiting else None})
+        self._flags_waiting = bool(waiting)
 
 
 __all__ = ["CURSOR_LAG", "VaultSyncAdapter"]

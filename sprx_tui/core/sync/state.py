@@ -32,6 +32,7 @@ K_STARTED = "snapshot_started"
 K_BASE = "mutation_base"
 K_OFFSET = "server_clock_offset_ms"
 K_PURGE = "purge_pending"
+K_FLAGS = "safety_flags_to_settle"  # people whose flag history arrived in a pull not yet finished
 K_ENROLLED = "enrolled_at"
 K_LAST_AT = "last_sync_at"
 K_LAST_STATUS = "last_sync_status"
