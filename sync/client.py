@@ -28,6 +28,12 @@ SNAPSHOT_PREFETCH = 3
 """Snapshot pages the fetch thread may hold ahead of the writer (the bounded queue between them)."""
 RETRIES = 3
 """Attempts per request when the network drops (the same mutation ids are resent each time)."""
+EXCHANGE_RETRY_S = 3600.0
+"""After a server answered the one-request exchange with 404, how long the laptop uses push and pull instead."""
+HELD_ACTIONS = frozenset({"SYNC"})
+"""Audit events about a sync itself: bookkeeping that waits for the next request that sends anything else,
+or until it is ``HOLD_MS`` old, instead of costing a request of its own (and a new SYNC event for sending it)."""
+HOLD_MS = 300_000
 
 Progress = Callable[[str, int, int | None], None]
 """progress(phase, done, total or None): phase is "push", "pull" or "snapshot"."""
@@ -147,6 +153,12 @@ class ProtocolFailure(SyncError):
     message = "The practice server sent an answer this laptop could not use; your changes are kept."
 
 
+class NotOffered(ProtocolFailure):
+    """404: the server has no such service (an older server, for ``protocol.EXCHANGE_PATH``)."""
+
+    message = "The practice server does not offer that sync service."
+
+
 # ---------------------------------------------------------------- addresses and certificates
 
 
@@ -236,6 +248,9 @@ class Transport:
         self.now_ms = now_ms
         self.observed = Observed()
         self.peer_der: bytes | None = None
+        self.no_exchange_until = 0.0
+        """``time.monotonic()`` before which push and pull go as two requests: the server answered the one-request
+        exchange with 404 (an older server); asked again after ``EXCHANGE_RETRY_S``, in case it was upgraded."""
         verify: ssl.SSLContext | bool = True
         if base_url.startswith("https://"):
             verify = pinned_context(cert_pem) if cert_pem else enrolment_context(ca_pem)
@@ -347,7 +362,7 @@ class Transport:
         if r.status_code in (429, 502, 503, 504) or r.status_code >= 500:
             raise ServerBusy()
         if r.status_code == 404:
-            raise ProtocolFailure("The practice server does not offer that sync service.")
+            raise NotOffered()
         if r.status_code == 409 and code == "mutation_id_reuse":
             raise ProtocolFailure(
                 "The practice server already holds different changes under this laptop's numbers; "
@@ -654,6 +669,11 @@ class SyncEngine:
         """Snapshot pages fetched and not yet applied (dropped on failure: the position is the last applied)."""
         self._applied_pages = 0
         self._snapshot_rows = 0
+        self.hold_ms = HOLD_MS
+        self._flush = False
+        """Send held bookkeeping too (a retired laptop must send everything before it erases itself)."""
+        self._sent = False
+        """Whether this sync has sent anything yet (held bookkeeping rides along with anything else)."""
 
     def _fetch(self, method: str, path: str, **kw: Any) -> tuple[dict[str, Any], Observed]:
         """One request with a few quick retries on a dropped connection (same body each time).
@@ -687,6 +707,8 @@ class SyncEngine:
         return body
 
     def run(self) -> SyncReport:
+        if self._exchange():
+            return self.report
         # A retired laptop is told so on its pull, after its push was accepted. It erases itself only
         # with nothing left unsent: a change saved during the sync is pushed first (a few rounds at most).
         for _round in range(3):
@@ -696,9 +718,93 @@ class SyncEngine:
             except DeviceRetired:
                 if self.local.pending_count() == 0:
                     raise
+                self._flush = True
                 continue
+            if self._sendable():  # what the pull itself wrote (flags settled from their history), or saved meanwhile
+                self.push()
             return self.report
         raise SyncError("This laptop was retired by the practice, but changes keep arriving; it will send them later.")
+
+    def _held(self, muts: list[dict[str, Any]]) -> bool:
+        """Whether these pending mutations are all held bookkeeping (see ``HELD_ACTIONS``): nothing to send now."""
+        if self._flush or self._sent or not muts:
+            return False
+        now = self.local.now_ms() + self.t.observed.offset_ms
+        for m in muts:
+            if m.get("tbl") != "audit_event":
+                return False
+            action = (m.get("fields") or {}).get("action")
+            if not isinstance(action, dict) or action.get("v") not in HELD_ACTIONS:
+                return False
+            if abs(now - hlc_mod.physical_ms(int(m.get("hlc") or 0))) >= self.hold_ms:
+                return False
+        return True
+
+    def _sendable(self) -> list[dict[str, Any]]:
+        """The next batch to push, or none when everything pending is held bookkeeping."""
+        muts = self.local.pending_mutations(self.batch)
+        return [] if self._held(muts) else muts
+
+    def _exchange(self) -> bool:
+        """Push what is pending and pull the first page in one request (``protocol.EXCHANGE_PATH``).
+
+        True when that was the whole sync. False when the push-then-pull loop is to do the rest or all
+        of it: an older server (404, remembered for ``EXCHANGE_RETRY_S``), a snapshot to take, more than
+        one batch to send, a page with more behind it, or any answer the loop handles (a gap, a refused
+        size, a resync, retirement). Nothing is lost by falling back: the server acks a resent change
+        as a duplicate of itself.
+        """
+        if time.monotonic() < self.t.no_exchange_until:
+            return False
+        pos = self.local.pull_position()
+        if pos.phase != "pull":
+            return False
+        batch = self.local.pending_mutations(self.batch)
+        more = max(0, self.local.pending_count() - len(batch)) if len(batch) >= self.batch else 0
+        muts = [] if self._held(batch) else batch
+        if more and muts:
+            return False  # more than one request's worth: pushed in batches first
+        body: dict[str, Any] = {
+            "device_id": self.device_id,
+            "protocol_version": protocol.PROTOCOL_VERSION,
+            "schema_version": schema.SCHEMA_VERSION,
+            "mutations": muts,
+            "cursor": pos.cursor,
+            "limit": self.page,
+        }
+        if pos.epoch:
+            body["epoch"] = pos.epoch
+        # Unsent besides this request, not counting the sync's own bookkeeping held back (a few audit events).
+        headers = {protocol.PENDING_HEADER: str(more)}
+        try:
+            resp = self._call("POST", protocol.EXCHANGE_PATH, json=body, headers=headers)
+        except NotOffered:
+            self.t.no_exchange_until = time.monotonic() + EXCHANGE_RETRY_S
+            return False
+        except (TooLarge, Gap, ResyncRequired, DeviceRetired):
+            return False
+        page = resp.get("pull")
+        if not isinstance(page, dict):
+            raise ProtocolFailure()
+        if muts:
+            pushed = resp.get("push")
+            if not isinstance(pushed, dict):
+                raise ProtocolFailure()
+            summary = self._take_acks(muts, pushed)
+            self.progress("push", summary.acked + summary.rejected, len(muts))
+            if self.local.pull_position().phase != "pull":
+                return False  # a refusal asked for a fresh snapshot: the loop takes it
+        n = self.local.apply_pull_page(page)
+        self.report.pulled += n
+        self.report.pages += 1
+        self.progress("pull", n, None)
+        if page.get("has_more"):
+            return False  # the loop pulls the rest
+        # Written by the page itself (flags settled from their history), saved during the sync, or re-queued
+        # with a corrected clock: sent now, as the loop does after its pull.
+        if self._sendable():
+            self.push()
+        return True
 
     def _pending_header(self, in_request: int = 0) -> dict[str, str]:
         """How many changes wait unsent besides those in this request (the server shows it to the admin)."""
@@ -717,7 +823,7 @@ class SyncEngine:
         stalls = 0
         self.progress("push", 0, total)
         while True:
-            muts = self.local.pending_mutations(self.batch)
+            muts = self._sendable()
             if not muts:
                 return
             body = {
@@ -741,15 +847,7 @@ class SyncEngine:
                 self.local.resend_from(g.expected)
                 total = max(total, self.local.pending_count())
                 continue
-            acks = resp.get("acks")
-            if not isinstance(acks, list):
-                raise ProtocolFailure()
-            summary = self.local.record_acks(acks, last_sent=int(muts[-1]["mutation_id"]))
-            self.report.pushed += len(muts)
-            self.report.acked += summary.acked
-            self.report.rejected += summary.rejected
-            self.report.requeued += summary.requeued
-            self.report.bookkeeping += summary.bookkeeping
+            summary = self._take_acks(muts, resp)
             moved = summary.acked + summary.rejected
             done += moved
             if summary.requeued:
@@ -759,6 +857,20 @@ class SyncEngine:
             if stalls > 3:
                 raise ProtocolFailure()
             self.progress("push", done, max(total, done))
+
+    def _take_acks(self, muts: list[dict[str, Any]], resp: dict[str, Any]) -> AckSummary:
+        """Record a push's answer (acked, rejected, re-queued) in one local transaction."""
+        acks = resp.get("acks")
+        if not isinstance(acks, list):
+            raise ProtocolFailure()
+        self._sent = True
+        summary = self.local.record_acks(acks, last_sent=int(muts[-1]["mutation_id"]))
+        self.report.pushed += len(muts)
+        self.report.acked += summary.acked
+        self.report.rejected += summary.rejected
+        self.report.requeued += summary.requeued
+        self.report.bookkeeping += summary.bookkeeping
+        return summary
 
     # -- pull --
 

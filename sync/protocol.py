@@ -162,6 +162,34 @@ class SnapshotResponse(BaseModel):
     server_time_ms: int
 
 
+EXCHANGE_PATH = "/v1/sync/exchange"
+"""Push and pull in one request (``ExchangeRequest`` / ``ExchangeResponse``). Additive: a server without it
+answers 404, and the laptop then pushes and pulls with the two requests above."""
+
+
+class ExchangeRequest(_Model):
+    """A push (``mutations``, possibly none) and the pull that follows it (``cursor``, ``limit``, ``epoch``).
+
+    The server applies the mutations exactly as ``/v1/sync/push`` does, then answers the pull as
+    ``/v1/sync/pull`` does, in one round trip. A failure of either part fails the request (the push's
+    own errors come first); what was pushed is then acked again as a duplicate when the laptop resends it.
+    """
+
+    device_id: str = Field(min_length=1, max_length=64)
+    protocol_version: int
+    schema_version: int
+    mutations: list[MutationModel] = Field(default_factory=list, max_length=MAX_MUTATIONS_PER_PUSH)
+    cursor: int = Field(ge=0)
+    limit: int = Field(default=DEFAULT_PAGE, ge=1, le=MAX_PAGE)
+    epoch: str | None = Field(default=None, max_length=64)
+
+
+class ExchangeResponse(BaseModel):
+    push: PushResponse | None
+    """The push's answer; None when the request carried no mutations."""
+    pull: PullResponse
+
+
 class EnrolRequest(_Model):
     code: str = Field(min_length=4, max_length=64)
     device_name: str = Field(min_length=1, max_length=100)

@@ -1,5 +1,7 @@
 """The FastAPI sync server: enrol, push, pull, snapshot and health under /v1."""
 
+import dataclasses
+import json
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
@@ -19,6 +21,9 @@ from sync.protocol import (
     EnrolRequest,
     EnrolResponse,
     ErrorBody,
+    ExchangeRequest,
+    ExchangeResponse,
+    MutationModel,
     PullResponse,
     PushRequest,
     PushResponse,
@@ -138,6 +143,15 @@ READ_CHECKS = [Depends(header_versions), Depends(not_retired)]
 """Pull and snapshot: versions first, then the device (authenticated once, shared with the route's ``dev``)."""
 
 
+def _wire_mutations(mutations: list[MutationModel]) -> list[dict[str, Any]]:
+    """Mutations as the store takes them: absent optional parts dropped, so the payload hash matches what the
+    laptop meant (the same for push and exchange, so a change resent by either is a duplicate of itself)."""
+    muts = [m.model_dump() for m in mutations]
+    for m in muts:
+        m["fields"] = {f: {k: v for k, v in fc.items() if v is not None or k == "v"} for f, fc in m["fields"].items()}
+    return muts
+
+
 def create_app(
     store: ServerStore,
     *,
@@ -218,13 +232,31 @@ def create_app(
         if body.device_id != dev.id:
             raise StoreError("forbidden", "The token belongs to a different device.", 403)
         check_versions(request, body.protocol_version, body.schema_version)
-        muts = [m.model_dump() for m in body.mutations]
-        for m in muts:
-            # Drop absent optional parts so the payload hash matches what the laptop meant.
-            m["fields"] = {
-                f: {k: v for k, v in fc.items() if v is not None or k == "v"} for f, fc in m["fields"].items()
-            }
-        return store.push(dev, muts, pending=pending)  # type: ignore[arg-type]
+        return store.push(dev, _wire_mutations(body.mutations), pending=pending)  # type: ignore[arg-type]
+
+    @app.post(protocol.EXCHANGE_PATH, response_model=ExchangeResponse, responses=ERRORS)
+    def exchange(body: ExchangeRequest, dev: CurrentDevice, request: Request, pending: Pending = None) -> Response:
+        """Push, then pull, in one round trip (the laptop's everyday sync)."""
+        if body.device_id != dev.id:
+            raise StoreError("forbidden", "The token belongs to a different device.", 403)
+        check_versions(request, body.protocol_version, body.schema_version)
+        if dev.retired_at is not None:
+            # Nothing is done here: the laptop pushes and pulls separately, and the pull, seeing what it
+            # still holds after that push, tells it whether to erase itself (see ``not_retired``).
+            raise StoreError("device_retired", "This device was retired; it erases its copy once everything is sent.",
+                             403)  # fmt: skip
+        pushed: dict[str, Any] | None = None
+        if body.mutations:
+            muts = _wire_mutations(body.mutations)
+            pushed = store.push(dev, muts, pending=pending, pull_seq=body.cursor)  # type: ignore[arg-type]
+            # The push wrote the device's position, time and acks: the pull has nothing left to write.
+            dev = dataclasses.replace(dev, last_acked_mutation_id=int(pushed["last_acked_mutation_id"]),
+                                      last_pull_seq=body.cursor, last_seen=int(pushed["server_time_ms"]))  # fmt: skip
+        elif pending is not None and pending != dev.pending_reported:
+            store.note_pending(dev, pending)
+        page = store.pull_body(dev, body.cursor, body.limit, body.epoch)
+        head = b'{"push":' + (json.dumps(pushed, separators=(",", ":")).encode() if pushed else b"null")
+        return Response(head + b',"pull":' + page + b"}", media_type="application/json")
 
     @app.get(
         "/v1/sync/pull",

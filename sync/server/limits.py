@@ -20,7 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.protocol import ErrorBody
+from sync.protocol import EXCHANGE_PATH, ErrorBody
+
+PUSH_PATH = "/v1/sync/push"
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -33,7 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Any]
 
 
 def _default_paths() -> dict[str, int]:
-    return {"/v1/devices/enrol": 64 * KIB, "/v1/sync/push": 8 * MIB}
+    return {"/v1/devices/enrol": 64 * KIB, PUSH_PATH: 8 * MIB}
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,8 @@ class Limits:
     enrol_window_s: float = 600.0
 
     def body_limit(self, path: str) -> int:
+        if path == EXCHANGE_PATH and path not in self.body_paths:
+            path = PUSH_PATH  # a push and a pull's few fields: bounded as a push is
         return int(self.body_paths.get(path, self.body_default))
 
 

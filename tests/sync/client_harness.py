@@ -20,6 +20,8 @@ from sprx_tui.core.models import SYNCED_MODELS, SyncConflict, SyncOutbox
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
 from sprx_tui.core.wire import row_values
+from sync.client import HELD_ACTIONS
+from sync.protocol import EXCHANGE_PATH
 from sync.schema import TABLES
 from sync.server import store as server_tables
 from tests.sync.server_harness import TestServer
@@ -62,6 +64,8 @@ class FaultTransport(httpx.BaseTransport):
         self.faults: list[tuple[str, str]] = []  # (path prefix, kind), consumed in order
         self.sent: list[tuple[str, str]] = []  # (method, path) that reached the server
         self.refused: Callable[[], bool] = lambda: False  # e.g. lambda: True = network down
+        self.absent: set[str] = set()
+        """Paths answered 404 as a server from before them would (e.g. ``protocol.EXCHANGE_PATH``)."""
 
     def fail(self, kind: str, path: str = "/v1/", times: int = 1) -> None:
         self.faults += [(path, kind)] * times
@@ -77,6 +81,9 @@ class FaultTransport(httpx.BaseTransport):
         path = request.url.path
         if self.refused():
             raise httpx.ConnectError("injected: network down", request=request)
+        if path in self.absent:
+            self.sent.append((request.method, path))
+            return httpx.Response(404, json={"error": "not_found", "message": "There is nothing at that address."})
         kind = self._take(path)
         if kind == "drop_before":
             raise httpx.ConnectError("injected: connection refused", request=request)
@@ -92,8 +99,19 @@ class FaultTransport(httpx.BaseTransport):
             self.sent.append((request.method, path))
         return self.inner.handle_request(request)
 
-    def count(self, path: str) -> int:
-        return sum(1 for _m, p in self.sent if p == path)
+    def count(self, *paths: str) -> int:
+        """Requests that reached the server at any of these paths."""
+        return sum(1 for _m, p in self.sent if p in paths)
+
+    def old_server(self) -> None:
+        """Answer as a server without the one-request exchange: 404 there, so push and pull go separately."""
+        self.absent.add(EXCHANGE_PATH)
+
+
+def is_held_event(r: SyncOutbox) -> bool:
+    """An audit event a sync records about itself (sent with the next request, see sync.client.HELD_ACTIONS)."""
+    action = (r.fields or {}).get("action")
+    return r.tbl == "audit_event" and isinstance(action, dict) and action.get("v") in HELD_ACTIONS
 
 
 @dataclass
@@ -117,12 +135,26 @@ class Laptop:
         kw.setdefault("page", self.page)
         return laptop_sync.sync_now(self.store, transport=self.transport, sleep=lambda _s: None, **kw)
 
-    def outbox(self, status: str | None = None) -> list[SyncOutbox]:
+    def outbox(self, status: str | None = None, *, held: bool = False) -> list[SyncOutbox]:
+        """Outbox rows (of a status). ``outbox("pending")`` is the work still to send: the audit events a
+        sync records about itself, which wait for the next request (`sync.client.HELD_ACTIONS`), are not
+        in it unless ``held=True``; ``held_events()`` lists them."""
         with Session(self.store.engine) as s:
             q = select(SyncOutbox)
             if status:
                 q = q.where(SyncOutbox.status == status)
-            return list(s.exec(q.order_by(SyncOutbox.mutation_id)).all())
+            rows = list(s.exec(q.order_by(SyncOutbox.mutation_id)).all())
+        if status == "pending" and not held:
+            rows = [r for r in rows if not is_held_event(r)]
+        return rows
+
+    def numbered(self) -> int:
+        """Outbox rows sent or to be sent now: every mutation id the server should hold after a sync."""
+        return len(self.outbox()) - len(self.held_events())
+
+    def held_events(self) -> list[SyncOutbox]:
+        """Pending audit events about syncs (bookkeeping held for the next request)."""
+        return [r for r in self.outbox("pending", held=True) if is_held_event(r)]
 
     def get(self, tbl: str, row_id: str) -> Any:
         with Session(self.store.engine, expire_on_commit=False) as s:

@@ -18,6 +18,7 @@ from sprx_tui.core.store import get_state
 from sprx_tui.core.sync.state import write_state
 from sync import client as sc
 from sync import hlc, schema
+from sync.protocol import EXCHANGE_PATH
 from sync.server import store as st
 from tests.sync.client_harness import (  # noqa: F401 - fixtures
     Laptop,
@@ -66,7 +67,7 @@ def test_work_before_enrolment_is_sent_first_and_the_actor_becomes_the_worker(ne
     assert not a.outbox("pending")
     # The server numbered this laptop's changes 1..N with nothing missing, pre-enrolment work first.
     dev = get_state(a.store.engine, "device_id")
-    assert server_count(net.server, "applied_mutation", device_id=dev) == len(a.outbox())
+    assert server_count(net.server, "applied_mutation", device_id=dev) == a.numbered()
     assert net.server.store.get_record("goal", gid)["values"]["text"] == "Join the walking group"
     assert a.get("person", pid).practice_id == "P1"
 
@@ -97,26 +98,41 @@ def test_http_to_another_machine_is_refused_with_a_sentence(net: Net) -> None:
 # ---------------------------------------------------------------- T1/T2: lost answers, duplicates, drops
 
 
+def push_path(a: Laptop, old_server: bool) -> str:
+    """Where a laptop's changes go: the one-request exchange, or push for a server without it."""
+    if old_server:
+        a.transport.old_server()
+        return "/v1/sync/push"
+    return EXCHANGE_PATH
+
+
+@pytest.mark.parametrize("old_server", [False, True], ids=["exchange", "old_server"])
 @pytest.mark.parametrize("fault", ["drop_after", "reset_after", "duplicate"])
-def test_lost_or_repeated_push_applies_each_change_exactly_once(net: Net, fault: str) -> None:
+def test_lost_or_repeated_push_applies_each_change_exactly_once(net: Net, fault: str, old_server: bool) -> None:
     a = net.laptop("A")
+    synced(a)  # following the feed: the everyday sync, not a first one
     pid = a.service.add_person(given_name="Bea", family_name="Example").id
     for i in range(5):
         a.service.record_contact(pid, mode="phone", notes=f"call {i}")
     n = len(a.outbox("pending"))
-    a.transport.fail(fault, "/v1/sync/push", times=2)
+    path = push_path(a, old_server)
+    a.transport.fail(fault, path, times=2)
     r = a.sync()
     assert r.status == "synced", r.message
     assert not a.outbox("pending")
     # Five contacts on the server, never ten; one ledger entry per mutation id.
     assert server_count(net.server, "record", tbl="contact") == 5
     dev = get_state(a.store.engine, "device_id")
-    assert server_count(net.server, "applied_mutation", device_id=dev) == len(a.outbox()) >= n
-    assert a.transport.count("/v1/sync/push") >= 3
+    assert server_count(net.server, "applied_mutation", device_id=dev) == a.numbered() >= n
+    # Each injected fault hit a request: lost answers were resent, the duplicate arrived twice.
+    assert a.transport.count(path) >= (2 if fault == "duplicate" else 3)
 
 
+@pytest.mark.parametrize("old_server", [False, True], ids=["exchange", "old_server"])
 @pytest.mark.parametrize("fault", ["drop_after", "duplicate"])
-def test_a_change_the_server_already_had_is_acked_even_when_its_answer_was_lost(net: Net, fault: str) -> None:
+def test_a_change_the_server_already_had_is_acked_even_when_its_answer_was_lost(
+    net: Net, fault: str, old_server: bool
+) -> None:
     """Found by the convergence test: B deletes an action, A deletes it too. A's delete merges as
     "duplicate" on the server; when that answer was lost, the resent push is answered "duplicate" of a
     "duplicate", which the laptop did not count as done: it resent it for ever and every sync failed."""
@@ -126,7 +142,7 @@ def test_a_change_the_server_already_had_is_acked_even_when_its_answer_was_lost(
     b.service.delete_action(aid)
     synced(b)
     a.service.delete_action(aid)
-    a.transport.fail(fault, "/v1/sync/push", times=1)
+    a.transport.fail(fault, push_path(a, old_server), times=1)
     r = a.sync()
     assert r.status == "synced", r.message
     assert not a.outbox("pending")
@@ -147,10 +163,12 @@ def test_network_down_keeps_every_change_and_says_so(net: Net) -> None:
     assert net.server.store.get_record("person", pid) is not None
 
 
-def test_answers_lost_on_every_retry_give_offline_then_the_same_ids_are_resent(net: Net) -> None:
+@pytest.mark.parametrize("old_server", [False, True], ids=["exchange", "old_server"])
+def test_answers_lost_on_every_retry_give_offline_then_the_same_ids_are_resent(net: Net, old_server: bool) -> None:
     a = net.laptop("A")
+    synced(a)
     a.service.add_person(given_name="Dee", family_name="Example")
-    a.transport.fail("drop_after", "/v1/sync/push", times=10)
+    a.transport.fail("drop_after", push_path(a, old_server), times=10)
     r = a.sync()
     assert r.status == "offline"
     # The server did apply them; the laptop does not know yet and keeps them pending.
@@ -182,7 +200,7 @@ def test_gap_after_a_server_restore_resends_from_the_expected_id(net: Net) -> No
     r = a.sync()
     assert r.status == "synced", r.message
     assert not a.outbox("pending")
-    assert server_count(net.server, "applied_mutation", device_id=dev) == len(a.outbox())
+    assert server_count(net.server, "applied_mutation", device_id=dev) == a.numbered()
     assert server_count(net.server, "record", tbl="contact") == 4
 
 
@@ -215,10 +233,10 @@ def test_crash_inside_a_pull_page_rolls_back_page_and_cursor_together(net: Net) 
     assert local.pull_position().cursor == before  # cursor never ahead of applied data
     with Session(b.store.engine) as s:
         assert s.exec(select(sa.func.count()).select_from(Person)).one() == 0
-    pulls = b.transport.count("/v1/sync/pull")
+    pulls = b.transport.count("/v1/sync/pull", EXCHANGE_PATH)
     synced(b)
     # 60 rows in pages of 20: the crashed page is fetched again, nothing else twice.
-    assert b.transport.count("/v1/sync/pull") - pulls == 3
+    assert b.transport.count("/v1/sync/pull", EXCHANGE_PATH) - pulls == 3
     assert b.dump() == a.dump() == net.server_dump("alice")
 
 

@@ -217,6 +217,7 @@ def test_a_laptop_joining_later_settles_the_flags_from_its_first_snapshot(net: N
     net.clock.advance(seconds=5)
     b.service.add_safety_flag(pid, "do_not_visit_alone", "Threats to staff")
     synced(a)
+    b.transport.old_server()  # push and pull as two requests, so that the pull alone can be cut off
     pushes = b.transport.count("/v1/sync/push")
     b.transport.refused = lambda: b.transport.count("/v1/sync/push") > pushes
     assert b.sync().exit_code not in (0, 4)  # B's list reached the server; B's pull did not happen

@@ -128,10 +128,22 @@ _COUNTS_SQL = (
 """Pending, open conflicts, rejected and set aside, in one statement (every sync ends with it)."""
 
 
+_SYNC_EVENTS_SQL = (
+    "SELECT count(*) FROM sync_outbox WHERE status = 'pending' AND tbl = 'audit_event' "
+    "AND json_extract(fields, '$.action.v') IN ({})".format(",".join(f"'{a}'" for a in sorted(sc.HELD_ACTIONS)))
+)
+"""Pending audit events about syncs themselves: bookkeeping, not changes waiting (see sync.client.HELD_ACTIONS)."""
+SYNC_EVENTS_COUNTED_UP_TO = 1000
+"""With more changes than this waiting, the few sync events among them are not counted out (it reads each one)."""
+
+
 def _all_counts(store: CaseStore) -> tuple[int, int, int, int]:
     with store.lock, store.engine.connect() as c:
         row = c.exec_driver_sql(_COUNTS_SQL).one()
-    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
+        pending = int(row[0] or 0)
+        if 0 < pending <= SYNC_EVENTS_COUNTED_UP_TO:
+            pending -= int(c.exec_driver_sql(_SYNC_EVENTS_SQL).scalar() or 0)
+    return max(0, pending), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
 
 
 def _counts(store: CaseStore) -> tuple[int, int, int]:
@@ -357,12 +369,13 @@ def _sync_locked(
     try:
         engine.run()
         r = engine.report
-        if r.acked or r.rejected or r.pulled or r.snapshot_rows:
+        if r.acked - r.bookkeeping or r.rejected or r.pulled or r.snapshot_rows:
+            # Sent with the next request that sends anything else, or within sc.HOLD_MS: not a request of
+            # its own at the end of every sync. A sync that sent only such bookkeeping records none (no churn).
             store.service.record_event(
                 "SYNC",
                 detail=f"sent={r.acked + r.rejected} rejected={r.rejected} received={r.pulled + r.snapshot_rows}",
             )
-            engine.push()
     except (sc.DeviceRevoked, sc.DeviceRetired) as exc:
         # Retired, not lost: the engine raises that only once the outbox is empty (everything was sent).
         close_transport(store)

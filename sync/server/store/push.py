@@ -367,10 +367,14 @@ class PushMixin(ScopeMixin):
             out.append(self._put_conflict(conn, c, new["practice_id"], origin, mid, now))
         return out
 
-    def push(self, dev: Device, mutations: list[Mutation], *, pending: int | None = None) -> dict[str, Any]:
+    def push(
+        self, dev: Device, mutations: list[Mutation], *, pending: int | None = None, pull_seq: int | None = None
+    ) -> dict[str, Any]:
         """Apply a batch exactly once; StoreError gap / mutation_id_reuse leave nothing applied.
 
         ``pending``: how many changes the laptop holds unsent besides this batch (kept for the admin).
+        ``pull_seq``: the cursor of the pull that follows in the same exchange, recorded in this
+        transaction (so that pull has nothing of its own to write; see ``FeedMixin._seen``).
         """
         now = self.now_ms()
         acks: list[dict[str, Any]] = []
@@ -444,6 +448,8 @@ class PushMixin(ScopeMixin):
             seen: dict[str, Any] = {"last_acked_mutation_id": last, "last_seen": now}
             if pending is not None:
                 seen.update(pending_reported=pending, pending_reported_at=now)
+            if pull_seq is not None:
+                seen["last_pull_seq"] = pull_seq
             conn.execute(device.update().where(device.c.id == dev.id).values(**seen))
             server_hlc = self.clock.now()
             conn.execute(server_meta.update().where(server_meta.c.id == 1).values(hlc=server_hlc))
