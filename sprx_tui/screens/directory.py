@@ -24,7 +24,6 @@ from textual.coordinate import Coordinate
 from textual.css.query import NoMatches
 from textual.events import Mount
 from textual.message import Message
-from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Input, RadioButton, RadioSet, Select, Static
 from textual.worker import Worker, get_current_worker
 
@@ -40,7 +39,7 @@ from sprx_tui.drafts import discard_later
 from sprx_tui.inert import inert, visible
 from sprx_tui.screens.area import AreaScreen
 from sprx_tui.screens.episode import OnwardReferralModal
-from sprx_tui.screens.forms import MODAL_CSS, FormField, fmt_date, local, worker_error
+from sprx_tui.screens.forms import MODAL_CSS, FormField, SaveCancelModal, fmt_date, local, worker_error
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.person_header import nhs_display
 from sprx_tui.widgets.row_table import RowTable
@@ -297,7 +296,7 @@ class ChoiceSet(RadioSet):
             self.action_toggle_button()
 
 
-class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
+class SuggestChangeModal(SaveCancelModal[tuple[str, str] | None]):
     """Tell the directory team a service closed or changed; it goes to the server with the next sync."""
 
     DEFAULT_CSS = "SuggestChangeModal { align: center middle; }\n" + MODAL_CSS
@@ -376,14 +375,6 @@ class SuggestChangeModal(ModalScreen[tuple[str, str] | None]):
     @on(Input.Submitted, "#note")
     def _note_submitted(self) -> None:
         self.action_save()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()
 
 
 # -- the screen ------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
-from textual.screen import ModalScreen
 from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
@@ -21,7 +20,7 @@ from sprx_tui.core.models import DECLINE_REASONS, DISCHARGE_REASONS, REFERRAL_RE
 from sprx_tui.core.service import ServiceError
 from sprx_tui.drafts import KeptFieldsModal
 from sprx_tui.inert import inert
-from sprx_tui.screens.forms import MODAL_CSS, FormField, show_errors
+from sprx_tui.screens.forms import MODAL_CSS, FormField, SaveCancelModal, show_errors
 from sprx_tui.widgets.toggles import TickBox
 
 SHARING_WORDS = {
@@ -57,7 +56,7 @@ CHOICE_CSS = (
 SHARING_SHORT = {"full": "the full summary", "codes_only": "codes only", "none": "nothing"}
 
 
-class ReasonChoiceModal(ModalScreen[tuple[str, str] | None]):
+class ReasonChoiceModal(SaveCancelModal[tuple[str, str] | None]):
     """Choose a reason from a short coded list (arrows, Enter moves on) and add words: (code, words) or None.
 
     The chosen reason is also said in words under the list ("Chosen: ..."), not only by the highlight.
@@ -156,17 +155,6 @@ class ReasonChoiceModal(ModalScreen[tuple[str, str] | None]):
         if show_errors(self, errors) or errors:
             return
         self.dismiss(self.result())
-
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.action_cancel()
 
 
 class DischargeModal(ReasonChoiceModal):
@@ -285,7 +273,7 @@ def need_words(need: Need) -> str:
     return label + status + (f": {need.description}" if need.description else "")
 
 
-class GpSummaryModal(ModalScreen[str | None]):
+class GpSummaryModal(SaveCancelModal[str | None]):
     """Exactly what the GP closing summary will hold, then where to write it: the path, or None.
 
     With no consent to share, only the refusal sentence is shown and nothing can be written.
@@ -357,20 +345,9 @@ class GpSummaryModal(ModalScreen[str | None]):
         if not problem:
             self.dismiss(path)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted, "#path")
     def _submitted(self) -> None:
         self.action_save()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.dismiss(None)
 
 
 class DeclineModal(KeptFieldsModal):

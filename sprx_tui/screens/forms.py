@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
+from typing import TypeVar
 
 from textual import on
 from textual.app import ComposeResult
@@ -246,7 +247,30 @@ class ConfirmModal(ModalScreen[bool]):
         self.dismiss(yes)
 
 
-class TextFieldsModal(ModalScreen[dict[str, str] | None]):
+ResultT = TypeVar("ResultT")
+
+
+class SaveCancelModal(ModalScreen[ResultT]):
+    """A dialog whose Save and Cancel buttons (#save, #cancel) do what Ctrl+S and Esc do: its own
+    ``action_save``, and ``action_cancel`` (close with no result, unless a subclass does more, e.g. forget a
+    kept draft), so the mouse and the keys never differ."""
+
+    def action_save(self) -> None:
+        raise NotImplementedError
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed, "#save")
+    def _save_pressed(self) -> None:
+        self.action_save()
+
+    @on(Button.Pressed, "#cancel")
+    def _cancel_pressed(self) -> None:
+        self.action_cancel()
+
+
+class TextFieldsModal(SaveCancelModal[dict[str, str] | None]):
     """A small dialog of one-line inputs (e.g. a reason); Enter on the last field or Ctrl+S saves.
 
     `required` maps a field to the sentence shown when it is left blank.
@@ -299,9 +323,6 @@ class TextFieldsModal(ModalScreen[dict[str, str] | None]):
             return
         self.dismiss({k: v.strip() for k, v in values.items()})
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         inputs = list(self.query(Input))
@@ -309,11 +330,3 @@ class TextFieldsModal(ModalScreen[dict[str, str] | None]):
             self.action_save()
         else:
             self.focus_next()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.dismiss(None)

@@ -12,7 +12,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, Input, OptionList, Select, Static
 from textual.worker import Worker, WorkerState
 
@@ -27,6 +27,7 @@ from sprx_tui.screens.forms import (
     MODAL_CSS,
     ConfirmModal,
     FormField,
+    SaveCancelModal,
     fmt_date,
     local,
     parse_day,
@@ -114,7 +115,7 @@ def plan_draft_key(person_id: str, form: str, mode: str, target_id: str | None =
     return f"plan:{person_id}:{form}:{mode}" + (f":{target_id}" if target_id else "")
 
 
-class PlanFormModal(ModalScreen[dict[str, Any] | None]):
+class PlanFormModal(SaveCancelModal[dict[str, Any] | None]):
     """A few fields; Ctrl+S (or Enter in the last box) saves, Esc cancels. Dates accept +7 and +2w.
 
     Once `keep_as` has said what it edits, the text typed is kept as a draft if the vault locks.
@@ -256,23 +257,12 @@ class PlanFormModal(ModalScreen[dict[str, Any] | None]):
         if not errors:
             self.dismiss(values)
 
-    def action_cancel(self) -> None:
-        self.dismiss(None)
-
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
         if event.input is list(self.query(Input))[-1]:
             self.action_save()
         else:
             self.focus_next()
-
-    @on(Button.Pressed, "#save")
-    def _save_pressed(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel_pressed(self) -> None:
-        self.dismiss(None)
 
 
 def what_matters_form(today: dt.date, row: WhatMatters | None = None) -> PlanFormModal:

@@ -22,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.css.query import NoMatches
 from textual.message import Message
-from textual.screen import ModalScreen, Screen
+from textual.screen import Screen
 from textual.widgets import Button, DataTable, ProgressBar, Static, TextArea
 from textual.worker import Worker
 
@@ -42,7 +42,7 @@ from sprx_tui.drafts import discard_later
 from sprx_tui.inert import inert, inert_cells, inert_lines, visible
 from sprx_tui.messages import SyncFinished, SyncProgress, SyncStarted
 from sprx_tui.screens.area import AreaScreen
-from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal
+from sprx_tui.screens.forms import MODAL_CSS, ConfirmModal, SaveCancelModal
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.status_bar import NavBar, StatusBar
@@ -413,7 +413,7 @@ class SyncScreen(AreaScreen):
         self.sprx.worker_failed(event)
 
 
-class MergeScreen(ModalScreen[str | None]):
+class MergeScreen(SaveCancelModal[str | None]):
     """Write the text to keep (it starts with every version); Ctrl+S keeps it, Esc goes back."""
 
     DEFAULT_CSS = (
@@ -493,14 +493,6 @@ class MergeScreen(ModalScreen[str | None]):
             # The worker has seen the kept text and chose to leave it: no offer at the next unlock.
             discard_later(self.app, self.draft_key)
         self.dismiss(None)
-
-    @on(Button.Pressed, "#save")
-    def _save(self) -> None:
-        self.action_save()
-
-    @on(Button.Pressed, "#cancel")
-    def _cancel(self) -> None:
-        self.action_cancel()
 
 
 class ConflictScreen(Screen):
