@@ -12,8 +12,9 @@ DEMO_PASSPHRASE ?= walking group on tuesday
 # fixtures (a demo vault, a CLI run, a server) are built once; each worker has its own temp folder,
 # ports and PostgreSQL cluster. Four workers on two cores: app tests spend much of their time waiting
 # (timers, workers, subprocesses), so the fast tier took 142 s with 4 workers against 178 s with 2.
+# --durations lists the slowest tests after each run: where a slow run spent its time.
 WORKERS ?= 4
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=15
 
 # Installs are reproducible: every package comes at the version in requirements-lock.txt (`make lock`
 # regenerates it). The lock is a constraints file, so it pins versions without adding packages.
