@@ -672,8 +672,6 @@ class SyncEngine:
         self.hold_ms = HOLD_MS
         self._flush = False
         """Send held bookkeeping too (a retired laptop must send everything before it erases itself)."""
-        self._sent = False
-        """Whether this sync has sent anything yet (held bookkeeping rides along with anything else)."""
 
     def _fetch(self, method: str, path: str, **kw: Any) -> tuple[dict[str, Any], Observed]:
         """One request with a few quick retries on a dropped connection (same body each time).
@@ -727,7 +725,7 @@ class SyncEngine:
 
     def _held(self, muts: list[dict[str, Any]]) -> bool:
         """Whether these pending mutations are all held bookkeeping (see ``HELD_ACTIONS``): nothing to send now."""
-        if self._flush or self._sent or not muts:
+        if self._flush or not muts:
             return False
         now = self.local.now_ms() + self.t.observed.offset_ms
         for m in muts:
@@ -742,8 +740,21 @@ class SyncEngine:
 
     def _sendable(self) -> list[dict[str, Any]]:
         """The next batch to push, or none when everything pending is held bookkeeping."""
+        if not self._flush and self._only_held():
+            return []
         muts = self.local.pending_mutations(self.batch)
         return [] if self._held(muts) else muts
+
+    def _only_held(self) -> bool:
+        """Whether nothing but held bookkeeping is pending, asked in one statement when the store can (a few held
+        events accumulate between requests that send anything; reading them all at every sync costs)."""
+        ask = getattr(self.local, "only_held_pending", None)
+        if ask is None:
+            return False
+        now = self.local.now_ms() + self.t.observed.offset_ms
+        lo = hlc_mod.pack(max(0, now - self.hold_ms + 1), 0)
+        hi = hlc_mod.pack(now + self.hold_ms - 1, hlc_mod.COUNTER_MAX)
+        return bool(ask(HELD_ACTIONS, lo, hi))
 
     def _exchange(self) -> bool:
         """Push what is pending and pull the first page in one request (``protocol.EXCHANGE_PATH``).
@@ -759,7 +770,7 @@ class SyncEngine:
         pos = self.local.pull_position()
         if pos.phase != "pull":
             return False
-        batch = self.local.pending_mutations(self.batch)
+        batch = [] if self._only_held() else self.local.pending_mutations(self.batch)
         more = max(0, self.local.pending_count() - len(batch)) if len(batch) >= self.batch else 0
         muts = [] if self._held(batch) else batch
         if more and muts:
@@ -863,7 +874,6 @@ class SyncEngine:
         acks = resp.get("acks")
         if not isinstance(acks, list):
             raise ProtocolFailure()
-        self._sent = True
         summary = self.local.record_acks(acks, last_sent=int(muts[-1]["mutation_id"]))
         self.report.pushed += len(muts)
         self.report.acked += summary.acked

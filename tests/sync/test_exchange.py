@@ -80,6 +80,8 @@ def test_ten_changes_from_another_laptop_arrive_in_one_request(pair: tuple[Lapto
     assert got[0].pulled >= 10 and "received 10 updates" in got[0].message
     # The sync's own audit event is kept for the next request; it is not a change waiting to be sent.
     assert len(b.held_events()) == held + 1 and got[0].pending == 0
+    # Written with the page it describes (one transaction), saying what the sync moved.
+    assert b.held_events()[-1].fields["detail"]["v"] == "sent=0 rejected=0 received=10"
     assert laptop_sync.sync_status(b.store).pending == 0
     assert b.dump() == a.dump() == b.dump()
 

@@ -68,6 +68,11 @@ class VaultSyncAdapter:
         self.set_aside = 0
         """Pulled rows (and conflicts) the inbound gate refused in this sync: kept in sync_quarantine."""
         self.pages = PageApplier(store)
+        self.sync_event: Callable[[int], str | None] | None = None
+        """Set by the one running the sync: given the rows the sync's last pull page applies, the detail of
+        the sync's own SYNC audit event, or None for no event. The event is then written in that page's
+        transaction (one commit instead of two, at the end of every sync that received something)."""
+        self.sync_event_recorded = False
 
     @contextmanager
     def _tx(self) -> Iterator[Session]:
@@ -100,6 +105,18 @@ class VaultSyncAdapter:
     def pending_count(self) -> int:
         with self.lock, self.engine.connect() as c:
             return int(c.exec_driver_sql(PENDING_COUNT_SQL).scalar() or 0)
+
+    def only_held_pending(self, actions: frozenset[str], lo_hlc: int, hi_hlc: int) -> bool:
+        """Whether every pending outbox row (if any) is an audit event of one of ``actions`` stamped within
+        [lo_hlc, hi_hlc]: bookkeeping the client holds back (see ``sync.client.HELD_ACTIONS``). One statement
+        over the pending rows, instead of reading and decoding each of them as ``pending_mutations`` does."""
+        marks_ = ",".join("?" * len(actions))
+        sql = (
+            "SELECT EXISTS (SELECT 1 FROM sync_outbox WHERE status = 'pending' AND NOT (tbl = 'audit_event' "
+            f"AND json_extract(fields, '$.action.v') IN ({marks_}) AND hlc BETWEEN ? AND ?))"
+        )
+        with self.lock, self.engine.connect() as c:
+            return not c.exec_driver_sql(sql, (*sorted(actions), int(lo_hlc), int(hi_hlc))).scalar()
 
     def pending_mutations(self, limit: int) -> list[dict[str, Any]]:
         with self.lock, Session(self.engine) as s:
@@ -383,18 +400,25 @@ class VaultSyncAdapter:
         idle = (
             not (changes or conflicts or removed or self._purge_waiting or self._flags_waiting) and pos.epoch == epoch
         )
-        if idle and 0 <= cursor - pos.cursor < CURSOR_LAG:
+        last = not page.get("has_more")
+        event = self.sync_event if last and not self.sync_event_recorded else None
+        if idle and 0 <= cursor - pos.cursor < CURSOR_LAG and (event is None or event(0) is None):
             # Nothing arrived: write nothing (a no-op sync costs no fsync). A cursor that only moved
             # past other people's changes is kept until it is CURSOR_LAG behind: the next pull then
             # re-reads at most that many feed entries, all out of scope, by the seq index.
             return 0
         self._pos = None
-        with self._tx() as s:
+        # With an event to record, the service's transaction: the event joins it (see CaseService._txn).
+        with self.store.service.transaction() if event is not None else self._tx() as s:
             done = self.pages.apply(s, changes, conflicts, removed)
             if changes or conflicts or removed:
                 self._flush_hlc(s)
-            self._settle_flags(s, done.flagged, last=not page.get("has_more"))
+            self._settle_flags(s, done.flagged, last=last)
             write_state(s, {K_CURSOR: str(cursor), K_EPOCH: epoch})
+            detail = event(done.rows) if event is not None else None
+            if detail is not None:
+                self.store.service.record_event("SYNC", detail=detail)
+        self.sync_event_recorded = self.sync_event_recorded or detail is not None
         self.news += done.news  # counted once the page is committed (a failed page is fetched again)
         self.set_aside += done.set_aside
         return done.rows

@@ -361,21 +361,30 @@ def _sync_locked(
         return SyncResult("failed", EXIT_FAILED, INCOMPLETE_ENROLMENT)
     local = local or VaultSyncAdapter(store)
     local.news = 0
+    local.sync_event_recorded = False
     if cfg.get(K_OFFSET):
         store.service.hlc_offset_ms = int(cfg[K_OFFSET])
     t = _transport_for(store, cfg, transport, local.now_ms)
     engine = sc.SyncEngine(local, t, cfg[K_DEVICE], progress=progress, sleep=sleep, page=page, pipeline=pipeline)
+
+    def sync_event(rows: int) -> str | None:
+        """The SYNC audit event's detail when this sync moved anything (``rows``: the last page's, not yet in
+        the report); None for none. Bookkeeping sent alone records none, so it never makes more of itself."""
+        r = engine.report
+        received = r.pulled + r.snapshot_rows + rows
+        if not (r.acked - r.bookkeeping or r.rejected or received):
+            return None
+        return f"sent={r.acked + r.rejected} rejected={r.rejected} received={received}"
+
+    local.sync_event = sync_event
     status, code, message = "synced", EXIT_SYNCED, ""
     try:
         engine.run()
-        r = engine.report
-        if r.acked - r.bookkeeping or r.rejected or r.pulled or r.snapshot_rows:
-            # Sent with the next request that sends anything else, or within sc.HOLD_MS: not a request of
-            # its own at the end of every sync. A sync that sent only such bookkeeping records none (no churn).
-            store.service.record_event(
-                "SYNC",
-                detail=f"sent={r.acked + r.rejected} rejected={r.rejected} received={r.pulled + r.snapshot_rows}",
-            )
+        # Usually written with the sync's last page already; sent with the next request that sends anything
+        # else, or within sc.HOLD_MS, not in a request of its own at the end of every sync.
+        detail = None if local.sync_event_recorded else sync_event(0)
+        if detail is not None:
+            store.service.record_event("SYNC", detail=detail)
     except (sc.DeviceRevoked, sc.DeviceRetired) as exc:
         # Retired, not lost: the engine raises that only once the outbox is empty (everything was sent).
         close_transport(store)
