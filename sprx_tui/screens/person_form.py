@@ -273,8 +273,11 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
     def values(self) -> dict[str, Any]:
         """Everything in the form, exactly as typed or ticked."""
         out: dict[str, Any] = {}
+        # One walk of the form for all its boxes: a query per box walked the whole screen each time
+        # (23 boxes, about 3 ms a walk: some 75 ms of every save).
+        boxes = {w.id: w for w in self.query("Input, Checkbox, Select") if w.id in self.baseline}
         for name, start in self.baseline.items():
-            widget = next(iter(self.query(f"#{name}")), None)
+            widget = boxes.get(name)
             if isinstance(widget, Input):
                 out[name] = widget.value
             elif isinstance(widget, Checkbox):
@@ -302,9 +305,10 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
             payload["person_id"] = self.person_id
         return self.draft_key, payload
 
-    def fields(self) -> dict[str, Any]:
-        """The person's fields for the service (blank optional boxes are None)."""
-        typed = self.values()
+    def fields(self, typed: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The person's fields for the service (blank optional boxes are None), from ``typed`` (the form's
+        `values`, read now when not given)."""
+        typed = self.values() if typed is None else typed
         out: dict[str, Any] = {}
         for name in TEXT_FIELDS:
             if self.person is not None and typed[name] == self.baseline[name]:
@@ -329,7 +333,8 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
         if self._saving or not self.is_attached:
             return
         self._saving = True
-        self._save(self.fields(), self.values(), confirmed=False)
+        typed = self.values()
+        self._save(self.fields(typed), typed, confirmed=False)
 
     @work(thread=True, group="person-form-save", exit_on_error=False)
     def _save(self, fields: dict[str, Any], typed: dict[str, Any], *, confirmed: bool) -> None:
@@ -377,7 +382,8 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._save(self.fields(), self.values(), confirmed=True)
+                typed = self.values()
+                self._save(self.fields(typed), typed, confirmed=True)
             else:
                 self._saving = False
                 show_errors(self, {"nhs_number": f"This NHS number is already held by {names}."})
