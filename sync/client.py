@@ -812,8 +812,10 @@ class SyncEngine:
         if page.get("has_more"):
             return False  # the loop pulls the rest
         # Written by the page itself (flags settled from their history), saved during the sync, or re-queued
-        # with a corrected clock: sent now, as the loop does after its pull.
-        if self._sendable():
+        # with a corrected clock: sent now, as the loop does after its pull. An exchange that moved nothing
+        # asks nothing more (a change saved meanwhile goes with the next sync).
+        moved = muts or n or page.get("changes") or page.get("conflicts") or page.get("removed_person_ids")
+        if moved and self._sendable():
             self.push()
         return True
 

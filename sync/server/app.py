@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,6 +33,7 @@ from sync.protocol import (
 from sync.server.limits import BodyLimit, EnrolLimiter, Limits
 from sync.server.log import log_event, logger
 from sync.server.store import Device, ServerStore, StoreError
+from sync.server.store.feed import SeenLater
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     s: {"model": ErrorBody} for s in (400, 401, 403, 409, 410, 413, 422, 426, 429)
@@ -85,7 +87,7 @@ class Stamp:
 # ---------------------------------------------------------------- dependencies
 
 
-def store_of(request: Request) -> ServerStore:
+async def store_of(request: Request) -> ServerStore:
     """The store the app was built around (``create_app`` keeps it on ``app.state``)."""
     store: ServerStore = request.app.state.store
     return store
@@ -235,8 +237,18 @@ def create_app(
         return store.push(dev, _wire_mutations(body.mutations), pending=pending)  # type: ignore[arg-type]
 
     @app.post(protocol.EXCHANGE_PATH, response_model=ExchangeResponse, responses=ERRORS)
-    def exchange(body: ExchangeRequest, dev: CurrentDevice, request: Request, pending: Pending = None) -> Response:
-        """Push, then pull, in one round trip (the laptop's everyday sync)."""
+    def exchange(
+        body: ExchangeRequest,
+        request: Request,
+        pending: Pending = None,
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        """Push, then pull, in one round trip (the laptop's everyday sync).
+
+        The device is found here rather than by a dependency: FastAPI runs each plain dependency in the
+        thread pool, a hand-over each way that is a good part of a no-op sync on a busy machine.
+        """
+        dev = device_of(store, authorization)
         if body.device_id != dev.id:
             raise StoreError("forbidden", "The token belongs to a different device.", 403)
         check_versions(request, body.protocol_version, body.schema_version)
@@ -254,9 +266,13 @@ def create_app(
                                       last_pull_seq=body.cursor, last_seen=int(pushed["server_time_ms"]))  # fmt: skip
         elif pending is not None and pending != dev.pending_reported:
             store.note_pending(dev, pending)
-        page = store.pull_body(dev, body.cursor, body.limit, body.epoch)
+        later: SeenLater = []
+        page = store.pull_body(dev, body.cursor, body.limit, body.epoch, seen_later=later)
         head = b'{"push":' + (json.dumps(pushed, separators=(",", ":")).encode() if pushed else b"null")
-        return Response(head + b',"pull":' + page + b"}", media_type="application/json")
+        # The device's pull position and time are written once the answer is on its way (a write the laptop
+        # need not wait for; see FeedMixin.note_seen for why late is safe).
+        after = BackgroundTask(store.note_seen, later) if later else None
+        return Response(head + b',"pull":' + page + b"}", media_type="application/json", background=after)
 
     @app.get(
         "/v1/sync/pull",

@@ -311,8 +311,9 @@ class VaultSyncAdapter:
             self._seen_hlc = server_hlc
         offset_moved = abs(offset_ms - old_offset) > 1000
         with self.lock, self.engine.connect() as c:
-            last = int(c.exec_driver_sql("SELECT last FROM hlc_state WHERE id = 1").scalar() or 0)
-            have_offset = c.exec_driver_sql("SELECT 1 FROM sync_state WHERE key = ?", (K_OFFSET,)).first()
+            sql = "SELECT (SELECT last FROM hlc_state WHERE id = 1), (SELECT 1 FROM sync_state WHERE key = ?)"
+            row = c.exec_driver_sql(sql, (K_OFFSET,)).one()
+        last, have_offset = int(row[0] or 0), row[1]
         ahead = server_time_ms is not None and hlc_mod.physical_ms(last) > server_time_ms + hlc_mod.MAX_SKEW_MS
         if not ahead and not offset_moved and have_offset is not None:
             return

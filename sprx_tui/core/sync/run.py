@@ -121,29 +121,26 @@ def _sync_lock(store: CaseStore) -> threading.Lock:
         return _SYNC_LOCKS.setdefault(key, threading.Lock())
 
 
-_COUNTS_SQL = (
-    f"SELECT ({PENDING_COUNT_SQL}), (SELECT count(*) FROM sync_conflict WHERE status = 'open'), "
-    "(SELECT count(*) FROM sync_rejected), (SELECT count(*) FROM sync_quarantine)"
-)
-"""Pending, open conflicts, rejected and set aside, in one statement (every sync ends with it)."""
-
-
+SYNC_EVENTS_COUNTED_UP_TO = 1000
+"""With more changes than this waiting, the few sync events among them are not counted out (it reads each one)."""
 _SYNC_EVENTS_SQL = (
     "SELECT count(*) FROM sync_outbox WHERE status = 'pending' AND tbl = 'audit_event' "
     "AND json_extract(fields, '$.action.v') IN ({})".format(",".join(f"'{a}'" for a in sorted(sc.HELD_ACTIONS)))
 )
 """Pending audit events about syncs themselves: bookkeeping, not changes waiting (see sync.client.HELD_ACTIONS)."""
-SYNC_EVENTS_COUNTED_UP_TO = 1000
-"""With more changes than this waiting, the few sync events among them are not counted out (it reads each one)."""
+_COUNTS_SQL = (
+    f"SELECT ({PENDING_COUNT_SQL}), (SELECT count(*) FROM sync_conflict WHERE status = 'open'), "
+    "(SELECT count(*) FROM sync_rejected), (SELECT count(*) FROM sync_quarantine), "
+    f"CASE WHEN ({PENDING_COUNT_SQL}) BETWEEN 1 AND {SYNC_EVENTS_COUNTED_UP_TO} THEN ({_SYNC_EVENTS_SQL}) ELSE 0 END"
+)
+"""Pending (less the syncs' own audit events), open conflicts, rejected and set aside, in one statement (every
+sync ends with it)."""
 
 
 def _all_counts(store: CaseStore) -> tuple[int, int, int, int]:
     with store.lock, store.engine.connect() as c:
         row = c.exec_driver_sql(_COUNTS_SQL).one()
-        pending = int(row[0] or 0)
-        if 0 < pending <= SYNC_EVENTS_COUNTED_UP_TO:
-            pending -= int(c.exec_driver_sql(_SYNC_EVENTS_SQL).scalar() or 0)
-    return max(0, pending), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
+    return max(0, int(row[0] or 0) - int(row[4] or 0)), int(row[1] or 0), int(row[2] or 0), int(row[3] or 0)
 
 
 def _counts(store: CaseStore) -> tuple[int, int, int]:
@@ -168,6 +165,11 @@ def set_aside_sentence(n: int) -> str:
 
 _LAST_SYNC: dict[str, dict[str, str | None]] = {}
 """Per vault: the newest last-sync keys not yet written to it (see _record_last_sync)."""
+_STORED_LAST: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+"""Per vault (path and open store): the last-sync status and time its sync_state holds, as last read or written
+here, so an everyday sync need not read them back to find it has nothing to write. Another process syncing the
+same vault meanwhile (``sprx sync`` beside the app) is noticed at the latest LAST_SYNC_PERSIST_S later, when the
+time is due to be written anyway: the staleness a restart could already show."""
 LAST_SYNC_PERSIST_S = 600
 """A run of unchanged syncs writes its time to the vault at most this often."""
 
@@ -182,26 +184,36 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
     (``moved``) does not matter: what moved is already committed, each page with its position.
     """
     key = str(Path(store.vault.path).resolve())
+    known = _STORED_LAST.get((key, id(store)))
+    if known is not None and not _due(known[0], known[1], values):
+        _LAST_SYNC[key] = dict(values)
+        return
     try:
         with store.lock, Session(store.engine) as s, s.begin():
             stored = read_state(s, values)
-            old_at = stored.get(K_LAST_AT)
-            fresh = False
-            if old_at and values.get(K_LAST_AT):
-                try:
-                    age = dt.datetime.fromisoformat(str(values[K_LAST_AT])) - dt.datetime.fromisoformat(old_at)
-                    fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
-                except ValueError:
-                    fresh = False
-            if stored.get(K_LAST_STATUS) != values.get(K_LAST_STATUS) or not fresh:
+            if _due(stored.get(K_LAST_STATUS), stored.get(K_LAST_AT), values):
                 write_state(s, values)
                 _LAST_SYNC.pop(key, None)
+                _STORED_LAST[(key, id(store))] = (values.get(K_LAST_STATUS), values.get(K_LAST_AT))
                 return
+            _STORED_LAST[(key, id(store))] = (stored.get(K_LAST_STATUS), stored.get(K_LAST_AT))
     except Exception as exc:
         if not is_disk_full(exc, store.vault.path):
             raise
         # No room to write it (the sync said so): kept in memory, which sync_status reads, until there is.
     _LAST_SYNC[key] = dict(values)
+
+
+def _due(old_status: str | None, old_at: str | None, values: dict[str, str | None]) -> bool:
+    """Whether the last-sync keys are to be written: a new status, or the stored time LAST_SYNC_PERSIST_S old."""
+    fresh = False
+    if old_at and values.get(K_LAST_AT):
+        try:
+            age = dt.datetime.fromisoformat(str(values[K_LAST_AT])) - dt.datetime.fromisoformat(old_at)
+            fresh = dt.timedelta(0) <= age < dt.timedelta(seconds=LAST_SYNC_PERSIST_S)
+        except ValueError:
+            fresh = False
+    return old_status != values.get(K_LAST_STATUS) or not fresh
 
 
 def sync_status(store: CaseStore) -> SyncStatus:
@@ -446,6 +458,7 @@ def _sync_locked(
 
 def _erase(store: CaseStore) -> None:
     """Device revoked: lock and crypto-erase the local copy (practice policy, DESIGN.md section 7)."""
+    _STORED_LAST.pop((str(Path(store.vault.path).resolve()), id(store)), None)
     with store.lock:
         try:
             store.vault.crypto_erase()

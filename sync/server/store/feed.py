@@ -18,6 +18,9 @@ from sync.server.store.base import Device, StoreError, canonical
 from sync.server.store.scope import ScopeMixin
 from sync.server.store.tables import assignment_log, change_log, conflict, record
 
+SeenLater = list[tuple[str, dict[str, Any]]]
+"""Device ids and the last-seen values a pull leaves its caller to write after answering."""
+
 
 def _encode_after(d: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(canonical(d).encode()).decode().rstrip("=")
@@ -120,10 +123,14 @@ class FeedMixin(ScopeMixin):
         """Changes after ``cursor`` in the device's scope (the PullResponse shape, as Python values)."""
         return json.loads(self.pull_body(dev, cursor, limit, epoch))  # type: ignore[no-any-return]
 
-    def pull_body(self, dev: Device, cursor: int, limit: int, epoch: str | None = None) -> bytes:
+    def pull_body(
+        self, dev: Device, cursor: int, limit: int, epoch: str | None = None, *, seen_later: SeenLater | None = None
+    ) -> bytes:
         """The PullResponse as JSON bytes: O(changes), via the seq index.
 
-        Rows and conflicts go out as their stored canonical JSON, never parsed and re-encoded.
+        Rows and conflicts go out as their stored canonical JSON, never parsed and re-encoded. With
+        ``seen_later``, the device's pull position and time are put there for the caller to write after
+        answering (``note_seen``) instead of before.
         """
         with self._read() as conn:
             meta = self._meta(conn)
@@ -131,9 +138,9 @@ class FeedMixin(ScopeMixin):
             # At the feed's tip nothing can follow the cursor: answered from it alone (the usual idle poll).
             page = None if cursor == int(meta.seq) else self._feed_page(conn, dev, cursor, limit, meta)
         if page is None:
-            return self._nothing_new(dev, cursor, meta)
+            return self._nothing_new(dev, cursor, meta, seen_later)
         changes, conflicts, removed_ids, has_more, next_cursor = page
-        self._seen(dev, pull_seq=cursor)
+        self._seen(dev, pull_seq=cursor, later=seen_later)
         return _envelope(
             changes,
             conflicts,
@@ -176,9 +183,9 @@ class FeedMixin(ScopeMixin):
         next_cursor = int(entries[-1].seq) if has_more else int(meta.seq)
         return changes, conflicts, sorted(set(removed)), has_more, next_cursor
 
-    def _nothing_new(self, dev: Device, cursor: int, meta: Any) -> bytes:
+    def _nothing_new(self, dev: Device, cursor: int, meta: Any, seen_later: SeenLater | None = None) -> bytes:
         """A pull at the feed's tip: no change, conflict or removal can be after the counter."""
-        self._seen(dev, pull_seq=cursor)
+        self._seen(dev, pull_seq=cursor, later=seen_later)
         return _envelope(
             [],
             [],
@@ -224,7 +231,7 @@ class FeedMixin(ScopeMixin):
     SEEN_EVERY_MS = 60_000
     """A pull that does not move the device's cursor records ``last_seen`` at most this often."""
 
-    def _seen(self, dev: Device, *, pull_seq: int | None = None) -> None:
+    def _seen(self, dev: Device, *, pull_seq: int | None = None, later: SeenLater | None = None) -> None:
         """Record when a device was last seen and how far it has pulled (for tombstone GC and the admin list).
 
         A write transaction queues behind pushes (SQLite: one writer), so an idle device polling an
@@ -238,7 +245,16 @@ class FeedMixin(ScopeMixin):
         vals: dict[str, Any] = {"last_seen": now}
         if pull_seq is not None:
             vals["last_pull_seq"] = pull_seq
+        if later is not None:
+            later.append((dev.id, vals))
+            return
         self._note_seen(dev.id, vals)
+
+    def note_seen(self, seen: SeenLater) -> None:
+        """Write what ``pull_body(..., seen_later=...)`` left to write. Written late or not at all (a crash in
+        between), a position is only older than the device's: tombstone GC keeps more, never less."""
+        for device_id, vals in seen:
+            self._note_seen(device_id, vals)
 
     def snapshot(self, dev: Device, after: str | None, limit: int) -> dict[str, Any]:
         """Keyset-paged copy of everything live in scope (the SnapshotResponse shape, as Python values)."""
