@@ -180,12 +180,18 @@ class PageApplier:
         if not keys:
             return {}
         out: dict[tuple[str, str], list[SyncOutbox]] = {}
-        # Pending work is small (what this laptop wrote since the last push): load it whole.
-        for r in s.exec(
-            select(SyncOutbox).where(SyncOutbox.status == "pending").order_by(col(SyncOutbox.mutation_id))
-        ).all():
-            if (r.tbl, r.row_id) in keys:
-                out.setdefault((r.tbl, r.row_id), []).append(r)
+        # Pending work is small (what this laptop wrote since the last push, and the syncs' own audit events
+        # held for the next request): the ids of the rows on this page first, and only those rows as models.
+        sql = f"SELECT mutation_id FROM sync_outbox WHERE status = 'pending' AND row_id IN {IN_IDS}"
+        mids = [int(m) for (m,) in run_sql(s, sql, id_param(sorted({r for _t, r in keys}))).all()]
+        for chunk in chunks(mids):
+            for r in s.exec(
+                select(SyncOutbox).where(col(SyncOutbox.mutation_id).in_(chunk)).order_by(col(SyncOutbox.mutation_id))
+            ).all():
+                if (r.tbl, r.row_id) in keys:
+                    out.setdefault((r.tbl, r.row_id), []).append(r)
+        for rows in out.values():
+            rows.sort(key=lambda r: int(r.mutation_id or 0))
         return out
 
     def apply(
