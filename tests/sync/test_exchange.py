@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from sprx_tui.core import sync as laptop_sync
 from sprx_tui.core.store import get_state, open_store
+from sprx_tui.core.sync.view import load_sync_view
 from sprx_tui.core.vault import Vault
 from sync import client as sc
 from sync import protocol, schema
@@ -83,6 +84,8 @@ def test_ten_changes_from_another_laptop_arrive_in_one_request(pair: tuple[Lapto
     # Written with the page it describes (one transaction), saying what the sync moved.
     assert b.held_events()[-1].fields["detail"]["v"] == "sent=0 rejected=0 received=10"
     assert laptop_sync.sync_status(b.store).pending == 0
+    view = load_sync_view(b.store)
+    assert (view.pending_total, view.pending_groups) == (0, [])  # nothing listed as waiting on the Sync screen
     assert b.dump() == a.dump() == b.dump()
 
 
