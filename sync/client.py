@@ -528,6 +528,10 @@ class LocalStore(Protocol):
         """Apply one pull page and its cursor in one transaction."""
         ...
 
+    # Optional: ``only_held_pending(actions, lo_hlc, hi_hlc) -> bool``, whether every pending row is an audit
+    # event of one of ``actions`` stamped in that range (``SyncEngine._only_held``; without it the engine reads
+    # the pending batch to find out).
+
 
 # ---------------------------------------------------------------- backoff
 
@@ -636,7 +640,12 @@ class SyncReport:
 
 
 class SyncEngine:
-    """Push every pending mutation, then pull until the feed is drained (sync-anchors D4)."""
+    """Push every pending mutation, then pull until the feed is drained (sync-anchors D4).
+
+    Following the feed with at most one batch to send, both go in one request (``protocol.EXCHANGE_PATH``);
+    otherwise, and with a server without it, as separate pushes and pulls. The audit events a sync records
+    about itself (``HELD_ACTIONS``) wait for the next request that sends anything else.
+    """
 
     def __init__(
         self,
