@@ -476,6 +476,7 @@ def child_sprx(args: argparse.Namespace) -> None:
                 await pilot.press("escape")
                 await wait_for(lambda: isinstance(app.screen, CaseloadScreen))
             out["open_person_ms"] = summary(opens)
+            out["open_person_each_ms"] = [round(x, 1) for x in opens]
             out["open_person_cpu_ms"] = summary(opens_cpu)
 
             # -- save a contact: Ctrl+S in the contact form -> the new contact on the person's timeline
@@ -532,7 +533,12 @@ def child_sprx(args: argparse.Namespace) -> None:
             # -- discharge: Ctrl+S in the discharge form (goals met) -> the GP summary's preview drawn
             ends: list[float] = []
             ends_cpu: list[float] = []
+            tried = 0
             while len(ends) < args.discharges:
+                tried += 1
+                if tried > 50 * args.discharges:
+                    # Each round ends episodes on the same vault copy: say so rather than walk the list forever.
+                    raise RuntimeError("No open episode left below the cursor to discharge; use fewer rounds.")
                 await pilot.press("down")
                 await pilot.press("enter")
                 await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)

@@ -219,8 +219,9 @@ class TodayScreen(AreaScreen):
         self.refresh_bindings()
         self.sprx.refresh_sync_summary()
         self._read_done()
-        # With Today on screen, build the caseload behind it (F3 then only switches).
+        # With Today on screen, build the caseload behind it (F3 then only switches), then the records' mode.
         self.call_after_refresh(self.sprx.prepare_area, "caseload")
+        self.call_after_refresh(self.sprx.prepare_records)
 
     def on_today_totals(self, message: TodayTotals) -> None:
         for table_id, title, _columns in PANELS:
