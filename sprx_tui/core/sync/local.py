@@ -349,6 +349,10 @@ class VaultSyncAdapter:
             return dataclasses.replace(self._pos)
         with self.lock, Session(self.engine) as s:
             st = read_state(s, [K_PHASE, K_CURSOR, K_AFTER, K_EPOCH, K_STARTED, K_PURGE, K_FLAGS])
+        return self.prime_position(st)
+
+    def prime_position(self, st: dict[str, str]) -> PullPosition:
+        """The pull position from sync_state as just read (the caller's own read of it, at the start of a sync)."""
         self._purge_waiting = bool(st.get(K_PURGE))
         self._flags_waiting = bool(st.get(K_FLAGS))
         self._pos = PullPosition(

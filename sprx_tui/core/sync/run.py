@@ -32,6 +32,7 @@ from sprx_tui.core.sync.state import (
     K_CERT,
     K_DEMO,
     K_DEVICE,
+    K_EPOCH,
     K_LAST_AT,
     K_LAST_MESSAGE,
     K_LAST_OK,
@@ -43,7 +44,6 @@ from sprx_tui.core.sync.state import (
     K_URL,
     K_USER,
     PENDING_COUNT_SQL,
-    read_config,
     read_state,
     write_state,
 )
@@ -111,12 +111,24 @@ class SyncStatus:
     """Rows from the server set aside because the inbound gate refused them (sync_quarantine)."""
 
 
+_KEYS: dict[str, str] = {}
+
+
+def _vault_key(store: CaseStore) -> str:
+    """The vault's resolved path: the key of its sync lock, kept transport and last-sync status (resolved once)."""
+    path = str(store.vault.path)
+    key = _KEYS.get(path)
+    if key is None:
+        key = _KEYS[path] = str(Path(path).resolve())
+    return key
+
+
 _SYNC_LOCKS: dict[str, threading.Lock] = {}
 _SYNC_LOCKS_GUARD = threading.Lock()
 
 
 def _sync_lock(store: CaseStore) -> threading.Lock:
-    key = str(Path(store.vault.path).resolve())
+    key = _vault_key(store)
     with _SYNC_LOCKS_GUARD:
         return _SYNC_LOCKS.setdefault(key, threading.Lock())
 
@@ -183,7 +195,7 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
     LAST_SYNC_PERSIST_S old (so a restart shows at most that much staleness). Whether data moved
     (``moved``) does not matter: what moved is already committed, each page with its position.
     """
-    key = str(Path(store.vault.path).resolve())
+    key = _vault_key(store)
     known = _STORED_LAST.get((key, id(store)))
     if known is not None and not _due(known[0], known[1], values):
         _LAST_SYNC[key] = dict(values)
@@ -221,7 +233,7 @@ def sync_status(store: CaseStore) -> SyncStatus:
     with store.lock, Session(store.engine) as s:
         keys = [K_URL, K_TOKEN, K_USER, K_PRACTICE, K_LAST_AT, K_LAST_OK, K_LAST_STATUS, K_LAST_MESSAGE, K_DEMO]
         st = read_state(s, keys)
-    newer = _LAST_SYNC.get(str(Path(store.vault.path).resolve()))
+    newer = _LAST_SYNC.get(_vault_key(store))
     if newer and st.get(K_TOKEN):
         st.update({k: v for k, v in newer.items() if v is not None})
     pending, conflicts, rejected = _counts(store)
@@ -287,7 +299,7 @@ _TRANSPORTS_GUARD = threading.Lock()
 
 def _kept_transport(store: CaseStore, cfg: dict[str, str | None], now_ms: Callable[[], int]) -> sc.Transport:
     """The vault's kept transport when it was made for this enrolment; else a new one (the old one closed)."""
-    key = str(Path(store.vault.path).resolve())
+    key = _vault_key(store)
     want = (cfg.get(K_URL), cfg.get(K_TOKEN), cfg.get(K_PIN), cfg.get(K_CERT))
     with _TRANSPORTS_GUARD:
         kept = _TRANSPORTS.pop(key, None)
@@ -304,7 +316,7 @@ def _kept_transport(store: CaseStore, cfg: dict[str, str | None], now_ms: Callab
 
 def _keep_transport(store: CaseStore, want: tuple[str | None, ...], t: sc.Transport) -> None:
     with _TRANSPORTS_GUARD:
-        _TRANSPORTS[str(Path(store.vault.path).resolve())] = (want, t)
+        _TRANSPORTS[_vault_key(store)] = (want, t)
 
 
 def _transport_for(
@@ -324,7 +336,7 @@ _GONE: dict[type[SyncError], str] = {sc.DeviceRevoked: "revoked", sc.DeviceRetir
 def close_transport(store: CaseStore) -> None:
     """Close the vault's kept sync connection (at lock, at quit, after an erase); the next sync opens a new one."""
     with _TRANSPORTS_GUARD:
-        kept = _TRANSPORTS.pop(str(Path(store.vault.path).resolve()), None)
+        kept = _TRANSPORTS.pop(_vault_key(store), None)
     if kept is not None:
         kept[1].close()
 
@@ -365,7 +377,10 @@ def _sync_locked(
     page: int,
     pipeline: bool = True,
 ) -> SyncResult:
-    cfg = read_config(store)
+    with store.lock, store.engine.connect() as c:
+        state = {k: v for k, v in c.exec_driver_sql("SELECT key, value FROM sync_state").all()}
+    cfg = {k: state[k] for k in (K_URL, K_TOKEN, K_DEVICE, K_USER, K_PRACTICE, K_PIN, K_CERT, K_EPOCH, K_OFFSET)
+           if k in state}  # fmt: skip
     if not cfg.get(K_TOKEN):
         return SyncResult("not_enrolled", EXIT_FAILED, sc.NotEnrolled.message)
     if not cfg.get(K_URL) or not cfg.get(K_DEVICE):
@@ -374,6 +389,7 @@ def _sync_locked(
     local = local or VaultSyncAdapter(store)
     local.news = 0
     local.sync_event_recorded = False
+    local.prime_position(state)  # the same read: the pull position needs no second one
     if cfg.get(K_OFFSET):
         store.service.hlc_offset_ms = int(cfg[K_OFFSET])
     t = _transport_for(store, cfg, transport, local.now_ms)
@@ -458,7 +474,7 @@ def _sync_locked(
 
 def _erase(store: CaseStore) -> None:
     """Device revoked: lock and crypto-erase the local copy (practice policy, DESIGN.md section 7)."""
-    _STORED_LAST.pop((str(Path(store.vault.path).resolve()), id(store)), None)
+    _STORED_LAST.pop((_vault_key(store), id(store)), None)
     with store.lock:
         try:
             store.vault.crypto_erase()
