@@ -567,7 +567,8 @@ def client_process(spec: dict[str, Any]) -> dict[str, Any]:
             lap.push()
         out.update(t.as_dict("push_100"))
         if isinstance(lap, RealLaptop):
-            # sync_now = push, pull (its own 100 rows come back with server seqs), audit event, push again.
+            # sync_now = one exchange: the 100 edits pushed and their rows pulled back with server seqs (an
+            # older server: push, then pull); the sync's own audit event waits for the next request.
             out["push_100_push_phase_s"] = lap.push_phase_s
             out["push_100_mutations_acked"] = int(lap.last.report.acked)
             out["push_100_rows_pulled_back"] = int(lap.last.pulled)

@@ -19,14 +19,14 @@ PROTOCOL_HEADER = "X-Sprx-Protocol"
 SCHEMA_HEADER = "X-Sprx-Schema"
 """GET requests carry their versions in these headers; push carries them in the body."""
 PENDING_HEADER = "X-Sprx-Pending"
+"""Optional, on push, pull and snapshot: how many changes the laptop still holds unsent besides those in
+the request. Kept by the server for the admin (``sprx-server device revoke`` shows it) and used to
+finish a retirement: a retired laptop is told to erase itself only once it reports nothing left."""
 
 KEEP_ALIVE_S = 90.0
 """How long an idle connection is kept open, by the server and by the laptop, so the app's background
 sync (every minute while the server answers, ±20%) reuses one TLS connection instead of a new handshake
 each time. uvicorn's and httpx's own default is 5 s, shorter than any sync interval."""
-"""Optional, on push, pull and snapshot: how many changes the laptop still holds unsent besides those in
-the request. Kept by the server for the admin (``sprx-server device revoke`` shows it) and used to
-finish a retirement: a retired laptop is told to erase itself only once it reports nothing left."""
 
 
 def version_error(client: int, server: int) -> str | None:
