@@ -161,7 +161,9 @@ def start_app(e2e_vault: Path, tmp_path: Path) -> Iterator[object]:
         term.keys("Enter")
         term.wait_for("Due today")
         term.keys("F3")
-        term.wait_for("⏎ Open")  # the caseload's footer: its list has the focus
+        # The caseload's footer with its list focused (Today's footer also starts "⏎ Open", so that alone let
+        # Enter reach Today before F3 had switched).
+        term.wait_for("⏎ Open  / Filter")
         term.keys("Enter")
         term.wait_for("Overview")
         return term, pid, record
