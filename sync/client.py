@@ -34,6 +34,7 @@ HELD_ACTIONS = frozenset({"SYNC"})
 """Audit events about a sync itself: bookkeeping that waits for the next request that sends anything else,
 or until it is ``HOLD_MS`` old, instead of costing a request of its own (and a new SYNC event for sending it)."""
 HOLD_MS = 300_000
+"""How long (by its HLC) a held audit event may wait for other changes before it is sent on its own."""
 
 Progress = Callable[[str, int, int | None], None]
 """progress(phase, done, total or None): phase is "push", "pull" or "snapshot"."""
