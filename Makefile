@@ -14,6 +14,11 @@ DEMO_PASSPHRASE ?= walking group on tuesday
 # (timers, workers, subprocesses), so the fast tier took 142 s with 4 workers against 178 s with 2.
 # --durations lists the slowest tests after each run: where a slow run spent its time.
 WORKERS ?= 4
+# Bytecode caches on, even where the environment turns them off (PYTHONDONTWRITEBYTECODE=1 on these
+# machines): otherwise every worker and every subprocess a test starts (the CLI, a server) compiles the
+# package again, and pytest re-rewrites the asserts of every test module and plugin (collection took
+# 11 s of CPU per worker instead of 4). __pycache__ is ignored by git.
+unexport PYTHONDONTWRITEBYTECODE
 PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=15
 
 # Installs are reproducible: every package comes at the version in requirements-lock.txt (`make lock`

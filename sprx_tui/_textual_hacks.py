@@ -69,6 +69,7 @@ HACKS: dict[str, Hack] = {
         Hack("no_switch_hold", _CHECKED_ON_8_2, "UPSTREAM.md#no-switch-hold (draft, to file)"),
         Hack("keep_area_styles", _CHECKED_ON_8_2, "UPSTREAM.md#keep-area-styles (draft, to file)"),
         Hack("radio_highlight", _CHECKED_ON_8_2, "UPSTREAM.md#radio-highlight (draft, to file)", speed=False),
+        Hack("shared_css_parse", _CHECKED_ON_8_2, "UPSTREAM.md#shared-css-parse (draft, to file)"),
     )
 }
 
@@ -273,3 +274,55 @@ def highlight_radio_button(radio_set: Any, button: Any) -> None:
         return
     with contextlib.suppress(Exception):
         radio_set._selected = list(radio_set.query_children()).index(button)
+
+
+# -- shared_css_parse: a CSS source parsed once per process, not again at every reparse ----------------
+#
+# Upstream: bench/UPSTREAM.md "shared-css-parse" (draft, to file): App.refresh_css() - run by a new mode's
+# screen (App._init_mode, switch_mode) and by a theme change - re-parses *every* CSS source in a fresh
+# Stylesheet, whose own parse cache (`Stylesheet._parse_cache`, 64 entries) starts empty; with this app's
+# ~90 sources each refresh re-tokenizes them all. The parse depends only on the source, where it was read
+# from, its flags and the CSS variables, so one cache serves every Stylesheet (and every App) of the
+# process. Relies on Stylesheet._parse_rules(css, read_from, is_default_rules, tie_breaker, scope) and
+# Stylesheet._variables. Fallback: Textual's own per-Stylesheet cache.
+
+_PARSED_LIMIT = 4096
+_parsed: dict[tuple[Any, ...], Any] = {}
+_variables_key: list[Any] = [None, None]  # [the variables dict last seen, its hashable form]
+
+
+def share_css_parse_cache() -> bool:
+    """Install the process-wide CSS parse cache (once); False when switched off or not possible."""
+    from textual.css.stylesheet import Stylesheet
+
+    if not active("shared_css_parse"):
+        return False
+    original = getattr(Stylesheet, "_parse_rules", None)
+    if original is None:
+        return False
+    if getattr(original, "sprx_shared", False):
+        return True
+
+    def _parse_rules(
+        self: Any,
+        css: str,
+        read_from: Any,
+        is_default_rules: bool = False,
+        tie_breaker: int = 0,
+        scope: str = "",
+    ) -> Any:
+        variables = self._variables
+        if _variables_key[0] is not variables:
+            _variables_key[:] = [variables, frozenset(variables.items())]
+        key = (css, read_from, is_default_rules, tie_breaker, scope, _variables_key[1])
+        rules = _parsed.get(key)
+        if rules is None:
+            rules = original(self, css, read_from, is_default_rules, tie_breaker, scope)
+            if len(_parsed) >= _PARSED_LIMIT:
+                _parsed.clear()
+            _parsed[key] = rules
+        return rules
+
+    _parse_rules.sprx_shared = True  # type: ignore[attr-defined]
+    Stylesheet._parse_rules = _parse_rules  # type: ignore[method-assign]
+    return True

@@ -201,6 +201,7 @@ class SprxApp(App[int]):
         self._last_input = clock()
         self._sync: Any | None = None
         self._heap = hacks.HeapFreeze()
+        hacks.share_css_parse_cache()
         self.unlock_prepared = False  # the unlock screen's preparation is done (Today built, styles parsed)
         self._session_refs: list[weakref.ref[Any]] = []  # the last session's store and screens, after a lock
         self._freeze_retries = 0

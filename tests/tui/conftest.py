@@ -1,4 +1,9 @@
-"""Fixtures for the app tests: one synthetic demo vault per session, copied per test, and a frozen clock."""
+"""Fixtures for the app tests: one synthetic demo vault per session, copied per test, and a frozen clock.
+
+Copies are unlocked with the template's recovery key (`quick_unlock`): the same public unlock the
+recovery screen uses, without the passphrase's Argon2id derivation (about 0.2 s of CPU each). Tests of
+the passphrase unlock itself go through the unlock screen.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from sprx_tui.core.vault import FLOOR, Vault
 
 PASSPHRASE = "walking group on tuesday"
 FROZEN_NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)  # a Monday morning
+_RECOVERY: dict[str, str] = {}
+"""The session template's recovery key (one template per test process)."""
 
 
 def frozen_clock() -> dt.datetime:
@@ -45,11 +52,19 @@ def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
 def demo_vault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 30-person synthetic demo vault built once per test session with the frozen clock."""
     path = tmp_path_factory.mktemp("template") / "vault"
-    vault, _recovery = Vault.create(path, bytearray(PASSPHRASE.encode()), kdf=FLOOR)
+    vault, recovery = Vault.create(path, bytearray(PASSPHRASE.encode()), kdf=FLOOR)
+    _RECOVERY["template"] = recovery
     store = open_store(vault, clock=frozen_clock)
     build_demo(store, people=30, seed=7)
     vault.lock()
     return path
+
+
+def quick_unlock(path: Path) -> Vault:
+    """Unlock a copy of the session's demo vault template with its recovery key (no KDF run)."""
+    vault = Vault(path)
+    vault.unlock_with_recovery(_RECOVERY["template"])
+    return vault
 
 
 @pytest.fixture
@@ -62,8 +77,7 @@ def demo_vault(demo_vault_template: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def unlocked_store(demo_vault: Path) -> Iterator[CaseStore]:
-    vault = Vault(demo_vault)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(demo_vault)
     store = open_store(vault, clock=frozen_clock)
     yield store
     vault.lock()
@@ -74,8 +88,7 @@ def open_demo(demo_vault: Path) -> Callable[[], CaseStore]:
     """Unlock the copied demo vault on demand (for tests that start at the unlock screen)."""
 
     def _open() -> CaseStore:
-        vault = Vault(demo_vault)
-        vault.unlock(bytearray(PASSPHRASE.encode()))
+        vault = quick_unlock(demo_vault)
         return open_store(vault, clock=frozen_clock)
 
     return _open

@@ -23,7 +23,6 @@ from sprx_tui.config import Config
 from sprx_tui.core import directory
 from sprx_tui.core.models import DirectorySuggestion, Goal, SyncConflict
 from sprx_tui.core.store import CaseStore, open_store, set_state
-from sprx_tui.core.vault import Vault
 from sprx_tui.drafts import KeptFieldsModal
 from sprx_tui.screens.contact import ContactScreen, draft_key
 from sprx_tui.screens.directory import DirectoryScreen, SuggestChangeModal
@@ -36,7 +35,7 @@ from sprx_tui.screens.today import TodayScreen
 from sprx_tui.screens.unlock import UnlockScreen
 from sprx_tui.widgets.goal_list import GoalList
 from sync import hlc as hlc_mod
-from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
+from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock, quick_unlock
 from tests.tui.settling import settle
 
 # Every test here locks and unlocks through the screen, where drafts are offered back.
@@ -52,8 +51,7 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def make_app(vault: Path, **config: Any) -> SprxApp:
     """The real app, started on the vault already unlocked (the unlocks after a lock go through the screen)."""
-    opened = Vault(vault)
-    opened.unlock(bytearray(PASSPHRASE.encode()))
+    opened = quick_unlock(vault)
     app = SprxApp(vault, clock=frozen_clock, config=Config(**config), store=open_store(opened, clock=frozen_clock))
     app.animation_level = "none"
     return app
@@ -483,8 +481,7 @@ def _stamp(minutes_before: int) -> int:
 def write_conflict(vault_path: Path) -> tuple[str, str, str]:
     """Enrol the (locked) vault with a made-up server and open one goal-text conflict, as test_snapshots_sync
     does without a server; returns (goal id, person id, the other laptop's text)."""
-    vault = Vault(vault_path)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(vault_path)
     store = open_store(vault, clock=frozen_clock)
     theirs = "Go to the Tuesday walking group with her neighbour"
     try:

@@ -30,14 +30,13 @@ from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.models import SyncConflict, SyncRejected
 from sprx_tui.core.store import CaseStore, open_store, set_state
-from sprx_tui.core.vault import Vault
 from sprx_tui.screens.caseload import CaseloadScreen
 from sprx_tui.screens.directory import DirectoryScreen
 from sprx_tui.screens.person import PersonScreen
 from sprx_tui.screens.plan import PlanFormModal, PlanScreen
 from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sync import hlc as hlc_mod
-from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
+from tests.tui.conftest import FROZEN_NOW, frozen_clock, quick_unlock
 from tests.tui.settling import open_area, settle, wait_until
 
 SIZE = (120, 40)
@@ -102,8 +101,7 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseStore]:
     dest = tmp_path_factory.mktemp("inert") / "vault"
     shutil.copytree(demo_vault_template, dest)
-    vault = Vault(dest)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(dest)
     opened = open_store(vault, clock=frozen_clock)
     yield opened
     vault.lock()

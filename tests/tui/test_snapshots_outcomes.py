@@ -14,9 +14,8 @@ from textual.pilot import Pilot
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore, open_store
-from sprx_tui.core.vault import Vault
 from sprx_tui.screens.person import PersonScreen
-from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.conftest import frozen_clock, quick_unlock
 from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
@@ -34,8 +33,7 @@ def outcome_store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFa
     """The demo vault plus one synthetic person with fixed measures (one of them incomplete). Nothing saves here."""
     dest = tmp_path_factory.mktemp("outcome-snapshots") / "vault"
     shutil.copytree(demo_vault_template, dest)
-    vault = Vault(dest)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(dest)
     store = open_store(vault, clock=frozen_clock)
     svc = store.service
     person = svc.add_person(given_name="Olive", family_name="Sample", date_of_birth=dt.date(1948, 2, 2))

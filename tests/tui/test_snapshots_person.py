@@ -13,8 +13,7 @@ from textual.pilot import Pilot
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore, open_store
-from sprx_tui.core.vault import Vault
-from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.conftest import frozen_clock, quick_unlock
 from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
@@ -31,8 +30,7 @@ def person_store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFac
     """A private copy of the demo vault where one person's timeline shows an amendment and an error."""
     dest = tmp_path_factory.mktemp("person-snapshots") / "vault"
     shutil.copytree(demo_vault_template, dest)
-    vault = Vault(dest)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(dest)
     store = open_store(vault, clock=frozen_clock)
     entries = store.queries.timeline(flagged_person(store))
     store.service.amend_contact(entries[0].contact.id, "Son was also there and agreed to help.", "Detail missed")

@@ -13,8 +13,7 @@ from textual.pilot import Pilot
 from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.store import CaseStore, open_store
-from sprx_tui.core.vault import Vault
-from tests.tui.conftest import PASSPHRASE, frozen_clock
+from tests.tui.conftest import frozen_clock, quick_unlock
 from tests.tui.settling import settle
 
 SIZES = [(80, 24), (120, 40)]
@@ -36,8 +35,7 @@ def snapshot_vault(demo_vault_template: Path, tmp_path_factory: pytest.TempPathF
 @pytest.fixture(scope="module")
 def snapshot_store(snapshot_vault: Path) -> Iterator[CaseStore]:
     """One unlocked store shared by the data screens; nothing here writes to it."""
-    vault = Vault(snapshot_vault)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(snapshot_vault)
     yield open_store(vault, clock=frozen_clock)
     vault.lock()
 

@@ -23,9 +23,8 @@ from sprx_tui.app import SprxApp
 from sprx_tui.config import Config
 from sprx_tui.core.models import Goal, Person, SyncConflict, SyncRejected
 from sprx_tui.core.store import DEMO_MARK, CaseStore, open_store, set_state
-from sprx_tui.core.vault import Vault
 from sync import hlc as hlc_mod
-from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
+from tests.tui.conftest import FROZEN_NOW, frozen_clock, quick_unlock
 from tests.tui.settling import settle, wait_until
 
 SIZES = [(80, 24), (120, 40)]
@@ -40,8 +39,7 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _open_copy(template: Path, dest: Path) -> CaseStore:
     shutil.copytree(template, dest)
-    vault = Vault(dest)
-    vault.unlock(bytearray(PASSPHRASE.encode()))
+    vault = quick_unlock(dest)
     return open_store(vault, clock=frozen_clock)
 
 

@@ -57,3 +57,23 @@ def test_a_workaround_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(hacks.OFF_VARIABLE, "all")
     monkeypatch.setattr(hacks, "SWITCHED_OFF", hacks._switched_off())
     assert not any(hacks.active(name) for name in hacks.HACKS)
+
+
+def test_a_css_source_is_parsed_once_per_process_for_the_same_variables() -> None:
+    from textual.css.stylesheet import Stylesheet
+
+    if not hacks.share_css_parse_cache():
+        pytest.skip("shared_css_parse is not active on this Textual (or switched off)")
+    css = "Static.shared-parse-probe { color: $accent; }"
+    first, second = Stylesheet(variables={"accent": "red"}), Stylesheet(variables={"accent": "red"})
+    for sheet in (first, second):
+        sheet.add_source(css, read_from=("probe", "CSS"))
+    assert first.rules[0] is second.rules[0]  # the second sheet did not parse it again
+    other = Stylesheet(variables={"accent": "blue"})
+    other.add_source(css, read_from=("probe", "CSS"))
+    assert other.rules[0] is not first.rules[0]  # other variables: parsed for them
+    assert str(other.rules[0].styles.color) != str(first.rules[0].styles.color)
+    broken = Stylesheet(variables={"accent": "red"})
+    broken.add_source("Static { color: ; }", read_from=("probe", "BROKEN"))
+    with pytest.raises(Exception, match="(?i)css|parse|error"):
+        broken.parse()
