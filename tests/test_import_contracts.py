@@ -57,6 +57,7 @@ def test_the_contracts_hold() -> None:
     assert " 0 broken." in done.stdout.split("Contracts:")[-1].splitlines()[0]
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 def test_each_contract_fails_when_a_forbidden_import_is_added(tmp_path: Path) -> None:
     _copy(tmp_path)
     assert _lint(tmp_path).returncode == 0

@@ -262,6 +262,7 @@ def test_saving_a_contact_looks_up_only_that_persons_follow_ups(core_store) -> N
     ), follow_up_plans
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 def test_0004_downgrades_and_upgrades_again_with_every_row(old_vault: tuple[Path, dict[str, list[tuple]]]) -> None:
     path, first_rows = old_vault
     vault = Vault(path)
@@ -319,6 +320,7 @@ def outbox_pending(engine: Engine) -> tuple[int, int]:
     return int(kept), int(counted)
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 def test_0005_keeps_the_pending_count_through_writes_acks_and_deletes(
     old_vault: tuple[Path, dict[str, list[tuple]]],
 ) -> None:

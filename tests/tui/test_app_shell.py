@@ -608,6 +608,7 @@ async def test_f1_lists_the_current_screens_keys(unlocked_store: CaseStore, demo
         assert isinstance(app.screen, CaseloadScreen)
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_palette_has_no_screenshot_and_finds_people(unlocked_store: CaseStore, demo_vault: Path) -> None:
     person = unlocked_store.queries.caseload(limit=1)[0][0]
     app = make_app(demo_vault, store=unlocked_store)
@@ -630,6 +631,7 @@ async def test_palette_has_no_screenshot_and_finds_people(unlocked_store: CaseSt
         assert opened == [person.id]
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_palette_offers_lock_and_area_switching(unlocked_store: CaseStore, demo_vault: Path) -> None:
     app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
@@ -690,6 +692,7 @@ async def test_settings_explain_bad_values_and_save(
         assert isinstance(app.screen, TodayScreen)
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_change_passphrase_from_settings(unlocked_store: CaseStore, demo_vault: Path) -> None:
     app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:

@@ -70,6 +70,7 @@ def test_detail_shows_postcode_opening_times_and_eligibility(fmt: str, tmp_path:
         assert (rows["Opening"], rows["Eligibility"]) == ("Thursdays and Fridays 10:00–18:00", "Ages 12 to 100")
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_withdrawn_service_is_not_offered_for_referral(unlocked_store: CaseStore, tmp_path: Path) -> None:
     (tmp_path / "three.json").write_text(json.dumps(derived(3)))
     (tmp_path / "two.json").write_text(json.dumps(derived(2)))

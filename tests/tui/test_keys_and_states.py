@@ -61,6 +61,7 @@ async def test_area_keys_show_their_area_over_a_record_and_esc_comes_back(unlock
         assert isinstance(app.screen, CaseloadScreen)  # nothing further back
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_person_opened_from_the_palette_does_not_hide_today(unlocked_store: CaseStore) -> None:
     person_id = unlocked_store.queries.caseload(limit=1)[0][0].id
     app = make_app(unlocked_store)
@@ -83,6 +84,7 @@ async def test_a_person_opened_from_the_palette_does_not_hide_today(unlocked_sto
         assert "records" not in app._area_modes
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_directory_search_with_no_matches_clears_the_list_and_refers_nobody(unlocked_store: CaseStore) -> None:
     from textual.widgets import DataTable, Static
 
@@ -114,6 +116,7 @@ async def test_a_directory_search_with_no_matches_clears_the_list_and_refers_nob
         assert unlocked_store.queries.onward_referrals(rows[0].id) == []
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_home_end_and_page_keys_move_in_every_list(unlocked_store: CaseStore) -> None:
     from textual.widgets import DataTable
 
@@ -179,6 +182,7 @@ async def test_tick_boxes_and_radio_choices_show_their_state_in_characters(unloc
         assert shown(high).startswith("(•) High") and shown(calm).startswith("( ) Calm")
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_the_contact_m_and_e_act_on_is_marked_and_named_in_their_dialogs(unlocked_store: CaseStore) -> None:
     from textual.widgets import Static
 
@@ -216,6 +220,7 @@ async def test_the_contact_m_and_e_act_on_is_marked_and_named_in_their_dialogs(u
 # -- 8. the smaller items ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_an_enter_typed_before_the_unlock_screen_appears_unlocks(demo_vault: Path) -> None:
     """Typed before the terminal is in raw mode, Enter arrives as a newline (CR becomes LF): ctrl+j to Textual."""
     from textual.widgets import Input
@@ -278,6 +283,7 @@ async def test_at_80x24_lists_drop_whole_columns_and_the_caseload_says_overdue(u
         assert len(shown_labels(pilot.app.screen.query_one("#caseload", TextTable))) == 7
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_blank_minutes_box_saves_no_minutes_and_none_are_shown(unlocked_store: CaseStore) -> None:
     from sprx_tui.core import fhir
     from sprx_tui.screens.contact import ContactScreen
@@ -362,6 +368,7 @@ def line_contrast(widget: Any, y: int, *, monochrome: bool) -> float:
     return worst
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 @pytest.mark.parametrize("theme", ["no_color", "high_contrast"])
 async def test_selected_and_focused_styles_keep_their_contrast(
     unlocked_store: CaseStore, monkeypatch: pytest.MonkeyPatch, theme: str
@@ -401,6 +408,7 @@ async def test_selected_and_focused_styles_keep_their_contrast(
         assert line_contrast(box, 0, monochrome=no_color) >= 4.5  # a focused tick box and its label
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_help_explains_the_flag_marks_where_they_are_shown(unlocked_store: CaseStore) -> None:
     from textual.widgets import Static
 
@@ -420,6 +428,7 @@ async def test_help_explains_the_flag_marks_where_they_are_shown(unlocked_store:
                 await press(pilot, "escape")
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_new_person_is_a_record_too_so_area_keys_still_show_their_area(unlocked_store: CaseStore) -> None:
     from textual.widgets import Input
 
@@ -444,6 +453,7 @@ async def test_a_new_person_is_a_record_too_so_area_keys_still_show_their_area(u
         assert isinstance(app.screen, CaseloadScreen)  # where the form was opened
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_today_keeps_its_focus_and_tab_order_after_a_person(unlocked_store: CaseStore) -> None:
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
@@ -485,6 +495,7 @@ async def test_a_newline_typed_before_the_first_run_screen_appears_moves_on(tmp_
         assert app.focused is app.screen.query_one("#again", Input)  # as Enter does: on to the second box
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_at_80x24_onward_referrals_keep_their_dates_and_outcome(unlocked_store: CaseStore) -> None:
     from sprx_tui.core.models import ONWARD_OUTCOMES
     from sprx_tui.formats import fmt_date

@@ -69,6 +69,7 @@ async def save_and_wait_for_person(pilot: Any, app: SprxApp) -> PersonScreen:
     return app.screen  # type: ignore[return-value]
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_new_person_from_the_palette_is_a_self_referral_and_is_in_the_caseload_filter(
     unlocked_store: CaseStore,
 ) -> None:
@@ -93,6 +94,7 @@ async def test_new_person_from_the_palette_is_a_self_referral_and_is_in_the_case
         assert list(caseload.query_one("#caseload").rows) == [person.id]
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_new_person_from_the_caseload_key_a(unlocked_store: CaseStore) -> None:
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
@@ -211,6 +213,7 @@ async def test_update_phone_and_add_then_remove_a_safety_flag_with_reasons(unloc
         assert {("safety_flag_change", "added animals"), ("safety_flag_change", "removed animals")} <= details
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_a_half_typed_new_person_is_restored_from_its_draft(unlocked_store: CaseStore) -> None:
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:

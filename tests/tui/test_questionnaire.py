@@ -204,6 +204,7 @@ async def test_swemwbs_scores_raw_to_metric_and_shows_copyright(unlocked_store: 
         assert (row.complete, row.score["total"], row.score["metric"]) == (True, 23, 20.73)
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_health_use_counts_are_typed_then_entered(unlocked_store: CaseStore) -> None:
     person_id = new_person(unlocked_store)
     app = make_app(unlocked_store)
@@ -235,6 +236,7 @@ async def test_health_use_counts_are_typed_then_entered(unlocked_store: CaseStor
         assert row.responses == {"gp_appointments": 14, "ae_attendances": 0} and row.complete
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_escape_asks_before_throwing_answers_away(unlocked_store: CaseStore) -> None:
     person_id = new_person(unlocked_store)
     app = make_app(unlocked_store)
@@ -287,6 +289,7 @@ async def test_incomplete_ucla_is_stored_unscored(unlocked_store: CaseStore) -> 
         assert "Baseline*" in text and "Total (3–9) ↓     –          –" in text
 
 
+@pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
 async def test_command_palette_starts_a_measure(unlocked_store: CaseStore) -> None:
     person_id = new_person(unlocked_store)
     app = make_app(unlocked_store)
