@@ -16,6 +16,7 @@ import dataclasses
 import datetime as dt
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,11 +178,12 @@ def set_aside_sentence(n: int) -> str:
 
 _LAST_SYNC: dict[str, dict[str, str | None]] = {}
 """Per vault: the newest last-sync keys not yet written to it (see _record_last_sync)."""
-_STORED_LAST: dict[tuple[str, int], tuple[str | None, str | None]] = {}
+_STORED_LAST: dict[tuple[str, int], tuple[weakref.ref[CaseStore], str | None, str | None]] = {}
 """Per vault (path and open store): the last-sync status and time its sync_state holds, as last read or written
-here, so an everyday sync need not read them back to find it has nothing to write. Another process syncing the
-same vault meanwhile (``sprx sync`` beside the app) is noticed at the latest LAST_SYNC_PERSIST_S later, when the
-time is due to be written anyway: the staleness a restart could already show."""
+here, so an everyday sync need not read them back to find it has nothing to write. An entry holds a weak
+reference to its store and counts only for that very store (a later store can be given a closed one's id()).
+Another process syncing the same vault meanwhile (``sprx sync`` beside the app) is noticed at the latest
+LAST_SYNC_PERSIST_S later, when the time is due to be written anyway: the staleness a restart could already show."""
 LAST_SYNC_PERSIST_S = 600
 """A run of unchanged syncs writes its time to the vault at most this often."""
 
@@ -196,7 +198,7 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
     (``moved``) does not matter: what moved is already committed, each page with its position.
     """
     key = _vault_key(store)
-    known = _STORED_LAST.get((key, id(store)))
+    known = _stored_last(store, key)
     if known is not None and not _due(known[0], known[1], values):
         _LAST_SYNC[key] = dict(values)
         return
@@ -206,14 +208,25 @@ def _record_last_sync(store: CaseStore, values: dict[str, str | None], *, moved:
             if _due(stored.get(K_LAST_STATUS), stored.get(K_LAST_AT), values):
                 write_state(s, values)
                 _LAST_SYNC.pop(key, None)
-                _STORED_LAST[(key, id(store))] = (values.get(K_LAST_STATUS), values.get(K_LAST_AT))
+                _STORED_LAST[(key, id(store))] = (weakref.ref(store), values.get(K_LAST_STATUS), values.get(K_LAST_AT))
                 return
-            _STORED_LAST[(key, id(store))] = (stored.get(K_LAST_STATUS), stored.get(K_LAST_AT))
+            _STORED_LAST[(key, id(store))] = (weakref.ref(store), stored.get(K_LAST_STATUS), stored.get(K_LAST_AT))
     except Exception as exc:
         if not is_disk_full(exc, store.vault.path):
             raise
         # No room to write it (the sync said so): kept in memory, which sync_status reads, until there is.
     _LAST_SYNC[key] = dict(values)
+
+
+def _stored_last(store: CaseStore, key: str) -> tuple[str | None, str | None] | None:
+    """What this store's vault holds as its last sync, as last read or written here; None if not known."""
+    entry = _STORED_LAST.get((key, id(store)))
+    if entry is None:
+        return None
+    if entry[0]() is not store:  # a store since closed had this id(): its knowledge is not this one's
+        del _STORED_LAST[(key, id(store))]
+        return None
+    return entry[1], entry[2]
 
 
 def _due(old_status: str | None, old_at: str | None, values: dict[str, str | None]) -> bool:
