@@ -125,10 +125,10 @@ class OutcomesLoaded(Message):
 
 @dataclass
 class SummaryPreviewed(Message):
-    """The GP closing summary as it would be written (or the refusal sentence)."""
+    """The GP closing summary of an episode that had ended already, as it would be written (or the refusal
+    sentence). An episode ended in the discharge dialog is previewed there (`DischargeModal`)."""
 
     text: str
-    ended: str | None = None  # the reason, when the episode was ended just now (the record is re-read after)
 
 
 @dataclass
@@ -933,15 +933,22 @@ class PersonScreen(Screen[None]):
             self._preview_summary(self.store, self.person_id)
             return
 
+        store, person_id = self.store, self.person_id
+
         def answered(result: tuple[str, str] | None) -> None:
             if result == DischargeModal.MEASURE:
                 self._measure_then_discharge()
+                return
+            if modal.ended is not None:  # ended in the dialog; its second step, the summary, was closed
+                self._record_changed(RecordChanged(("header", "referrals"), f"Episode ended: {modal.ended}"))
+                if result is not None and result[0] == DischargeModal.WRITE:
+                    self._write_summary(store, person_id, result[1])
 
-        store, person_id = self.store, self.person_id
         modal = DischargeModal(
             person.display_name,
             person.consent_gp_sharing,
-            on_save=lambda reason, note: self._discharge(store, person_id, reason, note),
+            end_episode=lambda reason, note: self._end_episode(store, person_id, reason, note),
+            default_path=self._summary_path(),
         )
         self.app.push_screen(modal, answered)
 
@@ -958,12 +965,14 @@ class PersonScreen(Screen[None]):
 
         self.app.push_screen(MeasureChooser(self.person_id, None), chosen)
 
-    @work(thread=True, group="person-write", exit_on_error=False)
-    def _discharge(self, store: Any, person_id: str, reason: str, note: str) -> None:
+    @staticmethod
+    def _end_episode(store: Any, person_id: str, reason: str, note: str) -> tuple[str, str]:
+        """End the episode; the GP summary's preview and the sharing it was made for (run by the discharge
+        dialog's worker thread). The record under the dialog is re-read when it closes."""
         store.service.discharge(person_id, reason, note)
-        # The preview is what the worker looks at next; the record under it is re-read when it closes.
         summary = export.closing_summary(store, person_id, audit=False)
-        self.post_message(SummaryPreviewed(export.render_closing_summary(summary), DISCHARGE_REASONS[reason]))
+        sharing = "none" if isinstance(summary, str) else summary["consent"]
+        return export.render_closing_summary(summary), sharing
 
     @work(thread=True, group="person-summary", exit_on_error=False)
     def _preview_summary(self, store: Any, person_id: str) -> None:
@@ -971,24 +980,21 @@ class PersonScreen(Screen[None]):
         summary = export.closing_summary(store, person_id, audit=False)
         self.post_message(SummaryPreviewed(export.render_closing_summary(summary)))
 
+    def _summary_path(self) -> str:
+        return f"~/gp-summary-{self.today.isoformat()}.fhir.json"  # no name or number in a file name
+
     @on(SummaryPreviewed)
     def _summary_previewed(self, message: SummaryPreviewed) -> None:
         person = self.person
         sharing = person.consent_gp_sharing if person is not None else "full"
-        default = f"~/gp-summary-{self.today.isoformat()}.fhir.json"  # no name or number in a file name
+        default = self._summary_path()
         store, person_id = self.store, self.person_id
 
         def answered(path: str | None) -> None:
-            if message.ended:
-                self._record_changed(RecordChanged(("header", "referrals"), f"Episode ended: {message.ended}"))
             if path:
                 self._write_summary(store, person_id, path)
 
-        modal = GpSummaryModal(message.text, sharing, default, ended=message.ended)
-        with self.app.batch_update():
-            if isinstance(self.app.screen, DischargeModal):
-                self.app.pop_screen()  # the discharge dialog gives way to the preview in one screen change
-            self.app.push_screen(modal, answered)
+        self.app.push_screen(GpSummaryModal(message.text, sharing, default), answered)
 
     @work(thread=True, group="person-summary-write", exit_on_error=False)
     def _write_summary(self, store: Any, person_id: str, path: str) -> None:
@@ -1025,6 +1031,4 @@ class PersonScreen(Screen[None]):
         if event.state == WorkerState.ERROR:
             for widget in self.query("DataTable, ContactTimeline, #plan-pane-body, PersonHeader, OutcomesPanel"):
                 widget.loading = False
-            if isinstance(self.app.screen, DischargeModal):
-                self.app.screen.saving = False  # the episode did not end: the dialog and its note stay
             worker_error(self, event)

@@ -16,7 +16,13 @@ from sprx_tui.core import reports
 from sprx_tui.core.export import CONSENT_REFUSED
 from sprx_tui.core.store import CaseStore
 from sprx_tui.screens.directory import DirectoryScreen
-from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, OnwardReferralModal, WithdrawOnwardModal
+from sprx_tui.screens.episode import (
+    DischargeModal,
+    GpSummaryModal,
+    GpSummaryPreview,
+    OnwardReferralModal,
+    WithdrawOnwardModal,
+)
 from sprx_tui.screens.forms import FormField
 from sprx_tui.screens.person import PersonScreen
 from tests.tui.conftest import FROZEN_NOW
@@ -47,19 +53,25 @@ def new_person(store: CaseStore, consent: str) -> str:
     return p.id
 
 
-async def discharge(app: Any, pilot: Pilot[Any], person_id: str, *keys: str) -> GpSummaryModal:
-    """On the person: D, choose with `keys`, Ctrl+S; the GP summary preview follows."""
+async def discharge(app: Any, pilot: Pilot[Any], person_id: str, *keys: str) -> GpSummaryPreview:
+    """On the person: D, choose with `keys`, Ctrl+S; the GP summary preview follows in the same dialog, its
+    first step hidden and a final measure no longer offered."""
     screen = await open_person(app, pilot, person_id)
     await pilot.press("D")
     await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
+    modal = app.screen
     await pilot.press(*keys, "ctrl+s")
-    await wait_until(pilot, lambda: isinstance(app.screen, GpSummaryModal), what="the summary preview")
+    await wait_until(pilot, lambda: modal.summary is not None, what="the summary preview")
+    assert app.screen is modal and modal.summary is not None and modal.summary.display
+    assert not modal.query_one("#choice").display
+    await pilot.press("ctrl+t")  # too late for a final measure: nothing happens
+    assert app.screen is modal
     assert screen.person is not None
-    return app.screen
+    return modal.summary
 
 
-def preview_text(modal: GpSummaryModal) -> str:
-    return str(modal.query_one("#preview-text").render())
+def preview_text(summary: GpSummaryModal | GpSummaryPreview) -> str:
+    return str(summary.query_one("#preview-text").render())
 
 
 async def test_onward_referral_with_need_and_consent_then_withdrawn(unlocked_store: CaseStore) -> None:
@@ -155,7 +167,7 @@ async def test_discharge_codes_only_shows_and_writes_no_names(unlocked_store: Ca
         modal.query_one("#path", Input).value = missing
         await pilot.press("ctrl+s")
         await settle(pilot)
-        assert app.screen is modal and modal.query_one("#path", Input).value == missing
+        assert app.screen is modal.screen and modal.query_one("#path", Input).value == missing
         assert modal.query_one(FormField).error.startswith("The folder for the export does not exist")
         modal.query_one("#path", Input).value = str(tmp_path / "codes.fhir.json")
         await pilot.press("ctrl+s")
@@ -173,7 +185,7 @@ async def test_discharge_without_consent_shows_only_the_refusal(unlocked_store: 
         assert preview_text(modal) == CONSENT_REFUSED
         assert not modal.query("#path") and not modal.query("#save")
         await pilot.press("ctrl+s")  # nothing to write
-        assert app.screen is modal
+        assert app.screen is modal.screen
         await pilot.press("escape")
         await wait_until(pilot, lambda: isinstance(app.screen, PersonScreen))
     [referral] = unlocked_store.queries.referrals(person_id)
@@ -223,3 +235,30 @@ async def test_a_discharge_that_fails_keeps_the_dialog_and_its_note(unlocked_sto
         )
         await wait_until(pilot, lambda: not modal.saving, what="Save enabled again")
         assert app.screen is modal and modal.words == "Moving to Wales"
+
+
+async def test_consent_withdrawn_while_the_dialog_was_open_shows_only_the_refusal(
+    unlocked_store: CaseStore, tmp_path: Path
+) -> None:
+    """The dialog's second step is composed for the consent known when it opened (full here); the summary made
+    after the discharge decides: consent withdrawn meanwhile (say, by sync) shows the refusal, nothing to write."""
+    person_id = new_person(unlocked_store, "full")
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await open_person(app, pilot, person_id)
+        await pilot.press("D")
+        await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
+        modal = app.screen
+        unlocked_store.service.update_person(person_id, consent_gp_sharing="none")
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: modal.summary is not None, what="the summary preview")
+        summary = modal.summary
+        assert preview_text(summary) == CONSENT_REFUSED
+        assert not summary.query("#path") and not summary.query("#save")
+        assert "Nothing:" in str(summary.query_one(".muted").render())
+        await wait_until(pilot, lambda: app.focused is summary.query_one("#cancel"), what="Close focused")
+        await pilot.press("ctrl+s")  # nothing to write
+        assert app.screen is modal
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: isinstance(app.screen, PersonScreen))
+    assert not list(tmp_path.rglob("*.json"))

@@ -14,6 +14,7 @@ from textual.pilot import Pilot
 
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import Vault
+from sprx_tui.screens.episode import DischargeModal
 from tests.tui.conftest import FROZEN_NOW, PASSPHRASE, frozen_clock
 from tests.tui.settling import settle, wait_until
 from tests.tui.test_snapshots_person import SIZE_IDS, SIZES, make_app
@@ -26,14 +27,21 @@ def _config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def episode_store(demo_vault_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CaseStore]:
-    """Two synthetic people of our own: one in an episode, one discharged who shares codes only."""
+    """Synthetic people of our own: one in an episode, one discharged who shares codes only, and one in an
+    episode who shares codes only for each size of the discharge-then-preview snapshot (it ends theirs)."""
     dest = tmp_path_factory.mktemp("episode-snapshots") / "vault"
     shutil.copytree(demo_vault_template, dest)
     vault = Vault(dest)
     vault.unlock(bytearray(PASSPHRASE.encode()))
     store = open_store(vault, clock=frozen_clock)
     svc = store.service
-    for given, consent, nhs in (("Active", "full", "9434765919"), ("Closed", "codes_only", "9449305552")):
+    people = (
+        ("Active", "full", "9434765919"),
+        ("Closed", "codes_only", "9449305552"),
+        ("Endingsmall", "codes_only", "9434765900"),
+        ("Endinglarge", "codes_only", "9434765927"),
+    )
+    for given, consent, nhs in people:
         p = svc.add_person(
             given_name=given,
             family_name="Snapshotperson",
@@ -82,6 +90,32 @@ def test_discharge_dialog(snap_compare: Any, episode_store: CaseStore, size: tup
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_gp_summary_preview_codes_only(snap_compare: Any, episode_store: CaseStore, size: tuple[int, int]) -> None:
     run_before = press_d(episode_store, "Closed")  # ended already: D offers the summary
+    assert snap_compare(make_app(episode_store), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
+def test_discharge_then_its_preview_in_the_same_dialog(
+    snap_compare: Any, episode_store: CaseStore, size: tuple[int, int]
+) -> None:
+    """Ctrl+S in the discharge dialog (goals met): the episode ends and the dialog's second step shows the
+    GP closing summary's preview (codes only: no name), the path, Write and Not now."""
+    person_id = person_named(episode_store, "Endingsmall" if size == SIZES[0] else "Endinglarge")
+
+    async def run_before(pilot: Pilot[Any]) -> None:
+        await settle(pilot)
+        pilot.app.open_person(person_id)  # type: ignore[attr-defined]
+        await settle(pilot)
+        await wait_until(pilot, lambda: getattr(pilot.app.screen, "person", None) is not None, what="the person")
+        await pilot.press("D")
+        await wait_until(pilot, lambda: isinstance(pilot.app.screen, DischargeModal), what="the dialog")
+        dialog = pilot.app.screen
+        await pilot.press("ctrl+s")
+        await wait_until(pilot, lambda: dialog.summary is not None, what="the preview")
+        await wait_until(pilot, lambda: pilot.app.focused is dialog.query_one("#path"), what="the path focused")
+        for _ in range(2):
+            await pilot.pause()
+        await settle(pilot)
+
     assert snap_compare(make_app(episode_store), terminal_size=size, run_before=run_before)
 
 

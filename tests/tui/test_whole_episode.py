@@ -23,7 +23,6 @@ from sprx_tui.screens.contact import ContactScreen
 from sprx_tui.screens.directory import DirectoryScreen
 from sprx_tui.screens.episode import (
     DischargeModal,
-    GpSummaryModal,
     OnwardReferralModal,
     ReasonChoiceModal,
     WithdrawOnwardModal,
@@ -254,9 +253,10 @@ async def test_a_whole_episode_from_self_referral_to_the_gp_letter_by_keys(
         # 6. Discharge (goals met), and the preview of what the GP will get: codes only, no names.
         await pilot.press("D")
         await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
+        dialog = app.screen
         await pilot.press("ctrl+s")
-        await wait_until(pilot, lambda: isinstance(app.screen, GpSummaryModal), what="the summary preview")
-        modal = app.screen
+        await wait_until(pilot, lambda: dialog.summary is not None, what="the summary preview, in the same dialog")
+        modal = dialog.summary
         text = preview_text(modal)
         for private in (GIVEN, FAMILY, "keen on walking", "Wants company", "Meets Tuesdays", "960202"):
             assert private not in text, private
