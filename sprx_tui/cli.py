@@ -364,7 +364,13 @@ def cmd_enrol(args: argparse.Namespace) -> int:
 class _Bars:
     """One tqdm bar at a time on stderr (phases run one after another); off when stderr is not a terminal."""
 
-    LABELS = {"push": "Sending changes", "pull": "Receiving updates", "snapshot": "Receiving caseload"}
+    LABELS = {
+        "push": "Sending changes",
+        "pull": "Receiving updates",
+        "snapshot": "Receiving caseload",
+        "read": "Reading the directory",
+        "write": "Writing services",
+    }
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -456,10 +462,15 @@ def cmd_directory_import(args: argparse.Namespace) -> int:
         # An enrolled laptop's directory comes from the practice server: a local import may add and
         # update, but withdrawing is the server's to do (its full imports reach this laptop by sync).
         enrolled = is_enrolled(store)
+        bars = _Bars()
         try:
-            result = import_directory(store, path, full=not args.partial and not enrolled, source=args.source or "")
+            result = import_directory(
+                store, path, full=not args.partial and not enrolled, source=args.source or "", progress=bars
+            )
         except HsdsError as exc:
             raise CliError(str(exc)) from None
+        finally:
+            bars.close()
     finally:
         store.vault.lock()
     for p in result.problems:

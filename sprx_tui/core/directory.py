@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import statistics
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,7 @@ def import_directory(
     full: bool = True,
     source: str = "",
     today: dt.date | None = None,
+    progress: Callable[[str, int, int | None], None] | None = None,
 ) -> ImportResult:
     """Add, update and withdraw directory entries from any supported package or file, in one transaction.
 
@@ -179,8 +181,13 @@ def import_directory(
     of this source it no longer holds inactive with today's date; `full=False` (--partial) changes
     only what it holds. Fields the source does not state keep their stored values.
     Raises HsdsError (a plain sentence) only when nothing at the path can be read.
+    `progress(phase, done, total)` hears "read" (the package, total unknown) and then "write" (entries
+    written of those to add, update or withdraw), as the command line's progress bar wants.
     """
+    report = progress or _no_progress
+    report("read", 0, None)
     records, problems, fmt = read_directory(path, practice_id=store.actor.practice_id, source=source)
+    report("read", len(records), len(records))
     table = CommunityService.__table__  # type: ignore[attr-defined]
     columns = [table.c[f] for f in ("id", *_SYNCED_FIELDS)]
     day = today or store.queries.today()
@@ -194,7 +201,11 @@ def import_directory(
             full = False  # a package that yields nothing must not withdraw the whole directory
         plan = plan_import(records, existing, full=full, source=source, today=day, problems=problems)
         by_id = {r.id: r for r in records}
-        if plan.inserts:
+        total = len(plan.inserts) + len(plan.updates) + len(plan.withdrawals)
+        done = 0
+        report("write", done, total)
+        for start in range(0, len(plan.inserts), _WRITE_BATCH):
+            batch = plan.inserts[start : start + _WRITE_BATCH]
             s.execute(
                 sa.insert(table),
                 [
@@ -204,14 +215,19 @@ def import_directory(
                         **{f: _local(f, v) for f, v in values.items()},
                         "search_text": search_text_for(by_id[sid]),
                     }
-                    for sid, values in plan.inserts
+                    for sid, values in batch
                 ],
             )
+            done += len(batch)
+            report("write", done, total)
         for sid, changes in [*plan.updates, *plan.withdrawals]:
             merged = {**existing[sid], **changes}
             values = {f: _local(f, v) for f, v in changes.items()}
             values["search_text"] = search_text_for(ServiceRecord(**_record_args(sid, merged)))
             s.execute(sa.update(table).where(table.c.id == sid).values(values))
+            done += 1
+            if done % _WRITE_BATCH == 0 or done == total:
+                report("write", done, total)
         store.service.record_event(
             "IMPORT",
             detail=(
@@ -229,6 +245,14 @@ def import_directory(
         lines=tuple(report_lines(plan, fmt, source)),
         format=fmt,
     )
+
+
+_WRITE_BATCH = 500
+"""Entries written between two progress reports (inserts go in batches of this many)."""
+
+
+def _no_progress(phase: str, done: int, total: int | None) -> None:
+    return None
 
 
 def _record_args(sid: str, values: dict[str, Any]) -> dict[str, Any]:

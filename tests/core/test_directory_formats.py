@@ -183,3 +183,23 @@ def test_an_enrolled_laptop_never_withdraws_locally(
         "Partial import: services not in this file were left as they are.\n"
     )
     assert "This laptop gets its directory from the practice server, so nothing was withdrawn here.\n" in out
+
+
+def test_an_import_reports_its_progress_to_the_last_entry(core_store: CaseStore, tmp_path: Path) -> None:
+    """`sprx directory import` draws a bar from these reports: reading, then every entry written."""
+    heard: list[tuple[str, int, int | None]] = []
+    n = 1_200  # more than two batches of inserts
+    first = directory.import_directory(
+        core_store, write_list(tmp_path / "many.json", derived(n)), progress=lambda *a: heard.append(a)
+    )
+    assert first.added == n
+    assert heard[0] == ("read", 0, None) and heard[1] == ("read", n, n)
+    writes = [(done, total) for phase, done, total in heard if phase == "write"]
+    assert writes[0] == (0, n) and writes[-1] == (n, n) and len(writes) >= 3
+    assert [d for d, _ in writes] == sorted(d for d, _ in writes)  # it only moves forward
+    heard.clear()
+    fewer = directory.import_directory(
+        core_store, write_list(tmp_path / "fewer.json", derived(n - 1)), progress=lambda *a: heard.append(a)
+    )
+    assert (fewer.withdrawn, fewer.unchanged) == (1, n - 1)
+    assert [(d, t) for p, d, t in heard if p == "write"][-1] == (1, 1)  # the withdrawal, reported
