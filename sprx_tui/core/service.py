@@ -134,6 +134,16 @@ class _Txn:
     audit: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
+def _delete_base(row: Synced) -> int | None:
+    """The server version a deletion is based on: the row's, or while a resync refreshes it (server_seq -1,
+    see VaultSyncAdapter.begin_snapshot) the newest server write its fields hold, which decides the same edits
+    concurrent with it. Never -1: the server refuses a negative base, and the whole batch with it."""
+    if row.server_seq is None or row.server_seq >= 0:
+        return row.server_seq
+    seqs = [m.get("seq") for m in (row.field_meta or {}).values() if isinstance(m, dict)]
+    return max((int(q) for q in seqs if isinstance(q, int) and q >= 0), default=None)
+
+
 def search_text_for(person: Person) -> str:
     """What the caseload filter matches: names, NHS number and postcode without spaces."""
     parts = [
@@ -372,7 +382,7 @@ class CaseService:
             row_id=row.id,
             person_id=row.person_id,
             op="delete",
-            fields={"_deleted": {"v": True, "hlc": stamp, "base_seq": row.server_seq}},
+            fields={"_deleted": {"v": True, "hlc": stamp, "base_seq": _delete_base(row)}},
         )
 
     def _outbox(self, txn: _Txn, *, gated: bool = False, **kwargs: Any) -> None:

@@ -171,6 +171,9 @@ class PageApplier:
         self._page_flagged: set[str] = set()
         self._held: set[tuple[str, str]] = set()
         """(tbl, row_id) of the quarantine entries when the page began."""
+        self.bulk_held = True
+        """Held rows with no local work waiting are written by bulk updates; tests turn it off to compare the
+        vault with what the per-row merge makes of the same pages."""
 
     @property
     def device_id(self) -> str:
@@ -230,11 +233,21 @@ class PageApplier:
         self._refresh_people(s, dated)
         return Applied(self._page_applied, self._page_news, len(self._page_aside), frozenset(self._page_flagged))
 
-    def _existing(self, s: Session, tbl: str, model: type[Synced], ids: list[str]) -> dict[str, Synced]:
-        """The rows of this page the laptop already holds, as models (one id probe, then only those loaded)."""
-        present = {r[0] for r in run_sql(s, f"SELECT id FROM {tbl} WHERE id IN {IN_IDS}", id_param(ids))}
+    def _probe_held(
+        self, s: Session, tbl: str, ids: list[str]
+    ) -> tuple[dict[str, int | None], dict[str, tuple[Any, ...]]]:
+        """The rows of this page the laptop already holds, by one probe and no models: id -> server_seq, and for
+        people id -> what their search text is made of (`_SEARCH_FIELDS`), for fields the server did not send."""
+        if tbl != "person":
+            return dict(run_sql(s, f"SELECT id, server_seq FROM {tbl} WHERE id IN {IN_IDS}", id_param(ids)).all()), {}
+        cols = ", ".join(_SEARCH_FIELDS)
+        got = run_sql(s, f"SELECT id, server_seq, {cols} FROM person WHERE id IN {IN_IDS}", id_param(ids)).all()
+        return {r[0]: r[1] for r in got}, {r[0]: tuple(r[2:]) for r in got}
+
+    def _models(self, s: Session, model: type[Synced], ids: list[str]) -> dict[str, Synced]:
+        """Held rows as models, for the per-row merge (rows with local work waiting, and the rare others)."""
         existing: dict[str, Synced] = {}
-        for chunk in chunks([i for i in ids if i in present]):
+        for chunk in chunks(ids):
             for r in s.exec(select(model).where(col(model.id).in_(chunk))).all():
                 existing[r.id] = r
         return existing
@@ -249,50 +262,77 @@ class PageApplier:
         touched: set[str],
         dated: set[str],
     ) -> None:
-        """One table's rows of a page: new ones by one bulk insert, held or locally edited ones merged."""
+        """One table's rows of a page. Rows with no local work waiting are written as the server sent them: new
+        ones by one bulk insert, held ones by one bulk update per set of fields sent (`_Bulk.update`). Rows with
+        local work waiting are merged one by one, that work put back on top (`_merge_row`)."""
         model = SYNCED_MODELS.get(tbl)
         if model is None or TABLES.get(tbl) is None:
             return  # a table this version does not know yet
-        existing = self._existing(s, tbl, model, [c["id"] for c in items])
+        held, search = self._probe_held(s, tbl, [c["id"] for c in items])
+        existing = self._models(s, model, [i for i in held if (tbl, i) in pending])
         bulk = _bulk(tbl, self.engine.dialect)
         base = bulk.template()
         fresh: list[tuple[Any, ...]] = []
-        me = self.device_id
+        updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
         for c in items:
             seq = int(c["seq"])
-            row = existing.get(c["id"])
-            if not self._admit(s, tbl, c, seq, row):
+            rid = c["id"]
+            is_held = rid in held
+            row = existing.get(rid)
+            if not self._admit(s, tbl, c, seq, is_held, held.get(rid), row):
                 continue
-            if isinstance(c.get("meta"), str) and (row is not None or (tbl, c["id"]) in pending):
-                c["meta"] = _meta_dict(c["meta"])  # merged with what is held: as values, not text
-            person_id = c.get("person_id") or (c["id"] if tbl == "person" else "")
-            touched.add(person_id)
-            if tbl in _DATED:
-                dated.add(person_id)
-            if tbl == "safety_flag_change" or (tbl == "person" and "safety_flags" in (c.get("values") or {})):
-                self._page_flagged.add(person_id)
-            self._page_applied += 1
-            known = row.server_seq if row is not None and row.server_seq is not None else -1
-            self._page_news += _written_elsewhere(c.get("meta"), known, me)
-            if self.fail_in_page is not None:
-                self.fail_in_page(self._page_applied)
-            if row is None and (tbl, c["id"]) not in pending:
+            local_work = (tbl, rid) in pending
+            person_id = c.get("person_id") or (rid if tbl == "person" else "")
+            self._note(tbl, c, person_id, held.get(rid), touched, dated)
+            if is_held:
+                held[rid] = seq  # a later copy of the row on this page is newer still
+            if local_work or (is_held and not (self.bulk_held and bulk.updatable(c))):
+                if is_held and row is None:
+                    row = existing[rid] = self._models(s, model, [rid])[rid]
+                if isinstance(c.get("meta"), str):
+                    c["meta"] = _meta_dict(c["meta"])  # the per-row merge takes values, not text
+                self._merge_row(s, model, c, row, practice, person_id, seq, pending.get((tbl, rid), []))
+            elif is_held:
+                # Held, no local work on it: the server's version as sent (what the merge makes of it).
+                key, params = bulk.update(c, person_id, seq, search.get(rid))
+                updates.setdefault(key, []).append(params)
+            else:
                 # Not held here and no local work on it: a plain insert, no merge (the bulk path).
                 fresh.append(bulk.row(base, c, practice, person_id, seq))
-            else:
-                self._merge_row(s, model, c, row, practice, person_id, seq, pending.get((tbl, c["id"]), []))
         if fresh:
             if tbl == "person":
                 fresh = bulk.fill_person_dates(s, fresh)
             s.connection().exec_driver_sql(bulk.sql, fresh)
+        for key, rows in updates.items():
+            s.connection().exec_driver_sql(bulk.update_sql(key), rows)
 
-    def _admit(self, s: Session, tbl: str, c: dict[str, Any], seq: int, row: Synced | None) -> bool:
+    def _note(
+        self, tbl: str, c: dict[str, Any], person_id: str, known: int | None, touched: set[str], dated: set[str]
+    ) -> None:
+        """What an admitted row means beyond itself: its person touched (and their caseload dates, their flags),
+        and whether it brought something from elsewhere (``known``: the server version held, if any)."""
+        touched.add(person_id)
+        if tbl in _DATED:
+            dated.add(person_id)
+        if tbl == "safety_flag_change" or (tbl == "person" and "safety_flags" in (c.get("values") or {})):
+            self._page_flagged.add(person_id)
+        self._page_applied += 1
+        self._page_news += _written_elsewhere(c.get("meta"), -1 if known is None else known, self.device_id)
+        if self.fail_in_page is not None:
+            self.fail_in_page(self._page_applied)
+
+    def _admit(
+        self, s: Session, tbl: str, c: dict[str, Any], seq: int, is_held: bool, held_seq: int | None, row: Any
+    ) -> bool:
         """Whether a pulled row is to be written: not a replay of what is held, and through the inbound gate."""
-        if row is not None and row.server_seq is not None and row.server_seq >= 0 and seq <= row.server_seq:
+        if is_held and held_seq is not None and held_seq >= 0 and seq <= held_seq:
             return False  # already applied (a replayed page)
         refusal = _row_refusal(tbl, c)
         if refusal is not None:
             self._set_aside(s, tbl, c, refusal, seq, row)
+            if row is None and is_held and held_seq == -1:
+                # Kept as held (see _set_aside), for a row not loaded as a model.
+                run_sql(s, f"UPDATE {tbl} SET server_seq = NULL WHERE id = ? AND server_seq = -1", (c["id"],))
             return False
         if self._held and (tbl, c["id"]) in self._held:
             self._page_cleared.append((tbl, c["id"]))
@@ -645,6 +685,7 @@ class _Bulk:
                 # A date or time from the wire is parsed and stored once per distinct text (many rows share one).
                 self.fields[f] = (i, _once(_compose(_none_safe(wire), proc)))
         self.meta_proc = self.processors[self.index["field_meta"]]
+        self._update_sql: dict[tuple[str, ...], str] = {}
         self.bool_proc = self.processors[self.index["deleted"]]
 
     def template(self) -> list[Any]:
@@ -681,6 +722,54 @@ class _Bulk:
                 types.SimpleNamespace(**{k: values.get(k) for k in _SEARCH_FIELDS})  # type: ignore[arg-type]
             )
         return tuple(out)
+
+    def updatable(self, c: dict[str, Any]) -> bool:
+        """Whether a held row can take the server's version by `update` (values, if any, a set of fields)."""
+        values = c.get("values")
+        return values is None or isinstance(values, dict)
+
+    def update(
+        self, c: dict[str, Any], person_id: str, seq: int, held_search: tuple[Any, ...] | None = None
+    ) -> tuple[tuple[str, ...], tuple[Any, ...]]:
+        """A held row with no local work waiting, as the per-row merge leaves it: the fields sent, the server's
+        metadata (text stored as received), its newest HLC, position and deletion, and a person's search text
+        (from the fields sent, the held ones for the rest: ``held_search``); the statement's key and the row's
+        parameters for `update_sql`."""
+        values = c.get("values") or {}
+        fields = self.fields
+        names = tuple(sorted(f for f in values if f in fields))
+        out: list[Any] = []
+        for f in names:
+            _i, conv = fields[f]
+            v = values[f]
+            out.append(conv(v) if conv is not None else v)
+        meta = c.get("meta") or {}
+        if isinstance(meta, str):
+            out.append(meta)
+            out.append(_max_hlc_text(meta))
+        else:
+            out.append(self.meta_proc(meta) if self.meta_proc is not None else meta)
+            out.append(max_hlc(meta))
+        deleted = bool(c.get("deleted"))
+        out += [seq, self.bool_proc(deleted) if self.bool_proc is not None else deleted, person_id]
+        if self.tbl == "person":
+            names = (*names, "+search_text")
+            src = dict(zip(_SEARCH_FIELDS, held_search or (None,) * len(_SEARCH_FIELDS), strict=True))
+            src.update((k, values[k]) for k in _SEARCH_FIELDS if k in fields and k in values)
+            out.append(search_text_for(types.SimpleNamespace(**src)))  # type: ignore[arg-type]
+        out.append(c["id"])
+        return names, tuple(out)
+
+    def update_sql(self, key: tuple[str, ...]) -> str:
+        """The UPDATE for rows whose `update` key is ``key`` (made once per key)."""
+        sql = self._update_sql.get(key)
+        if sql is None:
+            cols = [f for f in key if not f.startswith("+")]
+            cols += ["field_meta", "row_hlc", "server_seq", "deleted", "person_id"]
+            cols += [f[1:] for f in key if f.startswith("+")]
+            sets = ", ".join(f'"{c}" = ?' for c in cols)
+            sql = self._update_sql[key] = f"UPDATE {self.tbl} SET {sets} WHERE id = ?"
+        return sql
 
     def fill_person_dates(self, s: Session, people: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         """Caseload dates of new people from contacts and follow-ups already here (a snapshot sends those first)."""
