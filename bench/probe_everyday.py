@@ -56,9 +56,9 @@ def _run(args: argparse.Namespace, work: Path, prof: cProfile.Profile | None,
         lap = bs.RealLaptop(url, str(cert), work / "laptop")
         lap.enrol(bs.issue_code(db_url, WORKER))
         writer = bs.Writer(url, str(cert), bs.issue_code(db_url, WORKER))
-        t0 = time.perf_counter()
-        lap.first_sync()
-        print(f"first sync {time.perf_counter() - t0:.2f} s", file=sys.stderr)
+        with bs.Timed(pid) as t:
+            lap.first_sync()
+        print(f"first sync: wall {t.wall:.2f} s, laptop CPU {t.client_cpu:.2f} s, server CPU {t.server_cpu:.2f} s")
         if args.sql:
             _time_sql(lap.store.engine, per_sql)
         for rep in range(args.reps + 2):  # the first two warm up
