@@ -49,7 +49,7 @@ from sprx_tui.core.sync.state import (
 )
 from sprx_tui.core.wire import from_wire
 from sync.merge import DELETED
-from sync.schema import TABLES
+from sync.schema import TABLES, Rule
 
 _EPOCH_DT = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -117,6 +117,14 @@ def max_hlc(meta: dict[str, Any]) -> int:
             if isinstance(h, int) and h > top:
                 top = h
     return int(top)
+
+
+def _loses(mine: dict[str, Any], held: Any) -> bool:
+    """Whether a pending last-writer-wins write loses to the server's writer of that field: (hlc, device) not
+    newer, as the server's merge decides it."""
+    if not isinstance(held, dict) or not isinstance(held.get("hlc"), int):
+        return False
+    return (int(mine["hlc"]), str(mine["dev"])) <= (int(held["hlc"]), str(held.get("dev") or ""))
 
 
 def _meta_dict(text: str) -> dict[str, Any]:
@@ -418,8 +426,13 @@ class PageApplier:
             if ob.op in ("insert", "patch"):
                 for f, fc in fields.items():
                     if f in spec.fields and f in model.model_fields:
+                        pm = self._pending_meta(ob, fc)
+                        if ob.op == "patch" and spec.rule(f) is Rule.LWW and _loses(pm, meta.get(f)):
+                            # The server keeps the newer write (sync.merge._apply_lww) and, unchanged, never sends
+                            # the row again: show its value now, or this laptop would keep its own for ever.
+                            continue
                         setattr(row, f, _local_value(model, f, fc.get("v")))
-                        meta[f] = self._pending_meta(ob, fc)
+                        meta[f] = pm
             elif ob.op == "delete":
                 row.deleted = True
             elif ob.op == "resolve":
