@@ -200,6 +200,7 @@ def _live(dump: str) -> dict[str, Any]:
     return d
 
 
+@pytest.mark.slow  # ~11 s: two fresh vaults per example
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(**ROUND)
 def test_after_a_round_and_a_sync_of_each_the_laptops_hold_what_the_server_holds(
