@@ -53,13 +53,18 @@ def new_person(store: CaseStore, consent: str) -> str:
     return p.id
 
 
-async def discharge(app: Any, pilot: Pilot[Any], person_id: str, *keys: str) -> GpSummaryPreview:
-    """On the person: D, choose with `keys`, Ctrl+S; the GP summary preview follows in the same dialog, its
-    first step hidden and a final measure no longer offered."""
+async def open_discharge(app: Any, pilot: Pilot[Any], person_id: str) -> tuple[Any, DischargeModal]:
+    """Open the person and press D: their screen and the discharge dialog."""
     screen = await open_person(app, pilot, person_id)
     await pilot.press("D")
     await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
-    modal = app.screen
+    return screen, app.screen
+
+
+async def discharge(app: Any, pilot: Pilot[Any], person_id: str, *keys: str) -> GpSummaryPreview:
+    """On the person: D, choose with `keys`, Ctrl+S; the GP summary preview follows in the same dialog, its
+    first step hidden and a final measure no longer offered."""
+    screen, modal = await open_discharge(app, pilot, person_id)
     await pilot.press(*keys, "ctrl+s")
     await wait_until(pilot, lambda: modal.summary is not None, what="the summary preview")
     assert app.screen is modal and modal.summary is not None and modal.summary.display
@@ -223,10 +228,7 @@ async def test_a_discharge_that_fails_keeps_the_dialog_and_its_note(unlocked_sto
     person_id = new_person(unlocked_store, "full")
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_person(app, pilot, person_id)
-        await pilot.press("D")
-        await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
-        modal = app.screen
+        _screen, modal = await open_discharge(app, pilot, person_id)
         await pilot.press("enter", *"Moving to Wales")
         unlocked_store.service.discharge(person_id, "moved_away")  # ended elsewhere meanwhile (say, by sync)
         await pilot.press("ctrl+s")
@@ -245,10 +247,7 @@ async def test_consent_withdrawn_while_the_dialog_was_open_shows_only_the_refusa
     person_id = new_person(unlocked_store, "full")
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
-        await open_person(app, pilot, person_id)
-        await pilot.press("D")
-        await wait_until(pilot, lambda: isinstance(app.screen, DischargeModal), what="the discharge dialog")
-        modal = app.screen
+        _screen, modal = await open_discharge(app, pilot, person_id)
         unlocked_store.service.update_person(person_id, consent_gp_sharing="none")
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: modal.summary is not None, what="the summary preview")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +62,10 @@ def person_named(store: CaseStore, given: str) -> str:
     return rows[0].id
 
 
-def press_d(store: CaseStore, given: str, *keys: str) -> Callable[[Pilot[Any]], Any]:
+def press_d(
+    store: CaseStore, given: str, *keys: str, then: Callable[[Pilot[Any]], Awaitable[None]] | None = None
+) -> Callable[[Pilot[Any]], Any]:
+    """Open the person named `given`, press D, then `keys` (and `then`, if given) before the snapshot."""
     person_id = person_named(store, given)
 
     async def run_before(pilot: Pilot[Any]) -> None:
@@ -74,6 +77,8 @@ def press_d(store: CaseStore, given: str, *keys: str) -> Callable[[Pilot[Any]], 
         await wait_until(pilot, lambda: "Modal" in type(pilot.app.screen).__name__, what="the dialog")
         for key in keys:
             await pilot.press(key)
+        if then is not None:
+            await then(pilot)
         for _ in range(2):
             await pilot.pause()
         await settle(pilot)
@@ -99,23 +104,16 @@ def test_discharge_then_its_preview_in_the_same_dialog(
 ) -> None:
     """Ctrl+S in the discharge dialog (goals met): the episode ends and the dialog's second step shows the
     GP closing summary's preview (codes only: no name), the path, Write and Not now."""
-    person_id = person_named(episode_store, "Endingsmall" if size == SIZES[0] else "Endinglarge")
 
-    async def run_before(pilot: Pilot[Any]) -> None:
-        await settle(pilot)
-        pilot.app.open_person(person_id)  # type: ignore[attr-defined]
-        await settle(pilot)
-        await wait_until(pilot, lambda: getattr(pilot.app.screen, "person", None) is not None, what="the person")
-        await pilot.press("D")
-        await wait_until(pilot, lambda: isinstance(pilot.app.screen, DischargeModal), what="the dialog")
+    async def preview_shown(pilot: Pilot[Any]) -> None:
         dialog = pilot.app.screen
+        assert isinstance(dialog, DischargeModal)
         await pilot.press("ctrl+s")
         await wait_until(pilot, lambda: dialog.summary is not None, what="the preview")
         await wait_until(pilot, lambda: pilot.app.focused is dialog.query_one("#path"), what="the path focused")
-        for _ in range(2):
-            await pilot.pause()
-        await settle(pilot)
 
+    given = "Endingsmall" if size == SIZES[0] else "Endinglarge"
+    run_before = press_d(episode_store, given, then=preview_shown)
     assert snap_compare(make_app(episode_store), terminal_size=size, run_before=run_before)
 
 
