@@ -250,14 +250,38 @@ class KeepStylesOnResume(Screen):
 #
 # Upstream: bench/UPSTREAM.md "draw-now" (draft, to file): no public "flush the screen now"; a change
 # made just after a frame waits up to 16.7 ms. Fallback: the next frame draws it.
+#
+# A widget changed by a handler only *marks* itself (Widget.refresh sets `_repaint_required` /
+# `_layout_required` / `_scroll_required`) and hands the request to its screen, by message, when it next goes
+# idle (Widget._check_refresh). Calling Screen._on_timer_update straight away drew a frame without those
+# widgets' changes (18 of 18 calls on the person screen found some not passed on), so the data waited for the
+# next frame anyway. Here each marked widget hands its request on now (its _check_refresh, as at its idle),
+# and the frame is drawn by a callback queued on the screen behind those messages.
+
+
+def _pending(widget: Any) -> bool:
+    return bool(
+        getattr(widget, "_repaint_required", False)
+        or getattr(widget, "_layout_required", False)
+        or getattr(widget, "_scroll_required", False)
+    )
 
 
 def draw_now(screen: Screen) -> None:
     if not active("draw_now"):
         return
+    if not screen.is_current or getattr(screen.app, "_batch_count", 1):
+        return
+    with contextlib.suppress(Exception):  # at worst the next frame draws it
+        for widget in screen.walk_children(with_self=False):
+            if _pending(widget):
+                widget._check_refresh()
+        screen.call_later(_draw, screen)
+
+
+def _draw(screen: Screen) -> None:
     if screen.is_current and not getattr(screen.app, "_batch_count", 1):
-        with contextlib.suppress(Exception):  # at worst the next frame draws it
-            screen._on_timer_update()
+        screen._on_timer_update()
 
 
 # -- radio_highlight: a RadioSet's highlight on its pressed button ----------------------------------

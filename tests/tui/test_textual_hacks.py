@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,3 +78,52 @@ def test_a_css_source_is_parsed_once_per_process_for_the_same_variables() -> Non
     broken.add_source("Static { color: ; }", read_from=("probe", "BROKEN"))
     with pytest.raises(Exception, match="(?i)css|parse|error"):
         broken.parse()
+
+
+async def test_draw_now_draws_the_change_just_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The frame draw_now draws holds what the handler changed just before (not passed on to the screen yet)."""
+    from textual.app import App, ComposeResult
+    from textual.widgets import Static
+
+    from sprx_tui.drawing import draw_now
+
+    if not hacks.active("draw_now"):
+        pytest.skip("draw_now is not active on this Textual (or switched off)")
+
+    def text_of(update: Any) -> str:
+        if hasattr(update, "chops"):
+            return "".join(strip.text for line in update.chops for strip in line.values() if strip is not None)
+        return "".join(strip.text for line in getattr(update, "strips", ()) for strip in line)
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield Static("before", id="text")
+
+        def change(self) -> None:
+            self.query_one("#text", Static).update("after")
+            draw_now(self.screen)
+
+    frames: list[str] = []
+    by_draw_now: list[str] = []
+    draw = hacks._draw
+
+    def traced(screen: Any) -> None:
+        n = len(frames)
+        draw(screen)
+        by_draw_now.extend(frames[n:])
+
+    monkeypatch.setattr(hacks, "_draw", traced)
+    app = One()
+    async with app.run_test() as pilot:
+        await pilot.pause()
+        original = app._display
+
+        def display(screen: Any, update: Any) -> None:
+            if update is not None:
+                frames.append(text_of(update))
+            original(screen, update)
+
+        app._display = display  # type: ignore[method-assign]
+        app.call_later(app.change)
+        await pilot.pause()
+        assert any("after" in frame for frame in by_draw_now), (frames, by_draw_now)
