@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,6 +106,7 @@ class ModePicker(Widget, can_focus=True):
 class ContactSaved(Message):
     contact_id: str
     timeline: list[Any] | None = None  # the person's timeline read just after the save (TimelineEntry rows)
+    person: Person | None = None  # the person read just after the save (last contact, next follow-up, status)
 
 
 @dataclass
@@ -160,6 +162,9 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
         # After a save: the person's timeline, new contact included, read by the save's own worker so
         # the person screen can show it at once instead of asking again.
         self.saved_timeline: list[Any] | None = None
+        # Set by the screen below (PersonScreen) to show the save there, while the form is still on top, and
+        # close the form itself: the first frame after the form then shows the new contact. None: closed here.
+        self.hand_over: Callable[[ContactSaved, ContactScreen], None] | None = None
 
     # -- layout ---------------------------------------------------------------------------------
 
@@ -366,7 +371,8 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
             return
         # The typed note is now in the record, so a kept draft of it is obsolete.
         service.discard_draft(draft_key(self.person_id))
-        self.post_message(ContactSaved(contact.id, self.app.store.queries.timeline(self.person_id)))
+        queries = self.app.store.queries
+        self.post_message(ContactSaved(contact.id, queries.timeline(self.person_id), queries.person(self.person_id)))
 
     @on(ContactRejected)
     def _rejected(self, message: ContactRejected) -> None:
@@ -380,8 +386,11 @@ class ContactScreen(KeysInOrder, Screen[str | None]):
     def _saved(self, message: ContactSaved) -> None:
         self._saving = False
         self.saved_timeline = message.timeline
-        self.app.notify("Contact saved")
-        self.dismiss(message.contact_id)
+        if self.hand_over is not None:
+            self.hand_over(message, self)  # it says "Contact saved" once the record shows the contact
+        else:
+            self.app.notify("Contact saved")
+            self.dismiss(message.contact_id)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

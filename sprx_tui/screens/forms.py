@@ -142,7 +142,9 @@ class FormField(Vertical):
         yield Static("", classes="form-field-error", id=f"error-{self.field}")
 
     def set_error(self, message: str | None) -> None:
-        self.query_one(".form-field-error", Static).update(message or "")
+        error = self.query_one(".form-field-error", Static)
+        if error.content != (message or ""):  # a form saved with no error shown lays nothing out again
+            error.update(message or "")
         self.set_class(bool(message), "-invalid")
 
     @property

@@ -45,7 +45,7 @@ from sprx_tui.core.queries import GoalWithActions, TimelineEntry
 from sprx_tui.drafts import discard_later
 from sprx_tui.drawing import draw_now
 from sprx_tui.inert import inert, inert_cells, visible
-from sprx_tui.screens.contact import ContactScreen, amend_contact_modal, entered_in_error_modal
+from sprx_tui.screens.contact import ContactSaved, ContactScreen, amend_contact_modal, entered_in_error_modal
 from sprx_tui.screens.episode import DischargeModal, GpSummaryModal, WithdrawOnwardModal, need_words
 from sprx_tui.screens.forms import fmt_date, local, worker_error
 from sprx_tui.screens.questionnaire import MeasureChooser, MeasureCommands, QuestionnaireScreen
@@ -53,7 +53,7 @@ from sprx_tui.screens.referral import OnwardOutcomeModal, accept_referral_form, 
 from sprx_tui.widgets.goal_list import GoalList, WhatMattersList
 from sprx_tui.widgets.keys_footer import KeysFooter
 from sprx_tui.widgets.outcome_chart import OutcomesPanel
-from sprx_tui.widgets.person_header import COMMUNICATION_NEEDS, PersonHeader
+from sprx_tui.widgets.person_header import COMMUNICATION_NEEDS, PersonHeader, same_content
 from sprx_tui.widgets.row_table import RowTable
 from sprx_tui.widgets.timeline import ContactTimeline, contact_summary
 
@@ -104,6 +104,10 @@ class TimelineLoaded(Message):
     entries: list[TimelineEntry]
     keep: str | None = None
     read: int = 0  # which read of the timeline this is (PersonScreen._timeline_reads); older ones are dropped
+    # A contact form's save, shown while the form is still on top (see PersonScreen._hand_over_save): the
+    # person read with it, and (the form, the new contact's id) to close once the record shows it.
+    person: Person | None = None
+    close: tuple[Screen[Any], str] | None = None
 
 
 @dataclass
@@ -331,6 +335,7 @@ class PersonScreen(Screen[None]):
         self._stale = False  # the plan editor may have changed the record
         self._footer_tab = ""  # the tab whose keys the footer shows
         self._timeline_reads = 0  # numbers each read of the timeline, so a late older one never wins
+        self._shown_save: str | None = None  # a saved contact shown before its form closed (_show_save)
         self._onward_narrow = False  # the onward table without its Kind column (a narrow terminal)
 
     # -- layout ----------------------------------------------------------------------------------
@@ -555,7 +560,10 @@ class PersonScreen(Screen[None]):
         detail.update(referral_detail(referral) if referral else "No referrals recorded.")
 
     @on(TimelineLoaded)
-    def _timeline_loaded(self, message: TimelineLoaded) -> None:
+    async def _timeline_loaded(self, message: TimelineLoaded) -> None:
+        if message.close is not None:
+            await self._show_save(message)
+            return
         if message.read < self._timeline_reads:
             return  # a read started before a newer one (a save's); the newer one is, or will be, shown
         self.timeline = message.entries
@@ -668,6 +676,7 @@ class PersonScreen(Screen[None]):
             screen = ContactScreen(self.person_id)
         if prefill is not None:
             screen.prefill = dict(prefill)
+        screen.hand_over = self._hand_over_save
         self.app.push_screen(
             screen, lambda contact_id: self._contact_closed(contact_id, screen.saved_timeline, bool(referral_id))
         )
@@ -682,6 +691,14 @@ class PersonScreen(Screen[None]):
         """After the form: show the new contact; re-read the header, and the referrals if one was accepted."""
         if contact_id is None:
             return
+        if contact_id == self._shown_save:  # shown already, with the person read after the save
+            self._shown_save = None
+            if accepted:
+                self.reload("referrals")
+            timeline = self.query_one(ContactTimeline)
+            if not timeline.has_focus:  # it could not take focus behind the form
+                self.call_after_refresh(self._focus_when_ready, timeline, self.focused, 10)
+            return
         others = ("header", "referrals") if accepted else ("header",)
         # The new contact is shown at the top of the timeline, which is built and loaded if it was not.
         if timeline is not None and self.query_one_optional(TabbedContent) is not None:
@@ -694,6 +711,55 @@ class PersonScreen(Screen[None]):
         else:
             self.reload(*others, "contacts", keep=contact_id)
         await self.action_show_tab("contacts")
+
+    def _hand_over_save(self, saved: ContactSaved, form: Screen[Any]) -> None:
+        """The contact form saved: show the save here, behind the form, then close it (in `_show_save`)."""
+        if saved.timeline is None:
+            self.notify("Contact saved")
+            form.dismiss(saved.contact_id)
+            return
+        self._timeline_reads += 1
+        read = self._timeline_reads
+        close = (form, saved.contact_id)
+        self.post_message(TimelineLoaded(saved.timeline, saved.contact_id, read, saved.person, close))
+
+    async def _show_save(self, message: TimelineLoaded) -> None:
+        """Put a save on this screen while the form is still on top: the new timeline with the highlight on
+        the new contact, the contacts tab shown and focused, the header and overview where the person read
+        after the save changed them. Then close the form, so the first frame drawn after it (one layout of
+        this screen, as it resumes) shows all of it, and nothing else is read again."""
+        assert message.close is not None
+        form, contact_id = message.close
+        if self.query_one_optional(TabbedContent) is None or message.read < self._timeline_reads:
+            self.notify("Contact saved")
+            form.dismiss(contact_id)  # the tabs are not mounted yet, or a newer read came: _contact_closed
+            return
+        await self._ensure_pane("contacts", load=False)
+        self._loaded.add("contacts")
+        if message.person is not None and message.person.id == self.person_id:
+            self._show_person(message.person)
+        self.timeline = message.entries
+        timeline = self.query_one(ContactTimeline)
+        timeline.show_entries(message.entries, keep=contact_id)
+        timeline.loading = False
+        self.query_one(TabbedContent).active = "contacts"
+        self.set_focus(timeline, scroll_visible=False)
+        self._shown_save = contact_id
+        form.dismiss(contact_id)
+        draw_now(self)  # this screen is current now: draw it with all of the above in one frame
+        # The toast after that frame: mounted now, it would be laid out and drawn in it (twice: on the form
+        # first, then again here as this screen resumes).
+        self.call_after_refresh(self.notify, "Contact saved")
+
+    def _show_person(self, person: Person) -> None:
+        """A person read again (their flags unchanged): the header and the overview, each only if it changed."""
+        self.person = person
+        self.query_one(PersonHeader).show_person(person, self.today)
+        overview = self.query_one_optional("#overview-body", Static)
+        if overview is not None:
+            content = overview_content(person, self.today, self.flag_history)
+            if not same_content(overview.content, content):
+                overview.update(content)
 
     def action_take_measure(self) -> None:
         """Choose a questionnaire and time point, then take it with the person."""

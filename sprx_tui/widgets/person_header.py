@@ -39,6 +39,14 @@ def nhs_display(number: str | None) -> str:
         return f"NHS {number}"
 
 
+def same_content(shown: object, content: Content | str) -> bool:
+    """Whether a Static showing `shown` already shows `content`: the same text with the same styles (Content's
+    own == compares the text only)."""
+    if isinstance(shown, Content) and isinstance(content, Content):
+        return shown.plain == content.plain and list(shown.spans) == list(content.spans)
+    return type(shown) is type(content) and shown == content
+
+
 def identity_line(person: Person, today: dt.date) -> Content:
     """ "Ada Abbot · 82 years · NHS 999 123 4567 · Active" with the name in bold."""
     age = age_on(person.date_of_birth, today)
@@ -103,14 +111,20 @@ class PersonHeader(Vertical):
         yield Static("", id="safety-notes")
 
     def show_person(self, person: Person, today: dt.date) -> None:
+        """Show `person`; a line that reads and looks as it did is left alone (no repaint, no layout)."""
         self.person = person
-        self.query_one("#identity", Static).update(identity_line(person, today))
         needs = needs_line(person)
         line = Content.assemble(flags_line(person), "   ", needs) if needs.plain else flags_line(person)
-        self.query_one("#flags", Static).update(line)
         notes = (person.safety_notes or "").strip()
         shown = Content(visible(f"Safety notes: {notes}", multiline=True)) if notes else ""
-        self.query_one("#safety-notes", Static).update(shown)
+        for selector, content in (
+            ("#identity", identity_line(person, today)),
+            ("#flags", line),
+            ("#safety-notes", shown),
+        ):
+            static = self.query_one(selector, Static)
+            if not same_content(static.content, content):
+                static.update(content)
         self.set_class(bool(notes), "-has-notes")
         self.set_class(bool(person.safety_flags), "-flagged")
 

@@ -76,6 +76,22 @@ def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
     )
 
 
+def _shown_fields(entry: TimelineEntry) -> tuple[object, ...]:
+    """Everything of an entry that `entry_content` shows: an entry with the same fields is drawn the same."""
+    c = entry.contact
+    return (
+        c.occurred_at,
+        c.mode,
+        c.duration_minutes,
+        c.did_not_attend,
+        c.follow_up_on,
+        c.entered_in_error,
+        c.error_reason,
+        c.notes,
+        tuple((a.amended_at, a.author, a.reason, a.text) for a in entry.amendments),
+    )
+
+
 class ContactTimeline(OptionList):
     """Contacts as a navigable list; the highlighted one is what `m` (amend) and `e` (in error) act on."""
 
@@ -89,30 +105,46 @@ class ContactTimeline(OptionList):
         self.border_title = "Contacts"
         self._entries: dict[str, TimelineEntry] = {}
         self._marked: str | None = None  # the contact drawn with MARK
+        # Each shown contact's prompt, by (id, marked), with the fields it was made from: a contact unchanged
+        # since the last list keeps its prompt (a save adds one contact to a list of many).
+        self._prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]] = {}
 
     def show_entries(self, entries: Sequence[TimelineEntry], keep: str | None = None) -> None:
         """Replace the list, keeping the highlight on `keep` (or the current contact) when it is still there."""
         keep = keep or self.selected_contact_id
-        options: list[Option | None] = []
         self._entries = {entry.contact.id: entry for entry in entries}
-        self._marked = None
+        # The highlight goes to the kept contact if it is still there, else to the newest; its prompt is made
+        # with MARK at once (not replaced after, which would lay the list out again).
+        mark = keep if keep in self._entries else (entries[0].contact.id if entries else None)
+        options: list[Option | None] = []
+        prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]] = {}
         for i, entry in enumerate(entries):
             if i:
                 options.append(None)  # a separator line between contacts
-            options.append(Option(entry_content(entry), id=entry.contact.id))
+            options.append(Option(self._prompt(entry, entry.contact.id == mark, prompts), id=entry.contact.id))
+        self._prompts = prompts
+        self._marked = None  # set_options clears the highlight first: nothing to unmark then
         self.set_options(options)
         if not entries:
             self.border_subtitle = "no contacts yet"
             return
-        index = 0
-        if keep:
-            try:
-                index = self.get_option_index(keep)
-            except OptionDoesNotExist:  # the kept contact is gone; start at the newest
-                index = 0
-        self.highlighted = index
+        self._marked = mark
+        self.highlighted = self.get_option_index(mark) if mark else 0
         self._update_position()
-        self._move_mark()
+
+    def _prompt(
+        self,
+        entry: TimelineEntry,
+        marked: bool,
+        prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]],
+    ) -> Content:
+        """`entry_content(entry, marked=marked)`, made again only if the contact's shown fields changed."""
+        key = (entry.contact.id, marked)
+        fields = _shown_fields(entry)
+        known = self._prompts.get(key)
+        content = known[1] if known is not None and known[0] == fields else entry_content(entry, marked=marked)
+        prompts[key] = (fields, content)
+        return content
 
     @property
     def selected_contact_id(self) -> str | None:
@@ -133,7 +165,7 @@ class ContactTimeline(OptionList):
             entry = self._entries.get(contact_id) if contact_id else None
             if entry is not None:
                 with contextlib.suppress(OptionDoesNotExist):
-                    self.replace_option_prompt(entry.contact.id, entry_content(entry, marked=marked))
+                    self.replace_option_prompt(entry.contact.id, self._prompt(entry, marked, self._prompts))
         self._marked = now
 
     def _update_position(self) -> None:
