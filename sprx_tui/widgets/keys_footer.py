@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from textual.reactive import Reactive
 from textual.widgets import Footer
 
 if TYPE_CHECKING:
+    from textual.app import ComposeResult
     from textual.screen import Screen
 
 KeysShown = tuple[tuple[object, ...], ...]
@@ -58,3 +60,20 @@ class KeysFooter(Footer):
             return
         self._keys_shown = keys
         super().bindings_changed(screen)
+
+    def compose(self) -> ComposeResult:
+        """Footer's keys, each made to start as compact as the footer (no restyle as each one mounts).
+
+        A FooterKey starts compact (its `compact` reactive defaults to True), so as it mounts its watcher adds
+        the "-compact" class and then, bound to this footer's `compact` (False), removes it again: two
+        restyles of each key, the footer's costliest part (about a fifth of the work after a person's header
+        is shown, cProfile on bench_app's opens). Given the footer's value before it mounts, each key is
+        styled once, and the binding that follows finds nothing to change.
+        """
+        for widget in super().compose():
+            compact = getattr(type(widget), "compact", None)
+            # The command palette's key is not bound to the footer's `compact`: it stays as Textual makes it.
+            if isinstance(compact, Reactive) and not widget.has_class("-command-palette"):
+                widget.set_reactive(compact, self.compact)
+                widget.set_class(self.compact, "-compact", update=False)
+            yield widget
