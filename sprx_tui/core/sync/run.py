@@ -30,6 +30,7 @@ from sprx_tui.core.models import SyncConflict, SyncOutbox, SyncRejected, utcnow
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.sync.local import VaultSyncAdapter
 from sprx_tui.core.sync.state import (
+    HELD_EVENT_SQL,
     K_CERT,
     K_DEMO,
     K_DEVICE,
@@ -136,10 +137,7 @@ def _sync_lock(store: CaseStore) -> threading.Lock:
 
 SYNC_EVENTS_COUNTED_UP_TO = 1000
 """With more changes than this waiting, the few sync events among them are not counted out (it reads each one)."""
-_SYNC_EVENTS_SQL = (
-    "SELECT count(*) FROM sync_outbox WHERE status = 'pending' AND tbl = 'audit_event' "
-    "AND json_extract(fields, '$.action.v') IN ({})".format(",".join(f"'{a}'" for a in sorted(sc.HELD_ACTIONS)))
-)
+_SYNC_EVENTS_SQL = f"SELECT count(*) FROM sync_outbox WHERE status = 'pending' AND {HELD_EVENT_SQL}"
 """Pending audit events about syncs themselves: bookkeeping, not changes waiting (see sync.client.HELD_ACTIONS)."""
 _COUNTS_SQL = (
     f"SELECT ({PENDING_COUNT_SQL}), (SELECT count(*) FROM sync_conflict WHERE status = 'open'), "

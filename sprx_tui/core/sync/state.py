@@ -15,6 +15,7 @@ from sqlmodel import Session
 
 from sprx_tui.core.models import HlcState
 from sprx_tui.core.store import DEMO_MARK, CaseStore
+from sync.client import HELD_ACTIONS
 
 # sync_state keys (all inside the encrypted vault)
 K_URL = "server_url"
@@ -87,6 +88,12 @@ def marks(n: int) -> str:
 
 PENDING_COUNT_SQL = "SELECT n FROM sync_outbox_pending WHERE id = 1"
 """The outbox's pending count, kept by triggers (migration 0005) instead of counted."""
+
+HELD_EVENT_SQL = "(tbl = 'audit_event' AND coalesce(json_extract(fields, '$.action.v') IN ({}), 0))".format(
+    ",".join(f"'{a}'" for a in sorted(HELD_ACTIONS))
+)
+"""An outbox row that is an audit event about a sync itself (sync.client.HELD_ACTIONS): bookkeeping that waits
+for the next request, left out of every count of changes waiting."""
 
 IN_IDS = "(SELECT value FROM json_each(?))"
 """An id list of any length bound as ONE JSON text parameter: one statement, no chunks of ``?`` marks."""

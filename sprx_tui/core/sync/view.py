@@ -12,14 +12,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from sprx_tui.core.models import SYNCED_MODELS, Person, SyncOutbox
 from sprx_tui.core.store import CaseStore
 from sprx_tui.core.sync.run import SyncStatus, open_conflicts, rejected_changes, sync_status
+from sprx_tui.core.sync.state import HELD_EVENT_SQL
 from sync import hlc as hlc_mod
-from sync.client import HELD_ACTIONS
 from sync.merge import DELETED, SERVER_DEVICE
 
 try:
@@ -241,12 +242,6 @@ def _version(
     return ConflictVersion(raw, text, author, device, hlc_time(value.get("hlc")), index == shown_idx, mine)
 
 
-_SYNC_EVENT = (col(SyncOutbox.tbl) == "audit_event") & func.coalesce(
-    func.json_extract(col(SyncOutbox.fields), "$.action.v").in_(sorted(HELD_ACTIONS)), False
-)
-"""An outbox row that is an audit event about a sync itself (sync.client.HELD_ACTIONS)."""
-
-
 def load_sync_view(store: CaseStore, *, pending_rows: int = 50, rejected_rows: int = 100) -> SyncView:
     """Everything the Sync screen lists; one read under ``store.lock`` (call from a worker thread)."""
     with store.lock:
@@ -259,7 +254,7 @@ def load_sync_view(store: CaseStore, *, pending_rows: int = 50, rejected_rows: i
             groups = s.exec(
                 select(SyncOutbox.tbl, SyncOutbox.op, func.count(), func.max(SyncOutbox.created_at))
                 .where(SyncOutbox.status == "pending")
-                .where(~_SYNC_EVENT)  # the syncs' own audit events: bookkeeping, left out of the pending count too
+                .where(sa.text(f"NOT {HELD_EVENT_SQL}"))  # the syncs' own audit events: not changes waiting
                 .group_by(SyncOutbox.tbl, SyncOutbox.op)
             ).all()
             people: set[str] = {c.person_id or "" for c in conflicts} | {r.person_id or "" for r in rejected}
