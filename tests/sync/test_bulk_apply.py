@@ -22,7 +22,7 @@ from sqlmodel import Session
 
 from sprx_tui.core.models import SYNCED_MODELS
 from sprx_tui.core.store import CaseStore
-from sprx_tui.core.sync.apply import Applied, PageApplier
+from sprx_tui.core.sync.apply import Applied, PageApplier, _written_elsewhere
 from sprx_tui.core.sync.local import VaultSyncAdapter
 from tests.sync.client_harness import Laptop, Net, VaultTemplate, net, vault_template  # noqa: F401 - fixtures
 
@@ -285,3 +285,23 @@ def test_an_edit_saved_during_a_sync_that_loses_to_a_newer_one_shows_the_winner(
     assert b.get("person", people[0]).preferred_name == "From A"
     assert a.get("person", people[0]).preferred_name == "From A"
     assert b.outbox("pending") == []
+
+
+_ENTRY = st.fixed_dictionaries(
+    {"hlc": st.integers(0, 2**53), "seq": st.integers(0, 10**6)},
+    optional={"dev": st.sampled_from(["d_mine", "d_other", "d_mine2", ""])},
+)
+
+
+@given(
+    meta=st.dictionaries(st.sampled_from(["note", "mode", "dev", "given_name"]), _ENTRY, max_size=4),
+    known=st.sampled_from([None, -1, 0, 5, 10**6]),
+)
+def test_whether_a_row_is_news_is_the_same_read_from_its_metadata_text_or_its_values(
+    meta: dict[str, Any], known: int | None
+) -> None:
+    """A first sync tells whether a row is news from its metadata text without parsing it (no writer of it is this
+    laptop); the answer is the one the parsed values give."""
+    known_seq = -1 if known is None else known
+    text = json.dumps(meta)
+    assert _written_elsewhere(text, known_seq, "d_mine") == _written_elsewhere(meta, known_seq, "d_mine")

@@ -141,6 +141,10 @@ def _written_elsewhere(meta: Any, known_seq: int, device_id: str) -> bool:
     by another device after the server version this laptop last held. A row whose only new writes are
     this laptop's own is its change coming back."""
     if isinstance(meta, str):
+        if known_seq < 0 and device_id not in meta and '"dev"' in meta:
+            # Not held here, and none of its writers is this laptop: every writer is news (a first sync's
+            # rows, read without parsing their metadata).
+            return True
         meta = _meta_dict(meta)
     if not isinstance(meta, dict) or not meta:
         return True  # nothing to tell by: count it
