@@ -397,6 +397,40 @@ def test_t15_scope_quarantine_and_reassignment(server: TestServer) -> None:
     assert late[0]["reason"] == "out_of_scope"
 
 
+def test_one_push_reads_its_peoples_assignments_once_and_scope_holds_within_the_batch(server: TestServer) -> None:
+    """A batch of new people with their records, and records of someone else's person: the scope checks of the
+    whole batch read the assignments once, and still refuse exactly what is out of scope."""
+    server.worker("alice")
+    server.worker("bob")
+    a, b = server.laptop("alice"), server.laptop("bob")
+    pb = new_person(b)
+    mine = [str(uuid.uuid4()) for _ in range(3)]
+    batch = []
+    for i, pid in enumerate(mine):
+        batch.append(a.mutation("person", pid, "insert", {"given_name": f"New{i}", "family_name": "Person"}))
+        batch.append(a.mutation("goal", f"g{i}", "insert", {"text": f"goal {i}"}, person_id=pid))
+    batch.append(a.mutation("goal", "gx", "insert", {"text": "not mine"}, person_id=pb))
+    # The same id as bob's person: not a new person of alice's, so not hers to take.
+    batch.append(a.mutation("person", pb, "insert", {"given_name": "Taken", "family_name": "Over"}))
+    reads: list[str] = []
+
+    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "FROM assignment" in statement:
+            reads.append(statement)
+
+    sa.event.listen(server.store.engine, "before_cursor_execute", note)
+    try:
+        out = acks(a.push(batch))
+    finally:
+        sa.event.remove(server.store.engine, "before_cursor_execute", note)
+    assert [x["status"] for x in out] == ["applied"] * 6 + ["rejected", "rejected"]
+    assert [x["reason"] for x in out[6:]] == ["out_of_scope", "out_of_scope"]
+    assert len(reads) == 1, reads
+    got = a.pull_all()
+    assert {c["person_id"] for c in got["changes"]} == set(mine)
+    assert {c["person_id"] for c in b.pull_all()["changes"]} == {pb}
+
+
 def test_t14_gc_resync_and_no_resurrection(server: TestServer) -> None:
     assert isinstance(server.clock, FakeClock)
     server.worker("alice", team_id="T")

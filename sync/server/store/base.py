@@ -161,7 +161,7 @@ class StoreBase:
                 conn.info["sprx_seq"] = int(start or 0)
                 conn.info["sprx_scope"] = {}
                 # Read-ahead of an earlier transaction on this pooled connection (one that failed) never carries over.
-                for key in ("sprx_rows", "sprx_deleted", "sprx_gate", "sprx_defer"):
+                for key in ("sprx_rows", "sprx_deleted", "sprx_gate", "sprx_defer", "sprx_assigned"):
                     conn.info.pop(key, None)
                 yield conn
                 self._flush_seen(conn)

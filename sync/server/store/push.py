@@ -28,7 +28,6 @@ from sync.server.store.tables import (
     _SEL_RECORD,
     _UPD_RECORD,
     applied_mutation,
-    assignment,
     conflict,
     deleted_id,
     device,
@@ -163,7 +162,7 @@ class PushMixin(ScopeMixin):
         lookup = self._write_row(conn, m, state, new, seq, origin=origin, practice_id=practice_id, now=now)
         conflict_ids = [self._put_conflict(conn, c, practice_id, origin, mid, now) for c in res.conflicts]
         if auto_assign and dev is not None:
-            self._assign(conn, row_id, practice_id, dev.worker_id, None, backfill=False)
+            self._assign(conn, row_id, practice_id, dev.worker_id, None, backfill=False, practice_known=True)
         if lookup and not new["deleted"]:
             conflict_ids += self._check_duplicate_person(conn, new, lookup, origin, mid, now)
         return _ack(mid, "applied", seq, conflict_ids)
@@ -210,9 +209,7 @@ class PushMixin(ScopeMixin):
         person_id = _person_of(m, state)
         if not ts.person_scoped or not person_id or self._in_scope(conn, dev, person_id):
             return False
-        unassigned = (
-            conn.execute(sa.select(assignment.c.person_id).where(assignment.c.person_id == person_id)).first() is None
-        )
+        unassigned = self._assignment(conn, person_id) is None
         if tbl == "person" and m["op"] == "insert" and state is None and unassigned:
             return True
         raise _Refused("out_of_scope", "This person is not on your caseload.")
@@ -254,6 +251,9 @@ class PushMixin(ScopeMixin):
                     deleted[(t, i)] = True
         conn.info["sprx_rows"] = rows
         conn.info["sprx_deleted"] = deleted
+        people = {_person_of(m, _row_state(r) if (r := rows[(str(m["tbl"]), str(m["row_id"]))]) is not None else None)
+                  for m in mutations}  # fmt: skip
+        self.read_assignments(conn, sorted(p for p in people if p))
 
     def _open_conflicts(self, conn: Connection, tbl: str, row_id: str) -> list[Conflict]:
         q = sa.select(conflict).where(conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open")
@@ -444,6 +444,7 @@ class PushMixin(ScopeMixin):
                 conn.execute(_INS_APPLIED, ledger)
             conn.info.pop("sprx_rows", None)
             conn.info.pop("sprx_deleted", None)
+            conn.info.pop("sprx_assigned", None)
             conn.info.pop("sprx_gate", None)
             seen: dict[str, Any] = {"last_acked_mutation_id": last, "last_seen": now}
             if pending is not None:

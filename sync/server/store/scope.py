@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,6 +18,14 @@ _SEL_PERSON_PRACTICE = sa.select(record.c.practice_id).where(
     record.c.tbl == "person", record.c.id == sa.bindparam("b_id")
 )
 _SEL_ASSIGNMENT = sa.select(assignment).where(assignment.c.person_id == sa.bindparam("b_id"))
+
+
+class Assigned(NamedTuple):
+    """A person's assignment: to a worker or a team, in a practice."""
+
+    practice_id: str
+    worker_id: str | None
+    team_id: str | None
 
 
 class ScopeMixin(StoreBase):
@@ -50,17 +58,20 @@ class ScopeMixin(StoreBase):
         team_id: str | None,
         *,
         backfill: bool = True,
+        practice_known: bool = False,
     ) -> None:
         """Give a person to a worker or team inside ``conn``; the old owner is logged so its laptop drops them.
 
         ``backfill`` re-sends the person's rows to the new owner (off for a worker's own new person).
+        ``practice_known``: the caller has just written the person in ``practice_id`` (a push's new person).
         """
-        self._flush_deferred(conn)  # the person may be a row a push has not written yet
-        p = conn.execute(_SEL_PERSON_PRACTICE, {"b_id": person_id}).first()
-        if p is not None and p.practice_id != practice_id:
-            raise StoreError("invalid", "That person belongs to another practice.")
+        if not practice_known:
+            self._flush_deferred(conn)  # the person may be a row a push has not written yet
+            p = conn.execute(_SEL_PERSON_PRACTICE, {"b_id": person_id}).first()
+            if p is not None and p.practice_id != practice_id:
+                raise StoreError("invalid", "That person belongs to another practice.")
         conn.info.get("sprx_scope", {}).clear()  # scope changes inside this transaction
-        old = conn.execute(_SEL_ASSIGNMENT, {"b_id": person_id}).first()
+        old = self._assignment(conn, person_id)
         if old is not None and (old.worker_id, old.team_id) == (worker_id, team_id):
             return
         s = self._next_seq(conn)
@@ -89,8 +100,31 @@ class ScopeMixin(StoreBase):
                     seq=s,
                 )
             )
+        known = conn.info.get("sprx_assigned")
+        if known is not None:
+            known[person_id] = Assigned(practice_id, worker_id, team_id)
         if backfill:
             self._backfill(conn, person_id, practice_id)
+
+    def _assignment(self, conn: Connection, person_id: str) -> Assigned | None:
+        """Who a person is assigned to: from the push's read-ahead (`read_assignments`) when it covers them."""
+        known = conn.info.get("sprx_assigned")
+        if known is not None and person_id in known:
+            return known[person_id]
+        r = conn.execute(_SEL_ASSIGNMENT, {"b_id": person_id}).first()
+        return Assigned(r.practice_id, r.worker_id, r.team_id) if r is not None else None
+
+    def read_assignments(self, conn: Connection, person_ids: list[str]) -> None:
+        """The assignments of a batch's people in one read per 500 (a push's scope checks then ask no more),
+        kept in the transaction's ``sprx_assigned`` and kept current by ``_assign``."""
+        known: dict[str, Assigned | None] = dict.fromkeys(person_ids)
+        a = assignment.c
+        for k in range(0, len(person_ids), 500):
+            chunk = person_ids[k : k + 500]
+            q = sa.select(a.person_id, a.practice_id, a.worker_id, a.team_id).where(a.person_id.in_(chunk))
+            for r in conn.execute(q):
+                known[r.person_id] = Assigned(r.practice_id, r.worker_id, r.team_id)
+        conn.info["sprx_assigned"] = known
 
     def _backfill(self, conn: Connection, person_id: str, practice_id: str) -> None:
         """Re-log the person's rows and open conflicts with fresh seqs so the new owner's next pull carries them.
@@ -122,6 +156,15 @@ class ScopeMixin(StoreBase):
         cache = conn.info.setdefault("sprx_scope", {})
         if (dev.id, person_id) in cache:
             return bool(cache[(dev.id, person_id)])
+        known = conn.info.get("sprx_assigned")
+        if known is not None and person_id in known:
+            a = known[person_id]
+            cache[(dev.id, person_id)] = ok = (
+                a is not None
+                and a.practice_id == dev.practice_id
+                and (a.worker_id == dev.worker_id or (dev.team_id is not None and a.team_id == dev.team_id))
+            )
+            return ok
         who = assignment.c.worker_id == dev.worker_id
         if dev.team_id is not None:
             who = sa.or_(who, assignment.c.team_id == dev.team_id)
