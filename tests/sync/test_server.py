@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from sync import hlc
 from sync.server.store import ACTIVE_DEVICE_MS, ENROL_CODE_TTL_MS
@@ -351,6 +353,59 @@ def test_duplicate_nhs_number_is_flagged_not_merged(server: TestServer) -> None:
     (c,) = pulled["conflicts"]
     assert c["kind"] == "duplicate_person" and {v["v"] for v in c["values"]} == {p1, p2}
     assert ("person", p1) in a.rows and ("person", p2) in a.rows
+
+
+_NHS_POOL = ["9434765900", "943 476 5919", "9434765927"]
+_PEOPLE = [str(uuid.UUID(int=i + 1)) for i in range(4)]
+
+
+@st.composite
+def _person_ops(draw: st.DrawFn) -> list[tuple[str, int, int | None]]:
+    """New people and changes of their NHS numbers (a laptop cannot delete a person), in any order."""
+    ops: list[tuple[str, int, int | None]] = []
+    added: set[int] = set()
+    for _ in range(draw(st.integers(1, 10))):
+        who = draw(st.integers(0, len(_PEOPLE) - 1))
+        nhs = draw(st.one_of(st.none(), st.integers(0, len(_NHS_POOL) - 1)))
+        ops.append(("patch" if who in added else "insert", who, nhs))
+        added.add(who)
+    return ops
+
+
+def _duplicates_after(ops: list[tuple[str, int, int | None]], tmp_path_factory: Any, *, batch: bool) -> set[str]:
+    server = TestServer(f"sqlite:///{tmp_path_factory.mktemp('dup')}/server.db")
+    try:
+        server.worker("alice")
+        a = server.laptop("alice")
+        muts = []
+        for op, who, nhs in ops:
+            fields: dict[str, Any] = {"given_name": f"P{who}", "family_name": "Example"} if op == "insert" else {}
+            fields["nhs_number"] = _NHS_POOL[nhs] if nhs is not None else None
+            muts.append(a.mutation("person", _PEOPLE[who], op, fields))
+        for part in [muts] if batch else [[m] for m in muts]:
+            got = acks(a.push(part))
+            assert all(x["status"] == "applied" for x in got), (ops, got)
+        with server.store.engine.connect() as conn:
+            return set(
+                conn.execute(
+                    sa.text("SELECT id FROM conflict WHERE kind = 'duplicate_person' AND status = 'open'")
+                ).scalars()
+            )
+    finally:
+        server.close()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_person_ops())
+@example(ops=[("insert", 0, 0), ("insert", 1, 0)])  # two new people with one number
+@example(ops=[("insert", 0, 0), ("patch", 0, 1), ("insert", 1, 0)])  # renumbered before another takes the number
+@example(ops=[("insert", 0, None), ("insert", 1, 2), ("patch", 0, 2)])  # numbered after the other came
+def test_duplicate_people_are_found_the_same_within_one_push_as_one_change_a_push(
+    ops: list[tuple[str, int, int | None]], tmp_path_factory: Any
+) -> None:
+    """A push reads the practice's people by the NHS numbers it carries once, then follows its own writes: people
+    added and renumbered within one batch are flagged as duplicates exactly as with one change a push."""
+    assert _duplicates_after(ops, tmp_path_factory, batch=True) == _duplicates_after(ops, tmp_path_factory, batch=False)
 
 
 def test_t13_clock_ahead_rejected_then_accepted(server: TestServer) -> None:

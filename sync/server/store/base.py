@@ -26,6 +26,7 @@ from sync.server.store.tables import (
     _DEL_LOG,
     _INS_LOG,
     _INS_RECORD,
+    assignment,
     device,
     make_engine,
     md,
@@ -161,7 +162,7 @@ class StoreBase:
                 conn.info["sprx_seq"] = int(start or 0)
                 conn.info["sprx_scope"] = {}
                 # Read-ahead of an earlier transaction on this pooled connection (one that failed) never carries over.
-                for key in ("sprx_rows", "sprx_deleted", "sprx_gate", "sprx_defer", "sprx_assigned"):
+                for key in ("sprx_rows", "sprx_deleted", "sprx_gate", "sprx_defer", "sprx_assigned", "sprx_nhs"):
                     conn.info.pop(key, None)
                 yield conn
                 self._flush_seen(conn)
@@ -259,6 +260,9 @@ class StoreBase:
         if defer["log"]:
             conn.execute(_INS_LOG, defer["log"])
             defer["log"] = []
+        if defer.get("assignment"):
+            conn.execute(assignment.insert(), defer["assignment"])
+            defer["assignment"] = []
 
     def get_record(self, tbl: str, row_id: str) -> RowState | None:
         with self._read() as conn:

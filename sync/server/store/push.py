@@ -92,10 +92,27 @@ def _person_of(m: Mutation, state: RowState | None) -> str | None:
 
 def _nhs_lookup(tbl: str, new: RowState) -> str | None:
     """A person's NHS number as digits, kept in ``record.lookup`` to find duplicates and imports."""
-    if tbl == "person" and new["values"].get("nhs_number"):
-        digits = "".join(ch for ch in str(new["values"]["nhs_number"]) if ch.isdigit())
-        return digits or None
+    if tbl == "person":
+        return _digits(new["values"].get("nhs_number"))
     return None
+
+
+def _follow_nhs(conn: Connection, person_id: str, lookup: str | None) -> None:
+    """The push's read-ahead of people by NHS number (``sprx_nhs``) follows a write of a person: under ``lookup``
+    now (None: under none, or deleted), under no other."""
+    nhs = conn.info.get("sprx_nhs")
+    if nhs is None:
+        return
+    for ids in nhs.values():
+        ids.discard(person_id)
+    if lookup and lookup in nhs:
+        nhs[lookup].add(person_id)
+
+
+def _digits(value: Any) -> str | None:
+    if not value:
+        return None
+    return "".join(ch for ch in str(value) if ch.isdigit()) or None
 
 
 class PushMixin(ScopeMixin):
@@ -163,6 +180,8 @@ class PushMixin(ScopeMixin):
         conflict_ids = [self._put_conflict(conn, c, practice_id, origin, mid, now) for c in res.conflicts]
         if auto_assign and dev is not None:
             self._assign(conn, row_id, practice_id, dev.worker_id, None, backfill=False, practice_known=True)
+        if tbl == "person":
+            _follow_nhs(conn, row_id, None if new["deleted"] else lookup)
         if lookup and not new["deleted"]:
             conflict_ids += self._check_duplicate_person(conn, new, lookup, origin, mid, now)
         return _ack(mid, "applied", seq, conflict_ids)
@@ -233,8 +252,9 @@ class PushMixin(ScopeMixin):
         if gone:
             raise _Refused("deleted", "This record was deleted and cannot be re-created.")
 
-    def _read_ahead(self, conn: Connection, mutations: list[Mutation]) -> None:
-        """The batch's stored rows and tombstones in one read each (not one round trip per mutation)."""
+    def _read_ahead(self, conn: Connection, mutations: list[Mutation], practice_id: str) -> None:
+        """The batch's stored rows and tombstones in one read each (not one round trip per mutation); then its
+        people's assignments (`read_assignments`) and the practice's people under each NHS number it carries."""
         keys = list({(str(m["tbl"]), str(m["row_id"])) for m in mutations})
         rows: dict[tuple[str, str], Any] = dict.fromkeys(keys)
         deleted: dict[tuple[str, str], bool] = dict.fromkeys(keys, False)
@@ -254,6 +274,27 @@ class PushMixin(ScopeMixin):
         people = {_person_of(m, _row_state(r) if (r := rows[(str(m["tbl"]), str(m["row_id"]))]) is not None else None)
                   for m in mutations}  # fmt: skip
         self.read_assignments(conn, sorted(p for p in people if p))
+        lookups: set[str] = set()
+        for m in mutations:
+            if m["tbl"] == "person":
+                sent = (m.get("fields") or {}).get("nhs_number")
+                stored = rows[(str(m["tbl"]), str(m["row_id"]))]
+                for found in (_digits(sent.get("v")) if isinstance(sent, dict) else None,
+                              stored.lookup if stored is not None else None):  # fmt: skip
+                    if found:
+                        lookups.add(found)
+        nhs: dict[str, set[str]] = {k: set() for k in lookups}
+        ordered = sorted(lookups)
+        for k in range(0, len(ordered), 500):
+            q = sa.select(record.c.id, record.c.lookup).where(
+                record.c.practice_id == practice_id,
+                record.c.tbl == "person",
+                record.c.lookup.in_(ordered[k : k + 500]),
+                record.c.deleted.is_(False),
+            )
+            for r in conn.execute(q):
+                nhs[r.lookup].add(r.id)
+        conn.info["sprx_nhs"] = nhs
 
     def _open_conflicts(self, conn: Connection, tbl: str, row_id: str) -> list[Conflict]:
         q = sa.select(conflict).where(conflict.c.tbl == tbl, conflict.c.row_id == row_id, conflict.c.status == "open")
@@ -338,25 +379,32 @@ class PushMixin(ScopeMixin):
         self, conn: Connection, new: RowState, lookup: str, origin: str, mid: int | None, now: int
     ) -> list[str]:
         """Two people with one NHS number in a practice: flag for a person, never merge."""
-        self._flush_deferred(conn)
-        others = conn.execute(
-            sa.select(record.c.id).where(
-                record.c.practice_id == new["practice_id"],
-                record.c.tbl == "person",
-                record.c.lookup == lookup,
-                record.c.id != new["id"],
-                record.c.deleted.is_(False),
-            )
-        ).all()
+        nhs = conn.info.get("sprx_nhs")
+        if nhs is not None and lookup in nhs:
+            others = sorted(nhs[lookup] - {new["id"]})  # the push's read-ahead (`_read_ahead`)
+        else:
+            self._flush_deferred(conn)
+            others = [
+                r.id
+                for r in conn.execute(
+                    sa.select(record.c.id).where(
+                        record.c.practice_id == new["practice_id"],
+                        record.c.tbl == "person",
+                        record.c.lookup == lookup,
+                        record.c.id != new["id"],
+                        record.c.deleted.is_(False),
+                    )
+                )
+            ]
         out = []
-        for o in others:
-            a, b = sorted([o.id, new["id"]])
+        for other in others:
+            a, b = sorted([other, new["id"]])
             cid = str(uuid.uuid5(merge.CONFLICT_NS, f"duplicate_person/{a}/{b}"))
             if conn.execute(sa.select(conflict.c.id).where(conflict.c.id == cid)).first():
                 continue
             h = self.clock.now()
             values = [
-                {"v": o.id, "hlc": h, "dev": SERVER_DEVICE, "seq": new["seq"]},
+                {"v": other, "hlc": h, "dev": SERVER_DEVICE, "seq": new["seq"]},
                 {"v": new["id"], "hlc": h, "dev": origin, "seq": new["seq"]},
             ]
             c = Conflict(
@@ -389,8 +437,8 @@ class PushMixin(ScopeMixin):
             last = int(d.last_acked_mutation_id)
             conn.info["sprx_gate"] = gated
             if any(int(m["mutation_id"]) > last for m in mutations):
-                self._read_ahead(conn, [m for m in mutations if int(m["mutation_id"]) > last])
-            conn.info["sprx_defer"] = {"record": [], "log": []}
+                self._read_ahead(conn, [m for m in mutations if int(m["mutation_id"]) > last], dev.practice_id)
+            conn.info["sprx_defer"] = {"record": [], "log": [], "assignment": []}
             for m, h in zip(mutations, hashes, strict=True):
                 mid = int(m["mutation_id"])
                 if mid <= last:
@@ -445,6 +493,7 @@ class PushMixin(ScopeMixin):
             conn.info.pop("sprx_rows", None)
             conn.info.pop("sprx_deleted", None)
             conn.info.pop("sprx_assigned", None)
+            conn.info.pop("sprx_nhs", None)
             conn.info.pop("sprx_gate", None)
             seen: dict[str, Any] = {"last_acked_mutation_id": last, "last_seen": now}
             if pending is not None:

@@ -91,15 +91,14 @@ class ScopeMixin(StoreBase):
                 .values(worker_id=worker_id, team_id=team_id, seq=s, practice_id=practice_id)
             )
         else:
-            conn.execute(
-                assignment.insert().values(
-                    person_id=person_id,
-                    practice_id=practice_id,
-                    worker_id=worker_id,
-                    team_id=team_id,
-                    seq=s,
-                )
-            )
+            new = {"person_id": person_id, "practice_id": practice_id, "worker_id": worker_id, "team_id": team_id,
+                   "seq": s}  # fmt: skip
+            defer = conn.info.get("sprx_defer")
+            if defer is not None and "sprx_assigned" in conn.info:
+                # A push: written with its new rows (`_flush_deferred`); its scope checks read `sprx_assigned`.
+                defer["assignment"].append(new)
+            else:
+                conn.execute(assignment.insert().values(**new))
         known = conn.info.get("sprx_assigned")
         if known is not None:
             known[person_id] = Assigned(practice_id, worker_id, team_id)
