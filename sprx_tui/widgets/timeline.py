@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from textual.content import Content
 from textual.widgets import OptionList
@@ -28,7 +30,43 @@ def contact_summary(contact: Contact) -> str:
     return f"{when} · {CONTACT_MODES.get(contact.mode, contact.mode)} · " + (f"“{first}”" if first else "(no notes)")
 
 
+class Shown(NamedTuple):
+    """Everything of a timeline entry that is drawn, and nothing else: `entry_content` reads only this, so an
+    entry whose `Shown` is unchanged is drawn the same (the timeline keeps its prompt)."""
+
+    occurred_at: dt.datetime
+    mode: str
+    duration_minutes: int
+    did_not_attend: bool
+    follow_up_on: dt.date | None
+    entered_in_error: bool
+    error_reason: str | None
+    notes: str
+    amendments: tuple[tuple[dt.datetime, str, str, str], ...]
+    """(amended_at, author, reason, text) of each amendment, oldest first."""
+
+
+def shown(entry: TimelineEntry) -> Shown:
+    c = entry.contact
+    return Shown(
+        c.occurred_at,
+        c.mode,
+        c.duration_minutes,
+        c.did_not_attend,
+        c.follow_up_on,
+        c.entered_in_error,
+        c.error_reason,
+        c.notes,
+        tuple((a.amended_at, a.author, a.reason, a.text) for a in entry.amendments),
+    )
+
+
 def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
+    """One contact as the worker reads it (see `shown_content`)."""
+    return shown_content(shown(entry), marked=marked)
+
+
+def shown_content(c: Shown, *, marked: bool = False) -> Content:
     """One contact as the worker reads it: when, how, how long, the note, then any amendments.
 
     Each line is indented by two characters; the first line of the highlighted contact starts with MARK.
@@ -41,7 +79,6 @@ def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
             style = " ".join(word for word in style.split() if not word.startswith("$"))
         return Content.styled(text, style)
 
-    c = entry.contact
     when = local(c.occurred_at).strftime("%a ") + fmt_datetime(c.occurred_at)
     heading = [styled(when, "bold"), "  ·  ", visible(CONTACT_MODES.get(c.mode, c.mode))]
     if c.duration_minutes:  # 0 is "not recorded" (a blank Minutes box), as the FHIR export reads it too
@@ -60,35 +97,19 @@ def entry_content(entry: TimelineEntry, *, marked: bool = False) -> Content:
         )
     notes = visible(c.notes.strip(), multiline=True) or "(no notes)"
     lines.append(styled(notes, "strike $text-muted" if c.entered_in_error else ""))
-    for a in entry.amendments:
-        note = f"  ↳ Amended {fmt_datetime(a.amended_at)}"
-        if a.author:
-            note += f" by {visible(a.author)}"
-        if a.reason:
-            note += f" ({visible(a.reason, multiline=True)})"
+    for amended_at, author, reason, text in c.amendments:
+        note = f"  ↳ Amended {fmt_datetime(amended_at)}"
+        if author:
+            note += f" by {visible(author)}"
+        if reason:
+            note += f" ({visible(reason, multiline=True)})"
         lines.append(styled(note + ":", "bold $text-accent"))
-        lines.append(styled("    " + visible(a.text, multiline=True), "$text-accent"))
+        lines.append(styled("    " + visible(text, multiline=True), "$text-accent"))
     body = Content("\n").join(lines)
     first, *rest = body.split("\n")
     return Content("\n").join(
         [Content.assemble(Content.styled(MARK, "bold") if marked else UNMARKED, first)]
         + [Content.assemble(UNMARKED, line) for line in rest]
-    )
-
-
-def _shown_fields(entry: TimelineEntry) -> tuple[object, ...]:
-    """Everything of an entry that `entry_content` shows: an entry with the same fields is drawn the same."""
-    c = entry.contact
-    return (
-        c.occurred_at,
-        c.mode,
-        c.duration_minutes,
-        c.did_not_attend,
-        c.follow_up_on,
-        c.entered_in_error,
-        c.error_reason,
-        c.notes,
-        tuple((a.amended_at, a.author, a.reason, a.text) for a in entry.amendments),
     )
 
 
@@ -107,7 +128,7 @@ class ContactTimeline(OptionList):
         self._marked: str | None = None  # the contact drawn with MARK
         # Each shown contact's prompt, by (id, marked), with the fields it was made from: a contact unchanged
         # since the last list keeps its prompt (a save adds one contact to a list of many).
-        self._prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]] = {}
+        self._prompts: dict[tuple[str, bool], tuple[Shown, Content]] = {}
 
     def show_entries(self, entries: Sequence[TimelineEntry], keep: str | None = None) -> None:
         """Replace the list, keeping the highlight on `keep` (or the current contact) when it is still there."""
@@ -117,7 +138,7 @@ class ContactTimeline(OptionList):
         # with MARK at once (not replaced after, which would lay the list out again).
         mark = keep if keep in self._entries else (entries[0].contact.id if entries else None)
         options: list[Option | None] = []
-        prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]] = {}
+        prompts: dict[tuple[str, bool], tuple[Shown, Content]] = {}
         for i, entry in enumerate(entries):
             if i:
                 options.append(None)  # a separator line between contacts
@@ -136,13 +157,13 @@ class ContactTimeline(OptionList):
         self,
         entry: TimelineEntry,
         marked: bool,
-        prompts: dict[tuple[str, bool], tuple[tuple[object, ...], Content]],
+        prompts: dict[tuple[str, bool], tuple[Shown, Content]],
     ) -> Content:
-        """`entry_content(entry, marked=marked)`, made again only if the contact's shown fields changed."""
+        """`entry_content(entry, marked=marked)`, made again only if what it draws (`Shown`) changed."""
         key = (entry.contact.id, marked)
-        fields = _shown_fields(entry)
+        fields = shown(entry)
         known = self._prompts.get(key)
-        content = known[1] if known is not None and known[0] == fields else entry_content(entry, marked=marked)
+        content = known[1] if known is not None and known[0] == fields else shown_content(fields, marked=marked)
         prompts[key] = (fields, content)
         return content
 
