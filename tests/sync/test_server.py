@@ -355,6 +355,17 @@ def test_duplicate_nhs_number_is_flagged_not_merged(server: TestServer) -> None:
     assert ("person", p1) in a.rows and ("person", p2) in a.rows
 
 
+def test_two_new_people_with_one_nhs_number_in_one_push_are_flagged(server: TestServer) -> None:
+    server.worker("alice")
+    a = server.laptop("alice")
+    p1, p2 = str(uuid.uuid4()), str(uuid.uuid4())
+    out = acks(a.push([a.mutation("person", p, "insert", {"given_name": "Twin", "nhs_number": NHS}) for p in (p1, p2)]))
+    assert [x["status"] for x in out] == ["applied", "applied"]
+    assert out[0]["conflict_ids"] == [] and len(out[1]["conflict_ids"]) == 1
+    (c,) = a.pull_all()["conflicts"]
+    assert c["kind"] == "duplicate_person" and {v["v"] for v in c["values"]} == {p1, p2}
+
+
 _NHS_POOL = ["9434765900", "943 476 5919", "9434765927"]
 _PEOPLE = [str(uuid.UUID(int=i + 1)) for i in range(4)]
 

@@ -254,7 +254,7 @@ class PushMixin(ScopeMixin):
 
     def _read_ahead(self, conn: Connection, mutations: list[Mutation], practice_id: str) -> None:
         """The batch's stored rows and tombstones in one read each (not one round trip per mutation); then its
-        people's assignments (`read_assignments`) and the practice's people under each NHS number it carries."""
+        people's assignments (`_read_assignments`) and the practice's people under each NHS number it carries."""
         keys = list({(str(m["tbl"]), str(m["row_id"])) for m in mutations})
         rows: dict[tuple[str, str], Any] = dict.fromkeys(keys)
         deleted: dict[tuple[str, str], bool] = dict.fromkeys(keys, False)
@@ -273,7 +273,7 @@ class PushMixin(ScopeMixin):
         conn.info["sprx_deleted"] = deleted
         people = {_person_of(m, _row_state(r) if (r := rows[(str(m["tbl"]), str(m["row_id"]))]) is not None else None)
                   for m in mutations}  # fmt: skip
-        self.read_assignments(conn, sorted(p for p in people if p))
+        self._read_assignments(conn, sorted(p for p in people if p))
         lookups: set[str] = set()
         for m in mutations:
             if m["tbl"] == "person":

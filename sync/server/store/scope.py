@@ -106,14 +106,14 @@ class ScopeMixin(StoreBase):
             self._backfill(conn, person_id, practice_id)
 
     def _assignment(self, conn: Connection, person_id: str) -> Assigned | None:
-        """Who a person is assigned to: from the push's read-ahead (`read_assignments`) when it covers them."""
+        """Who a person is assigned to: from the push's read-ahead (`_read_assignments`) when it covers them."""
         known = conn.info.get("sprx_assigned")
         if known is not None and person_id in known:
             return known[person_id]
         r = conn.execute(_SEL_ASSIGNMENT, {"b_id": person_id}).first()
         return Assigned(r.practice_id, r.worker_id, r.team_id) if r is not None else None
 
-    def read_assignments(self, conn: Connection, person_ids: list[str]) -> None:
+    def _read_assignments(self, conn: Connection, person_ids: list[str]) -> None:
         """The assignments of a batch's people in one read per 500 (a push's scope checks then ask no more),
         kept in the transaction's ``sprx_assigned`` and kept current by ``_assign``."""
         known: dict[str, Assigned | None] = dict.fromkeys(person_ids)
