@@ -10,12 +10,14 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
+from tests.shared_build import built_once
 
 CORE_PASSPHRASE = "walking group on tuesday"
 CORE_FROZEN_NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)  # a Monday morning
@@ -47,12 +49,16 @@ def core_pw(value: str = CORE_PASSPHRASE) -> bytearray:
 
 @pytest.fixture(scope="session")
 def core_empty_template(tmp_path_factory: pytest.TempPathFactory) -> CoreVaultTemplate:
-    """An empty vault migrated to head, built once per session and left locked."""
-    path = tmp_path_factory.mktemp("core_empty") / "vault"
-    vault, recovery = Vault.create(path, core_pw(), kdf=FLOOR)
-    open_store(vault)
-    vault.lock()
-    return CoreVaultTemplate(path, recovery)
+    """An empty vault migrated to head, built once per test run (`built_once`) and left locked."""
+
+    def build(folder: Path) -> dict[str, str]:
+        vault, recovery = Vault.create(folder / "vault", core_pw(), kdf=FLOOR)
+        open_store(vault)
+        vault.lock()
+        return {"recovery": recovery}
+
+    folder, facts = built_once(tmp_path_factory, "core-empty-vault", build)
+    return CoreVaultTemplate(folder / "vault", facts["recovery"])
 
 
 @pytest.fixture
@@ -146,11 +152,24 @@ def core_sprx(
 
 @pytest.fixture(scope="session")
 def core_cli_demo(tmp_path_factory: pytest.TempPathFactory) -> CoreCliDemo:
-    """A small demo vault made by `sprx demo` in a subprocess, once per session; copy it before changing it."""
-    path = tmp_path_factory.mktemp("core_cli_demo") / "vault"
-    done = core_sprx(
-        ["demo", "--vault", str(path), "--people", str(CORE_CLI_DEMO_PEOPLE), "--passphrase-stdin", "--fast-kdf"]
-    )
+    """A small demo vault made by `sprx demo` in a subprocess, once per test run (`built_once`); copy it before
+    changing it."""
+
+    def build(folder: Path) -> dict[str, Any]:
+        done = core_sprx(
+            [
+                "demo",
+                "--vault",
+                str(folder / "vault"),
+                "--people",
+                str(CORE_CLI_DEMO_PEOPLE),
+                "--passphrase-stdin",
+                "--fast-kdf",
+            ]  # fmt: skip
+        )
+        return {"stdout": done.stdout, "stderr": done.stderr, "returncode": done.returncode}
+
+    folder, done = built_once(tmp_path_factory, "core-cli-demo", build)
     # The recovery key is printed once, indented, between blank lines.
-    keys = [line.strip() for line in done.stdout.splitlines() if line.startswith("    ")]
-    return CoreCliDemo(path, keys[0] if keys else "", done.stdout, done.stderr, done.returncode)
+    keys = [line.strip() for line in done["stdout"].splitlines() if line.startswith("    ")]
+    return CoreCliDemo(folder / "vault", keys[0] if keys else "", done["stdout"], done["stderr"], done["returncode"])

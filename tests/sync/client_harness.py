@@ -24,6 +24,7 @@ from sync.client import HELD_ACTIONS
 from sync.protocol import EXCHANGE_PATH
 from sync.schema import TABLES
 from sync.server import store as server_tables
+from tests.shared_build import built_once
 from tests.sync.server_harness import TestServer
 
 PASSPHRASE = "walking group on tuesday"
@@ -317,8 +318,11 @@ def make_template(path: Path) -> VaultTemplate:
 
 @pytest.fixture(scope="session")
 def vault_template(tmp_path_factory: pytest.TempPathFactory) -> VaultTemplate:
-    """An empty migrated vault, made once (Argon2 at the floor), copied per laptop."""
-    return make_template(tmp_path_factory.mktemp("sync_tpl") / "vault")
+    """An empty migrated vault, made once per test run (Argon2 at the floor; `built_once`), copied per laptop."""
+    folder, facts = built_once(
+        tmp_path_factory, "sync-empty-vault", lambda f: {"recovery": make_template(f / "vault").recovery}
+    )
+    return VaultTemplate(folder / "vault", facts["recovery"])
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ import pytest
 from sprx_tui.core.demo import build_demo
 from sprx_tui.core.store import CaseStore, open_store
 from sprx_tui.core.vault import FLOOR, Vault
+from tests.shared_build import built_once
 
 PASSPHRASE = "walking group on tuesday"
 FROZEN_NOW = dt.datetime(2026, 11, 23, 10, 30, tzinfo=dt.UTC)  # a Monday morning
@@ -50,14 +51,18 @@ def _no_cursor_blink(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def demo_vault_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 30-person synthetic demo vault built once per test session with the frozen clock."""
-    path = tmp_path_factory.mktemp("template") / "vault"
-    vault, recovery = Vault.create(path, bytearray(PASSPHRASE.encode()), kdf=FLOOR)
-    _RECOVERY["template"] = recovery
-    store = open_store(vault, clock=frozen_clock)
-    build_demo(store, people=30, seed=7)
-    vault.lock()
-    return path
+    """A 30-person synthetic demo vault built once per test run (`built_once`) with the frozen clock."""
+
+    def build(folder: Path) -> dict[str, str]:
+        vault, recovery = Vault.create(folder / "vault", bytearray(PASSPHRASE.encode()), kdf=FLOOR)
+        store = open_store(vault, clock=frozen_clock)
+        build_demo(store, people=30, seed=7)
+        vault.lock()
+        return {"recovery": recovery}
+
+    folder, facts = built_once(tmp_path_factory, "tui-demo-vault", build)
+    _RECOVERY["template"] = facts["recovery"]
+    return folder / "vault"
 
 
 def quick_unlock(path: Path) -> Vault:
