@@ -185,6 +185,7 @@ def test_an_enrolled_laptop_never_withdraws_locally(
     assert "This laptop gets its directory from the practice server, so nothing was withdrawn here.\n" in out
 
 
+@pytest.mark.slow  # 5,000 services imported
 def test_an_import_reports_its_progress_to_the_last_entry(core_store: CaseStore, tmp_path: Path) -> None:
     """`sprx directory import` draws a bar from these reports: reading, then every entry written."""
     heard: list[tuple[str, int, int | None]] = []

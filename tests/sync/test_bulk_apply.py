@@ -179,6 +179,7 @@ ROUND = {
 }
 
 
+@pytest.mark.slow  # 25 hypothesis rounds on two laptops (the other bulk-apply tests stay in the fast tier)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(**ROUND)
 def test_bulk_and_per_row_writes_leave_the_same_vault(

@@ -282,6 +282,7 @@ def names_in(table: TextTable) -> list[str]:
     return [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
 
 
+@pytest.mark.slow  # types three filters key by key
 async def test_caseload_filters_by_name_nhs_number_and_postcode(unlocked_store: CaseStore, demo_vault: Path) -> None:
     rows, total = unlocked_store.queries.caseload(limit=100)
     target = next(r for r in rows if r.postcode and r.nhs_number)

@@ -97,6 +97,7 @@ async def move_to(pilot: Pilot[Any], screen: DirectoryScreen, row_id: str) -> No
 # -- search, refer, signpost ------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a search typed key by key, then a referral
 async def test_search_then_refer_the_person_in_two_keys(unlocked_store: CaseStore) -> None:
     q = unlocked_store.queries
     person_id = person_without_onward(unlocked_store)
@@ -177,6 +178,7 @@ async def test_signpost_with_the_need_filter(unlocked_store: CaseStore) -> None:
         assert results(screen).row_count == min(100, everything)
 
 
+@pytest.mark.slow  # a search typed key by key
 async def test_refer_needs_a_person_and_cancel_records_nothing(unlocked_store: CaseStore) -> None:
     person_id = person_without_onward(unlocked_store)
     app = make_app(unlocked_store)

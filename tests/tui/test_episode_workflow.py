@@ -79,6 +79,7 @@ def preview_text(summary: GpSummaryModal | GpSummaryPreview) -> str:
     return str(summary.query_one("#preview-text").render())
 
 
+@pytest.mark.slow  # a referral made and withdrawn through the dialogs
 async def test_onward_referral_with_need_and_consent_then_withdrawn(unlocked_store: CaseStore) -> None:
     person_id = new_person(unlocked_store, "full")
     before = reports.build_report(unlocked_store).uptake
@@ -198,6 +199,7 @@ async def test_discharge_without_consent_shows_only_the_refusal(unlocked_store: 
     assert not list(tmp_path.rglob("*.json")) and not list(tmp_path.rglob("*.txt"))
 
 
+@pytest.mark.slow  # a plan and a referral through their forms
 async def test_a_need_added_in_the_plan_is_offered_and_shown_as_written(unlocked_store: CaseStore) -> None:
     from sprx_tui.screens.episode import ReasonChoiceModal
     from sprx_tui.screens.plan import PlanScreen

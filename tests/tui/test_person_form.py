@@ -115,6 +115,7 @@ async def test_new_person_from_the_caseload_key_a(unlocked_store: CaseStore) -> 
         await wait_until(pilot, lambda: caseload.total == 1, what="the filtered caseload")
 
 
+@pytest.mark.slow  # the new-person form typed key by key
 async def test_invalid_nhs_number_is_one_sentence_on_its_field_and_nothing_is_saved(unlocked_store: CaseStore) -> None:
     people, referrals = count(unlocked_store, Person), count(unlocked_store, Referral)
     app = make_app(unlocked_store)

@@ -72,6 +72,7 @@ def test_directory(snap_compare: Any, unlocked_store: CaseStore, size: tuple[int
     assert snap_compare(app, terminal_size=size, run_before=directory_for_person(unlocked_store))
 
 
+@pytest.mark.slow  # a search typed, then a snapshot (the colour one stays fast)
 def test_directory_no_color(snap_compare: Any, unlocked_store: CaseStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without colour the STALE and INACTIVE marks are still there, as words."""
     monkeypatch.setenv("NO_COLOR", "1")

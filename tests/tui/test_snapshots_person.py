@@ -96,6 +96,7 @@ def test_contact_form_empty(snap_compare: Any, person_store: CaseStore, size: tu
     assert snap_compare(make_app(person_store), terminal_size=size, run_before=on_person(person_store, "n"))
 
 
+@pytest.mark.slow  # the contact form filled in, at each size
 @pytest.mark.parametrize("size", SIZES, ids=SIZE_IDS)
 def test_contact_form_with_error(snap_compare: Any, person_store: CaseStore, size: tuple[int, int]) -> None:
     run_before = on_person(
