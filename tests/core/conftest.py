@@ -165,7 +165,7 @@ def core_cli_demo(tmp_path_factory: pytest.TempPathFactory) -> CoreCliDemo:
                 str(CORE_CLI_DEMO_PEOPLE),
                 "--passphrase-stdin",
                 "--fast-kdf",
-            ]  # fmt: skip
+            ]
         )
         return {"stdout": done.stdout, "stderr": done.stderr, "returncode": done.returncode}
 
