@@ -81,12 +81,13 @@ def _ack(mid: Any, status: str, seq: int | None, conflict_ids: list[str]) -> dic
             "reason": None, "detail": None}  # fmt: skip
 
 
-def _person_of(m: Mutation, state: RowState | None) -> str | None:
-    """The person a mutation's row belongs to: the row itself for a person, else as stored, else as sent."""
+def _person_of(m: Mutation, stored: bool, stored_person: str | None) -> str | None:
+    """The person a mutation's row belongs to: the row itself for a person, else as stored (``stored``: the row is
+    stored, under ``stored_person``), else as sent."""
     if m["tbl"] == "person":
         return m["row_id"]
-    if state is not None:
-        return state["person_id"]
+    if stored:
+        return stored_person
     return m.get("person_id")
 
 
@@ -225,7 +226,7 @@ class PushMixin(ScopeMixin):
             return False  # merge refuses an unknown table
         if state is not None and state["practice_id"] != practice_id:
             raise _Refused("out_of_scope", "This record belongs to another practice.")
-        person_id = _person_of(m, state)
+        person_id = _person_of(m, state is not None, state["person_id"] if state is not None else None)
         if not ts.person_scoped or not person_id or self._in_scope(conn, dev, person_id):
             return False
         unassigned = self._assignment(conn, person_id) is None
@@ -271,18 +272,19 @@ class PushMixin(ScopeMixin):
                     deleted[(t, i)] = True
         conn.info["sprx_rows"] = rows
         conn.info["sprx_deleted"] = deleted
-        people = {_person_of(m, _row_state(r) if (r := rows[(str(m["tbl"]), str(m["row_id"]))]) is not None else None)
-                  for m in mutations}  # fmt: skip
-        self._read_assignments(conn, sorted(p for p in people if p))
+        people: set[str] = set()
         lookups: set[str] = set()
         for m in mutations:
+            stored = rows[(str(m["tbl"]), str(m["row_id"]))]
+            person = _person_of(m, stored is not None, stored.person_id if stored is not None else None)
+            if person:
+                people.add(str(person))
             if m["tbl"] == "person":
                 sent = (m.get("fields") or {}).get("nhs_number")
-                stored = rows[(str(m["tbl"]), str(m["row_id"]))]
-                for found in (_digits(sent.get("v")) if isinstance(sent, dict) else None,
-                              stored.lookup if stored is not None else None):  # fmt: skip
-                    if found:
-                        lookups.add(found)
+                # The number it is sent with and the one it has now: the merge keeps one of them.
+                numbers = (_digits(sent.get("v")) if isinstance(sent, dict) else None, stored and stored.lookup)
+                lookups.update(n for n in numbers if n)
+        self._read_assignments(conn, sorted(people))
         nhs: dict[str, set[str]] = {k: set() for k in lookups}
         ordered = sorted(lookups)
         for k in range(0, len(ordered), 500):

@@ -155,27 +155,11 @@ class ScopeMixin(StoreBase):
         cache = conn.info.setdefault("sprx_scope", {})
         if (dev.id, person_id) in cache:
             return bool(cache[(dev.id, person_id)])
-        known = conn.info.get("sprx_assigned")
-        if known is not None and person_id in known:
-            a = known[person_id]
-            cache[(dev.id, person_id)] = ok = (
-                a is not None
-                and a.practice_id == dev.practice_id
-                and (a.worker_id == dev.worker_id or (dev.team_id is not None and a.team_id == dev.team_id))
-            )
-            return ok
-        who = assignment.c.worker_id == dev.worker_id
-        if dev.team_id is not None:
-            who = sa.or_(who, assignment.c.team_id == dev.team_id)
+        a = self._assignment(conn, person_id)
         cache[(dev.id, person_id)] = ok = (
-            conn.execute(
-                sa.select(assignment.c.person_id).where(
-                    assignment.c.person_id == person_id,
-                    assignment.c.practice_id == dev.practice_id,
-                    who,
-                )
-            ).first()
-            is not None
+            a is not None
+            and a.practice_id == dev.practice_id
+            and (a.worker_id == dev.worker_id or (dev.team_id is not None and a.team_id == dev.team_id))
         )
         return ok
 
