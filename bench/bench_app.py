@@ -478,12 +478,19 @@ def child_sprx(args: argparse.Namespace) -> None:
     last_key_at = [0.0]
     partly_ms: list[float | None] = [None]
 
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+
     async def measured(
         pilot: Any,
         key: str,
         match: Callable[[float], Callable[[Any], bool]],
         shows: Callable[[Any, Any], bool],
         partly: Callable[[Any, Any], bool] | None = None,
+        what: str = "",
     ) -> tuple[float, float]:
         """Press `key` on an idle app; ms and process CPU ms until the first frame after the matching message
         that shows what it carried (`shows(screen, message)` on that frame: see Marks.check), less the time the
@@ -494,6 +501,9 @@ def child_sprx(args: argparse.Namespace) -> None:
         in partly_ms[0].
         """
         await pilot.pause()  # start from an idle app
+        profiling = profiler is not None and what == args.profile
+        if profiling:
+            profiler.enable()
         c0 = time.process_time()
         t0 = last_key_at[0] = _now()
         o0 = tuple(marks.overhead)
@@ -531,6 +541,8 @@ def child_sprx(args: argparse.Namespace) -> None:
                 partly_ms[0] = interval(marks.partly_at, marks.display_cpu[marks.partly_at])[0]
             return interval(shown, marks.display_cpu[shown])
         finally:
+            if profiling:
+                profiler.disable()
             marks.expecting = marks.partly = None
 
     # What each interval's frame must show, in the region the compositor gave the widget (see Marks.check).
@@ -702,7 +714,12 @@ def child_sprx(args: argparse.Namespace) -> None:
                 for _ in range(rng.randint(1, 6)):
                     await pilot.press("down")
                 ms, cpu = await measured(
-                    pilot, "enter", lambda t0: lambda m: m.kind is PersonLoaded, person_shown, partly=header_shown
+                    pilot,
+                    "enter",
+                    lambda t0: lambda m: m.kind is PersonLoaded,
+                    person_shown,
+                    partly=header_shown,
+                    what="open",
                 )
                 headers.append(partly_ms[0] if partly_ms[0] is not None else ms)
                 await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)
@@ -734,7 +751,7 @@ def child_sprx(args: argparse.Namespace) -> None:
                 note = f"benchmark save {os.getpid()}.{k}"
                 app.screen.query_one("#notes", TextArea).text = f"Phoned as arranged ({note})."
 
-                ms, cpu = await measured(pilot, "ctrl+s", new_contact_on_timeline, contact_shown(note))
+                ms, cpu = await measured(pilot, "ctrl+s", new_contact_on_timeline, contact_shown(note), what="save")
                 t_saved = marks.message_after(last_key_at[0], lambda msg: msg.kind is ContactSaved)
                 committed.append((t_saved - last_key_at[0]) * 1000 if t_saved is not None else float("nan"))
                 saves.append(ms)
@@ -760,7 +777,9 @@ def child_sprx(args: argparse.Namespace) -> None:
                 )
                 app.screen.query_one("#given_name", Input).value = "Bench"
                 app.screen.query_one("#family_name", Input).value = f"Walkin{k:03d}"
-                ms, cpu = await measured(pilot, "ctrl+s", new_person_shown, person_shown, partly=header_shown)
+                ms, cpu = await measured(
+                    pilot, "ctrl+s", new_person_shown, person_shown, partly=header_shown, what="add"
+                )
                 adds_header.append(partly_ms[0] if partly_ms[0] is not None else ms)
                 t_saved = marks.message_after(last_key_at[0], lambda msg: msg.kind is PersonSaved)
                 adds_committed.append((t_saved - last_key_at[0]) * 1000 if t_saved is not None else float("nan"))
@@ -801,7 +820,9 @@ def child_sprx(args: argparse.Namespace) -> None:
                     continue
                 await pilot.press("D")
                 await wait_for(lambda: isinstance(app.screen, DischargeModal) and bool(app.screen.query("#words")))
-                ms, cpu = await measured(pilot, "ctrl+s", lambda t0: lambda m: m.kind is EpisodeEnded, preview_shown)
+                ms, cpu = await measured(
+                    pilot, "ctrl+s", lambda t0: lambda m: m.kind is EpisodeEnded, preview_shown, what="discharge"
+                )
                 ends.append(ms)
                 ends_cpu.append(cpu)
                 await wait_for(lambda: isinstance(app.screen, DischargeModal) and app.screen.summary is not None)
@@ -819,6 +840,10 @@ def child_sprx(args: argparse.Namespace) -> None:
         asyncio.run(run())
     finally:
         shutil.rmtree(config_dir, ignore_errors=True)
+    if profiler is not None:
+        Path(args.profile_out).parent.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(args.profile_out)
+        print(f"profile of the {args.profile} intervals: {args.profile_out}", file=sys.stderr)
     emit_json(out)
 
 
@@ -1057,6 +1082,12 @@ def main(argv: list[str] | None = None) -> None:
         if name == "child":
             p.add_argument("kind", choices=MODES)
             p.add_argument("--hacks-off", default="", help="workarounds switched off in this child")
+            p.add_argument(
+                "--profile",
+                choices=("open", "save", "add", "discharge"),
+                help="cProfile only these intervals (the bench's own frame checks included); stats to --profile-out",
+            )
+            p.add_argument("--profile-out", default="bench/out/app.prof")
         p.add_argument("--vault", default=str(VAULT_10K))
         p.add_argument("--rounds", type=int, default=3)
         p.add_argument("--queries", type=int, default=40, help="filter texts typed per round (each key measured)")

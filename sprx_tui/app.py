@@ -59,6 +59,7 @@ AREA_SCREENS: dict[str, tuple[str, str]] = {
 }
 AREA_LABELS = {mode: label for mode, _key, label in AREAS}
 RECORDS_MODE = "records"
+KEPT_RECORD = "kept-person-record"  # the installed name of the person screen kept for the next person
 """The mode holding people's records (and what is opened from them), so an area's key always shows the area."""
 IDLE_CHECK_SECONDS = 5.0
 LISTS_WAITED_FOR_SECONDS = 0.25
@@ -204,6 +205,7 @@ class SprxApp(App[int]):
         hacks.share_css_parse_cache()
         self.unlock_prepared = False  # the unlock screen's preparation is done (Today built, styles parsed)
         self._session_refs: list[weakref.ref[Any]] = []  # the last session's store and screens, after a lock
+        self._kept_record: Screen[Any] | None = None  # the person screen kept for the next person (record_screen)
         self._freeze_retries = 0
         self._shown_store: CaseStore | None = None  # the store whose unlock has left the unlock screen
         self._last_input_at = time.monotonic()  # real time, for the idle collection (the clock may be fake)
@@ -553,15 +555,51 @@ class SprxApp(App[int]):
         """Push the person's record onto the current area."""
         if self.store is None:
             return
+        screen = self.record_screen(person_id, tab)
+        if screen is not None:
+            self.push_record(screen)
+
+    def record_screen(self, person_id: str, tab: str | None = None, loaded: Any = None) -> Screen[Any] | None:
+        """The screen to show a person's record on: the one kept for the next person, when it is free.
+
+        Building a person screen (its tabs, six panes and footer keys, about 35 widgets) was about half of
+        opening a record (BENCHMARKS.md, App). The first screen built is installed, so that closing it keeps
+        it; it empties itself as it leaves every stack (`PersonScreen._blank`) and is given the next person
+        (`reuse_for`). While it is on a stack (a record open under another), a new one is made for the other.
+        A lock forgets it with the session (`_forget_kept_record`). None if the person screen is missing.
+        """
         screen_class = self._optional_part("sprx_tui.screens.person", "PersonScreen", "person record")
         if screen_class is None:
-            return
+            return None
+        kept = self._kept_record
+        if kept is not None and not self.on_a_stack(kept):
+            reuse = getattr(kept, "reuse_for", None)
+            if callable(reuse) and reuse(person_id, tab, loaded=loaded):
+                return kept
         kwargs: dict[str, Any] = {}
-        if tab is not None:
-            with contextlib.suppress(TypeError, ValueError):
-                if "tab" in inspect.signature(screen_class).parameters:
-                    kwargs["tab"] = tab
-        self.push_record(screen_class(person_id, **kwargs))
+        with contextlib.suppress(TypeError, ValueError):
+            parameters = inspect.signature(screen_class).parameters
+            kwargs.update({k: v for k, v in (("tab", tab), ("loaded", loaded)) if v is not None and k in parameters})
+        screen = screen_class(person_id, **kwargs)
+        if kept is None and hasattr(screen, "reuse_for"):
+            self.install_screen(screen, KEPT_RECORD)
+            self._kept_record = screen
+        return screen
+
+    def on_a_stack(self, screen: Screen[Any]) -> bool:
+        """Whether `screen` is on the stack of any mode (shown, or under another screen)."""
+        return any(screen in self._stack_of(mode) for mode in ("gate", *self._area_modes))
+
+    def _forget_kept_record(self) -> None:
+        """At a lock: the kept person screen goes with the session (uninstalled, removed once off every stack)."""
+        kept, self._kept_record = self._kept_record, None
+        if kept is None:
+            return
+        self._session_refs.append(weakref.ref(kept))
+        with contextlib.suppress(Exception):
+            self.uninstall_screen(kept)
+            if not self.on_a_stack(kept) and kept.is_attached:
+                kept.remove()
 
     def push_record(self, screen: Screen) -> None:
         """Push a person's record (or the directory opened for them) in the records' own mode.
@@ -848,6 +886,7 @@ class SprxApp(App[int]):
             with contextlib.suppress(Exception):
                 self.remove_mode(mode)
         self._area_modes.clear()
+        self._forget_kept_record()  # after the modes: it is on no stack now, so it can be uninstalled
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.push_screen(self._gate_screen())

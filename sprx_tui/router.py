@@ -48,9 +48,19 @@ def screen_class(name: str) -> type[Screen[Any]]:
     return found
 
 
+def person_screen(app: App[Any], person_id: str, tab: str | None = None, loaded: Any = None) -> Screen[Any]:
+    """A screen for the person's record (the app's kept one when it is free: `SprxApp.record_screen`)."""
+    record_screen = getattr(app, "record_screen", None)
+    screen = record_screen(person_id, tab, loaded) if callable(record_screen) else None
+    if screen is None:
+        kwargs = {"tab": tab} if loaded is None else {"tab": tab, "loaded": loaded}
+        screen = screen_class("person")(person_id, **kwargs)  # type: ignore[call-arg]
+    return screen
+
+
 def push_person(app: App[Any], person_id: str, tab: str | None = None) -> Screen[Any]:
     """Push the person's record (to sit under a restored form) and return it; it mounts in the background."""
-    screen = screen_class("person")(person_id, tab=tab)  # type: ignore[call-arg]
+    screen = person_screen(app, person_id, tab)
     push = getattr(app, "push_record", None)  # the app keeps records apart from the areas' screens
     (push if callable(push) else app.push_screen)(screen)
     return screen

@@ -11,6 +11,7 @@ from typing import Any
 
 from textual import on, work
 from textual.app import ComposeResult
+from textual.await_remove import AwaitRemove
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
@@ -92,11 +93,13 @@ TAB_ACTIONS = {
 class PersonLoaded(Message):
     person: Person | None
     flag_history: list[SafetyFlagChange] = field(default_factory=list)
+    visit: int | None = None  # which opening of a person it was read for (PersonScreen._visit); None: the current
 
 
 @dataclass
 class ReferralsLoaded(Message):
     referrals: list[Referral]
+    visit: int | None = None
 
 
 @dataclass
@@ -108,23 +111,27 @@ class TimelineLoaded(Message):
     # person read with it, and (the form, the new contact's id) to close once the record shows it.
     person: Person | None = None
     close: tuple[Screen[Any], str] | None = None
+    visit: int | None = None
 
 
 @dataclass
 class PlanLoaded(Message):
     what_matters: list[WhatMatters]
     goals: list[GoalWithActions]
+    visit: int | None = None
 
 
 @dataclass
 class OnwardReferralsLoaded(Message):
     onward: list[OnwardReferral]
     needs: list[Need] = field(default_factory=list)
+    visit: int | None = None
 
 
 @dataclass
 class OutcomesLoaded(Message):
     outcomes: list[OutcomeResponse]
+    visit: int | None = None
 
 
 @dataclass
@@ -133,6 +140,7 @@ class SummaryPreviewed(Message):
     sentence). An episode ended in the discharge dialog is previewed there (`DischargeModal`)."""
 
     text: str
+    visit: int | None = None
 
 
 @dataclass
@@ -142,6 +150,7 @@ class RecordChanged(Message):
     parts: tuple[str, ...]
     notice: str
     keep: str | None = None
+    visit: int | None = None
 
 
 # -- rendering helpers ----------------------------------------------------------------------------
@@ -265,7 +274,13 @@ ONWARD_LEAST = 8
 
 
 class PersonScreen(Screen[None]):
-    """One person's record. Only the header and the first tab load at once; other tabs load when shown."""
+    """One person's record. Only the header and the first tab load at once; other tabs load when shown.
+
+    The app keeps one of these for the next person (`SprxApp.record_screen`): built once, it is emptied
+    of its person as it leaves every screen stack (`_blank`) and shows the next one (`reuse_for`) without
+    building its tabs and footer again. Every read is tagged with the opening it was made for (`_visit`),
+    and a read made for an earlier opening is never shown.
+    """
 
     DEFAULT_CSS = """
     PersonScreen { layout: vertical; }
@@ -337,6 +352,9 @@ class PersonScreen(Screen[None]):
         self._timeline_reads = 0  # numbers each read of the timeline, so a late older one never wins
         self._shown_save: str | None = None  # a saved contact shown before its form closed (_show_save)
         self._onward_narrow = False  # the onward table without its Kind column (a narrow terminal)
+        self._visit = 0  # which opening of a person this is (reuse_for counts them); reads carry it
+        self._built: set[str] = set()  # tabs whose widgets exist
+        self._clearing: list[AwaitRemove] = []  # tabs' widgets being removed by _blank
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -348,6 +366,7 @@ class PersonScreen(Screen[None]):
                 with TabPane(title, id=pane):
                     # Only the first tab's widgets exist at first; the others are built when first shown.
                     if pane == self.initial_tab:
+                        self._built.add(pane)
                         yield from self._pane_widgets(pane)
         yield KeysFooter()
 
@@ -416,7 +435,11 @@ class PersonScreen(Screen[None]):
         if tab not in TAB_IDS:
             return
         ready = self._ready[tab] = asyncio.Event()
-        if tab != self.initial_tab:  # the first tab's widgets came with the tabs themselves
+        if tab not in self._built:  # the first tab's widgets came with the tabs themselves
+            for removal in self._clearing:  # an earlier person's widgets of the same ids go first
+                await removal
+            self._clearing.clear()
+            self._built.add(tab)
             await self.query_one(f"TabPane#{tab}", TabPane).mount_all(self._pane_widgets(tab))
         self._set_up_pane(tab)
         ready.set()
@@ -424,16 +447,81 @@ class PersonScreen(Screen[None]):
             self._load_tab(tab)
 
     def on_mount(self) -> None:
-        if self._preloaded is not None and self._preloaded.person is not None:
-            if self._preloaded.person.id == self.person_id:
-                self.post_message(self._preloaded)
-                return
+        self._start()
+
+    def _start(self) -> None:
+        """Show the header from the person the screen was given, or read them."""
+        preloaded = self._preloaded
+        if preloaded is not None and preloaded.person is not None and preloaded.person.id == self.person_id:
+            preloaded.visit = self._visit
+            self.post_message(preloaded)
+            return
         self._load_person()
 
     def on_screen_resume(self) -> None:
         if self._stale:
             self._stale = False
             self.reload("header", *self._loaded)
+
+    def on_screen_suspend(self) -> None:
+        on_a_stack = getattr(self.app, "on_a_stack", None)
+        if callable(on_a_stack) and not on_a_stack(self):
+            self._blank()  # closed, and kept for the next person: nothing of this one stays in it
+
+    # -- one screen for one person after another ---------------------------------------------------------
+
+    def reuse_for(self, person_id: str, tab: str | None = None, *, loaded: PersonLoaded | None = None) -> bool:
+        """Make this screen, which is on no screen stack, show `person_id` when next pushed; False if it cannot
+        (its tabs not built yet, or a tab still being built: then a new screen is made instead)."""
+        tabs = self.query_one_optional(TabbedContent)
+        if tabs is None or not self.is_running or any(not ready.is_set() for ready in self._ready.values()):
+            return False
+        self._blank()
+        self._visit += 1
+        self.person_id = person_id
+        self._preloaded = loaded if loaded is not None and loaded.person is not None else None
+        self.initial_tab = tab if tab in TAB_IDS else "overview"
+        self._footer_tab = ""
+        tabs.active = self.initial_tab
+        self.set_focus(None)  # focus goes where it goes on a new screen (push_screen's auto focus)
+        self.call_later(self._ensure_pane, self.initial_tab)  # as the first TabActivated does on a new screen
+        self.refresh_bindings()
+        self._start()
+        return True
+
+    def _blank(self) -> None:
+        """Forget the person shown: the header and overview emptied, every other tab's widgets removed (built
+        again when next shown), and reads still in flight made stale (`_timeline_reads`; `_visit` at reuse)."""
+        self.person = None
+        self.flag_history = []
+        self.referrals = []
+        self.timeline = []
+        self.onward = []
+        self._loaded = set()
+        self._viewed = False
+        self._stale = False
+        self._shown_save = None
+        self._timeline_reads += 1
+        header = self.query_one_optional(PersonHeader)
+        if header is not None:
+            header.clear()
+        overview = self.query_one_optional("#overview-body", Static)
+        if overview is not None:
+            overview.update("")
+        scroll = self.query_one_optional("#overview-scroll", VerticalScroll)
+        if scroll is not None:
+            scroll.scroll_home(animate=False, immediate=True)
+        for tab in [t for t in self._built if t != "overview"]:
+            pane = self.query_one_optional(f"TabPane#{tab}", TabPane)
+            if pane is not None:
+                self._clearing.append(pane.remove_children())
+            self._built.discard(tab)
+            self._ready.pop(tab, None)
+
+    def _stale_read(self, message: Message) -> bool:
+        """A read made for an earlier person shown on this screen."""
+        visit = getattr(message, "visit", None)
+        return visit is not None and visit != self._visit
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -445,17 +533,20 @@ class PersonScreen(Screen[None]):
     def today(self) -> dt.date:
         return local(self.app.clock()).date()
 
-    @work(thread=True, exclusive=True, group="person-header", exit_on_error=False)
     def _load_person(self) -> None:
-        q = self.store.queries
-        person = q.person(self.person_id)
-        history = q.safety_flag_history(self.person_id) if person is not None and person.safety_flags else []
-        self.post_message(PersonLoaded(person, history))
+        self._read_person(self.store, self.person_id, self._visit)
+
+    @work(thread=True, exclusive=True, group="person-header", exit_on_error=False)
+    def _read_person(self, store: Any, person_id: str, visit: int) -> None:
+        q = store.queries
+        person = q.person(person_id)
+        history = q.safety_flag_history(person_id) if person is not None and person.safety_flags else []
+        self.post_message(PersonLoaded(person, history, visit))
 
     @work(thread=True, group="person-view", exit_on_error=False)
-    def _record_view(self) -> None:
+    def _record_view(self, store: Any, person_id: str) -> None:
         # Who looked at whose record is audited once per opening, never per tab.
-        self.store.service.record_view(self.person_id)
+        store.service.record_view(person_id)
 
     def _tab_loader(self, tab: str) -> tuple[Widget, Callable[[], Message]] | None:
         q = self.store.queries
@@ -482,12 +573,14 @@ class PersonScreen(Screen[None]):
         if tab == "contacts":
             self._timeline_reads += 1
         read = self._timeline_reads
+        visit = self._visit
 
         def run() -> None:
             message = fetch()
             if isinstance(message, TimelineLoaded):
                 message.keep = keep
                 message.read = read
+            message.visit = visit  # type: ignore[attr-defined]
             self.post_message(message)
 
         widget.loading = True
@@ -514,6 +607,8 @@ class PersonScreen(Screen[None]):
 
     @on(PersonLoaded)
     def _person_loaded(self, message: PersonLoaded) -> None:
+        if self._stale_read(message):
+            return
         if message.person is None:
             self.notify("That person's record could not be found; it may have been removed.", severity="error")
             return
@@ -523,7 +618,7 @@ class PersonScreen(Screen[None]):
         if not self._viewed:
             # After the header is on screen: the audit write (a commit) must not delay the first paint.
             self._viewed = True
-            self._record_view()
+            self._record_view(self.store, self.person_id)
         overview = self.query_one_optional("#overview-body", Static)
         if overview is not None:
             overview.update(overview_content(message.person, self.today, self.flag_history))
@@ -531,6 +626,8 @@ class PersonScreen(Screen[None]):
 
     @on(ReferralsLoaded)
     def _referrals_loaded(self, message: ReferralsLoaded) -> None:
+        if self._stale_read(message):
+            return
         self.referrals = message.referrals
         table = self.query_one("#referrals-table", DataTable)
         keep = selected_row_key(table)
@@ -561,6 +658,8 @@ class PersonScreen(Screen[None]):
 
     @on(TimelineLoaded)
     async def _timeline_loaded(self, message: TimelineLoaded) -> None:
+        if self._stale_read(message):
+            return
         if message.close is not None:
             await self._show_save(message)
             return
@@ -574,12 +673,16 @@ class PersonScreen(Screen[None]):
 
     @on(PlanLoaded)
     def _plan_loaded(self, message: PlanLoaded) -> None:
+        if self._stale_read(message):
+            return
         self.query_one(WhatMattersList).show_rows(message.what_matters)
         self.query_one(GoalList).show_plan(message.goals)
         self.query_one("#plan-pane-body").loading = False
 
     @on(OnwardReferralsLoaded)
     def _onward_loaded(self, message: OnwardReferralsLoaded) -> None:
+        if self._stale_read(message):
+            return
         self.onward = message.onward
         table = self.query_one("#onward-table", DataTable)
         keep = selected_row_key(table)
@@ -613,6 +716,8 @@ class PersonScreen(Screen[None]):
 
     @on(OutcomesLoaded)
     async def _outcomes_loaded(self, message: OutcomesLoaded) -> None:
+        if self._stale_read(message):
+            return
         panel = self.query_one(OutcomesPanel)
         await panel.show_outcomes(message.outcomes)
         panel.loading = False
@@ -706,7 +811,7 @@ class PersonScreen(Screen[None]):
             await self._ensure_pane("contacts", load=False)
             self._loaded.add("contacts")
             self._timeline_reads += 1
-            self.post_message(TimelineLoaded(timeline, keep=contact_id, read=self._timeline_reads))
+            self.post_message(TimelineLoaded(timeline, keep=contact_id, read=self._timeline_reads, visit=self._visit))
             self.reload(*others)
         else:
             self.reload(*others, "contacts", keep=contact_id)
@@ -721,7 +826,7 @@ class PersonScreen(Screen[None]):
         self._timeline_reads += 1
         read = self._timeline_reads
         close = (form, saved.contact_id)
-        self.post_message(TimelineLoaded(saved.timeline, saved.contact_id, read, saved.person, close))
+        self.post_message(TimelineLoaded(saved.timeline, saved.contact_id, read, saved.person, close, self._visit))
 
     async def _show_save(self, message: TimelineLoaded) -> None:
         """Put a save on this screen while the form is still on top: the new timeline with the highlight on
@@ -1040,17 +1145,22 @@ class PersonScreen(Screen[None]):
         sharing = "none" if isinstance(summary, str) else summary["consent"]
         return export.render_closing_summary(summary), sharing
 
-    @work(thread=True, group="person-summary", exit_on_error=False)
     def _preview_summary(self, store: Any, person_id: str) -> None:
+        self._read_summary(store, person_id, self._visit)
+
+    @work(thread=True, group="person-summary", exit_on_error=False)
+    def _read_summary(self, store: Any, person_id: str, visit: int) -> None:
         # The preview is shown, not sent: audited only when it is written.
         summary = export.closing_summary(store, person_id, audit=False)
-        self.post_message(SummaryPreviewed(export.render_closing_summary(summary)))
+        self.post_message(SummaryPreviewed(export.render_closing_summary(summary), visit))
 
     def _summary_path(self) -> str:
         return f"~/gp-summary-{self.today.isoformat()}.fhir.json"  # no name or number in a file name
 
     @on(SummaryPreviewed)
     def _summary_previewed(self, message: SummaryPreviewed) -> None:
+        if self._stale_read(message):
+            return
         person = self.person
         sharing = person.consent_gp_sharing if person is not None else "full"
         default = self._summary_path()
@@ -1078,20 +1188,22 @@ class PersonScreen(Screen[None]):
         draft_key: str | None = None,
     ) -> None:
         """Run one service call in a thread, then reload the parts it touched (and drop the form's kept draft)."""
+        store, visit = self.store, self._visit
 
         def run() -> None:
             change()
             if draft_key:
-                self.store.service.discard_draft(draft_key)
-            self.post_message(RecordChanged(tuple(parts), notice, keep))
+                store.service.discard_draft(draft_key)
+            self.post_message(RecordChanged(tuple(parts), notice, keep, visit))
 
         # Not exclusive: a queued write must never be cancelled by the next one.
         self.run_worker(run, thread=True, group="person-write", exit_on_error=False)
 
     @on(RecordChanged)
     def _record_changed(self, message: RecordChanged) -> None:
-        self.notify(message.notice)
-        self.reload(*message.parts, keep=message.keep)
+        self.notify(message.notice)  # said even if another person is shown by now: it was done
+        if not self._stale_read(message):
+            self.reload(*message.parts, keep=message.keep)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

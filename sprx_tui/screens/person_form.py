@@ -411,7 +411,7 @@ class PersonFormScreen(KeysInOrder, Screen[str | None]):
         if self.is_new:
             self.app.notify("Person added with their referral")
             # Their record takes the form's place in one step (no redraw of the screen beneath in between).
-            record = router.screen_class("person")(message.person_id, loaded=message.loaded)  # type: ignore[call-arg]
+            record = router.person_screen(self.app, message.person_id, loaded=message.loaded)
             self.app.switch_screen(record)
             return
         self.app.notify("Details saved" if message.changed else "Nothing had changed; nothing was saved")

@@ -128,6 +128,14 @@ class PersonHeader(Vertical):
         self.set_class(bool(notes), "-has-notes")
         self.set_class(bool(person.safety_flags), "-flagged")
 
+    def clear(self) -> None:
+        """Show no one (the record screen is kept for the next person: `PersonScreen._blank`)."""
+        self.person = None
+        for selector, content in (("#identity", "Loading…"), ("#flags", ""), ("#safety-notes", "")):
+            self.query_one(selector, Static).update(content)
+        self.set_class(False, "-has-notes")
+        self.set_class(False, "-flagged")
+
     @property
     def identity_text(self) -> str:
         return str(self.query_one("#identity", Static).content)

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 from textual.app import App
 from textual.binding import Binding
 from textual.pilot import Pilot
-from textual.widgets import Input, TextArea
+from textual.widgets import Input, Static, TextArea
 
 from sprx_tui.core.models import (
     SNOMED_REFERRAL_ACCEPTED,
@@ -555,3 +555,119 @@ async def test_keys_typed_faster_than_the_app_reads_them_land_in_the_field_tab_m
         assert form.query_one(ModePicker).value == "home_visit"
         assert form.query_one("#notes", TextArea).text == "phoned Viv"
         assert form.query_one("#follow_up", Input).value == "+7"
+
+
+# -- one record screen for one person after another (SprxApp.record_screen) --------------------------
+
+
+def shown_text(screen: PersonScreen) -> str:
+    """Every piece of text the screen holds: statics, table cells, timeline and list entries, borders."""
+    from textual.widgets import DataTable, OptionList, Static
+
+    parts: list[str] = []
+    for widget in screen.walk_children(with_self=False):
+        parts += [str(widget.border_title or ""), str(widget.border_subtitle or "")]
+        if isinstance(widget, Static):
+            parts.append(str(widget.content))
+        elif isinstance(widget, DataTable):
+            parts += [str(cell) for row_key in widget.rows for cell in widget.get_row(row_key)]
+        elif isinstance(widget, OptionList):
+            parts += [str(option.prompt) for option in widget.options]
+    return "\n".join(parts)
+
+
+def _two_people(store: CaseStore) -> tuple[Any, Any]:
+    svc = store.service
+    first = svc.add_person(
+        given_name="Ada",
+        family_name="Firstperson",
+        address="1 Reuse Lane",
+        safety_flags=["animals"],
+        safety_notes="Large dog in the garden.",
+        consent_social_prescribing=True,
+    )
+    svc.record_contact(first.id, mode="phone", notes="Talked about the allotment group.")
+    svc.add_goal(first.id, "Join the allotment group")
+    second = svc.add_person(given_name="Bea", family_name="Secondperson", consent_social_prescribing=True)
+    return first, second
+
+
+async def test_a_kept_record_screen_shows_nothing_of_the_last_person(unlocked_store: CaseStore) -> None:
+    """Closing a record empties the kept screen; the next person opened on it never sees the last one's
+    details, and reads made for the last one that arrive late are dropped."""
+    from sprx_tui.screens.person import PersonLoaded, TimelineLoaded
+
+    first, second = _two_people(unlocked_store)
+    first_timeline = unlocked_store.queries.timeline(first.id)
+    first_words = ("Firstperson", "Reuse Lane", "Large dog", "allotment", "Animals")
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_person(app, pilot, first.id)
+        for key in "rcwou":  # every tab built and filled with the first person
+            await pilot.press(key)
+            await settle(pilot)
+        text = shown_text(screen)
+        assert all(word in text for word in ("Firstperson", "Reuse Lane", "Large dog", "allotment")), text
+        old_visit = screen._visit
+
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is not screen
+        # Closed: nothing of the person stays in the screen kept for the next one.
+        assert screen.person is None
+        assert not any(word in shown_text(screen) for word in first_words), shown_text(screen)
+        assert not screen.query(ContactTimeline) and not screen.query(GoalList)
+
+        app.open_person(second.id)  # type: ignore[attr-defined]
+        assert app.screen is screen  # the same screen, given the next person ...
+        assert not any(word in shown_text(screen) for word in first_words)  # ... and blank before any read
+        await settle(pilot)
+        assert "Secondperson" in screen.query_one(PersonHeader).identity_text
+        assert screen.active_tab == "overview"
+        # Late reads made for the first person: not shown.
+        screen.post_message(PersonLoaded(unlocked_store.queries.person(first.id), [], old_visit))
+        screen.post_message(TimelineLoaded(first_timeline, read=screen._timeline_reads + 5, visit=old_visit))
+        await pilot.press("c")
+        await settle(pilot)
+        assert screen.person is not None and screen.person.id == second.id
+        assert not any(word in shown_text(screen) for word in first_words), shown_text(screen)
+        assert screen.query_one(ContactTimeline).option_count == 0
+        # Each opening is audited once, for the person it showed.
+        assert view_events(unlocked_store, first.id) == 1
+        assert view_events(unlocked_store, second.id) == 1
+
+
+async def test_a_record_opened_over_the_kept_one_gets_its_own_screen(unlocked_store: CaseStore) -> None:
+    first, second = _two_people(unlocked_store)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        kept = await open_person(app, pilot, first.id)
+        other = await open_person(app, pilot, second.id)  # the first record is still open beneath
+        assert other is not kept
+        assert "Secondperson" in other.query_one(PersonHeader).identity_text
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.screen is kept
+        assert "Firstperson" in kept.query_one(PersonHeader).identity_text
+        assert "Reuse Lane" in str(kept.query_one("#overview-body", Static).content)
+
+
+async def test_a_lock_forgets_the_kept_record_screen(unlocked_store: CaseStore) -> None:
+    import gc
+    import weakref
+
+    from sprx_tui import app as app_module
+
+    first, _second = _two_people(unlocked_store)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await open_person(app, pilot, first.id)
+        kept = weakref.ref(screen)
+        del screen
+        await pilot.press("escape")
+        await settle(pilot)
+        assert app.is_screen_installed(app_module.KEPT_RECORD)
+        app.lock_now()  # type: ignore[attr-defined]
+        await settle(pilot)
+        assert not app.is_screen_installed(app_module.KEPT_RECORD)
+        await wait_until(pilot, lambda: (gc.collect(), kept() is None)[1], what="the kept screen to be freed")
