@@ -576,12 +576,13 @@ class SprxApp(App[int]):
             reuse = getattr(kept, "reuse_for", None)
             if callable(reuse) and reuse(person_id, tab, loaded=loaded):
                 return kept
+            self._forget_kept_record()  # closed before its tabs were built: the new screen is kept instead
         kwargs: dict[str, Any] = {}
         with contextlib.suppress(TypeError, ValueError):
             parameters = inspect.signature(screen_class).parameters
             kwargs.update({k: v for k, v in (("tab", tab), ("loaded", loaded)) if v is not None and k in parameters})
         screen = screen_class(person_id, **kwargs)
-        if kept is None and hasattr(screen, "reuse_for"):
+        if self._kept_record is None and hasattr(screen, "reuse_for"):
             self.install_screen(screen, KEPT_RECORD)
             self._kept_record = screen
         return screen
@@ -591,11 +592,12 @@ class SprxApp(App[int]):
         return any(screen in self._stack_of(mode) for mode in ("gate", *self._area_modes))
 
     def _forget_kept_record(self) -> None:
-        """At a lock: the kept person screen goes with the session (uninstalled, removed once off every stack)."""
+        """The kept person screen uninstalled, and removed once off every stack (at a lock, with the session)."""
         kept, self._kept_record = self._kept_record, None
         if kept is None:
             return
-        self._session_refs.append(weakref.ref(kept))
+        if self.store is None:  # a lock: the unlock screen's heap freeze waits until it is freed
+            self._session_refs.append(weakref.ref(kept))
         with contextlib.suppress(Exception):
             self.uninstall_screen(kept)
             if not self.on_a_stack(kept) and kept.is_attached:

@@ -671,3 +671,16 @@ async def test_a_lock_forgets_the_kept_record_screen(unlocked_store: CaseStore) 
         await settle(pilot)
         assert not app.is_screen_installed(app_module.KEPT_RECORD)
         await wait_until(pilot, lambda: (gc.collect(), kept() is None)[1], what="the kept screen to be freed")
+
+
+async def test_a_kept_screen_that_cannot_take_the_next_person_is_replaced(unlocked_store: CaseStore) -> None:
+    """A kept screen closed before its tabs were built cannot be reused: the next one made is kept instead."""
+    first, second = _two_people(unlocked_store)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        never_shown = app.record_screen(first.id)  # type: ignore[attr-defined]
+        assert app.is_screen_installed(never_shown)
+        screen = await open_person(app, pilot, second.id)
+        assert screen is not never_shown and "Secondperson" in screen.query_one(PersonHeader).identity_text
+        assert not app.is_screen_installed(never_shown) and app.is_screen_installed(screen)
