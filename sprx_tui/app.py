@@ -60,6 +60,7 @@ AREA_SCREENS: dict[str, tuple[str, str]] = {
 AREA_LABELS = {mode: label for mode, _key, label in AREAS}
 RECORDS_MODE = "records"
 KEPT_RECORD = "kept-person-record"  # the installed name of the person screen kept for the next person
+SPARE_MODE = "spare"  # a mode never shown: the kept person screen is built on its stack, then taken off it
 """The mode holding people's records (and what is opened from them), so an area's key always shows the area."""
 IDLE_CHECK_SECONDS = 5.0
 LISTS_WAITED_FOR_SECONDS = 0.25
@@ -589,7 +590,7 @@ class SprxApp(App[int]):
 
     def on_a_stack(self, screen: Screen[Any]) -> bool:
         """Whether `screen` is on the stack of any mode (shown, or under another screen)."""
-        return any(screen in self._stack_of(mode) for mode in ("gate", *self._area_modes))
+        return any(screen in self._stack_of(mode) for mode in ("gate", SPARE_MODE, *self._area_modes))
 
     def _forget_kept_record(self) -> None:
         """The kept person screen uninstalled, and removed once off every stack (at a lock, with the session)."""
@@ -636,6 +637,35 @@ class SprxApp(App[int]):
         self._add_records_mode()
         with contextlib.suppress(Exception):
             hacks.init_mode(self, RECORDS_MODE)
+        self.call_after_refresh(self._prepare_kept_record)
+
+    def _prepare_kept_record(self) -> None:
+        """Build the person screen kept for the next person (`record_screen`) behind the current screen, holding
+        no one, so that the first record opened after an unlock is given a built screen as later ones are.
+
+        Textual builds a screen when it is pushed; pushed onto the stack of a mode never shown (SPARE_MODE),
+        it is composed and mounted there, and that mode is then removed (the screen, installed, is kept).
+        """
+        if self.store is None or self._kept_record is not None:
+            return
+        screen = self.record_screen("")
+        if screen is None or screen is not self._kept_record:
+            return
+        try:
+            self.add_mode(SPARE_MODE, Backdrop)
+        except Exception:  # still there from a build that did not finish: built at the first open instead
+            return
+        if not hacks.init_mode(self, SPARE_MODE):  # built at the first open instead
+            self.remove_mode(SPARE_MODE)
+            return
+        self.run_worker(self._build_kept_record(screen), group="kept-record", exit_on_error=False)
+
+    async def _build_kept_record(self, screen: Screen[Any]) -> None:
+        try:
+            await self.push_screen(screen, mode=SPARE_MODE)  # composed and mounted, never shown
+        finally:
+            with contextlib.suppress(Exception):
+                await self.remove_mode(SPARE_MODE)
 
     def leave_records(self) -> None:
         """With no record left in the records' mode, show the area they were opened from."""
@@ -888,6 +918,8 @@ class SprxApp(App[int]):
             with contextlib.suppress(Exception):
                 self.remove_mode(mode)
         self._area_modes.clear()
+        with contextlib.suppress(Exception):
+            self.remove_mode(SPARE_MODE)  # a kept screen still being built
         self._forget_kept_record()  # after the modes: it is on no stack now, so it can be uninstalled
         while len(self.screen_stack) > 1:
             self.pop_screen()

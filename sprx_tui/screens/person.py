@@ -455,6 +455,8 @@ class PersonScreen(hacks.KeepStylesOnResume):
 
     def _start(self) -> None:
         """Show the header from the person the screen was given, or read them."""
+        if not self.person_id:  # built ahead, for no one yet (SprxApp._prepare_kept_record)
+            return
         preloaded = self._preloaded
         if preloaded is not None and preloaded.person is not None and preloaded.person.id == self.person_id:
             preloaded.visit = self._visit

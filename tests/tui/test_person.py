@@ -679,8 +679,34 @@ async def test_a_kept_screen_that_cannot_take_the_next_person_is_replaced(unlock
     app = make_app(unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        never_shown = app.record_screen(first.id)  # type: ignore[attr-defined]
+        app._forget_kept_record()  # type: ignore[attr-defined]  # the one built ahead: gone
+        never_shown = app.record_screen(first.id)  # type: ignore[attr-defined]  # kept, never pushed, so never built
         assert app.is_screen_installed(never_shown)
         screen = await open_person(app, pilot, second.id)
         assert screen is not never_shown and "Secondperson" in screen.query_one(PersonHeader).identity_text
         assert not app.is_screen_installed(never_shown) and app.is_screen_installed(screen)
+
+
+async def test_the_kept_record_screen_is_built_ahead_after_the_unlock(unlocked_store: CaseStore) -> None:
+    """Built behind Today for no one, on a mode never shown, then taken off it: the first record opened is
+    given a built screen."""
+    from textual.widgets import TabbedContent
+
+    from sprx_tui import app as app_module
+
+    _first, second = _two_people(unlocked_store)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+
+        def built() -> bool:
+            kept = app._kept_record  # type: ignore[attr-defined]
+            return kept is not None and kept.query_one_optional(TabbedContent) is not None
+
+        await wait_until(pilot, built, what="the kept record screen built")
+        await wait_until(pilot, lambda: not app._stack_of(app_module.SPARE_MODE), what="the spare mode removed")  # type: ignore[attr-defined]
+        kept = app._kept_record  # type: ignore[attr-defined]
+        assert kept.person is None and kept.query_one(PersonHeader).person is None
+        assert not app.on_a_stack(kept)  # type: ignore[attr-defined]
+        screen = await open_person(app, pilot, second.id)
+        assert screen is kept
+        assert "Secondperson" in screen.query_one(PersonHeader).identity_text
