@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 LONG_FILES_FIRST = (
@@ -23,19 +25,31 @@ LONG_FILES_FIRST = (
 """The files that take longest (a full run's file times, 20:48 on 7 December 2026: 60-160 s each under four
 workers), longest first, handed to the workers first: pytest-xdist (--dist loadfile) gives out whole files in
 collection order, so a long file collected late would run alone at the end while the other workers wait. The
-rest keep their order. pytest-xdist 3 reorders the files by their number of tests unless told not to, which put
-these (few tests each) last: pyproject.toml's addopts pass --no-loadscope-reorder."""
+other files follow, those with the most selected tests first (pytest-xdist's own order, which its
+--loadscope-reorder default applied to every file and so put these few-test files last: pyproject.toml's
+addopts pass --no-loadscope-reorder, and the order is made here)."""
 
 
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected, so the counts are of the tests that run
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONG_FILES_FIRST)}
     root = config.rootpath
+    counts: dict[str, int] = {}
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        name = _name(item, root)
+        counts[name] = counts.get(name, 0) + 1
+        first.setdefault(name, i)
 
-    def place(item: pytest.Item) -> int:
-        try:
-            name = item.path.relative_to(root).as_posix()
-        except ValueError:
-            return len(rank)
-        return rank.get(name, len(rank))
+    def place(item: pytest.Item) -> tuple[int, int, int]:
+        name = _name(item, root)
+        return rank.get(name, len(rank)), -counts[name], first[name]
 
-    items.sort(key=place)  # stable: the order within each file, and of the other files, is kept
+    items.sort(key=place)  # stable: the order within each file is kept
+
+
+def _name(item: pytest.Item, root: Path) -> str:
+    try:
+        return item.path.relative_to(root).as_posix()
+    except ValueError:
+        return str(item.path)
