@@ -336,6 +336,10 @@ class PersonScreen(hacks.KeepStylesOnResume):
     ]
 
     COMMANDS = {MeasureCommands}
+    # Focus as it was on a new screen, also on the kept one: nothing focused when a person is first shown (a new
+    # screen's tabs were not mounted yet when it was shown), the first focusable widget when the screen is
+    # shown again after a form with nothing focused (see on_screen_resume).
+    AUTO_FOCUS = ""
 
     def __init__(self, person_id: str, tab: str | None = None, *, loaded: PersonLoaded | None = None) -> None:
         """`loaded`: the person as a worker has just read them (after adding them), so the header needs no read."""
@@ -359,6 +363,7 @@ class PersonScreen(hacks.KeepStylesOnResume):
         self._visit = 0  # which opening of a person this is (reuse_for counts them); reads carry it
         self._built: set[str] = set()  # tabs whose widgets exist
         self._clearing: list[AwaitRemove] = []  # tabs' widgets being removed by _blank
+        self._first_show = True  # the next ScreenResume shows a person for the first time (no focus given)
 
     # -- layout ----------------------------------------------------------------------------------
 
@@ -465,6 +470,10 @@ class PersonScreen(hacks.KeepStylesOnResume):
         self._load_person()
 
     def on_screen_resume(self) -> None:
+        if self._first_show:
+            self._first_show = False
+        elif self.focused is None and self.focus_chain:
+            self.set_focus(self.focus_chain[0])  # as Textual's own auto focus ("*") did
         if self._stale:
             self._stale = False
             self.reload("header", *self._loaded)
@@ -489,7 +498,8 @@ class PersonScreen(hacks.KeepStylesOnResume):
         self.initial_tab = tab if tab in TAB_IDS else "overview"
         self._footer_tab = ""
         tabs.active = self.initial_tab
-        self.set_focus(None)  # focus goes where it goes on a new screen (push_screen's auto focus)
+        self.set_focus(None)  # as on a new screen: nothing focused until a key or a tab moves it (AUTO_FOCUS)
+        self._first_show = True
         self.call_later(self._ensure_pane, self.initial_tab)  # as the first TabActivated does on a new screen
         self.refresh_bindings()
         self._start()
