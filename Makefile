@@ -19,7 +19,10 @@ WORKERS ?= 4
 # package again, and pytest re-rewrites the asserts of every test module and plugin (collection took
 # 11 s of CPU per worker instead of 4). __pycache__ is ignored by git.
 unexport PYTHONDONTWRITEBYTECODE
-PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --durations=15
+# --no-loadscope-reorder: pytest-xdist hands out files in collection order, where tests/conftest.py puts the
+# longest first (by default xdist 3 reorders files by their number of tests, which put the long ones last).
+# Here rather than in pyproject's addopts, so that pytest without xdist (-p no:xdist) still runs.
+PYTEST := $(PY) -m pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=15
 
 # Installs are reproducible: every package comes at the version in requirements-lock.txt (`make lock`
 # regenerates it). The lock is a constraints file, so it pins versions without adding packages.

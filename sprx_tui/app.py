@@ -564,7 +564,7 @@ class SprxApp(App[int]):
         """The screen to show a person's record on: the one kept for the next person, when it is free.
 
         Building a person screen (its tabs, six panes and footer keys, about 35 widgets) was about half of
-        opening a record (BENCHMARKS.md, App). The first screen built is installed, so that closing it keeps
+        opening a record (bench/HISTORY.md, App). The first screen built is installed, so that closing it keeps
         it; it empties itself as it leaves every stack (`PersonScreen._blank`) and is given the next person
         (`reuse_for`). While it is on a stack (a record open under another), a new one is made for the other.
         A lock forgets it with the session (`_forget_kept_record`). None if the person screen is missing.

@@ -26,8 +26,8 @@ LONG_FILES_FIRST = (
 workers), longest first, handed to the workers first: pytest-xdist (--dist loadfile) gives out whole files in
 collection order, so a long file collected late would run alone at the end while the other workers wait. The
 other files follow, those with the most selected tests first (pytest-xdist's own order, which its
---loadscope-reorder default applied to every file and so put these few-test files last: pyproject.toml's
-addopts pass --no-loadscope-reorder, and the order is made here)."""
+--loadscope-reorder default applied to every file and so put these few-test files last: the Makefile's
+pytest command passes --no-loadscope-reorder, and the order is made here)."""
 
 
 @pytest.hookimpl(trylast=True)  # after -m and -k have deselected, so the counts are of the tests that run

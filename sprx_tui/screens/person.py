@@ -91,20 +91,26 @@ TAB_ACTIONS = {
 
 
 @dataclass
-class PersonLoaded(Message):
+class ForVisit(Message):
+    """What a worker read or did for one opening of a person (`PersonScreen._visit`); None: the current one.
+    The kept screen shows people one after another, and a late message for an earlier one is not shown."""
+
+    visit: int | None = field(default=None, kw_only=True)
+
+
+@dataclass
+class PersonLoaded(ForVisit):
     person: Person | None
     flag_history: list[SafetyFlagChange] = field(default_factory=list)
-    visit: int | None = None  # which opening of a person it was read for (PersonScreen._visit); None: the current
 
 
 @dataclass
-class ReferralsLoaded(Message):
+class ReferralsLoaded(ForVisit):
     referrals: list[Referral]
-    visit: int | None = None
 
 
 @dataclass
-class TimelineLoaded(Message):
+class TimelineLoaded(ForVisit):
     entries: list[TimelineEntry]
     keep: str | None = None
     read: int = 0  # which read of the timeline this is (PersonScreen._timeline_reads); older ones are dropped
@@ -112,46 +118,40 @@ class TimelineLoaded(Message):
     # person read with it, and (the form, the new contact's id) to close once the record shows it.
     person: Person | None = None
     close: tuple[Screen[Any], str] | None = None
-    visit: int | None = None
 
 
 @dataclass
-class PlanLoaded(Message):
+class PlanLoaded(ForVisit):
     what_matters: list[WhatMatters]
     goals: list[GoalWithActions]
-    visit: int | None = None
 
 
 @dataclass
-class OnwardReferralsLoaded(Message):
+class OnwardReferralsLoaded(ForVisit):
     onward: list[OnwardReferral]
     needs: list[Need] = field(default_factory=list)
-    visit: int | None = None
 
 
 @dataclass
-class OutcomesLoaded(Message):
+class OutcomesLoaded(ForVisit):
     outcomes: list[OutcomeResponse]
-    visit: int | None = None
 
 
 @dataclass
-class SummaryPreviewed(Message):
+class SummaryPreviewed(ForVisit):
     """The GP closing summary of an episode that had ended already, as it would be written (or the refusal
     sentence). An episode ended in the discharge dialog is previewed there (`DischargeModal`)."""
 
     text: str
-    visit: int | None = None
 
 
 @dataclass
-class RecordChanged(Message):
+class RecordChanged(ForVisit):
     """A write finished: reload these parts of the record and say what happened."""
 
     parts: tuple[str, ...]
     notice: str
     keep: str | None = None
-    visit: int | None = None
 
 
 # -- rendering helpers ----------------------------------------------------------------------------
@@ -519,10 +519,10 @@ class PersonScreen(hacks.KeepStylesOnResume):
         self._shown_save = None
         self._timeline_reads += 1
         header = self.query_one_optional(PersonHeader)
-        if header is not None:
+        if header is not None and header.person is not None:  # called again on a blank screen: nothing to redraw
             header.clear()
         overview = self.query_one_optional("#overview-body", Static)
-        if overview is not None:
+        if overview is not None and str(overview.content):
             overview.update("")
         scroll = self.query_one_optional("#overview-scroll", VerticalScroll)
         if scroll is not None:
@@ -534,10 +534,9 @@ class PersonScreen(hacks.KeepStylesOnResume):
             self._built.discard(tab)
             self._ready.pop(tab, None)
 
-    def _stale_read(self, message: Message) -> bool:
+    def _stale_read(self, message: ForVisit) -> bool:
         """A read made for an earlier person shown on this screen."""
-        visit = getattr(message, "visit", None)
-        return visit is not None and visit != self._visit
+        return message.visit is not None and message.visit != self._visit
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -557,17 +556,17 @@ class PersonScreen(hacks.KeepStylesOnResume):
         q = store.queries
         person = q.person(person_id)
         history = q.safety_flag_history(person_id) if person is not None and person.safety_flags else []
-        self.post_message(PersonLoaded(person, history, visit))
+        self.post_message(PersonLoaded(person, history, visit=visit))
 
     @work(thread=True, group="person-view", exit_on_error=False)
     def _record_view(self, store: Any, person_id: str) -> None:
         # Who looked at whose record is audited once per opening, never per tab.
         store.service.record_view(person_id)
 
-    def _tab_loader(self, tab: str) -> tuple[Widget, Callable[[], Message]] | None:
+    def _tab_loader(self, tab: str) -> tuple[Widget, Callable[[], ForVisit]] | None:
         q = self.store.queries
         pid = self.person_id
-        loaders: dict[str, tuple[str, Callable[[], Message]]] = {
+        loaders: dict[str, tuple[str, Callable[[], ForVisit]]] = {
             "referrals": ("#referrals-table", lambda: ReferralsLoaded(q.referrals(pid))),
             "contacts": ("#timeline", lambda: TimelineLoaded(q.timeline(pid))),
             "plan": ("#plan-pane-body", lambda: PlanLoaded(q.what_matters(pid), q.plan(pid))),
@@ -596,7 +595,7 @@ class PersonScreen(hacks.KeepStylesOnResume):
             if isinstance(message, TimelineLoaded):
                 message.keep = keep
                 message.read = read
-            message.visit = visit  # type: ignore[attr-defined]
+            message.visit = visit
             self.post_message(message)
 
         widget.loading = True
@@ -842,7 +841,8 @@ class PersonScreen(hacks.KeepStylesOnResume):
         self._timeline_reads += 1
         read = self._timeline_reads
         close = (form, saved.contact_id)
-        self.post_message(TimelineLoaded(saved.timeline, saved.contact_id, read, saved.person, close, self._visit))
+        message = TimelineLoaded(saved.timeline, saved.contact_id, read, saved.person, close, visit=self._visit)
+        self.post_message(message)
 
     async def _show_save(self, message: TimelineLoaded) -> None:
         """Put a save on this screen while the form is still on top: the new timeline with the highlight on
@@ -1168,7 +1168,7 @@ class PersonScreen(hacks.KeepStylesOnResume):
     def _read_summary(self, store: Any, person_id: str, visit: int) -> None:
         # The preview is shown, not sent: audited only when it is written.
         summary = export.closing_summary(store, person_id, audit=False)
-        self.post_message(SummaryPreviewed(export.render_closing_summary(summary), visit))
+        self.post_message(SummaryPreviewed(export.render_closing_summary(summary), visit=visit))
 
     def _summary_path(self) -> str:
         return f"~/gp-summary-{self.today.isoformat()}.fhir.json"  # no name or number in a file name
@@ -1210,7 +1210,7 @@ class PersonScreen(hacks.KeepStylesOnResume):
             change()
             if draft_key:
                 store.service.discard_draft(draft_key)
-            self.post_message(RecordChanged(tuple(parts), notice, keep, visit))
+            self.post_message(RecordChanged(tuple(parts), notice, keep, visit=visit))
 
         # Not exclusive: a queued write must never be cancelled by the next one.
         self.run_worker(run, thread=True, group="person-write", exit_on_error=False)

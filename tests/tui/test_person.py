@@ -625,7 +625,7 @@ async def test_a_kept_record_screen_shows_nothing_of_the_last_person(unlocked_st
         assert "Secondperson" in screen.query_one(PersonHeader).identity_text
         assert screen.active_tab == "overview"
         # Late reads made for the first person: not shown.
-        screen.post_message(PersonLoaded(unlocked_store.queries.person(first.id), [], old_visit))
+        screen.post_message(PersonLoaded(unlocked_store.queries.person(first.id), [], visit=old_visit))
         screen.post_message(TimelineLoaded(first_timeline, read=screen._timeline_reads + 5, visit=old_visit))
         await pilot.press("c")
         await settle(pilot)
