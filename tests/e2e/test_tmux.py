@@ -53,14 +53,16 @@ class Terminal:
         except subprocess.CalledProcessError:
             return ""  # the app has exited and taken the window with it
 
-    def wait_for(self, needle: str, timeout: float = 60.0) -> str:
+    def wait_for(self, needle: str, timeout: float = 60.0, gone: str | None = None) -> str:
+        """The screen once it shows `needle` (and no longer shows `gone`, when given)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             screen = self.text()
-            if needle in screen:
+            if needle in screen and (gone is None or gone not in screen):
                 return screen
             time.sleep(0.25)
-        raise AssertionError(f"{needle!r} did not appear; the screen was:\n{self.text()}")
+        missing = repr(needle) if gone is None else f"{needle!r} without {gone!r}"
+        raise AssertionError(f"{missing} did not appear; the screen was:\n{self.text()}")
 
     def alive(self) -> bool:
         probe = subprocess.run([TMUX or "tmux", "-L", self.socket, "has-session", "-t", "e2e"], capture_output=True)
