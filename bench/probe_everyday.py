@@ -93,6 +93,7 @@ def main() -> int:
     args = ap.parse_args()
     prof = cProfile.Profile(time.process_time) if args.profile else None
     per_sql: dict[str, list[float]] = {}
+    bs.OUT.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="probe-everyday-", dir=bs.OUT))
     try:
         got = _run(args, work, prof, per_sql)

@@ -92,6 +92,10 @@ class VaultUnlocked(Message):
     store: CaseStore
 
 
+class UnlockStarted(Message):
+    """The unlock's key derivation has started (in the worker; it releases the GIL): the screen may be redrawn."""
+
+
 @dataclass
 class UnlockFailed(Message):
     """A plain sentence for the unlock screen, and how long to wait before the next try."""

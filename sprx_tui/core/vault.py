@@ -731,12 +731,16 @@ class Vault:
         if remaining > 0:
             raise BackoffActive(remaining)
 
-    def _unwrap_with_passphrase(self, keyfile: _KeyFile, passphrase: bytearray) -> bytearray:
+    def _unwrap_with_passphrase(
+        self, keyfile: _KeyFile, passphrase: bytearray, deriving: Callable[[], None] | None = None
+    ) -> bytearray:
         """The DEK; on a wrong passphrase records the failure and raises BadPassphrase."""
         if not passphrase:
             raise EmptyPassphrase()
         self._check_backoff(keyfile)
         slot = keyfile.passphrase
+        if deriving is not None:
+            deriving()
         kek = _derive_kek(passphrase, slot.salt, slot.kdf)
         try:
             dek: bytearray | None = _unwrap(kek, slot.nonce, slot.ct, keyfile.passphrase_aad(slot.kdf, slot.salt))
@@ -770,14 +774,18 @@ class Vault:
 
     # -- unlock / lock --
 
-    def unlock(self, passphrase: bytearray) -> None:
-        """Unlock with the passphrase (the caller owns and should wipe the buffer)."""
+    def unlock(self, passphrase: bytearray, *, deriving: Callable[[], None] | None = None) -> None:
+        """Unlock with the passphrase (the caller owns and should wipe the buffer).
+
+        ``deriving`` is called as the key derivation starts (after the key file was read and the back-off
+        checked): the derivation releases the GIL for its whole length, so an app can redraw meanwhile.
+        """
         if not passphrase:
             raise EmptyPassphrase()
         with self._state:
             self.lock()
             keyfile = self._read_key_file()
-            dek = self._unwrap_with_passphrase(keyfile, passphrase)
+            dek = self._unwrap_with_passphrase(keyfile, passphrase, deriving)
             self._reset_failures(keyfile)
             self._open_session(keyfile, dek)
 

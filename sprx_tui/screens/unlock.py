@@ -24,7 +24,14 @@ from sprx_tui.core.vault import (
     WeakPassphrase,
     check_passphrase_strength,
 )
-from sprx_tui.messages import RecoveryFailed, UnlockFailed, VaultCreated, VaultCreateFailed, VaultUnlocked
+from sprx_tui.messages import (
+    RecoveryFailed,
+    UnlockFailed,
+    UnlockStarted,
+    VaultCreated,
+    VaultCreateFailed,
+    VaultUnlocked,
+)
 from sprx_tui.widgets.keys_footer import KeysFooter
 
 if TYPE_CHECKING:
@@ -71,9 +78,14 @@ def show_strength(screen: Screen, value: str) -> None:
     screen.query_one("#new-error", Static).update("")
 
 
-def unlock_and_open(vault: Vault, secret: bytearray, clock: Callable[[], dt.datetime]) -> CaseStore:
+def unlock_and_open(
+    vault: Vault,
+    secret: bytearray,
+    clock: Callable[[], dt.datetime],
+    deriving: Callable[[], None] | None = None,
+) -> CaseStore:
     """Unlock, open the store and audit the unlock (and any failures before it). Runs in a thread."""
-    vault.unlock(secret)
+    vault.unlock(secret, deriving=deriving)
     return open_unlocked(vault, clock=clock)
 
 
@@ -136,18 +148,26 @@ class UnlockScreen(Screen):
         if not secret:
             self._say("Enter your passphrase.")
             return
-        self._busy = True
+        self._busy = True  # further Enters are ignored from here
+        # The worker first, the screen after. Its thread starts only once this screen's queue is empty,
+        # and disabling the field restyles the screen (10-20 ms here), so "Unlocking…" waits for the
+        # word that the key derivation has started (`UnlockStarted`) and is drawn while it runs (it
+        # releases the GIL): Enter -> Today is that much shorter.
+        self._unlock(secret)
+
+    def on_unlock_started(self, _message: UnlockStarted) -> None:
+        if not self._busy:
+            return
         self._say("")
         self.query_one("#countdown", Static).update("Unlocking…")
-        field.disabled = True
-        self._unlock(secret)
+        self.query_one("#passphrase", Input).disabled = True
 
     @work(thread=True, exclusive=True, group="vault", exit_on_error=False, name="unlock")
     def _unlock(self, secret: bytearray) -> None:
         app = self.sprx
         try:
             with app.vault_guard:
-                store = unlock_and_open(app.vault, secret, app.clock)
+                store = unlock_and_open(app.vault, secret, app.clock, lambda: self.post_message(UnlockStarted()))
         except VaultError as exc:
             wait = float(getattr(exc, "seconds", 0.0) or getattr(exc, "retry_after", 0.0) or 0.0)
             self.post_message(UnlockFailed(str(exc), wait))

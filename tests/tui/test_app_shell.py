@@ -813,13 +813,19 @@ async def test_forgotten_passphrase_uses_the_recovery_key(tmp_path: Path) -> Non
     check.lock()
 
 
-async def test_status_bar_follows_sync_reports(unlocked_store: CaseStore, demo_vault: Path) -> None:
+async def test_status_bar_follows_sync_reports(
+    unlocked_store: CaseStore, demo_vault: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sprx_tui.app as app_module
     from sprx_tui.messages import SyncStatusChanged
     from sprx_tui.widgets.status_bar import StatusBar
 
     def bar() -> str:
         return app.screen.query_one(StatusBar).render().plain  # type: ignore[union-attr]
 
+    # The counts are also re-read every 30 s, and on this never-enrolled demo vault such a read rightly
+    # puts "demo vault" back; on a busy machine one landed between a report below and its check.
+    monkeypatch.setattr(app_module, "SUMMARY_REFRESH_SECONDS", 3600.0)
     app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
         # Today's load ends with a count refresh; a refresh landing after the reports below would rightly
