@@ -265,6 +265,29 @@ def test_backoff_with_fake_clock_persists_and_resets(vault_copy: Made, monkeypat
     v2.lock()
 
 
+def test_deriving_hook_is_called_as_the_derivation_starts_and_never_during_back_off(
+    vault_copy: Made, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app redraws its unlock screen on this call, while the KDF runs (the KDF releases the GIL)."""
+    clock = FakeClock()
+    v = Vault(vault_copy.path, clock=clock)
+    order: list[str] = []
+    real_derive = vault._derive_kek
+    monkeypatch.setattr(vault, "_derive_kek", lambda *a: order.append("kdf") or real_derive(*a))
+    for _ in range(3):
+        with pytest.raises(BadPassphrase):
+            v.unlock(pw(b"definitely not my passphrase"), deriving=lambda: order.append("hook"))
+    assert order == ["hook", "kdf"] * 3  # wrong passphrases too: the screen says "Unlocking…" for each
+    order.clear()
+    with pytest.raises(BackoffActive):
+        v.unlock(pw(), deriving=lambda: order.append("hook"))
+    assert order == [], "nothing is derived (nor announced) during the back-off"
+    clock.now += 1.0
+    v.unlock(pw(), deriving=lambda: order.append("hook"))
+    assert order == ["hook", "kdf"]
+    v.lock()
+
+
 def test_backoff_is_capped_and_survives_clock_going_back(vault_copy: Made) -> None:
     clock = FakeClock()
     _edit_key_file(
