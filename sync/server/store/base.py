@@ -34,6 +34,9 @@ from sync.server.store.tables import (
     server_meta,
 )
 
+_META = sa.select(server_meta).where(server_meta.c.id == 1)
+"""Built once: every pull and push reads it."""
+
 
 class StoreError(Exception):
     """A failure with a machine code and a plain sentence for people."""
@@ -204,7 +207,7 @@ class StoreBase:
                 yield conn
 
     def _meta(self, conn: Connection) -> Any:
-        return conn.execute(sa.select(server_meta).where(server_meta.c.id == 1)).one()
+        return conn.execute(_META).one()
 
     def _next_seq(self, conn: Connection) -> int:
         conn.info["sprx_seq"] += 1
