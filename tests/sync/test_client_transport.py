@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from sync import client as sc
@@ -178,6 +179,60 @@ def test_unreachable_server_is_offline() -> None:
     with sc.Transport(f"http://127.0.0.1:{port}") as t, pytest.raises(sc.Offline) as exc:
         t.request("GET", "/healthz")
     assert str(exc.value) == "The practice server could not be reached; your changes are kept and will sync later."
+
+
+def _captured_requests(direct: bool) -> list[httpx.Request]:
+    """Three requests of the kinds the sync client sends, through the pool directly or through httpx.Client."""
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        request.read()
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True}, headers={"X-Server-Time": "1700000000000"})
+
+    with sc.Transport("http://127.0.0.1:9", token="t0k", transport=httpx.MockTransport(answer)) as t:
+        if not direct:
+            t._direct = None  # as when the environment names a proxy
+        t.request("POST", "/v1/sync/exchange", json={"name": "Zoë", "n": [1, 2]}, headers={"X-Sprx-Pending": "3"})
+        t.request("GET", "/v1/sync/snapshot", params={"after": "a b", "limit": 500})
+        t.request("GET", "/healthz")
+        assert t.observed.server_time_ms == 1700000000000
+    return seen
+
+
+def test_direct_requests_carry_what_the_client_sent() -> None:
+    """Method, address, body, and the headers that matter (version, token, pending, type, length, host)."""
+    names = ["host", "authorization", "user-agent", "content-type", "content-length", "x-sprx-pending",
+             sc.protocol.PROTOCOL_HEADER.lower(), sc.protocol.SCHEMA_HEADER.lower()]  # fmt: skip
+    direct, client = _captured_requests(True), _captured_requests(False)
+    assert len(direct) == len(client) == 3
+    for d, c in zip(direct, client, strict=True):
+        assert (d.method, str(d.url), d.content) == (c.method, str(c.url), c.content)
+        assert {n: d.headers.get(n) for n in names} == {n: c.headers.get(n) for n in names}
+        assert d.extensions["timeout"] == c.extensions["timeout"] and "trace" in d.extensions
+    assert direct[0].content == '{"name":"Zoë","n":[1,2]}'.encode()
+    assert str(direct[1].url) == "http://127.0.0.1:9/v1/sync/snapshot?after=a+b&limit=500"
+
+
+def test_a_proxy_named_in_the_environment_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only httpx.Client applies HTTP(S)_PROXY, so with one set requests go through it (here: to nowhere)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        with sc.Transport(f"http://127.0.0.1:{port}") as t:
+            assert t._direct is None
+            with pytest.raises(sc.Offline):  # the proxy refuses; the listening server is never asked
+                t.request("GET", "/healthz")
+        monkeypatch.delenv("HTTP_PROXY")
+        with sc.Transport(f"http://127.0.0.1:{port}") as t:
+            assert t._direct is not None
 
 
 # ---------------------------------------------------------------- backoff
