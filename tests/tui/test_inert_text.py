@@ -36,6 +36,7 @@ from sprx_tui.screens.person import PersonScreen
 from sprx_tui.screens.plan import PlanFormModal, PlanScreen
 from sprx_tui.screens.sync import ConflictScreen, MergeScreen, SyncScreen
 from sync import hlc as hlc_mod
+from tests.conftest import empty_textual_style_cache
 from tests.tui.conftest import FROZEN_NOW, frozen_clock, quick_unlock
 from tests.tui.settling import open_area, settle, wait_until
 
@@ -348,6 +349,7 @@ def run_walk(store: CaseStore, value: str, literal: str | None) -> None:
     person_id = chosen_person(store)
     poison(store, person_id, value)
     asyncio.run(walk(store, person_id, literal))
+    empty_textual_style_cache()  # each example's app, freed before the next (tests/conftest.py)
 
 
 @pytest.mark.parametrize(
