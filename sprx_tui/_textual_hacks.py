@@ -70,6 +70,7 @@ HACKS: dict[str, Hack] = {
         Hack("keep_area_styles", _CHECKED_ON_8_2, "UPSTREAM.md#keep-area-styles (draft, to file)"),
         Hack("radio_highlight", _CHECKED_ON_8_2, "UPSTREAM.md#radio-highlight (draft, to file)", speed=False),
         Hack("shared_css_parse", _CHECKED_ON_8_2, "UPSTREAM.md#shared-css-parse (draft, to file)"),
+        Hack("forget_drawn_lines", _CHECKED_ON_8_2, "UPSTREAM.md#styles-cache-lru (draft, to file)", speed=False),
     )
 }
 
@@ -350,3 +351,24 @@ def share_css_parse_cache() -> bool:
     _parse_rules.sprx_shared = True  # type: ignore[attr-defined]
     Stylesheet._parse_rules = _parse_rules  # type: ignore[method-assign]
     return True
+
+
+# -- drawn lines kept by an lru_cache on a method (UPSTREAM.md#styles-cache-lru) ---------------------------
+
+
+def forget_drawn_lines() -> None:
+    """Let go of the lines Textual drew for widgets that are gone.
+
+    Textual 8's ``StylesCache.get_inner_outer`` is an ``lru_cache(1024)`` on a method, so its key holds the
+    ``StylesCache`` itself: the last 1,024 widgets' style caches stay alive, each with the lines it last drew
+    (``Strip`` objects: the names and notes that were on screen). The app empties it at a lock, so no drawn
+    line of the session outlives it; the tests, after each app test (full collections walked ~250,000 such
+    objects in a test worker). Emptying costs only a few colour pairs, worked out again at the next draw.
+    """
+    if not active("forget_drawn_lines"):
+        return
+    from textual._styles_cache import StylesCache
+
+    cache_clear = getattr(getattr(StylesCache, "get_inner_outer", None), "cache_clear", None)
+    if cache_clear is not None:
+        cache_clear()

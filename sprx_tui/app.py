@@ -924,6 +924,7 @@ class SprxApp(App[int]):
         while len(self.screen_stack) > 1:
             self.pop_screen()
         self.push_screen(self._gate_screen())
+        hacks.forget_drawn_lines()  # Textual keeps the lines last drawn by up to 1,024 widgets, gone or not
 
     @work(thread=True, group="vault", exit_on_error=False, name="lock")
     def _lock_worker(self, store: CaseStore, drafts: list[tuple[str, dict[str, Any]]], reason: str) -> None:

@@ -979,6 +979,24 @@ async def test_write_ahead_log_is_copied_in_a_pause_not_inside_a_save(
         assert app._checkpoint_timer is None
 
 
+def drawn_lines() -> list[Any]:
+    """Every line Textual has drawn that is still alive (a Strip: the text of one row of a widget).
+
+    Frozen objects (the app freezes its heap) are not listed by gc.get_objects: thawed for the look, then
+    frozen again, so the app's own freeze is as it was."""
+    import gc
+
+    from textual.strip import Strip
+
+    frozen = gc.get_freeze_count() > 0
+    gc.unfreeze()
+    try:
+        return [o for o in gc.get_objects() if isinstance(o, Strip)]
+    finally:
+        if frozen:
+            gc.freeze()
+
+
 @pytest.mark.slow  # unlocks through the screen, twice
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
     """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it, and the
@@ -1008,6 +1026,8 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         app._collect_when_idle()  # and not again straight away
         assert gc.get_stats()[2]["collections"] == full_before + 1
         session = [weakref.ref(app.store), weakref.ref(app.screen)]
+        shown = [row.name for row in app.store.queries.due_today(limit=50)]
+        assert shown and all(any(n in s.text for s in drawn_lines()) for n in shown[:3])  # Today was drawn
         await pilot.press("ctrl+l")
         await settle(pilot)
         # The lock thaws the heap; the unlock screen freezes it again once its preparation is done, but
@@ -1015,6 +1035,8 @@ async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault
         await wait_until(pilot, lambda: app._heap.frozen, what="the unlock screen's heap freeze")
         gc.collect()
         assert [ref() for ref in session] == [None, None]
+        # Nor any line drawn in it (Textual kept the last 1,024 widgets' lines: _textual_hacks.forget_drawn_lines).
+        assert [s.text for s in drawn_lines() if any(n in s.text for n in shown)] == []
         await unlock(app, pilot, typed=True)
         await wait_until(pilot, lambda: gc.get_freeze_count() > 0, what="the heap freeze after the unlock")
     assert gc.get_freeze_count() == 0
