@@ -823,9 +823,14 @@ async def test_status_bar_follows_sync_reports(
     def bar() -> str:
         return app.screen.query_one(StatusBar).render().plain  # type: ignore[union-attr]
 
-    # The counts are also re-read every 30 s, and on this never-enrolled demo vault such a read rightly
-    # puts "demo vault" back; on a busy machine one landed between a report below and its check.
+    # This test posts the sync controller's reports itself, so the app's own timers are held: the counts'
+    # 30 s re-read and the controller's 1 s tick (which takes an "offline" report on this never-enrolled
+    # vault for an enrolment made from the command line and syncs, which says "demo vault" again). On a
+    # busy machine each landed between a report below and its check.
+    import sprx_tui.sync_controller as controller_module
+
     monkeypatch.setattr(app_module, "SUMMARY_REFRESH_SECONDS", 3600.0)
+    monkeypatch.setattr(controller_module, "TICK_SECONDS", 3600.0)
     app = make_app(demo_vault, store=unlocked_store)
     async with app.run_test(size=SIZE) as pilot:
         # Today's load ends with a count refresh; a refresh landing after the reports below would rightly
