@@ -59,14 +59,11 @@ def _name(item: pytest.Item, root: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def _textual_style_cache_emptied() -> Iterator[None]:
-    """Let the widgets of a test's apps go when it ends: every full garbage collection walks what is alive.
+    """Let the widgets of a test's apps go when it ends (`sprx_tui._textual_hacks.forget_drawn_lines` says why).
 
-    Textual 8's ``StylesCache.get_inner_outer`` is an ``lru_cache(1024)`` on a method, so the cache holds
-    ``self``: the last 1,024 widgets' style caches stay alive, each with the lines it last drew (Strips, with
-    seven small caches each). In a test worker that was 250,000 objects, the long-lived heap grew from 176,000
-    to 430,000 objects within ten app tests, and every full collection (the app's own at the unlock screen, two
-    or three per app test) walked them all: 0.3-0.5 s of CPU each. Emptying the cache after a test costs its
-    few colour pairs (computed again on the next draw); nothing the app shows or does depends on it.
+    In a test worker the long-lived heap grew from 176,000 to 430,000 objects within ten app tests, and every
+    full collection (the app's own at the unlock screen, two or three per app test) walked them all: 0.3-0.5 s
+    of CPU each.
     """
     yield
     empty_textual_style_cache()
