@@ -1,6 +1,6 @@
 """Laptop CPU (process time) per everyday sync, with an optional cProfile of the laptop side.
 
-    .venv/bin/python bench/probe_everyday.py [--reps 30] [--sql] [--profile incremental|noop] [--top 40]
+    .venv/bin/python bench/probe_everyday.py [--reps 30] [--sql] [--profile first|incremental|noop] [--top 40]
 
 Against a copy of bench_sync.py's cached 2,000-person server (the --quick practice; built on first
 use) over loopback HTTPS, the shipped client (`RealLaptop`) first-syncs, then repeats: another device
@@ -57,7 +57,11 @@ def _run(args: argparse.Namespace, work: Path, prof: cProfile.Profile | None,
         lap.enrol(bs.issue_code(db_url, WORKER))
         writer = bs.Writer(url, str(cert), bs.issue_code(db_url, WORKER))
         with bs.Timed(pid) as t:
+            if prof is not None and args.profile == "first":
+                prof.enable()  # the writer's thread only: the page fetcher's thread is not in the profile
             lap.first_sync()
+            if prof is not None and args.profile == "first":
+                prof.disable()
         print(f"first sync: wall {t.wall:.2f} s, laptop CPU {t.client_cpu:.2f} s, server CPU {t.server_cpu:.2f} s")
         if args.sql:
             _time_sql(lap.store.engine, per_sql)
@@ -87,7 +91,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--people", type=int, default=2000)
-    ap.add_argument("--profile", choices=["incremental", "noop"], default=None)
+    ap.add_argument("--profile", choices=["first", "incremental", "noop"], default=None)
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--sql", action="store_true", help="laptop process time per SQL statement")
     args = ap.parse_args()

@@ -707,6 +707,13 @@ class _Bulk:
         self.meta_proc = self.processors[self.index["field_meta"]]
         self._update_sql: dict[tuple[str, ...], str] = {}
         self.bool_proc = self.processors[self.index["deleted"]]
+        # The positions `row` fills for every row, and the stored forms of a row's deletion flag.
+        ix = self.index
+        self.places = tuple(ix[n] for n in ("id", "practice_id", "person_id", "field_meta", "row_hlc", "server_seq"))
+        self.i_deleted = ix["deleted"]
+        self.i_search = ix.get("search_text", -1)
+        proc = self.bool_proc
+        self.stored_bool = (proc(False), proc(True)) if proc is not None else (False, True)
 
     def template(self) -> list[Any]:
         """Stored forms of the column defaults, made once per page (created_at: the page's time)."""
@@ -723,22 +730,21 @@ class _Bulk:
                 i, conv = spot
                 out[i] = conv(v) if conv is not None else v
         meta = c.get("meta") or {}
-        ix = self.index
-        out[ix["id"]] = c["id"]
-        out[ix["practice_id"]] = practice
-        out[ix["person_id"]] = person_id
-        if isinstance(meta, str):
+        i_id, i_practice, i_person, i_meta, i_hlc, i_seq = self.places
+        out[i_id] = c["id"]
+        out[i_practice] = practice
+        out[i_person] = person_id
+        if type(meta) is str:
             # The server's stored JSON text (a snapshot with meta=raw): stored as received.
-            out[ix["field_meta"]] = meta
-            out[ix["row_hlc"]] = _max_hlc_text(meta)
+            out[i_meta] = meta
+            out[i_hlc] = _max_hlc_text(meta)
         else:
-            out[ix["field_meta"]] = self.meta_proc(meta) if self.meta_proc is not None else meta
-            out[ix["row_hlc"]] = max_hlc(meta)
-        out[ix["server_seq"]] = seq
-        deleted = bool(c.get("deleted"))
-        out[ix["deleted"]] = self.bool_proc(deleted) if self.bool_proc is not None else deleted
-        if self.tbl == "person":
-            out[ix["search_text"]] = search_text_for(
+            out[i_meta] = self.meta_proc(meta) if self.meta_proc is not None else meta
+            out[i_hlc] = max_hlc(meta)
+        out[i_seq] = seq
+        out[self.i_deleted] = self.stored_bool[bool(c.get("deleted"))]
+        if self.i_search >= 0:
+            out[self.i_search] = search_text_for(
                 types.SimpleNamespace(**{k: values.get(k) for k in _SEARCH_FIELDS})  # type: ignore[arg-type]
             )
         return tuple(out)
