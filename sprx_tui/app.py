@@ -37,7 +37,7 @@ from textual.widget import AwaitMount
 from textual.worker import Worker, WorkerState
 
 from sprx_tui import _textual_hacks as hacks
-from sprx_tui.commands import PersonProvider, ShellCommandsProvider
+from sprx_tui.commands import PersonProvider, SearchFirstPalette, ShellCommandsProvider
 from sprx_tui.config import Config
 from sprx_tui.core.models import utcnow
 from sprx_tui.core.store import DEMO_MARK, CaseStore, engine_lock, get_state, load_actor
@@ -716,6 +716,11 @@ class SprxApp(App[int]):
             return
         if self.current_mode != RECORDS_MODE and self._records_open():
             self.switch_mode(RECORDS_MODE)  # back to the record an area's key was pressed on
+
+    def action_command_palette(self) -> None:
+        """The command palette, with Enter acting on the search of what was typed (`SearchFirstPalette`)."""
+        if self.use_command_palette and not SearchFirstPalette.is_open(self):
+            self.push_screen(SearchFirstPalette(id="--command-palette"))
 
     def action_help(self) -> None:
         from sprx_tui.screens.help import HelpScreen

@@ -7,9 +7,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from textual import on
+from textual.command import CommandInput, CommandPalette, DiscoveryHit, Hit, Hits, Provider
 from textual.content import Content
 from textual.fuzzy import Matcher
+from textual.widgets import Input
+from textual.worker import Worker, WorkerState
 
 from sprx_tui.inert import visible
 from sprx_tui.widgets.status_bar import AREAS
@@ -40,6 +43,38 @@ class PersonProvider(Provider):
             if row.postcode:  # on the hit's second line, where Hit.help would go (help is read as markup)
                 display = Content.assemble(display, "\n", Content.styled(visible(row.postcode), "$text-muted"))
             yield Hit(max(score, 0.1), display, partial(app.open_person, row.id), text=label)
+
+
+class SearchFirstPalette(CommandPalette):
+    """Textual's command palette, with Enter acting on the search of what was typed.
+
+    Textual's palette answers Enter from the list on screen. Each keystroke starts a new search (a worker: the
+    people search runs SQL in a thread), and until it has listed its hits the list is the previous search's, or
+    every command for an empty search. So "new person" and Enter typed quickly, or on a busy laptop, ran whichever
+    command that list had highlighted (found by tests/e2e/test_tmux_person.py: the Keys help opened instead of the
+    new-person form). Here an Enter that arrives while a search is still running is held, and given again as soon
+    as the search has finished and replaced the list.
+    """
+
+    _enter_held = False
+
+    def _searching(self) -> bool:
+        """Whether a search this palette started is still waiting or running (it runs no other workers)."""
+        return any(w.node is self and w.state in (WorkerState.PENDING, WorkerState.RUNNING) for w in self.app.workers)
+
+    @on(Input.Submitted)
+    def _hold_enter_until_searched(self, event: Input.Submitted) -> None:
+        if self._searching():
+            # prevent_default: the palette's own Enter handler (a base class's) does not run for this one.
+            event.stop()
+            event.prevent_default()
+            self._enter_held = True
+
+    @on(Worker.StateChanged)
+    async def _give_held_enter(self, event: Worker.StateChanged) -> None:
+        if self._enter_held and event.worker.is_finished and not self._searching():
+            self._enter_held = False
+            await self.query_one(CommandInput).action_submit()
 
 
 def highlight(matcher: Matcher, label: str) -> Content:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from textual.command import CommandList
 from textual.widgets import Checkbox, Input
 
 from sprx_tui.app import SprxApp
+from sprx_tui.commands import SearchFirstPalette
 from sprx_tui.config import Config
 from sprx_tui.core.models import AuditEvent, Person, Referral, SafetyFlagChange, SyncOutbox
 from sprx_tui.core.store import CaseStore
@@ -92,6 +94,33 @@ async def test_new_person_from_the_palette_is_a_self_referral_and_is_in_the_case
         await pilot.press("slash", *"quillf")
         await wait_until(pilot, lambda: caseload.total == 1, what="the filtered caseload")
         assert list(caseload.query_one("#caseload").rows) == [person.id]
+
+
+async def test_enter_typed_before_the_palette_has_searched_runs_the_command_searched_for(
+    unlocked_store: CaseStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "new person" and Enter typed faster than the search: the Enter waits for the search, then opens the form.
+
+    The people search (SQL in a thread) is held until the keys are in, as on a busy laptop. Textual's own palette
+    would have answered the Enter from the list still on screen: the empty search's, every command."""
+    release = threading.Event()
+    searched = unlocked_store.queries.search
+
+    def held_search(text: str, limit: int = 20) -> Any:
+        release.wait(10)
+        return searched(text, limit)
+
+    monkeypatch.setattr(unlocked_store.queries, "search", held_search)
+    app = make_app(unlocked_store)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: first_command(app) != "", what="the palette's commands")
+        await pilot.press(*"new person", "enter")
+        await pilot.pause()
+        assert isinstance(app.screen, SearchFirstPalette), "the Enter ran something before the search was done"
+        release.set()
+        await wait_until(pilot, lambda: isinstance(app.screen, PersonFormScreen), what="the new-person form")
 
 
 @pytest.mark.slow  # one of the longest fast-tier tests (3-7 s on 2 busy cores): make test runs it, make check does not
