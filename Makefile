@@ -12,7 +12,8 @@ DEMO_PASSPHRASE ?= walking group on tuesday
 # fixtures (a demo vault, a CLI run, a server) are built once; each worker has its own temp folder,
 # ports and PostgreSQL cluster. Four workers on two cores: app tests spend much of their time waiting
 # (timers, workers, subprocesses), so the fast tier took 142 s with 4 workers against 178 s with 2.
-# --durations lists the slowest tests after each run: where a slow run spent its time.
+# --durations lists the slowest tests after each run: where a slow run spent its time. For CPU rather than
+# wall time, add --cpu-report (tests/cpu_report.py): CPU per file, fixture and test, and in the collector.
 WORKERS ?= 4
 # Bytecode caches on, even where the environment turns them off (PYTHONDONTWRITEBYTECODE=1 on these
 # machines): otherwise every worker and every subprocess a test starts (the CLI, a server) compiles the

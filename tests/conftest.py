@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("tests.cpu_report",)  # --cpu-report: CPU per test file and fixture (off unless asked for)
+
 LONG_FILES_FIRST = (
     "tests/sync/test_convergence.py",  # 200 hypothesis examples of laptops syncing with faults: the most CPU
     "tests/tui/test_inert_text.py",  # a hypothesis search through every screen
