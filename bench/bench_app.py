@@ -292,13 +292,8 @@ class Marks:
         if self.expecting is None:
             return None
         t0, match, _shows = self.expecting
-        message = None
-        for t, m in reversed(self.messages):
-            if t < t0:
-                break
-            if match(m):
-                message = m
-        return message
+        found = self._first_after(t0, match)
+        return None if found is None else found[1]
 
     def on_message(self, message: Any) -> None:
         if isinstance(message, self.keep):
@@ -309,15 +304,20 @@ class Marks:
         else:
             self.recent.append(type(message).__name__)
 
-    def message_after(self, t0: float, match: Callable[[Any], bool]) -> float | None:
-        """When the first message since t0 that `match`es was dispatched (scans back from the newest)."""
+    def _first_after(self, t0: float, match: Callable[[Any], bool]) -> tuple[float, Any] | None:
+        """The first message since t0 that `match`es, with when it was dispatched (scans back from the newest)."""
         found = None
         for t, message in reversed(self.messages):
             if t < t0:
                 break
             if match(message):
-                found = t
+                found = (t, message)
         return found
+
+    def message_after(self, t0: float, match: Callable[[Any], bool]) -> float | None:
+        """When the first message since t0 that `match`es was dispatched."""
+        found = self._first_after(t0, match)
+        return None if found is None else found[0]
 
     async def wait_message(self, t0: float, match: Callable[[Any], bool], timeout: float = 30.0) -> float:
         deadline = _now() + timeout
