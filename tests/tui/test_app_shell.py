@@ -1003,6 +1003,7 @@ def drawn_lines() -> list[Any]:
 
 
 @pytest.mark.slow  # unlocks through the screen, twice
+@pytest.mark.own_heap
 async def test_heap_is_frozen_while_unlocked_and_released_by_the_lock(demo_vault: Path) -> None:
     """gc.freeze keeps full collections from stalling keystrokes; a lock or exit must undo it, and the
     session's objects (the store, the screens with their rows) must be freed by the lock: idle worker
