@@ -756,8 +756,8 @@ def child_sprx(args: argparse.Namespace) -> None:
                 await pilot.press("n")
                 await marks.wait_message(t, lambda m: m.kind is ContactContextLoaded)
                 await wait_for(lambda: isinstance(app.screen, ContactScreen))
-                # The note names this process and save, so that no earlier save (another round, or a run without a
-                # workaround, on the same vault copy) can pass for this one on the timeline.
+                # The note names this process and save, so that no earlier save of this run (or of the vault given
+                # with --vault, if it was saved into) can pass for this one on the timeline.
                 note = f"benchmark save {os.getpid()}.{k}"
                 app.screen.query_one("#notes", TextArea).text = f"Phoned as arranged ({note})."
 
@@ -804,8 +804,7 @@ def child_sprx(args: argparse.Namespace) -> None:
             out["add_person_committed_ms"] = summary(adds_committed)  # Ctrl+S -> PersonSaved (written)
             # -- discharge: Ctrl+S in the discharge form (goals met) -> the GP summary's preview drawn, in the same
             # dialog: from the key to the first frame after EpisodeEnded that shows the preview's first words.
-            # Only the Active people are listed (2), so that each round, and each run without a workaround on the
-            # same vault copy, finds episodes still open near the top.
+            # Only the Active people are listed (2), so that episodes still open are near the top.
             t_active = _now()
             await pilot.press("2")
             await marks.wait_message(
@@ -818,8 +817,8 @@ def child_sprx(args: argparse.Namespace) -> None:
             while len(ends) < args.discharges:
                 tried += 1
                 if tried > 50 * args.discharges:
-                    # Each round ends episodes on the same vault copy: say so rather than walk the list forever.
-                    raise RuntimeError("No open episode left below the cursor to discharge; use fewer rounds.")
+                    # Say so rather than walk the list forever.
+                    raise RuntimeError("No open episode left below the cursor to discharge; use fewer --discharges.")
                 await pilot.press("down")
                 await pilot.press("enter")
                 await wait_for(lambda: isinstance(app.screen, PersonScreen) and app.screen.person is not None)

@@ -711,7 +711,7 @@ class _Bulk:
         ix = self.index
         self.places = tuple(ix[n] for n in ("id", "practice_id", "person_id", "field_meta", "row_hlc", "server_seq"))
         self.i_deleted = ix["deleted"]
-        self.i_search = ix.get("search_text", -1)
+        self.i_search = ix["search_text"] if tbl == "person" else -1  # a person's search text is made here
         proc = self.bool_proc
         self.stored_bool = (proc(False), proc(True)) if proc is not None else (False, True)
 
